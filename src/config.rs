@@ -1,0 +1,364 @@
+//! The operator configuration file (SPEC §6): cluster and application catalogues, database
+//! defaults, hostname templates and the user subject prefix.
+//!
+//! A broken file fails at start with the file name and the path of the bad field, so a typo in a
+//! ConfigMap is found before the operator touches any tenant.
+
+use std::{collections::BTreeMap, path::Path};
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{DatabaseProvider, Environment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("configuration file {file}: field `{field}`: {message}")]
+    Invalid { file: String, field: String, message: String },
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Region key (a Tenant's `spec.cluster`) → how its applications are exposed.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Application key (a Tenant's `spec.applications`) → the Service that serves it.
+    #[serde(default)]
+    pub applications: BTreeMap<String, ApplicationConfig>,
+    #[serde(default)]
+    pub hostnames: HostnameTemplates,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub users: UserConfig,
+    #[serde(default)]
+    pub network_policy: NetworkPolicyConfig,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// DNS domain of the region, e.g. `uk.cloud.example.com`.
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Name of the TLS Secret in each tenant namespace; `{app}` is replaced by the application
+    /// key. With an issuer, cert-manager creates it.
+    #[serde(default = "default_tls_secret")]
+    pub secret_name: String,
+    /// cert-manager ClusterIssuer (annotation `cert-manager.io/cluster-issuer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<String>,
+    /// cert-manager Issuer in the tenant namespace (annotation `cert-manager.io/issuer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+fn default_tls_secret() -> String {
+    "{app}-tls".to_string()
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationConfig {
+    pub service_name: String,
+    pub service_port: u16,
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+/// Hostname templates with the placeholders `{tenant}`, `{env}`, `{app}` and `{domain}`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostnameTemplates {
+    #[serde(default = "default_prod_template")]
+    pub prod: String,
+    #[serde(default = "default_non_prod_template")]
+    pub non_prod: String,
+}
+
+fn default_prod_template() -> String {
+    "{tenant}.{app}.{domain}".to_string()
+}
+
+fn default_non_prod_template() -> String {
+    "{tenant}-{env}.{app}.{domain}".to_string()
+}
+
+impl Default for HostnameTemplates {
+    fn default() -> Self {
+        Self { prod: default_prod_template(), non_prod: default_non_prod_template() }
+    }
+}
+
+impl HostnameTemplates {
+    pub fn for_environment(&self, env: Environment) -> &str {
+        match env {
+            Environment::Prod => &self.prod,
+            Environment::Dev | Environment::Staging => &self.non_prod,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "default_provider")]
+    pub default_provider: DatabaseProvider,
+    /// Length of generated database passwords.
+    #[serde(default = "default_password_length")]
+    pub password_length: usize,
+    #[serde(default)]
+    pub statefulset: StatefulSetDatabaseConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabaseConfig>,
+    #[serde(default)]
+    pub cloudnative_pg: CloudNativePgConfig,
+}
+
+fn default_provider() -> DatabaseProvider {
+    DatabaseProvider::Statefulset
+}
+
+fn default_password_length() -> usize {
+    32
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            default_provider: default_provider(),
+            password_length: default_password_length(),
+            statefulset: StatefulSetDatabaseConfig::default(),
+            external: None,
+            cloudnative_pg: CloudNativePgConfig::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulSetDatabaseConfig {
+    #[serde(default = "default_image")]
+    pub image: String,
+    #[serde(default = "default_storage")]
+    pub storage: Quantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_image() -> String {
+    "postgres:17".to_string()
+}
+
+fn default_storage() -> Quantity {
+    Quantity("1Gi".to_string())
+}
+
+impl Default for StatefulSetDatabaseConfig {
+    fn default() -> Self {
+        Self { image: default_image(), storage: default_storage(), storage_class_name: None }
+    }
+}
+
+/// An existing PostgreSQL server on which the `external` provider creates databases.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalDatabaseConfig {
+    /// Secret with the admin connection: keys `host`, `port`, `username`, `password`, and
+    /// optionally `dbname` (default `postgres`) and `sslmode` (`disable` or `require`).
+    pub admin_secret: SecretRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudNativePgConfig {
+    #[serde(default = "default_instances")]
+    pub instances: i32,
+    #[serde(default = "default_storage")]
+    pub storage: Quantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+}
+
+fn default_instances() -> i32 {
+    1
+}
+
+impl Default for CloudNativePgConfig {
+    fn default() -> Self {
+        Self { instances: default_instances(), storage: default_storage(), image_name: None }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserConfig {
+    /// Prepended to a user's email to form the RBAC subject (e.g. `oidc:`), matching the
+    /// API server's `--oidc-username-prefix`.
+    #[serde(default)]
+    pub subject_prefix: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyConfig {
+    /// Namespace of the ingress controller, admitted into every tenant namespace.
+    #[serde(default = "default_ingress_namespace")]
+    pub ingress_controller_namespace: String,
+}
+
+fn default_ingress_namespace() -> String {
+    "ingress-nginx".to_string()
+}
+
+impl Default for NetworkPolicyConfig {
+    fn default() -> Self {
+        Self { ingress_controller_namespace: default_ingress_namespace() }
+    }
+}
+
+const PLACEHOLDERS: [&str; 4] = ["{tenant}", "{env}", "{app}", "{domain}"];
+
+impl Config {
+    /// Read and check the configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and check configuration text; `file` names its origin in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let field = err.path().to_string();
+            ConfigError::Invalid { file: file.to_string(), field, message: err.into_inner().to_string() }
+        })?;
+        config.check().map_err(|(field, message)| ConfigError::Invalid { file: file.to_string(), field, message })?;
+        Ok(config)
+    }
+
+    /// Rules the YAML shape cannot express; returns the bad field's path and why.
+    fn check(&self) -> Result<(), (String, String)> {
+        if self.clusters.is_empty() {
+            return Err(("clusters".into(), "at least one cluster is required".into()));
+        }
+        for (key, cluster) in &self.clusters {
+            check_label(&format!("clusters.{key}"), key)?;
+            let field = format!("clusters.{key}.domain");
+            if cluster.domain.is_empty() || !cluster.domain.split('.').all(is_dns_label) {
+                return Err((field, format!("{:?} is not a DNS domain", cluster.domain)));
+            }
+            if let Some(tls) = &cluster.tls {
+                if tls.cluster_issuer.is_some() && tls.issuer.is_some() {
+                    return Err((format!("clusters.{key}.tls"), "set clusterIssuer or issuer, not both".into()));
+                }
+                let probe = tls.secret_name.replace("{app}", "app");
+                if !is_dns_subdomain(&probe) {
+                    return Err((format!("clusters.{key}.tls.secretName"), format!("{:?} does not make a valid Secret name", tls.secret_name)));
+                }
+            }
+        }
+        for (key, app) in &self.applications {
+            check_label(&format!("applications.{key}"), key)?;
+            if key.len() > 40 {
+                return Err((format!("applications.{key}"), "application keys are at most 40 characters".into()));
+            }
+            if !is_dns_label(&app.service_name) {
+                return Err((format!("applications.{key}.serviceName"), format!("{:?} is not a valid Service name", app.service_name)));
+            }
+            if app.service_port == 0 {
+                return Err((format!("applications.{key}.servicePort"), "must be between 1 and 65535".into()));
+            }
+            if !app.path.starts_with('/') {
+                return Err((format!("applications.{key}.path"), "must start with '/'".into()));
+            }
+        }
+        check_template("hostnames.prod", &self.hostnames.prod, false)?;
+        check_template("hostnames.nonProd", &self.hostnames.non_prod, true)?;
+        if !(16..=128).contains(&self.database.password_length) {
+            return Err(("database.passwordLength".into(), "must be between 16 and 128".into()));
+        }
+        if self.database.default_provider == DatabaseProvider::External && self.database.external.is_none() {
+            return Err(("database.external".into(), "required when database.defaultProvider is external".into()));
+        }
+        if self.database.statefulset.image.trim().is_empty() {
+            return Err(("database.statefulset.image".into(), "must not be empty".into()));
+        }
+        if self.database.cloudnative_pg.instances < 1 {
+            return Err(("database.cloudnativePg.instances".into(), "must be at least 1".into()));
+        }
+        if !self.users.subject_prefix.chars().all(|c| !c.is_whitespace()) {
+            return Err(("users.subjectPrefix".into(), "must not contain whitespace".into()));
+        }
+        if !is_dns_label(&self.network_policy.ingress_controller_namespace) {
+            return Err(("networkPolicy.ingressControllerNamespace".into(), "is not a valid namespace name".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_label(field: &str, value: &str) -> Result<(), (String, String)> {
+    if is_dns_label(value) {
+        Ok(())
+    } else {
+        Err((field.to_string(), format!("key {value:?} must be a DNS-1123 label (lower-case letters, digits, '-')")))
+    }
+}
+
+/// A hostname template must keep tenants (and, outside prod, environments) apart, so two
+/// tenants can never be given the same hostname.
+fn check_template(field: &str, template: &str, needs_env: bool) -> Result<(), (String, String)> {
+    for required in ["{tenant}", "{app}"].into_iter().chain(needs_env.then_some("{env}")) {
+        if !template.contains(required) {
+            return Err((field.to_string(), format!("template {template:?} must contain {required}")));
+        }
+    }
+    let mut rest = template.to_string();
+    for placeholder in PLACEHOLDERS {
+        rest = rest.replace(placeholder, "x");
+    }
+    if rest.contains('{') || rest.contains('}') {
+        return Err((field.to_string(), format!("template {template:?} has an unknown placeholder; known: {}", PLACEHOLDERS.join(", "))));
+    }
+    if !rest.split('.').all(is_dns_label) {
+        return Err((field.to_string(), format!("template {template:?} does not produce a valid hostname")));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label: 1..63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(value: &str) -> bool {
+    value.len() <= 253 && value.split('.').all(is_dns_label)
+}

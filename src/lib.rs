@@ -1,0 +1,4 @@
+//! tenant-operator: Tenants and TenantUsers in, namespaces, ingress, databases and RBAC out.
+
+pub mod types;
+pub mod config;
