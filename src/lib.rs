@@ -2,3 +2,5 @@
 
 pub mod types;
 pub mod config;
+pub mod naming;
+pub mod desired;
