@@ -4,3 +4,6 @@ pub mod types;
 pub mod config;
 pub mod naming;
 pub mod desired;
+pub mod render;
+pub mod controller;
+pub mod operator;
