@@ -2,3 +2,7 @@
 
 pub mod types;
 pub mod config;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod telemetry;
