@@ -42,6 +42,10 @@ pub const EFFECTIVE_ROLES: [&str; 7] = [
     "None",
 ];
 
+/// The controllers whose counters exist from the start, so that `rate()` and `increase()` see
+/// the first reconcile as an increase from 0 (a series that appears at 1 hides it).
+pub const CONTROLLERS: [&str; 2] = ["tenant", "tenantuser"];
+
 /// Reconcile durations range from a no-op (milliseconds) to a database being provisioned
 /// (tens of seconds).
 const DURATION_BUCKETS: [f64; 12] = [
@@ -171,6 +175,13 @@ impl Metrics {
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
         };
+        for controller in CONTROLLERS {
+            let labels = ControllerLabels {
+                controller: controller.to_owned(),
+            };
+            metrics.inner.reconciles.get_or_create(&labels);
+            metrics.inner.duration.get_or_create(&labels);
+        }
         // Export the gauges at 0 from the start: "no tenants yet" differs from "no data".
         metrics.set_tenants_by_phase(&BTreeMap::new());
         metrics.set_tenant_users_by_role(&BTreeMap::new());
