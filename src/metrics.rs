@@ -179,8 +179,8 @@ impl Metrics {
             let labels = ControllerLabels {
                 controller: controller.to_owned(),
             };
-            metrics.inner.reconciles.get_or_create(&labels);
-            metrics.inner.duration.get_or_create(&labels);
+            drop(metrics.inner.reconciles.get_or_create_owned(&labels));
+            drop(metrics.inner.duration.get_or_create_owned(&labels));
         }
         // Export the gauges at 0 from the start: "no tenants yet" differs from "no data".
         metrics.set_tenants_by_phase(&BTreeMap::new());
