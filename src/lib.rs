@@ -2,6 +2,8 @@
 
 pub mod types;
 pub mod config;
+pub mod naming;
+pub mod desired;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,175 @@
+//! The role table of SPEC §3: system roles → ClusterRoles per environment, and the ClusterRoles
+//! themselves (defined once here, emitted by `render` and shipped in `deploy/`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use kube::api::ObjectMeta;
+
+use crate::{
+    naming::{LABEL_MANAGED_BY, MANAGED_BY},
+    types::{Environment, SystemRole},
+};
+
+pub const ACCOUNT_ADMIN: &str = "tenancy:account-admin";
+pub const EDITOR: &str = "tenancy:editor";
+pub const VIEWER: &str = "tenancy:viewer";
+pub const SUPERVISOR: &str = "tenancy:supervisor";
+pub const AGENT: &str = "tenancy:agent";
+
+/// Every ClusterRole the operator binds for system roles; it needs `bind` on exactly these.
+pub const SYSTEM_CLUSTER_ROLES: [&str; 5] = [ACCOUNT_ADMIN, EDITOR, VIEWER, SUPERVISOR, AGENT];
+
+/// The highest of a user's system roles, which decides their access.
+pub fn effective_role(roles: &[SystemRole]) -> Option<SystemRole> {
+    roles.iter().copied().min()
+}
+
+/// Why a role gets no binding in an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotBound {
+    /// Agent and Supervisor accounts exist only in `prod` (SPEC §1).
+    ProdOnlyRole,
+}
+
+/// ClusterRole bound for `role` in `env`. `prod` admits no configuration changes, so every
+/// configuring role is read-only there.
+pub fn cluster_role_for(role: SystemRole, env: Environment) -> Result<&'static str, NotBound> {
+    let prod = env == Environment::Prod;
+    match role {
+        SystemRole::AccountAdmin if !prod => Ok(ACCOUNT_ADMIN),
+        SystemRole::FlowAdmin | SystemRole::Designer if !prod => Ok(EDITOR),
+        SystemRole::AccountAdmin | SystemRole::FlowAdmin | SystemRole::Designer | SystemRole::Analyst => Ok(VIEWER),
+        SystemRole::Supervisor if prod => Ok(SUPERVISOR),
+        SystemRole::Agent if prod => Ok(AGENT),
+        SystemRole::Supervisor | SystemRole::Agent => Err(NotBound::ProdOnlyRole),
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// Workload kinds that tenants run themselves.
+fn workload_rules(verbs: &[&str]) -> Vec<PolicyRule> {
+    vec![
+        rule("", &["pods", "services", "configmaps", "persistentvolumeclaims", "serviceaccounts"], verbs),
+        rule("apps", &["deployments", "statefulsets", "replicasets", "daemonsets"], verbs),
+        rule("batch", &["jobs", "cronjobs"], verbs),
+        rule("autoscaling", &["horizontalpodautoscalers"], verbs),
+        rule("policy", &["poddisruptionbudgets"], verbs),
+    ]
+}
+
+/// Kinds the operator manages inside tenant namespaces: people may look, not change them
+/// (a change would be reverted as drift anyway).
+fn operator_managed_read_rules() -> Vec<PolicyRule> {
+    vec![
+        rule("networking.k8s.io", &["ingresses", "networkpolicies"], READ),
+        rule("", &["resourcequotas", "events", "pods/log", "endpoints"], READ),
+        rule("events.k8s.io", &["events"], READ),
+    ]
+}
+
+fn cluster_role(name: &str, description: &str, rules: Vec<PolicyRule>) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())])),
+            annotations: Some(BTreeMap::from([("tenancy.platform.dev/description".to_string(), description.to_string())])),
+            ..ObjectMeta::default()
+        },
+        rules: Some(rules),
+        ..ClusterRole::default()
+    }
+}
+
+/// The ClusterRoles of the role table.
+pub fn system_cluster_roles() -> Vec<ClusterRole> {
+    let mut admin = workload_rules(WRITE);
+    admin.push(rule("", &["secrets"], WRITE));
+    admin.push(rule("", &["pods/exec", "pods/portforward"], &["create", "get"]));
+    admin.push(rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], READ));
+    admin.extend(operator_managed_read_rules());
+
+    let mut editor = workload_rules(WRITE);
+    editor.push(rule("", &["secrets"], WRITE));
+    editor.extend(operator_managed_read_rules());
+
+    let mut viewer = workload_rules(READ);
+    viewer.extend(operator_managed_read_rules());
+
+    let supervisor = vec![
+        rule("", &["pods", "services", "configmaps", "events", "pods/log"], READ),
+        rule("apps", &["deployments", "statefulsets"], READ),
+        rule("networking.k8s.io", &["ingresses"], READ),
+    ];
+    let agent = vec![rule("", &["services", "configmaps"], READ), rule("networking.k8s.io", &["ingresses"], READ)];
+
+    vec![
+        cluster_role(ACCOUNT_ADMIN, "Account Admin in dev/staging: manage workloads, secrets and volumes", admin),
+        cluster_role(EDITOR, "Flow Admin and Designer in dev/staging: edit workloads and configuration", editor),
+        cluster_role(VIEWER, "Analyst everywhere, and every configuring role in prod: read-only, no secrets", viewer),
+        cluster_role(SUPERVISOR, "Supervisor in prod: watch workloads and their logs", supervisor),
+        cluster_role(AGENT, "Agent in prod: see the tenant's services", agent),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Environment::*;
+    use SystemRole::*;
+
+    #[test]
+    fn role_table_every_role_and_environment() {
+        let table = [
+            (AccountAdmin, [Ok(ACCOUNT_ADMIN), Ok(ACCOUNT_ADMIN), Ok(VIEWER)]),
+            (FlowAdmin, [Ok(EDITOR), Ok(EDITOR), Ok(VIEWER)]),
+            (Designer, [Ok(EDITOR), Ok(EDITOR), Ok(VIEWER)]),
+            (Analyst, [Ok(VIEWER), Ok(VIEWER), Ok(VIEWER)]),
+            (Supervisor, [Err(NotBound::ProdOnlyRole), Err(NotBound::ProdOnlyRole), Ok(SUPERVISOR)]),
+            (Agent, [Err(NotBound::ProdOnlyRole), Err(NotBound::ProdOnlyRole), Ok(AGENT)]),
+        ];
+        for (role, expected) in table {
+            for (env, want) in [Dev, Staging, Prod].into_iter().zip(expected) {
+                assert_eq!(cluster_role_for(role, env), want, "{role} in {env}");
+            }
+        }
+    }
+
+    #[test]
+    fn highest_role_wins() {
+        assert_eq!(effective_role(&[Designer, AccountAdmin]), Some(AccountAdmin));
+        assert_eq!(effective_role(&[Agent, Analyst, Supervisor]), Some(Analyst));
+        assert_eq!(effective_role(&[Agent, Supervisor]), Some(Supervisor));
+        assert_eq!(effective_role(&[FlowAdmin, Designer]), Some(FlowAdmin));
+        assert_eq!(effective_role(&[]), None);
+    }
+
+    #[test]
+    fn every_system_cluster_role_is_defined_once() {
+        let roles = system_cluster_roles();
+        let names: Vec<_> = roles.iter().filter_map(|r| r.metadata.name.as_deref()).collect();
+        assert_eq!(names, SYSTEM_CLUSTER_ROLES);
+    }
+
+    #[test]
+    fn viewer_and_prod_roles_cannot_read_secrets_or_write() {
+        for role in system_cluster_roles().into_iter().filter(|r| r.metadata.name.as_deref() != Some(ACCOUNT_ADMIN) && r.metadata.name.as_deref() != Some(EDITOR)) {
+            for rule in role.rules.unwrap_or_default() {
+                let resources = rule.resources.unwrap_or_default();
+                assert!(!resources.iter().any(|r| r == "secrets"), "{:?} reads secrets", role.metadata.name);
+                assert!(rule.verbs.iter().all(|v| READ.contains(&v.as_str())), "{:?} writes", role.metadata.name);
+            }
+        }
+    }
+}

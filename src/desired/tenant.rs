@@ -1,0 +1,274 @@
+//! Desired children of a Tenant, per environment (SPEC §3).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        core::v1::{ConfigMap, Namespace, ResourceQuota, ResourceQuotaSpec},
+        networking::v1::{
+            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, IngressTLS,
+            NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+    },
+};
+use kube::api::ObjectMeta;
+
+use super::{database, tenant_labels, ChildKind, DesiredObject};
+use crate::{
+    config::{ClusterConfig, Config},
+    naming::{self, NETWORK_POLICY, RESOURCE_QUOTA, TENANT_CONFIG_MAP},
+    types::{DatabaseProvider, EndpointStatus, Environment, Tenant},
+};
+
+/// A spec that cannot be built with this operator configuration. Becomes a status reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("cluster {cluster:?} is not in the operator configuration (known: {known})")]
+    UnknownCluster { cluster: String, known: String },
+    #[error("application {application:?} is not in the operator configuration (known: {known})")]
+    UnknownApplication { application: String, known: String },
+    #[error("database provider external is not configured: set database.external in the operator configuration")]
+    ExternalDatabaseNotConfigured,
+    #[error("the Tenant has no name")]
+    MissingName,
+}
+
+impl SpecError {
+    /// The `reason` of the status condition that reports this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::UnknownCluster { .. } => "UnknownCluster",
+            SpecError::UnknownApplication { .. } => "UnknownApplication",
+            SpecError::ExternalDatabaseNotConfigured => "DatabaseProviderNotConfigured",
+            SpecError::MissingName => "InvalidSpec",
+        }
+    }
+}
+
+/// Everything one Tenant should have on the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPlan {
+    pub slug: String,
+    pub database_provider: DatabaseProvider,
+    pub environments: Vec<EnvironmentPlan>,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// The children of one environment namespace. `objects` starts with the Namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentPlan {
+    pub environment: Environment,
+    pub namespace: String,
+    pub objects: Vec<DesiredObject>,
+    /// Where the environment's database will be reachable; `None` for provider `none`, and for
+    /// `external` (the host comes from the admin Secret, read at reconcile time).
+    pub database: Option<database::ConnectionInfo>,
+}
+
+impl TenantPlan {
+    pub fn build(tenant: &Tenant, config: &Config) -> Result<Self, SpecError> {
+        let slug = tenant.metadata.name.clone().ok_or(SpecError::MissingName)?;
+        let spec = &tenant.spec;
+        let cluster = config.clusters.get(&spec.cluster).ok_or_else(|| SpecError::UnknownCluster {
+            cluster: spec.cluster.clone(),
+            known: config.clusters.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        for app in &spec.applications {
+            if !config.applications.contains_key(app) {
+                return Err(SpecError::UnknownApplication {
+                    application: app.clone(),
+                    known: config.applications.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        let provider = database::provider_of(tenant, config);
+        if provider == DatabaseProvider::External && config.database.external.is_none() {
+            return Err(SpecError::ExternalDatabaseNotConfigured);
+        }
+
+        let mut environments_sorted = spec.environments.clone();
+        environments_sorted.sort();
+        environments_sorted.dedup();
+        let namespaces: Vec<String> = environments_sorted.iter().map(|env| naming::namespace_name(&slug, *env)).collect();
+
+        let mut environments = Vec::new();
+        let mut endpoints = Vec::new();
+        for &env in &environments_sorted {
+            let namespace = naming::namespace_name(&slug, env);
+            let urls: BTreeMap<String, String> = spec
+                .applications
+                .iter()
+                .map(|app| (app.clone(), url(cluster, &naming::hostname(&config.hostnames, &slug, env, app, &cluster.domain))))
+                .collect();
+            endpoints.extend(urls.iter().map(|(app, url)| EndpointStatus { application: app.clone(), environment: env, url: url.clone() }));
+
+            let mut objects = vec![
+                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env)),
+                DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls)),
+                DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config)),
+            ];
+            if let Some(quota) = resource_quota(tenant, &slug, env) {
+                objects.push(DesiredObject::from_typed(ChildKind::ResourceQuota, &quota));
+            }
+            for app in &spec.applications {
+                // Presence was checked above; a missing key would be a bug, not user input.
+                if let Some(app_config) = config.applications.get(app) {
+                    let host = naming::hostname(&config.hostnames, &slug, env, app, &cluster.domain);
+                    objects.push(DesiredObject::from_typed(ChildKind::Ingress, &ingress(&slug, env, app, app_config, cluster, &host)));
+                }
+            }
+            let db_objects = database::provider_objects(tenant, &slug, env, provider, config);
+            objects.extend(db_objects.objects);
+            environments.push(EnvironmentPlan { environment: env, namespace, objects, database: db_objects.connection });
+        }
+        Ok(Self { slug, database_provider: provider, environments, endpoints })
+    }
+
+    /// All desired objects of all environments, namespaces first within each environment.
+    pub fn objects(&self) -> impl Iterator<Item = &DesiredObject> {
+        self.environments.iter().flat_map(|env| env.objects.iter())
+    }
+}
+
+fn url(cluster: &ClusterConfig, host: &str) -> String {
+    let scheme = if cluster.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}/")
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta { name: Some(name.to_string()), namespace: namespace.map(str::to_string), labels: Some(labels), ..ObjectMeta::default() }
+}
+
+pub fn namespace_object(slug: &str, env: Environment) -> Namespace {
+    Namespace { metadata: meta(&naming::namespace_name(slug, env), None, tenant_labels(slug, Some(env))), ..Namespace::default() }
+}
+
+fn tenant_config_map(tenant: &Tenant, slug: &str, env: Environment, provider: DatabaseProvider, urls: &BTreeMap<String, String>) -> ConfigMap {
+    let namespace = naming::namespace_name(slug, env);
+    let mut data = BTreeMap::from([
+        ("tenant-id".to_string(), slug.to_string()),
+        ("display-name".to_string(), tenant.spec.display_name.clone()),
+        ("cluster".to_string(), tenant.spec.cluster.clone()),
+        ("environment".to_string(), env.as_str().to_string()),
+        ("database-provider".to_string(), provider.as_str().to_string()),
+        ("applications".to_string(), urls.keys().cloned().collect::<Vec<_>>().join(",")),
+    ]);
+    if provider != DatabaseProvider::None {
+        data.insert("database-secret".to_string(), naming::database_secret_name(slug));
+    }
+    for (app, url) in urls {
+        data.insert(format!("url.{app}"), url.clone());
+    }
+    ConfigMap {
+        metadata: meta(TENANT_CONFIG_MAP, Some(&namespace), tenant_labels(slug, Some(env))),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+fn ingress(slug: &str, env: Environment, app: &str, app_config: &crate::config::ApplicationConfig, cluster: &ClusterConfig, host: &str) -> Ingress {
+    let namespace = naming::namespace_name(slug, env);
+    let mut metadata = meta(app, Some(&namespace), tenant_labels(slug, Some(env)));
+    let mut annotations = BTreeMap::new();
+    let tls = cluster.tls.as_ref().map(|tls| {
+        if let Some(issuer) = &tls.cluster_issuer {
+            annotations.insert("cert-manager.io/cluster-issuer".to_string(), issuer.clone());
+        }
+        if let Some(issuer) = &tls.issuer {
+            annotations.insert("cert-manager.io/issuer".to_string(), issuer.clone());
+        }
+        vec![IngressTLS { hosts: Some(vec![host.to_string()]), secret_name: Some(tls.secret_name.replace("{app}", app)) }]
+    });
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
+    }
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: cluster.ingress_class_name.clone(),
+            tls,
+            rules: Some(vec![IngressRule {
+                host: Some(host.to_string()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some(app_config.path.clone()),
+                        path_type: "Prefix".to_string(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: app_config.service_name.clone(),
+                                port: Some(ServiceBackendPort { number: Some(i32::from(app_config.service_port)), name: None }),
+                            }),
+                            resource: None,
+                        },
+                    }],
+                }),
+            }]),
+            default_backend: None,
+        }),
+        ..Ingress::default()
+    }
+}
+
+/// Admits traffic only from the tenant's own environment namespaces and the ingress
+/// controller. Namespaces are matched by `kubernetes.io/metadata.name`, which the API server
+/// sets and nobody can forge, rather than by the tenant label anyone could put on a namespace.
+fn network_policy(slug: &str, env: Environment, tenant_namespaces: &[String], config: &Config) -> NetworkPolicy {
+    let namespace = naming::namespace_name(slug, env);
+    let by_name = |names: Vec<String>| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_string(),
+                operator: "In".to_string(),
+                values: Some(names),
+            }]),
+            match_labels: None,
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: meta(NETWORK_POLICY, Some(&namespace), tenant_labels(slug, Some(env))),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![
+                    by_name(tenant_namespaces.to_vec()),
+                    by_name(vec![config.network_policy.ingress_controller_namespace.clone()]),
+                ]),
+                ports: None,
+            }]),
+            egress: None,
+        }),
+    }
+}
+
+/// Compute quota on requests (what the scheduler reserves) and a pod count, per namespace.
+fn resource_quota(tenant: &Tenant, slug: &str, env: Environment) -> Option<ResourceQuota> {
+    let quota = tenant.spec.quota.as_ref()?;
+    let mut hard = BTreeMap::new();
+    if let Some(cpu) = &quota.cpu {
+        hard.insert("requests.cpu".to_string(), cpu.clone());
+    }
+    if let Some(memory) = &quota.memory {
+        hard.insert("requests.memory".to_string(), memory.clone());
+    }
+    if let Some(pods) = quota.pods {
+        hard.insert("pods".to_string(), Quantity(pods.to_string()));
+    }
+    if hard.is_empty() {
+        return None;
+    }
+    let namespace = naming::namespace_name(slug, env);
+    Some(ResourceQuota {
+        metadata: meta(RESOURCE_QUOTA, Some(&namespace), tenant_labels(slug, Some(env))),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        ..ResourceQuota::default()
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

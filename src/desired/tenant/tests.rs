@@ -1,0 +1,225 @@
+use super::*;
+use crate::types::{DeletionPolicy, QuotaSpec, TenantSpec};
+
+pub(crate) fn example_config() -> Config {
+    Config::parse(include_str!("../../../examples/config.yaml"), "examples/config.yaml").expect("example config is valid")
+}
+
+pub(crate) fn acme() -> Tenant {
+    serde_yaml::from_str(include_str!("../../../examples/tenant-acme.yaml")).expect("example tenant parses")
+}
+
+fn object<'a>(plan: &'a TenantPlan, kind: ChildKind, namespace: &str, name: &str) -> &'a serde_json::Value {
+    plan.objects()
+        .find(|o| o.kind == kind && o.namespace.as_deref() == Some(namespace) && o.name == name)
+        .map(|o| &o.object)
+        .unwrap_or_else(|| panic!("no {kind:?} {namespace}/{name}"))
+}
+
+#[test]
+fn one_namespace_per_environment_with_tenant_labels() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    let namespaces: Vec<_> = plan.objects().filter(|o| o.kind == ChildKind::Namespace).map(|o| o.name.clone()).collect();
+    assert_eq!(namespaces, ["acme-dev", "acme-staging", "acme-prod"]);
+    for object in plan.objects() {
+        let labels = &object.object["metadata"]["labels"];
+        assert_eq!(labels["tenancy.platform.dev/tenant"], "acme", "{}", object.describe());
+        assert!(labels["tenancy.platform.dev/environment"].is_string(), "{}", object.describe());
+        assert!(object.object["metadata"]["ownerReferences"].is_null(), "{} has owner references", object.describe());
+    }
+}
+
+#[test]
+fn ingress_hosts_per_environment_with_tls_and_class() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    let prod = object(&plan, ChildKind::Ingress, "acme-prod", "xconsole");
+    assert_eq!(prod["spec"]["rules"][0]["host"], "acme.xconsole.uk.cloud.example.com");
+    assert_eq!(prod["spec"]["ingressClassName"], "nginx");
+    assert_eq!(prod["spec"]["tls"][0]["secretName"], "xconsole-tls");
+    assert_eq!(prod["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt-prod");
+    let backend = &prod["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], "xconsole");
+    assert_eq!(backend["port"]["number"], 80);
+    let dev = object(&plan, ChildKind::Ingress, "acme-dev", "u-assist");
+    assert_eq!(dev["spec"]["rules"][0]["host"], "acme-dev.u-assist.uk.cloud.example.com");
+    assert_eq!(dev["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"], 8080);
+}
+
+#[test]
+fn endpoints_list_every_application_in_every_environment() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    assert_eq!(plan.endpoints.len(), 6);
+    assert!(plan.endpoints.contains(&EndpointStatus {
+        application: "xconsole".into(),
+        environment: Environment::Prod,
+        url: "https://acme.xconsole.uk.cloud.example.com/".into()
+    }));
+    assert!(plan.endpoints.contains(&EndpointStatus {
+        application: "u-assist".into(),
+        environment: Environment::Staging,
+        url: "https://acme-staging.u-assist.uk.cloud.example.com/".into()
+    }));
+}
+
+#[test]
+fn changing_cluster_moves_every_hostname() {
+    let config = example_config();
+    let mut tenant = acme();
+    tenant.spec.cluster = "eu".into();
+    let plan = TenantPlan::build(&tenant, &config).unwrap();
+    for endpoint in &plan.endpoints {
+        assert!(endpoint.url.ends_with(".eu.cloud.example.com/"), "{}", endpoint.url);
+        // eu has no TLS in the example configuration.
+        assert!(endpoint.url.starts_with("http://"), "{}", endpoint.url);
+    }
+    let ingress = object(&plan, ChildKind::Ingress, "acme-prod", "xconsole");
+    assert!(ingress["spec"]["tls"].is_null());
+    assert!(ingress["metadata"]["annotations"].is_null());
+}
+
+#[test]
+fn config_map_tells_applications_where_their_tenant_is() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    let data = &object(&plan, ChildKind::ConfigMap, "acme-staging", "tenant-config")["data"];
+    assert_eq!(data["tenant-id"], "acme");
+    assert_eq!(data["display-name"], "Acme Corp");
+    assert_eq!(data["cluster"], "uk");
+    assert_eq!(data["environment"], "staging");
+    assert_eq!(data["database-secret"], "acme-db-credentials");
+    assert_eq!(data["url.xconsole"], "https://acme-staging.xconsole.uk.cloud.example.com/");
+}
+
+#[test]
+fn network_policy_admits_own_namespaces_and_ingress_controller_only() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    let policy = object(&plan, ChildKind::NetworkPolicy, "acme-dev", "tenant-isolation");
+    assert_eq!(policy["spec"]["podSelector"], serde_json::json!({}));
+    let from = &policy["spec"]["ingress"][0]["from"];
+    assert_eq!(from[0]["namespaceSelector"]["matchExpressions"][0]["values"], serde_json::json!(["acme-dev", "acme-staging", "acme-prod"]));
+    assert_eq!(from[1]["namespaceSelector"]["matchExpressions"][0]["values"], serde_json::json!(["ingress-nginx"]));
+}
+
+#[test]
+fn quota_only_when_set() {
+    let config = example_config();
+    let plan = TenantPlan::build(&acme(), &config).unwrap();
+    let hard = &object(&plan, ChildKind::ResourceQuota, "acme-prod", "tenant-quota")["spec"]["hard"];
+    assert_eq!(hard["requests.cpu"], "8");
+    assert_eq!(hard["requests.memory"], "16Gi");
+    assert_eq!(hard["pods"], "50");
+    let mut tenant = acme();
+    tenant.spec.quota = None;
+    let plan = TenantPlan::build(&tenant, &config).unwrap();
+    assert!(plan.objects().all(|o| o.kind != ChildKind::ResourceQuota));
+    tenant.spec.quota = Some(QuotaSpec::default());
+    let plan = TenantPlan::build(&tenant, &config).unwrap();
+    assert!(plan.objects().all(|o| o.kind != ChildKind::ResourceQuota));
+}
+
+#[test]
+fn statefulset_database_objects() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    let sts = object(&plan, ChildKind::StatefulSet, "acme-prod", "acme-db");
+    assert_eq!(sts["spec"]["replicas"], 1);
+    assert_eq!(sts["spec"]["serviceName"], "acme-db");
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "postgres:17");
+    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
+    assert_eq!(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
+    let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(env[1]["valueFrom"]["secretKeyRef"]["name"], "acme-db-credentials");
+    object(&plan, ChildKind::Service, "acme-prod", "acme-db");
+    let connection = plan.environments[2].database.clone().unwrap();
+    assert_eq!(connection.host, "acme-db.acme-prod.svc");
+    assert_eq!(connection.dbname, "acme_prod");
+    assert!(plan.objects().all(|o| o.kind != ChildKind::Secret), "passwords are never generated by builders");
+}
+
+#[test]
+fn storage_class_and_size_from_spec() {
+    let mut tenant = acme();
+    tenant.spec.database = Some(crate::types::DatabaseSpec {
+        provider: Some(DatabaseProvider::Statefulset),
+        storage: Some(Quantity("5Gi".into())),
+        storage_class_name: Some("fast".into()),
+    });
+    let plan = TenantPlan::build(&tenant, &example_config()).unwrap();
+    let claim = &object(&plan, ChildKind::StatefulSet, "acme-dev", "acme-db")["spec"]["volumeClaimTemplates"][0]["spec"];
+    assert_eq!(claim["storageClassName"], "fast");
+    assert_eq!(claim["resources"]["requests"]["storage"], "5Gi");
+}
+
+#[test]
+fn cloudnative_pg_cluster_per_environment() {
+    let mut tenant = acme();
+    tenant.spec.database = Some(crate::types::DatabaseSpec { provider: Some(DatabaseProvider::CloudnativePg), ..Default::default() });
+    let plan = TenantPlan::build(&tenant, &example_config()).unwrap();
+    let cluster = object(&plan, ChildKind::CnpgCluster, "acme-staging", "acme-db");
+    assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(cluster["spec"]["instances"], 1);
+    assert_eq!(cluster["spec"]["bootstrap"]["initdb"]["database"], "acme_staging");
+    assert_eq!(cluster["spec"]["bootstrap"]["initdb"]["secret"]["name"], "acme-db-credentials");
+    assert!(plan.objects().all(|o| o.kind != ChildKind::StatefulSet));
+    assert_eq!(plan.environments[1].database.as_ref().unwrap().host, "acme-db-rw.acme-staging.svc");
+}
+
+#[test]
+fn no_database_objects_for_none_and_external() {
+    let config = example_config();
+    for provider in [DatabaseProvider::None, DatabaseProvider::External] {
+        let mut tenant = acme();
+        tenant.spec.database = Some(crate::types::DatabaseSpec { provider: Some(provider), ..Default::default() });
+        let plan = TenantPlan::build(&tenant, &config).unwrap();
+        assert!(plan.objects().all(|o| !matches!(o.kind, ChildKind::StatefulSet | ChildKind::CnpgCluster | ChildKind::Service)));
+        assert!(plan.environments.iter().all(|e| e.database.is_none()));
+    }
+    let mut tenant = acme();
+    tenant.spec.database = Some(crate::types::DatabaseSpec { provider: Some(DatabaseProvider::None), ..Default::default() });
+    let plan = TenantPlan::build(&tenant, &config).unwrap();
+    assert!(object(&plan, ChildKind::ConfigMap, "acme-dev", "tenant-config")["data"]["database-secret"].is_null());
+}
+
+#[test]
+fn unknown_cluster_and_application_are_typed_errors() {
+    let config = example_config();
+    let mut tenant = acme();
+    tenant.spec.cluster = "mars".into();
+    let err = TenantPlan::build(&tenant, &config).unwrap_err();
+    assert_eq!(err.reason(), "UnknownCluster");
+    assert_eq!(err.to_string(), "cluster \"mars\" is not in the operator configuration (known: eu, uk, us)");
+
+    let mut tenant = acme();
+    tenant.spec.applications.push("crm".into());
+    let err = TenantPlan::build(&tenant, &config).unwrap_err();
+    assert_eq!(err.reason(), "UnknownApplication");
+    assert!(err.to_string().contains("\"crm\""), "{err}");
+}
+
+#[test]
+fn external_provider_needs_configuration() {
+    let mut config = example_config();
+    config.database.external = None;
+    let mut tenant = acme();
+    tenant.spec.database = Some(crate::types::DatabaseSpec { provider: Some(DatabaseProvider::External), ..Default::default() });
+    assert_eq!(TenantPlan::build(&tenant, &config).unwrap_err(), SpecError::ExternalDatabaseNotConfigured);
+}
+
+#[test]
+fn single_environment_tenant() {
+    let tenant = Tenant::new(
+        "solo",
+        TenantSpec {
+            display_name: "Solo".into(),
+            cluster: "us".into(),
+            environments: vec![Environment::Prod],
+            applications: vec![],
+            database: None,
+            quota: None,
+            deletion_policy: DeletionPolicy::Delete,
+            suspend: false,
+        },
+    );
+    let plan = TenantPlan::build(&tenant, &example_config()).unwrap();
+    assert_eq!(plan.environments.len(), 1);
+    assert!(plan.endpoints.is_empty());
+    assert_eq!(plan.database_provider, DatabaseProvider::Statefulset);
+}

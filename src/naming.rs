@@ -1,0 +1,135 @@
+//! Names, labels and hostnames: the conventions by which children are found again.
+//!
+//! Children are linked to their Tenant by these labels, never by owner references on data
+//! holders, so a re-created Tenant with the same slug adopts what it finds (SPEC §3).
+
+use crate::{config::HostnameTemplates, types::Environment};
+
+pub const FIELD_MANAGER: &str = "tenant-operator";
+pub const FINALIZER: &str = "tenancy.platform.dev/cleanup";
+
+pub const LABEL_TENANT: &str = "tenancy.platform.dev/tenant";
+pub const LABEL_ENVIRONMENT: &str = "tenancy.platform.dev/environment";
+pub const LABEL_USER: &str = "tenancy.platform.dev/user";
+pub const LABEL_RETAINED: &str = "tenancy.platform.dev/retained";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "tenant-operator";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Hash of the desired object last applied; lets the operator notice a field it stopped
+/// setting, which a "desired ⊆ observed" comparison alone cannot see.
+pub const ANNOTATION_APPLIED_HASH: &str = "tenancy.platform.dev/applied-hash";
+
+pub const TENANT_CONFIG_MAP: &str = "tenant-config";
+pub const NETWORK_POLICY: &str = "tenant-isolation";
+pub const RESOURCE_QUOTA: &str = "tenant-quota";
+
+/// Namespace of one environment of a tenant.
+pub fn namespace_name(slug: &str, env: Environment) -> String {
+    format!("{slug}-{env}")
+}
+
+/// StatefulSet, Service and CloudNativePG Cluster of a tenant's database in each namespace.
+pub fn database_name(slug: &str) -> String {
+    format!("{slug}-db")
+}
+
+pub fn database_secret_name(slug: &str) -> String {
+    format!("{slug}-db-credentials")
+}
+
+/// PostgreSQL database of one environment: `<slug>_<env>` (`-` is not usable unquoted in SQL).
+pub fn sql_database_name(slug: &str, env: Environment) -> String {
+    format!("{}_{env}", slug.replace('-', "_"))
+}
+
+/// PostgreSQL login role used by the tenant's applications.
+pub fn sql_user_name(slug: &str) -> String {
+    slug.replace('-', "_")
+}
+
+/// RoleBinding of a user's system role.
+pub fn user_binding_name(username: &str) -> String {
+    format!("tenantuser-{username}")
+}
+
+/// RoleBinding of one custom role of a user. `:` cannot occur in a username, so these names
+/// never collide with another user's bindings.
+pub fn user_custom_binding_name(username: &str, cluster_role: &str) -> String {
+    format!("tenantuser-{username}:{cluster_role}")
+}
+
+/// Hostname of an application of a tenant in one environment.
+pub fn hostname(templates: &HostnameTemplates, slug: &str, env: Environment, app: &str, domain: &str) -> String {
+    templates
+        .for_environment(env)
+        .replace("{tenant}", slug)
+        .replace("{env}", env.as_str())
+        .replace("{app}", app)
+        .replace("{domain}", domain)
+}
+
+/// Environment of a namespace name, if it is one of the tenant's environment namespaces.
+pub fn environment_of_namespace(slug: &str, namespace: &str) -> Option<Environment> {
+    namespace.strip_prefix(slug)?.strip_prefix('-').and_then(Environment::parse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_slug_dash_environment() {
+        assert_eq!(namespace_name("acme", Environment::Dev), "acme-dev");
+        assert_eq!(namespace_name("acme", Environment::Staging), "acme-staging");
+        assert_eq!(namespace_name("acme", Environment::Prod), "acme-prod");
+    }
+
+    #[test]
+    fn namespace_environment_round_trips() {
+        for env in Environment::ALL {
+            assert_eq!(environment_of_namespace("acme-corp", &namespace_name("acme-corp", env)), Some(env));
+        }
+        assert_eq!(environment_of_namespace("acme", "acme-qa"), None);
+        assert_eq!(environment_of_namespace("acme", "acmeprod"), None);
+        assert_eq!(environment_of_namespace("acme", "other-prod"), None);
+    }
+
+    #[test]
+    fn hostnames_follow_the_default_templates() {
+        let t = HostnameTemplates::default();
+        assert_eq!(hostname(&t, "acme", Environment::Prod, "xconsole", "uk.cloud.example.com"), "acme.xconsole.uk.cloud.example.com");
+        assert_eq!(hostname(&t, "acme", Environment::Dev, "xconsole", "uk.cloud.example.com"), "acme-dev.xconsole.uk.cloud.example.com");
+        assert_eq!(hostname(&t, "acme", Environment::Staging, "u-assist", "uk.cloud.example.com"), "acme-staging.u-assist.uk.cloud.example.com");
+    }
+
+    #[test]
+    fn changing_the_cluster_domain_moves_every_hostname() {
+        let t = HostnameTemplates::default();
+        for env in Environment::ALL {
+            let uk = hostname(&t, "acme", env, "xconsole", "uk.cloud.example.com");
+            let us = hostname(&t, "acme", env, "xconsole", "us.cloud.example.com");
+            assert_ne!(uk, us);
+            assert!(us.ends_with(".us.cloud.example.com"));
+        }
+    }
+
+    #[test]
+    fn custom_templates_are_honoured() {
+        let t = HostnameTemplates { prod: "{app}-{tenant}.{domain}".into(), non_prod: "{app}-{tenant}-{env}.{domain}".into() };
+        assert_eq!(hostname(&t, "acme", Environment::Prod, "xconsole", "example.com"), "xconsole-acme.example.com");
+        assert_eq!(hostname(&t, "acme", Environment::Dev, "xconsole", "example.com"), "xconsole-acme-dev.example.com");
+    }
+
+    #[test]
+    fn sql_names_replace_dashes() {
+        assert_eq!(sql_database_name("acme-corp", Environment::Prod), "acme_corp_prod");
+        assert_eq!(sql_user_name("acme-corp"), "acme_corp");
+    }
+
+    #[test]
+    fn user_binding_names_cannot_collide_across_users() {
+        assert_eq!(user_binding_name("jdoe"), "tenantuser-jdoe");
+        assert_ne!(user_custom_binding_name("a", "b"), user_binding_name("a-b"));
+        assert_eq!(user_custom_binding_name("jdoe", "flow-billing-editor"), "tenantuser-jdoe:flow-billing-editor");
+    }
+}
