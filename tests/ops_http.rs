@@ -222,7 +222,7 @@ async fn bind_conflict_is_an_error() {
         readiness: Readiness::new(),
     })
     .await;
-    let err = bind(server.addr).await.err().expect("second bind fails");
+    let err = bind(server.addr).await.expect_err("second bind fails");
     assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
     server.shutdown().await;
 }
