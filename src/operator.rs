@@ -1,18 +1,21 @@
 //! Wiring: caches, the two controllers and their shared context, run until shutdown.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use futures::{future::Shared, FutureExt, StreamExt};
 use kube::{
     api::Api,
     core::DynamicObject,
     discovery::Discovery,
-    runtime::{controller, reflector::ObjectRef, watcher, Controller},
+    runtime::{controller, reflector::{ObjectRef, Store}, watcher, Controller},
     Client, ResourceExt,
 };
 
 use crate::{
     config::Config,
+    http::Readiness,
+    metrics::Metrics,
+    types::TenantPhase,
     controller::{
         tenant::{self, GuardedTenant},
         user::{self, GuardedUser, UserContext},
@@ -27,11 +30,13 @@ use crate::{
 pub struct ControllerOptions {
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        Self { concurrency: 16 }
+        Self { concurrency: 16, metrics: Metrics::new(), readiness: Readiness::new() }
     }
 }
 
@@ -61,7 +66,7 @@ pub async fn run_controllers(client: Client, config: Arc<Config>, options: Contr
     }
     kinds.push(ChildKind::RoleBinding);
     let (caches, mut streams) = Caches::start(&client, &kinds);
-    let ctx = Arc::new(Context::new(client.clone(), config, caches));
+    let ctx = Arc::new(Context::new(client.clone(), config, caches, options.metrics.clone()));
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
     let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default()).with_config(controller_config.clone());
@@ -93,7 +98,8 @@ pub async fn run_controllers(client: Client, config: Arc<Config>, options: Contr
             ChildKind::RoleBinding.api_resource(),
         );
     }
-    let user_ctx = Arc::new(UserContext { shared: ctx.clone(), users: user_store });
+    let user_ctx = Arc::new(UserContext { shared: ctx.clone(), users: user_store.clone() });
+    let gauges = report_gauges(tenants.store(), user_store, ctx.clone(), options.readiness.clone());
 
     let tenant_run = tenants
         .graceful_shutdown_on(shutdown.clone())
@@ -111,5 +117,34 @@ pub async fn run_controllers(client: Client, config: Arc<Config>, options: Contr
                 tracing::debug!(%error, "tenant user reconcile did not complete");
             }
         });
-    futures::join!(tenant_run, user_run);
+    options.readiness.set_controllers_running(true);
+    futures::select! {
+        _ = futures::future::join(tenant_run, user_run).fuse() => {},
+        _ = gauges.fuse() => {},
+    }
+    options.readiness.set_controllers_running(false);
+}
+
+/// Marks the caches synced once they are, then keeps the tenants-by-phase and
+/// users-by-role gauges current.
+async fn report_gauges(tenants: Store<GuardedTenant>, users: Store<GuardedUser>, ctx: Arc<Context>, readiness: Readiness) {
+    let _ = tenants.wait_until_ready().await;
+    let _ = users.wait_until_ready().await;
+    ctx.caches.wait_until_ready().await;
+    readiness.set_caches_synced(true);
+    loop {
+        let mut phases = BTreeMap::new();
+        for tenant in tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+            let phase = tenant.status.as_ref().and_then(|s| s.phase).unwrap_or(TenantPhase::Pending);
+            *phases.entry(phase.as_str().to_string()).or_insert(0) += 1;
+        }
+        ctx.metrics.set_tenants_by_phase(&phases);
+        let mut roles = BTreeMap::new();
+        for user in users.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+            let role = user.status.as_ref().and_then(|s| s.effective_role).map(|r| r.as_str()).unwrap_or("None");
+            *roles.entry(role.to_string()).or_insert(0) += 1;
+        }
+        ctx.metrics.set_tenant_users_by_role(&roles);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }

@@ -23,7 +23,7 @@ use kube::{
 };
 use rand::Rng;
 
-use crate::config::Config;
+use crate::{config::Config, metrics::Metrics};
 pub use caches::Caches;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +64,15 @@ pub struct Context {
     pub config: Arc<Config>,
     pub caches: Caches,
     pub recorder: Recorder,
+    pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Arc<Config>, caches: Caches) -> Self {
+    pub fn new(client: Client, config: Arc<Config>, caches: Caches, metrics: Metrics) -> Self {
         let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, config, caches, recorder, failures: Mutex::new(HashMap::new()) }
+        Self { client, config, caches, recorder, metrics, failures: Mutex::new(HashMap::new()) }
     }
 
     /// Record a Kubernetes Event; a failure to record is logged, never fatal.

@@ -46,7 +46,8 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
-    let key = tenant.name_any();
+    let _timer = ctx.metrics.reconcile_started("tenant");
+    let key = format!("tenant/{}", tenant.name_any());
     let api: Api<Tenant> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
@@ -65,6 +66,7 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result
 pub fn error_policy(guarded: Arc<GuardedTenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = guarded.meta().name.clone().unwrap_or_default();
     tracing::warn!(tenant = %name, %error, "reconcile failed");
+    ctx.metrics.reconcile_failed("tenant", error.kind());
     ctx.backoff(&format!("tenant/{name}"), error)
 }
 

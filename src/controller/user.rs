@@ -39,6 +39,7 @@ pub async fn reconcile(guarded: Arc<GuardedUser>, ctx: Arc<UserContext>) -> Resu
         // RoleBindings carry an owner reference to the user: the garbage collector removes them.
         return Ok(Action::await_change());
     }
+    let _timer = ctx.shared.metrics.reconcile_started("tenantuser");
     let name = user.name_any();
     let result = reconcile_user(user, &ctx).await;
     if result.is_ok() {
@@ -50,6 +51,9 @@ pub async fn reconcile(guarded: Arc<GuardedUser>, ctx: Arc<UserContext>) -> Resu
 pub fn error_policy(guarded: Arc<GuardedUser>, error: &Error, ctx: Arc<UserContext>) -> Action {
     let name = guarded.meta().name.clone().unwrap_or_default();
     tracing::warn!(user = %name, %error, "reconcile failed");
+    if error.kind() != "waiting" {
+        ctx.shared.metrics.reconcile_failed("tenantuser", error.kind());
+    }
     ctx.shared.backoff(&format!("user/{name}"), error)
 }
 
