@@ -133,9 +133,9 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let readiness = Readiness::new();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = {
+    let stopped = || {
         let mut rx = stop_rx.clone();
-        move || async move {
+        async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
