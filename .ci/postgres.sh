@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a throwaway PostgreSQL server for tests/external_postgres.rs and prints
-#   export TENANT_OPERATOR_TEST_PG_URL=postgresql://admin:PASSWORD@127.0.0.1:PORT/postgres
+#   export TENANT_OPERATOR_TEST_PG_URL=postgresql://admin:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable
 # on stdout, so callers can `eval "$(.ci/postgres.sh)"`. Everything else goes to stderr.
 #
 # TCP logins need a password (scram-sha-256): the tests prove that a tenant's login role
@@ -101,4 +101,4 @@ port=$(sed -n '4p' "$data/postmaster.pid" 2>/dev/null || true)
 port=${port##* }
 [ -n "$port" ] || { log "cannot read the port from $data/postmaster.pid"; exit 1; }
 
-echo "export TENANT_OPERATOR_TEST_PG_URL=postgresql://admin:${password}@127.0.0.1:${port}/postgres"
+echo "export TENANT_OPERATOR_TEST_PG_URL=postgresql://admin:${password}@127.0.0.1:${port}/postgres?sslmode=disable"

@@ -1,4 +1,5 @@
 //! tenant-operator: Tenants and TenantUsers in, namespaces, ingress, databases and RBAC out.
 
-pub mod types;
 pub mod config;
+pub mod database;
+pub mod types;
