@@ -7,7 +7,8 @@
 # cannot open another tenant's database, which "trust" authentication would make meaningless.
 #
 # Environment: TENANT_OPERATOR_PG_DIR (default /tmp/tenant-operator-pg) holds the cluster,
-# its socket, log and the generated admin password; `.ci/postgres.sh stop` stops the server.
+# its socket, log, the generated admin password and TLS files (TENANT_OPERATOR_TEST_PG_CA
+# names the CA that signed the server certificate); `.ci/postgres.sh stop` stops the server.
 set -euo pipefail
 
 base=${TENANT_OPERATOR_PG_DIR:-/tmp/tenant-operator-pg}
@@ -90,15 +91,37 @@ if [ ! -f "$state" ] || [ ! -f "$data/PG_VERSION" ]; then
 fi
 password=$(sed -n 's/^password=//p' "$state")
 
+# A private CA and a server certificate for 127.0.0.1, so SslMode::Require (which verifies
+# the certificate) is tested too; skipped where openssl is missing.
+tls_options=
+if command -v openssl >/dev/null 2>&1; then
+    if [ ! -f "$base/server.key" ] || [ ! -f "$base/ca.crt" ]; then
+        (
+            cd "$base"
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=tenant-operator-test-ca \
+                -keyout ca.key -out ca.crt >/dev/null 2>&1
+            openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr >/dev/null 2>&1
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile server.ext -out server.crt >/dev/null 2>&1
+            rm -f server.csr server.ext ca.key ca.srl
+            chmod 600 server.key
+        )
+        [ "$(id -u)" -ne 0 ] || chown postgres "$base/server.key" "$base/server.crt"
+    fi
+    tls_options="-c ssl=on -c ssl_cert_file=$base/server.crt -c ssl_key_file=$base/server.key"
+fi
+
 if ! is_running; then
     port=$(( 20000 + RANDOM % 20000 ))
     while ! port_is_free "$port"; do port=$(( port + 1 )); done
     run_as_owner "$bindir/pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$base -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$base -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $tls_options" >&2
     log "server started on 127.0.0.1:$port (log: $base/server.log)"
 fi
 port=$(sed -n '4p' "$data/postmaster.pid" 2>/dev/null || true)
 port=${port##* }
 [ -n "$port" ] || { log "cannot read the port from $data/postmaster.pid"; exit 1; }
 
+[ -z "$tls_options" ] || echo "export TENANT_OPERATOR_TEST_PG_CA=$base/ca.crt"
 echo "export TENANT_OPERATOR_TEST_PG_URL=postgresql://admin:${password}@127.0.0.1:${port}/postgres?sslmode=disable"
