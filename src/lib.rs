@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod database;
 pub mod desired;
 pub mod http;
 pub mod leader;
