@@ -203,7 +203,14 @@ async fn reconcile_environment(tenant: &Tenant, plan: &TenantPlan, env: &Environ
     };
     if let Some(database) = database {
         if !database.ready {
-            let reason = if database.message.as_deref().is_some_and(|m| m.starts_with("ServerUnreachable")) { "ServerUnreachable" } else { "DatabaseNotReady" };
+            // Provider errors lead their message with a CamelCase reason ("ServerUnreachable: …").
+            let reason = database
+                .message
+                .as_deref()
+                .and_then(|m| m.split_once(": "))
+                .map(|(reason, _)| reason)
+                .filter(|r| r.starts_with(|c: char| c.is_ascii_uppercase()) && r.chars().all(|c| c.is_ascii_alphanumeric()))
+                .unwrap_or("DatabaseNotReady");
             observed.database_problems.push((reason.into(), format!("{}: {}", env.namespace, database.message.clone().unwrap_or_else(|| "starting".into()))));
         }
         observed.databases.push(database);
@@ -229,7 +236,7 @@ async fn adopt(tenant: &Tenant, plan: &TenantPlan, env: &EnvironmentPlan, ctx: &
 
 /// Make sure the environment's credentials Secret exists. The password is read from the
 /// existing Secret and generated only when there is none: never replaced by a reconcile.
-async fn ensure_credentials(tenant: &Tenant, env: &EnvironmentPlan, connection: &ConnectionInfo, ctx: &Context) -> Result<String, Error> {
+pub(super) async fn ensure_credentials(tenant: &Tenant, env: &EnvironmentPlan, connection: &ConnectionInfo, ctx: &Context) -> Result<String, Error> {
     let slug = tenant.name_any();
     let name = naming::database_secret_name(&slug);
     let existing = match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
