@@ -1,0 +1,316 @@
+//! End-to-end scenarios of the Tenant controller. They run against the in-process fake API
+//! server by default and against a real cluster when `TENANT_OPERATOR_E2E_KUBECONFIG` is set
+//! (fake-only steps — fault injection, request counting — are skipped there).
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Namespace, Secret},
+    networking::v1::{Ingress, NetworkPolicy},
+};
+use kube::{
+    api::{DeleteParams, Patch, PatchParams},
+    Api, ResourceExt,
+};
+use serde_json::json;
+use support::scenario::Scenario;
+use tenant_operator::types::{Conditions, NamespaceState, Tenant, TenantPhase};
+
+fn tenant(slug: &str, extra: serde_json::Value) -> Tenant {
+    let mut spec = json!({
+        "displayName": "Acme Corp",
+        "cluster": "uk",
+        "environments": ["dev", "staging", "prod"],
+        "applications": ["xconsole", "u-assist"],
+        "database": {"provider": "none"},
+        "quota": {"cpu": "8", "memory": "16Gi", "pods": 50},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": slug},
+        "spec": spec,
+    }))
+    .expect("test tenant")
+}
+
+fn ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
+}
+
+#[tokio::test]
+async fn tenant_becomes_ready_with_namespaces_config_ingress_isolation_and_quota() {
+    let s = Scenario::start().await;
+    let slug = s.slug("acme");
+    s.create_tenant(&tenant(&slug, json!({}))).await;
+    let t = s.wait_tenant(&slug, ready).await;
+    let status = t.status.clone().unwrap_or_default();
+    assert_eq!(status.namespaces.len(), 3);
+    assert!(status.namespaces.iter().all(|n| n.state == NamespaceState::Active));
+    assert_eq!(status.endpoints.len(), 6);
+    assert!(status.endpoints.iter().any(|e| e.url == format!("https://{slug}.xconsole.uk.cloud.example.com/")));
+    for c in ["Ready", "NamespacesReady", "IngressReady", "DatabaseReady"] {
+        assert!(status.is_true(c), "{c} is not True: {:?}", status.conditions);
+    }
+    for env in ["dev", "staging", "prod"] {
+        let ns = format!("{slug}-{env}");
+        let namespace = Api::<Namespace>::all(s.client()).get(&ns).await.unwrap();
+        assert_eq!(namespace.labels().get("tenancy.platform.dev/tenant"), Some(&slug));
+        assert!(namespace.owner_references().is_empty(), "namespaces never carry owner references");
+        let cm = Api::<ConfigMap>::namespaced(s.client(), &ns).get("tenant-config").await.unwrap();
+        assert_eq!(cm.data.unwrap_or_default().get("environment").map(String::as_str), Some(env));
+        let ingress = Api::<Ingress>::namespaced(s.client(), &ns).get("xconsole").await.unwrap();
+        let host = ingress.spec.and_then(|s| s.rules).and_then(|r| r.first().and_then(|r| r.host.clone())).unwrap_or_default();
+        let expected = if env == "prod" { format!("{slug}.xconsole.uk.cloud.example.com") } else { format!("{slug}-{env}.xconsole.uk.cloud.example.com") };
+        assert_eq!(host, expected);
+        Api::<NetworkPolicy>::namespaced(s.client(), &ns).get("tenant-isolation").await.unwrap();
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client(), &ns).get("tenant-quota").await.unwrap();
+    }
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn environments_and_applications_follow_the_spec() {
+    let s = Scenario::start().await;
+    let slug = s.slug("envs");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev"], "deletionPolicy": "Delete"}))).await;
+    s.wait_tenant(&slug, ready).await;
+
+    s.patch_spec(&slug, json!({"environments": ["dev", "prod"], "applications": ["xconsole"]})).await;
+    let t = s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.namespaces.len() == 2)).await;
+    assert_eq!(t.status.unwrap_or_default().endpoints.len(), 2);
+    s.wait_gone(Api::<Ingress>::namespaced(s.client(), &format!("{slug}-dev")), "u-assist").await;
+
+    // Delete policy: a removed environment's namespace goes.
+    s.patch_spec(&slug, json!({"environments": ["prod"]})).await;
+    s.wait_gone(Api::<Namespace>::all(s.client()), &format!("{slug}-dev")).await;
+    s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.namespaces.len() == 1)).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn removed_environment_is_retained_under_retain_and_adopted_when_it_returns() {
+    let s = Scenario::start().await;
+    let slug = s.slug("keep");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "staging"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+    s.patch_spec(&slug, json!({"environments": ["dev"]})).await;
+    let t = s
+        .wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| st.namespaces.iter().any(|n| n.state == NamespaceState::Retained)))
+        .await;
+    assert!(ready(&t));
+    let staging = Api::<Namespace>::all(s.client()).get(&format!("{slug}-staging")).await.unwrap();
+    assert_eq!(staging.labels().get("tenancy.platform.dev/retained").map(String::as_str), Some("true"));
+    assert!(staging.metadata.deletion_timestamp.is_none());
+
+    s.patch_spec(&slug, json!({"environments": ["dev", "staging"]})).await;
+    s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.namespaces.iter().all(|n| n.state == NamespaceState::Active) && st.namespaces.len() == 2)).await;
+    let staging = Api::<Namespace>::all(s.client()).get(&format!("{slug}-staging")).await.unwrap();
+    assert!(staging.labels().get("tenancy.platform.dev/retained").is_none(), "adopted namespace keeps the retained mark");
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn changing_cluster_moves_hostnames_and_unknown_cluster_deletes_nothing() {
+    let s = Scenario::start().await;
+    let slug = s.slug("move");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["prod"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+
+    s.patch_spec(&slug, json!({"cluster": "us"})).await;
+    let t = s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.endpoints.iter().all(|e| e.url.contains(".us.cloud.example.com")))).await;
+    assert_eq!(t.status.unwrap_or_default().endpoints.len(), 2);
+    let ingress = Api::<Ingress>::namespaced(s.client(), &format!("{slug}-prod")).get("xconsole").await.unwrap();
+    assert_eq!(ingress.spec.and_then(|s| s.rules).and_then(|r| r[0].host.clone()).unwrap_or_default(), format!("{slug}.xconsole.us.cloud.example.com"));
+
+    s.patch_spec(&slug, json!({"cluster": "mars"})).await;
+    let t = s.wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| st.phase == Some(TenantPhase::Failed))).await;
+    let status = t.status.unwrap_or_default();
+    let ready_condition = status.condition("Ready").cloned().unwrap();
+    assert_eq!(ready_condition.status, "False");
+    assert_eq!(ready_condition.reason, "UnknownCluster");
+    assert!(ready_condition.message.contains("\"mars\""), "{}", ready_condition.message);
+    // Nothing was deleted.
+    Api::<Namespace>::all(s.client()).get(&format!("{slug}-prod")).await.unwrap();
+    Api::<Ingress>::namespaced(s.client(), &format!("{slug}-prod")).get("xconsole").await.unwrap();
+
+    s.patch_spec(&slug, json!({"applications": ["xconsole", "nope"], "cluster": "uk"})).await;
+    let t = s.wait_tenant(&slug, |t| t.status.as_ref().and_then(|st| st.condition("Ready")).is_some_and(|c| c.reason == "UnknownApplication")).await;
+    assert_eq!(t.status.and_then(|s| s.phase), Some(TenantPhase::Failed));
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn hand_deleted_and_hand_edited_children_are_put_back() {
+    let s = Scenario::start().await;
+    let slug = s.slug("drift");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+    let ns = format!("{slug}-dev");
+    let ingresses = Api::<Ingress>::namespaced(s.client(), &ns);
+    ingresses.delete("xconsole", &DeleteParams::default()).await.unwrap();
+    s.wait_for("the Ingress to come back", || async { ingresses.get_opt("xconsole").await.ok().flatten().is_some_and(|i| i.metadata.deletion_timestamp.is_none()) }).await;
+
+    let config_maps = Api::<ConfigMap>::namespaced(s.client(), &ns);
+    config_maps
+        .patch("tenant-config", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tenancy.platform.dev/environment": "prod"}}, "data": {"cluster": "hacked"}})))
+        .await
+        .unwrap();
+    s.wait_for("the ConfigMap to be corrected", || async {
+        config_maps.get("tenant-config").await.ok().is_some_and(|cm| {
+            cm.labels().get("tenancy.platform.dev/environment").map(String::as_str) == Some("dev")
+                && cm.data.unwrap_or_default().get("cluster").map(String::as_str) == Some("uk")
+        })
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
+    let s = Scenario::start().await;
+    let Some(fake) = s.fake() else { return };
+    let slugs: Vec<String> = (0..3).map(|i| s.slug(&format!("quiet{i}"))).collect();
+    for slug in &slugs {
+        s.create_tenant(&tenant(slug, json!({"database": {"provider": "statefulset"}}))).await;
+    }
+    for slug in &slugs {
+        s.mark_statefulsets_ready(slug).await;
+        s.wait_tenant(slug, ready).await;
+    }
+    // Let trailing watch events settle, then restart the operator: the restart lists and
+    // reconciles every tenant, which must not write anything.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.stop_operator().await;
+    let before = fake.request_counts();
+    s.start_operator();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = fake.writes_since(&before);
+    assert_eq!(writes.writes(), 0, "a no-op resync wrote: {:?}", writes.0);
+    let reads = fake.request_counts().since(&before);
+    assert!(reads.verb("list") > 0, "the restarted operator did not even list: {:?}", reads.0);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn statefulset_database_credentials_are_generated_once_and_readiness_is_honest() {
+    let s = Scenario::start().await;
+    let slug = s.slug("db");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev"], "database": {"provider": "statefulset", "storage": "2Gi"}}))).await;
+    let ns = format!("{slug}-dev");
+    let t = s.wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| !st.databases.is_empty())).await;
+    let status = t.status.unwrap_or_default();
+    if s.fake().is_some() {
+        assert!(!status.databases[0].ready, "a database without ready pods is not ready");
+        assert_eq!(status.phase, Some(TenantPhase::Provisioning));
+        assert_eq!(status.condition("DatabaseReady").map(|c| c.reason.as_str()), Some("DatabaseNotReady"));
+    }
+    let secrets = Api::<Secret>::namespaced(s.client(), &ns);
+    let secret = secrets.get(&format!("{slug}-db-credentials")).await.unwrap();
+    let data = secret.data.clone().unwrap_or_default();
+    for key in ["username", "password", "host", "port", "dbname", "uri", "jdbc-uri"] {
+        assert!(data.contains_key(key), "secret lacks {key}");
+    }
+    let password = data["password"].0.clone();
+    assert_eq!(password.len(), 32);
+    assert!(secret.owner_references().is_empty());
+    let sts = Api::<StatefulSet>::namespaced(s.client(), &ns).get(&format!("{slug}-db")).await.unwrap();
+    assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1));
+
+    s.mark_statefulsets_ready(&slug).await;
+    let t = s.wait_tenant(&slug, ready).await;
+    assert!(t.status.unwrap_or_default().databases[0].ready);
+    // A spec change reconciles everything again; the password stays.
+    s.patch_spec(&slug, json!({"displayName": "Acme Renamed"})).await;
+    s.wait_tenant(&slug, ready).await;
+    let again = secrets.get(&format!("{slug}-db-credentials")).await.unwrap();
+    assert_eq!(again.data.unwrap_or_default()["password"].0, password);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_with_retain_keeps_data_and_recreating_adopts_it() {
+    let s = Scenario::start().await;
+    let slug = s.slug("retain");
+    let spec = tenant(&slug, json!({"environments": ["dev"], "database": {"provider": "statefulset"}}));
+    s.create_tenant(&spec).await;
+    s.mark_statefulsets_ready(&slug).await;
+    s.wait_tenant(&slug, ready).await;
+    let ns = format!("{slug}-dev");
+    let secrets = Api::<Secret>::namespaced(s.client(), &ns);
+    let password = secrets.get(&format!("{slug}-db-credentials")).await.unwrap().data.unwrap_or_default()["password"].0.clone();
+
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    let namespace = Api::<Namespace>::all(s.client()).get(&ns).await.unwrap();
+    assert_eq!(namespace.labels().get("tenancy.platform.dev/retained").map(String::as_str), Some("true"));
+    assert!(namespace.metadata.deletion_timestamp.is_none());
+    let secret = secrets.get(&format!("{slug}-db-credentials")).await.unwrap();
+    assert_eq!(secret.labels().get("tenancy.platform.dev/retained").map(String::as_str), Some("true"));
+
+    s.create_tenant(&spec).await;
+    s.mark_statefulsets_ready(&slug).await;
+    s.wait_tenant(&slug, ready).await;
+    let namespace = Api::<Namespace>::all(s.client()).get(&ns).await.unwrap();
+    assert!(namespace.labels().get("tenancy.platform.dev/retained").is_none());
+    let adopted = secrets.get(&format!("{slug}-db-credentials")).await.unwrap();
+    assert_eq!(adopted.data.unwrap_or_default()["password"].0, password, "a re-created tenant reuses its credentials");
+    s.delete_namespaces_of(&slug).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_with_delete_removes_everything_even_when_the_operator_was_down() {
+    let s = Scenario::start().await;
+    let slug = s.slug("gone");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"], "deletionPolicy": "Delete"}))).await;
+    s.wait_tenant(&slug, ready).await;
+    s.stop_operator().await;
+    s.delete_tenant(&slug).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The finalizer holds the Tenant while nobody handles it.
+    let held = Api::<Tenant>::all(s.client()).get(&slug).await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    s.start_operator();
+    s.wait_tenant_gone(&slug).await;
+    for env in ["dev", "prod"] {
+        s.wait_gone(Api::<Namespace>::all(s.client()), &format!("{slug}-{env}")).await;
+    }
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn injected_api_errors_are_retried_until_the_tenant_converges() {
+    let s = Scenario::start().await;
+    let Some(fake) = s.fake() else { return };
+    fake.fail_next("patch", "configmaps", 500, 2);
+    fake.fail_next("patch", "ingresses", 429, 2);
+    fake.fail_next("patch", "tenants/status", 409, 1);
+    fake.fail_next("patch", "namespaces", 503, 1);
+    let slug = s.slug("flaky");
+    s.create_tenant(&tenant(&slug, json!({}))).await;
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn fifty_tenants_created_at_once_all_become_ready() {
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        return; // Too heavy for a shared real cluster.
+    }
+    let slugs: Vec<String> = (0..50).map(|i| s.slug(&format!("bulk{i}"))).collect();
+    futures::future::join_all(slugs.iter().map(|slug| s.create_tenant_ref(tenant(slug, json!({})))) ).await;
+    for slug in &slugs {
+        s.wait_tenant(slug, ready).await;
+    }
+    s.cleanup().await;
+}

@@ -1,0 +1,283 @@
+//! Operator scenarios: the real controllers, in-process, against the test environment (the fake
+//! API server, or a real cluster when `TENANT_OPERATOR_E2E_KUBECONFIG` is set).
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Namespace};
+use kube::{
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    Api, Client, Resource, ResourceExt,
+};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tenant_operator::{
+    config::Config,
+    operator::{run_controllers, ControllerOptions},
+    types::{Tenant, TenantUser},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use super::FakeApiServer;
+
+/// Where scenarios run: a real cluster named by `TENANT_OPERATOR_E2E_KUBECONFIG` (CRDs installed
+/// by server-side apply), or a fresh fake API server.
+pub enum TestEnv {
+    Fake(FakeApiServer),
+    Real(Client),
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        match std::env::var("TENANT_OPERATOR_E2E_KUBECONFIG") {
+            Ok(path) if !path.is_empty() => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("read kubeconfig {path}: {e}"));
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+                let client = Client::try_from(config).unwrap_or_else(|e| panic!("client for {path}: {e}"));
+                install_crds(&client).await;
+                TestEnv::Real(client)
+            }
+            _ => TestEnv::Fake(FakeApiServer::start().await),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        match self {
+            TestEnv::Fake(fake) => fake.client(),
+            TestEnv::Real(client) => client.clone(),
+        }
+    }
+
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        match self {
+            TestEnv::Fake(fake) => Some(fake),
+            TestEnv::Real(_) => None,
+        }
+    }
+}
+
+async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for text in [include_str!("../../crds/tenants.yaml"), include_str!("../../crds/tenantusers.yaml")] {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(text).expect("committed CRD parses");
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply("tenant-operator-e2e").force(), &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
+        for _ in 0..100 {
+            let established = api.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn example_config() -> Config {
+    Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").expect("example config")
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+pub struct Scenario {
+    env: TestEnv,
+    config: Arc<Config>,
+    operator: Mutex<Option<Running>>,
+    tenants: Mutex<Vec<String>>,
+    users: Mutex<Vec<String>>,
+    timeout: Duration,
+}
+
+impl Scenario {
+    /// Test environment plus a running operator.
+    pub async fn start() -> Self {
+        Self::start_with(example_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let env = TestEnv::new().await;
+        let timeout = if env.fake().is_some() { Duration::from_secs(30) } else { Duration::from_secs(180) };
+        let scenario = Self { env, config: Arc::new(config), operator: Mutex::new(None), tenants: Mutex::default(), users: Mutex::default(), timeout };
+        scenario.start_operator();
+        scenario
+    }
+
+    pub fn client(&self) -> Client {
+        self.env.client()
+    }
+
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        self.env.fake()
+    }
+
+    /// A slug no other run uses (≤ 40 characters).
+    pub fn slug(&self, prefix: &str) -> String {
+        let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
+        let prefix: String = prefix.chars().take(33).collect();
+        format!("{prefix}-{suffix}")
+    }
+
+    pub fn start_operator(&self) {
+        let (stop, stopped) = oneshot::channel();
+        let options = ControllerOptions { concurrency: 16, ..ControllerOptions::default() };
+        let task = tokio::spawn(run_controllers(self.client(), self.config.clone(), options, async move {
+            let _ = stopped.await;
+        }));
+        if let Ok(mut operator) = self.operator.lock() {
+            *operator = Some(Running { stop, task });
+        }
+    }
+
+    /// Stop the operator, letting in-flight reconciles finish.
+    pub async fn stop_operator(&self) {
+        let running = self.operator.lock().ok().and_then(|mut o| o.take());
+        if let Some(running) = running {
+            let _ = running.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+        }
+    }
+
+    pub async fn create_tenant(&self, tenant: &Tenant) {
+        self.create_tenant_ref(tenant.clone()).await;
+    }
+
+    pub async fn create_tenant_ref(&self, tenant: Tenant) {
+        let name = tenant.name_any();
+        Api::<Tenant>::all(self.client()).create(&PostParams::default(), &tenant).await.unwrap_or_else(|e| panic!("create Tenant {name}: {e}"));
+        self.tenants.lock().unwrap().push(name);
+    }
+
+    pub async fn create_user(&self, user: &TenantUser) {
+        let name = user.name_any();
+        Api::<TenantUser>::all(self.client()).create(&PostParams::default(), user).await.unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
+        self.users.lock().unwrap().push(name);
+    }
+
+    /// Merge-patch a Tenant's spec.
+    pub async fn patch_spec(&self, slug: &str, spec: serde_json::Value) {
+        Api::<Tenant>::all(self.client())
+            .patch(slug, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+            .await
+            .unwrap_or_else(|e| panic!("patch Tenant {slug}: {e}"));
+    }
+
+    pub async fn delete_tenant(&self, slug: &str) {
+        Api::<Tenant>::all(self.client()).delete(slug, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete Tenant {slug}: {e}"));
+    }
+
+    /// Poll until `check` holds, or fail the test with `what`.
+    pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until the Tenant satisfies `check`; returns it.
+    pub async fn wait_tenant(&self, slug: &str, check: impl Fn(&Tenant) -> bool) -> Tenant {
+        self.wait_object(Api::<Tenant>::all(self.client()), slug, check).await
+    }
+
+    pub async fn wait_user(&self, name: &str, check: impl Fn(&TenantUser) -> bool) -> TenantUser {
+        self.wait_object(Api::<TenantUser>::all(self.client()), name, check).await
+    }
+
+    pub async fn wait_object<K>(&self, api: Api<K>, name: &str, check: impl Fn(&K) -> bool) -> K
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut last = None;
+        loop {
+            if let Ok(Some(object)) = api.get_opt(name).await {
+                if check(&object) {
+                    return object;
+                }
+                last = Some(object);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {} {name}; last seen: {last:#?}", K::kind(&()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_tenant_gone(&self, slug: &str) {
+        self.wait_gone(Api::<Tenant>::all(self.client()), slug).await;
+    }
+
+    pub async fn wait_gone<K>(&self, api: Api<K>, name: &str)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        self.wait_for(&format!("{} {name} to be gone", K::kind(&())), || async { matches!(api.get_opt(name).await, Ok(None)) }).await;
+    }
+
+    /// On the fake, report the tenant's database StatefulSets ready (there are no pods); on a
+    /// real cluster the pods become ready on their own.
+    pub async fn mark_statefulsets_ready(&self, slug: &str) {
+        if self.fake().is_none() {
+            return;
+        }
+        let list = ListParams::default().labels(&format!("tenancy.platform.dev/tenant={slug}"));
+        let api: Api<StatefulSet> = Api::all(self.client());
+        let environments = Api::<Tenant>::all(self.client()).get(slug).await.map(|t| t.spec.environments.len()).unwrap_or(1);
+        self.wait_for("the database StatefulSets", || async { api.list(&list).await.is_ok_and(|l| l.items.len() >= environments) }).await;
+        for sts in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
+            let ns = sts.namespace().unwrap_or_default();
+            let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+            Api::<StatefulSet>::namespaced(self.client(), &ns)
+                .patch_status(&sts.name_any(), &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .unwrap_or_else(|e| panic!("mark StatefulSet {ns}/{} ready: {e}", sts.name_any()));
+        }
+    }
+
+    /// Delete the namespaces labelled with a tenant (retained data included).
+    pub async fn delete_namespaces_of(&self, slug: &str) {
+        let api: Api<Namespace> = Api::all(self.client());
+        let list = ListParams::default().labels(&format!("tenancy.platform.dev/tenant={slug}"));
+        for ns in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
+            let _ = api.delete(&ns.name_any(), &DeleteParams::default()).await;
+        }
+    }
+
+    /// Remove what the scenario created: users, then tenants with `deletionPolicy: Delete` so
+    /// their namespaces go too, then stop the operator.
+    pub async fn cleanup(&self) {
+        let users: Vec<String> = self.users.lock().map(|u| u.clone()).unwrap_or_default();
+        for user in users {
+            let _ = Api::<TenantUser>::all(self.client()).delete(&user, &DeleteParams::default()).await;
+        }
+        let tenants: Vec<String> = self.tenants.lock().map(|t| t.clone()).unwrap_or_default();
+        let api = Api::<Tenant>::all(self.client());
+        for slug in &tenants {
+            let _ = api.patch(slug, &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete", "suspend": false}}))).await;
+            let _ = api.delete(slug, &DeleteParams::default()).await;
+        }
+        if self.fake().is_none() {
+            for slug in &tenants {
+                self.wait_gone(Api::<Tenant>::all(self.client()), slug).await;
+                self.delete_namespaces_of(slug).await;
+            }
+        }
+        self.stop_operator().await;
+    }
+}
+
