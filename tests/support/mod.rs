@@ -8,4 +8,5 @@
 pub mod e2e;
 pub mod fake;
 
+pub use e2e::TestEnv;
 pub use fake::{FakeApiServer, RequestCounts, RequestRecord};
