@@ -1749,3 +1749,47 @@ async fn kubeconfig_points_at_the_fake() {
     let nss: Api<Namespace> = Api::all(client);
     assert!(nss.get("default").await.is_ok());
 }
+
+#[tokio::test]
+async fn reapplying_a_statefulset_is_a_noop_despite_server_defaults() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client();
+    ns(&client, "acme-dev").await;
+    let api: Api<StatefulSet> = Api::namespaced(client, "acme-dev");
+    let desired = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "acme-db", "labels": {"tenancy.platform.dev/tenant": "acme"}},
+        "spec": {"serviceName": "acme-db", "selector": {"matchLabels": {"app": "acme-db"}},
+            "template": {"metadata": {"labels": {"app": "acme-db"}}, "spec": {"containers": [{"name": "pg", "image": "postgres:16",
+                "ports": [{"containerPort": 5432}], "env": [{"name": "PGDATA", "value": "/data/pg"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}});
+    let first = api.patch("acme-db", &ssa(), &Patch::Apply(&desired)).await.unwrap();
+    let spec = first.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1), "server defaults are filled in");
+    assert_eq!(spec.template.spec.as_ref().unwrap().containers[0].termination_message_path.as_deref(), Some("/dev/termination-log"));
+    let again = api.patch("acme-db", &ssa(), &Patch::Apply(&desired)).await.unwrap();
+    assert_eq!(first.resource_version(), again.resource_version());
+    assert_eq!(again.metadata.generation, Some(1));
+    // a real change bumps generation
+    let mut changed = desired.clone();
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("postgres:17");
+    let third = api.patch("acme-db", &ssa(), &Patch::Apply(&changed)).await.unwrap();
+    assert_eq!(third.metadata.generation, Some(2));
+}
+
+#[tokio::test]
+async fn ssa_through_the_status_subresource_tracks_its_own_manager_entry() {
+    let fake = FakeApiServer::start().await;
+    let api: Api<Tenant> = Api::all(fake.client());
+    api.patch("acme", &ssa(), &Patch::Apply(serde_json::to_value(tenant("acme")).unwrap())).await.unwrap();
+    let status = json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready", "observedGeneration": 1}});
+    let t = api.patch_status("acme", &ssa(), &Patch::Apply(&status)).await.unwrap();
+    assert_eq!(t.status.as_ref().unwrap().observed_generation, Some(1));
+    let entries = t.metadata.managed_fields.unwrap();
+    assert!(entries.iter().any(|e| e.subresource.as_deref() == Some("status") && e.operation.as_deref() == Some("Apply")));
+    assert!(entries.iter().any(|e| e.subresource.is_none() && e.operation.as_deref() == Some("Apply")));
+    let rv = t.metadata.resource_version;
+    let again = api.patch_status("acme", &ssa(), &Patch::Apply(&status)).await.unwrap();
+    assert_eq!(again.metadata.resource_version, rv, "unchanged status: no write");
+    // applying without the status field drops it
+    let t = api.patch_status("acme", &ssa(), &Patch::Apply(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready"}}))).await.unwrap();
+    assert_eq!(t.status.unwrap().observed_generation, None);
+}

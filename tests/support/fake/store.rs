@@ -643,6 +643,9 @@ impl State {
                 }
                 ssa::strip_nulls(&mut applied);
                 check_type(rt, &applied)?;
+                if applied.pointer("/metadata/managedFields").is_some() {
+                    return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+                }
                 if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
                     return Err(ApiError::bad_request("invalid object type: apiVersion and kind must be set in an applied configuration"));
                 }
