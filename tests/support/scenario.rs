@@ -22,62 +22,7 @@ use tenant_operator::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::FakeApiServer;
-
-/// Where scenarios run: a real cluster named by `TENANT_OPERATOR_E2E_KUBECONFIG` (CRDs installed
-/// by server-side apply), or a fresh fake API server.
-pub enum TestEnv {
-    Fake(FakeApiServer),
-    Real(Client),
-}
-
-impl TestEnv {
-    pub async fn new() -> Self {
-        match std::env::var("TENANT_OPERATOR_E2E_KUBECONFIG") {
-            Ok(path) if !path.is_empty() => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("read kubeconfig {path}: {e}"));
-                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-                let client = Client::try_from(config).unwrap_or_else(|e| panic!("client for {path}: {e}"));
-                install_crds(&client).await;
-                TestEnv::Real(client)
-            }
-            _ => TestEnv::Fake(FakeApiServer::start().await),
-        }
-    }
-
-    pub fn client(&self) -> Client {
-        match self {
-            TestEnv::Fake(fake) => fake.client(),
-            TestEnv::Real(client) => client.clone(),
-        }
-    }
-
-    pub fn fake(&self) -> Option<&FakeApiServer> {
-        match self {
-            TestEnv::Fake(fake) => Some(fake),
-            TestEnv::Real(_) => None,
-        }
-    }
-}
-
-async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for text in [include_str!("../../crds/tenants.yaml"), include_str!("../../crds/tenantusers.yaml")] {
-        let crd: CustomResourceDefinition = serde_yaml::from_str(text).expect("committed CRD parses");
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("tenant-operator-e2e").force(), &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
-        for _ in 0..100 {
-            let established = api.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+use super::{e2e::TestEnv, FakeApiServer};
 
 pub fn example_config() -> Config {
     Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").expect("example config")

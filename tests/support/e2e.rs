@@ -1,0 +1,273 @@
+//! One environment for end-to-end scenarios: a real cluster when
+//! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the in-process fake otherwise.
+//!
+//! On a real cluster the CRDs in `crds/*.yaml` are installed (server-side apply) and awaited,
+//! every object a test creates through [`TestEnv::create`] (or registers with
+//! [`TestEnv::track`]) is deleted by [`TestEnv::cleanup`] (or on drop), and nothing else is
+//! touched. Names from [`TestEnv::unique_slug`] keep parallel runs on a shared cluster apart.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::fake::FakeApiServer;
+
+pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
+const FIELD_MANAGER: &str = "tenant-operator-e2e";
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    ar: ApiResource,
+    namespace: Option<String>,
+    name: String,
+}
+
+pub struct TestEnv {
+    client: Client,
+    fake: Option<FakeApiServer>,
+    kubeconfig: Option<PathBuf>,
+    created: Mutex<Vec<Tracked>>,
+}
+
+async fn client_from_kubeconfig(path: &PathBuf) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|e| {
+        panic!(
+            "{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}",
+            path.display()
+        )
+    });
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: bad kubeconfig: {e}", path.display()));
+    Client::try_from(cfg).expect("client from kubeconfig")
+}
+
+impl TestEnv {
+    /// A real cluster if `TENANT_OPERATOR_E2E_KUBECONFIG` is set (CRDs installed and
+    /// established), the fake API server otherwise.
+    pub async fn new() -> Self {
+        match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
+            Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
+            None => {
+                let fake = FakeApiServer::start().await;
+                TestEnv {
+                    client: fake.client(),
+                    fake: Some(fake),
+                    kubeconfig: None,
+                    created: Mutex::new(Vec::new()),
+                }
+            }
+        }
+    }
+
+    /// Use the cluster a kubeconfig names (what `new` does when the variable is set).
+    pub async fn from_kubeconfig(path: PathBuf) -> Self {
+        let client = client_from_kubeconfig(&path).await;
+        install_crds(&client).await;
+        TestEnv {
+            client,
+            fake: None,
+            kubeconfig: Some(path),
+            created: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The fake, when not running against a real cluster. Tests of fake-only features
+    /// (fault injection, request counts) should return early when this is `None`.
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        self.fake.as_ref()
+    }
+
+    pub fn is_real_cluster(&self) -> bool {
+        self.fake.is_none()
+    }
+
+    /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug).
+    pub fn unique_slug(&self, prefix: &str) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let suffix: String = (0..6)
+            .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+            .collect();
+        let mut p: String = prefix
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        p.truncate(40 - suffix.len() - 1);
+        let p = p.trim_matches('-');
+        if p.is_empty() {
+            format!("t{suffix}")
+        } else {
+            format!("{p}-{suffix}")
+        }
+    }
+
+    /// Remember an object this test created, so that cleanup deletes it.
+    pub fn track<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.created.lock().unwrap().push(Tracked {
+            ar: ApiResource::erase::<K>(&()),
+            namespace: obj.meta().namespace.clone(),
+            name: obj
+                .meta()
+                .name
+                .clone()
+                .expect("tracked objects have a name"),
+        });
+    }
+
+    /// Remember a dynamic object this test created, so that cleanup deletes it.
+    pub fn track_dynamic(&self, obj: &DynamicObject, ar: &ApiResource) {
+        self.created.lock().unwrap().push(Tracked {
+            ar: ar.clone(),
+            namespace: obj.metadata.namespace.clone(),
+            name: obj
+                .metadata
+                .name
+                .clone()
+                .expect("tracked objects have a name"),
+        });
+    }
+
+    /// Create an object (namespaced when its `metadata.namespace` is set) and track it for
+    /// cleanup.
+    pub async fn create<K>(&self, obj: &K) -> Result<K, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Serialize,
+    {
+        let ar = ApiResource::erase::<K>(&());
+        let api: Api<DynamicObject> = match obj.meta().namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        let mut value = serde_json::to_value(obj).map_err(kube::Error::SerdeError)?;
+        value["apiVersion"] = Value::String(ar.api_version.clone());
+        value["kind"] = Value::String(ar.kind.clone());
+        let dynamic: DynamicObject =
+            serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
+        let created = api.create(&PostParams::default(), &dynamic).await?;
+        self.track_dynamic(&created, &ar);
+        let typed = serde_json::to_value(&created)
+            .and_then(serde_json::from_value)
+            .map_err(kube::Error::SerdeError)?;
+        Ok(typed)
+    }
+
+    /// Delete every tracked object (newest first) and wait a little for them to go.
+    pub async fn cleanup(&self) {
+        let tracked: Vec<Tracked> = std::mem::take(&mut *self.created.lock().unwrap());
+        cleanup_with(&self.client, tracked).await;
+    }
+}
+
+async fn cleanup_with(client: &Client, tracked: Vec<Tracked>) {
+    for t in tracked.iter().rev() {
+        let api: Api<DynamicObject> = match &t.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &t.ar),
+            None => Api::all_with(client.clone(), &t.ar),
+        };
+        let _ = api.delete(&t.name, &DeleteParams::background()).await;
+    }
+    for t in tracked.iter().rev() {
+        let api: Api<DynamicObject> = match &t.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &t.ar),
+            None => Api::all_with(client.clone(), &t.ar),
+        };
+        let mut gone = false;
+        for _ in 0..100 {
+            if matches!(api.get_opt(&t.name).await, Ok(None)) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !gone {
+            eprintln!(
+                "cleanup: {} {} still present (finalizers?); left in place",
+                t.ar.kind, t.name
+            );
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let tracked: Vec<Tracked> = std::mem::take(&mut *self.created.lock().unwrap());
+        let Some(path) = self.kubeconfig.clone() else {
+            return;
+        };
+        if tracked.is_empty() {
+            return;
+        }
+        // async cleanup from Drop (also when a test panicked): a fresh runtime on another thread
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = client_from_kubeconfig(&path).await;
+                cleanup_with(&client, tracked).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Server-side apply `crds/*.yaml` and wait until each CRD is Established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let mut names = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("crds/ directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let yaml = std::fs::read_to_string(&f).unwrap();
+        let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing {}: {e}", f.display()));
+        names.push(name);
+    }
+    for name in names {
+        let mut established = false;
+        for _ in 0..120 {
+            if let Ok(c) = crds.get(&name).await {
+                established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                if established {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(established, "CRD {name} did not become Established");
+    }
+}
+
+/// Convenience for scenario code: the object's name (panics on unnamed objects).
+pub fn name_of<K: ResourceExt>(k: &K) -> String {
+    k.name_any()
+}

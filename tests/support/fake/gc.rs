@@ -1,0 +1,310 @@
+//! Background controllers of the fake: owner-reference garbage collection (background,
+//! foreground, orphan), namespace deletion, and a minimal StatefulSet controller that makes
+//! the PersistentVolumeClaims of `volumeClaimTemplates`.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use super::resources::ResourceType;
+use super::store::{
+    finalizers, has_spec_finalizers, is_deleting, meta_mut, meta_str, DeleteOpts, Propagation,
+    State, WriteCtx,
+};
+
+struct Entry {
+    rt: ResourceType,
+    ns: String,
+    name: String,
+    obj: Value,
+}
+
+fn snapshot(state: &State) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (res, objs) in &state.objects {
+        let Some(rt) = state.registry.find_any(&res.0, &res.1) else {
+            continue;
+        };
+        for ((ns, name), obj) in objs {
+            out.push(Entry {
+                rt: rt.clone(),
+                ns: ns.clone(),
+                name: name.clone(),
+                obj: obj.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn owner_refs(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn uid_of(v: &Value) -> String {
+    v.get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn set_finalizers(state: &mut State, e: &Entry, fins: Vec<String>) {
+    let Some(cur) = state.lookup(&e.rt, &e.ns, &e.name).cloned() else {
+        return;
+    };
+    let mut o = cur.clone();
+    meta_mut(&mut o).insert("finalizers".into(), json!(fins));
+    if fins.is_empty() {
+        meta_mut(&mut o).remove("finalizers");
+    }
+    if is_deleting(&o) && fins.is_empty() && !has_spec_finalizers(&o) {
+        state.remove(&e.rt, &e.ns, &e.name);
+    } else {
+        state.commit(&e.rt, o, Some(cur));
+    }
+}
+
+fn set_owner_refs(state: &mut State, e: &Entry, refs: Vec<Value>) {
+    let Some(cur) = state.lookup(&e.rt, &e.ns, &e.name).cloned() else {
+        return;
+    };
+    let mut o = cur.clone();
+    if refs.is_empty() {
+        meta_mut(&mut o).remove("ownerReferences");
+    } else {
+        meta_mut(&mut o).insert("ownerReferences".into(), Value::Array(refs));
+    }
+    state.commit(&e.rt, o, Some(cur));
+}
+
+fn delete(state: &mut State, e: &Entry, p: Propagation) {
+    let _ = state.delete(
+        &e.rt,
+        &e.ns,
+        &e.name,
+        &DeleteOpts {
+            propagation: Some(p),
+            ..Default::default()
+        },
+    );
+}
+
+/// One pass of every controller; true when something changed.
+pub fn run_pass(state: &mut State) -> bool {
+    namespaces(state)
+        | garbage_collect(state)
+        | (state.simulate_statefulsets && statefulsets(state))
+}
+
+fn namespaces(state: &mut State) -> bool {
+    let mut changed = false;
+    let all = snapshot(state);
+    for ns in all
+        .iter()
+        .filter(|e| e.rt.kind == "Namespace" && e.rt.group.is_empty() && is_deleting(&e.obj))
+    {
+        let contents: Vec<&Entry> = all
+            .iter()
+            .filter(|e| e.rt.namespaced && e.ns == ns.name)
+            .collect();
+        for e in &contents {
+            if !is_deleting(&e.obj) {
+                delete(state, e, Propagation::Background);
+                changed = true;
+            }
+        }
+        if contents.is_empty() && has_spec_finalizers(&ns.obj) {
+            let mut o = ns.obj.clone();
+            let fins: Vec<Value> = o
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|f| f.as_str() != Some("kubernetes"))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            o["spec"]["finalizers"] = Value::Array(fins);
+            if !has_spec_finalizers(&o) && finalizers(&o).is_empty() {
+                state.remove(&ns.rt, "", &ns.name);
+            } else {
+                state.commit(&ns.rt, o, Some(ns.obj.clone()));
+            }
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn garbage_collect(state: &mut State) -> bool {
+    let mut changed = false;
+    let all = snapshot(state);
+    let by_uid: HashMap<String, &Entry> = all
+        .iter()
+        .filter_map(|e| meta_str(&e.obj, "uid").map(|u| (u.to_string(), e)))
+        .collect();
+
+    // dependents' side
+    for d in &all {
+        let refs = owner_refs(&d.obj);
+        if refs.is_empty() {
+            continue;
+        }
+        let (mut solid, mut dangling, mut waiting) = (0, Vec::new(), Vec::new());
+        for r in &refs {
+            match by_uid.get(&uid_of(r)) {
+                None => dangling.push(uid_of(r)),
+                Some(owner) => {
+                    let f = finalizers(&owner.obj);
+                    if is_deleting(&owner.obj) && f.iter().any(|x| x == "foregroundDeletion") {
+                        waiting.push(uid_of(r));
+                    } else if is_deleting(&owner.obj) && f.iter().any(|x| x == "orphan") {
+                        // handled from the owner's side
+                        solid += 1;
+                    } else {
+                        solid += 1;
+                    }
+                }
+            }
+        }
+        if solid > 0 {
+            if !dangling.is_empty() || !waiting.is_empty() {
+                let keep: Vec<Value> = refs
+                    .iter()
+                    .filter(|r| !dangling.contains(&uid_of(r)) && !waiting.contains(&uid_of(r)))
+                    .cloned()
+                    .collect();
+                set_owner_refs(state, d, keep);
+                changed = true;
+            }
+        } else if !is_deleting(&d.obj) {
+            let p = if waiting.is_empty() {
+                Propagation::Background
+            } else {
+                Propagation::Foreground
+            };
+            delete(state, d, p);
+            changed = true;
+        }
+    }
+
+    // owners' side
+    let all = snapshot(state);
+    for owner in all.iter().filter(|e| is_deleting(&e.obj)) {
+        let uid = meta_str(&owner.obj, "uid").unwrap_or_default().to_string();
+        let fins = finalizers(&owner.obj);
+        let dependents: Vec<&Entry> = all
+            .iter()
+            .filter(|d| owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid))
+            .collect();
+        if fins.iter().any(|f| f == "orphan") {
+            for d in &dependents {
+                let keep: Vec<Value> = owner_refs(&d.obj)
+                    .into_iter()
+                    .filter(|r| uid_of(r) != uid)
+                    .collect();
+                set_owner_refs(state, d, keep);
+            }
+            set_finalizers(
+                state,
+                owner,
+                fins.iter().filter(|f| *f != "orphan").cloned().collect(),
+            );
+            changed = true;
+        } else if fins.iter().any(|f| f == "foregroundDeletion") {
+            let blocking = dependents.iter().any(|d| {
+                owner_refs(&d.obj).iter().any(|r| {
+                    uid_of(r) == uid
+                        && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+                })
+            });
+            if !blocking {
+                set_finalizers(
+                    state,
+                    owner,
+                    fins.iter()
+                        .filter(|f| *f != "foregroundDeletion")
+                        .cloned()
+                        .collect(),
+                );
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn statefulsets(state: &mut State) -> bool {
+    let mut changed = false;
+    let all = snapshot(state);
+    let Some(pvc_rt) = state
+        .registry
+        .find("", "v1", "persistentvolumeclaims")
+        .cloned()
+    else {
+        return false;
+    };
+    for sts in all
+        .iter()
+        .filter(|e| e.rt.kind == "StatefulSet" && e.rt.group == "apps" && !is_deleting(&e.obj))
+    {
+        if state.namespace_state(&sts.ns).is_none_or(is_deleting) {
+            continue;
+        }
+        let replicas = sts
+            .obj
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let templates = sts
+            .obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let selector = sts
+            .obj
+            .pointer("/spec/selector/matchLabels")
+            .cloned()
+            .unwrap_or(json!({}));
+        for t in templates {
+            let Some(tname) = t.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            for i in 0..replicas {
+                let name = format!("{tname}-{}-{i}", sts.name);
+                if state.lookup(&pvc_rt, &sts.ns, &name).is_some() {
+                    continue;
+                }
+                let mut labels = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+                if let (Some(l), Some(s)) = (labels.as_object_mut(), selector.as_object()) {
+                    for (k, v) in s {
+                        l.insert(k.clone(), v.clone());
+                    }
+                }
+                let mut spec = t.get("spec").cloned().unwrap_or(json!({}));
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("status");
+                }
+                let body = json!({
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": name, "namespace": sts.ns, "labels": labels},
+                    "spec": spec,
+                });
+                let ctx = WriteCtx {
+                    manager: "kube-controller-manager".into(),
+                    dry_run: false,
+                };
+                if state.create(&pvc_rt, &sts.ns, body, &ctx, false).is_ok() {
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}

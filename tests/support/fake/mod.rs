@@ -1,0 +1,877 @@
+//! An in-process fake Kubernetes API server for integration tests. See `tests/support/README.md`.
+
+mod admission;
+mod builtin;
+mod errors;
+pub mod faults;
+mod fields;
+mod gc;
+mod patch;
+mod resources;
+mod selectors;
+mod ssa;
+mod store;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+pub use errors::{ApiError, Cause};
+pub use faults::{FaultAction, RequestCounts, RequestRecord};
+pub use store::Propagation;
+
+use errors::ApiResult;
+use faults::Fault;
+use resources::ResourceType;
+use selectors::{FieldSelector, LabelSelector, Selectors};
+use store::{DeleteOpts, PatchKind, State, WriteCtx};
+
+/// The CloudNativePG `Cluster` CRD used by tests (`tests/data/cnpg-cluster-crd.yaml`).
+pub const CNPG_CLUSTER_CRD: &str = include_str!("../../data/cnpg-cluster-crd.yaml");
+
+pub(crate) struct Inner {
+    pub(crate) state: Mutex<State>,
+    pub(crate) rv_rx: tokio::sync::watch::Receiver<u64>,
+    pub(crate) bookmark_interval: Duration,
+    faults: Mutex<Vec<Fault>>,
+    records: Mutex<Vec<RequestRecord>>,
+    addr: Mutex<String>,
+}
+
+/// Options for [`FakeApiServer`].
+pub struct Builder {
+    history_window: usize,
+    bookmark_interval: Duration,
+    simulate_statefulsets: bool,
+    repo_crds: bool,
+    crds: Vec<String>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            history_window: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            simulate_statefulsets: true,
+            repo_crds: true,
+            crds: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// How many change events watches can resume from (older resourceVersions get 410 Expired).
+    pub fn history_window(mut self, events: usize) -> Self {
+        self.history_window = events.max(1);
+        self
+    }
+
+    /// Interval of periodic BOOKMARK events on watches that allow them (default 1s).
+    pub fn bookmark_interval(mut self, d: Duration) -> Self {
+        self.bookmark_interval = d;
+        self
+    }
+
+    /// Create the PVCs of StatefulSets' `volumeClaimTemplates` (default on).
+    pub fn simulate_statefulsets(mut self, on: bool) -> Self {
+        self.simulate_statefulsets = on;
+        self
+    }
+
+    /// Do not load the repository's `crds/*.yaml` at start.
+    pub fn without_repo_crds(mut self) -> Self {
+        self.repo_crds = false;
+        self
+    }
+
+    /// Register an extra CRD (YAML) at start.
+    pub fn crd(mut self, yaml: &str) -> Self {
+        self.crds.push(yaml.to_string());
+        self
+    }
+
+    pub async fn start(self) -> FakeApiServer {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let mut state = State::new(tx, self.history_window);
+        state.simulate_statefulsets = self.simulate_statefulsets;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            rv_rx: rx,
+            bookmark_interval: self.bookmark_interval,
+            faults: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
+            addr: Mutex::new(String::new()),
+        });
+        let server = FakeApiServer {
+            inner: inner.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tasks: Vec::new(),
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            server.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+        if self.repo_crds {
+            for yaml in repo_crds() {
+                server
+                    .register_crd(&yaml)
+                    .expect("repository CRD must load");
+            }
+        }
+        for yaml in &self.crds {
+            server.register_crd(yaml).expect("CRD must load");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        *inner.addr.lock().unwrap() = addr.to_string();
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let gc_inner = inner.clone();
+        let gc = tokio::spawn(async move {
+            let mut rx = gc_inner.rv_rx.clone();
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                for _ in 0..100 {
+                    let changed = gc::run_pass(&mut gc_inner.state.lock().unwrap());
+                    if !changed {
+                        break;
+                    }
+                }
+                rx.borrow_and_update();
+            }
+        });
+        FakeApiServer {
+            inner,
+            addr,
+            tasks: vec![http, gc],
+        }
+    }
+}
+
+fn repo_crds() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+/// The fake API server. Dropping it stops it.
+pub struct FakeApiServer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl FakeApiServer {
+    /// Start with defaults (repository CRDs loaded, StatefulSet simulation on).
+    pub async fn start() -> Self {
+        Builder::default().start().await
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client that talks to the fake over HTTP (default namespace `default`).
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url().parse().unwrap());
+        kube::Client::try_from(config).expect("client for the fake API server")
+    }
+
+    /// A client with kube's automatic retries of 429/503/504 turned off, to observe injected
+    /// failures directly.
+    pub fn client_without_retries(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.url().parse().unwrap());
+        config.default_retry = false;
+        kube::Client::try_from(config).expect("client for the fake API server")
+    }
+
+    /// A kubeconfig naming the fake (for code that loads kubeconfig files).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            self.url()
+        )
+    }
+
+    fn seed(&self, obj: Value) {
+        let mut st = self.inner.state.lock().unwrap();
+        let rt = st
+            .registry
+            .find_kind(
+                obj["apiVersion"].as_str().unwrap(),
+                obj["kind"].as_str().unwrap(),
+            )
+            .unwrap()
+            .clone();
+        let ctx = WriteCtx {
+            manager: "fake-setup".into(),
+            dry_run: false,
+        };
+        st.create(&rt, "", obj, &ctx, false).unwrap();
+    }
+
+    /// Install (or update) a CRD given as YAML; its resources are served at once.
+    pub fn register_crd(&self, yaml: &str) -> Result<(), String> {
+        let crd: Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or("CRD without metadata.name")?
+            .to_string();
+        let mut st = self.inner.state.lock().unwrap();
+        let rt = st
+            .registry
+            .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap()
+            .clone();
+        let ctx = WriteCtx {
+            manager: "fake-setup".into(),
+            dry_run: false,
+        };
+        if st.lookup(&rt, "", &name).is_some() {
+            st.patch(
+                &rt,
+                "",
+                &name,
+                PatchKind::Apply { force: true },
+                &crd,
+                "",
+                &ctx,
+            )
+            .map_err(|e| e.message)?;
+        } else {
+            st.create(&rt, "", crd, &ctx, false)
+                .map_err(|e| e.message)?;
+        }
+        Ok(())
+    }
+
+    /// Make the next `count` requests matching `verb` (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`, or `*`) and `resource` (`tenants`,
+    /// `tenancy.platform.dev/tenants`, `tenants/status`, `configmaps`, or `*`) fail with
+    /// `status` (429 carries `Retry-After: 1`).
+    pub fn fail_next(&self, verb: &str, resource: &str, status: u16, count: usize) {
+        self.add_fault(verb, resource, FaultAction::Status(status), count);
+    }
+
+    /// Make the next `count` matching requests hang for `duration` (then answer 504).
+    pub fn hang_next(&self, verb: &str, resource: &str, duration: Duration, count: usize) {
+        self.add_fault(verb, resource, FaultAction::Hang(duration), count);
+    }
+
+    fn add_fault(&self, verb: &str, resource: &str, action: FaultAction, count: usize) {
+        self.inner.faults.lock().unwrap().push(Fault {
+            verb: verb.into(),
+            resource: resource.into(),
+            action,
+            remaining: count,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.faults.lock().unwrap().clear();
+    }
+
+    /// Counts per (verb, `group/resource[/subresource]`) since start or the last reset.
+    pub fn request_counts(&self) -> RequestCounts {
+        let mut c = RequestCounts::default();
+        for r in self.inner.records.lock().unwrap().iter() {
+            *c.0.entry((r.verb.clone(), r.gr())).or_default() += 1;
+        }
+        c
+    }
+
+    /// Write requests (create/update/patch/delete) made since `snapshot` was taken.
+    pub fn writes_since(&self, snapshot: &RequestCounts) -> RequestCounts {
+        let now = self.request_counts().since(snapshot);
+        RequestCounts(
+            now.0
+                .into_iter()
+                .filter(|((v, _), _)| faults::WRITE_VERBS.contains(&v.as_str()))
+                .collect(),
+        )
+    }
+
+    pub fn reset_counts(&self) {
+        self.inner.records.lock().unwrap().clear();
+    }
+
+    /// Every resource request since start or the last reset, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner.records.lock().unwrap().clone()
+    }
+
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.state.lock().unwrap().rv
+    }
+
+    /// Forget the watch history: watches from any older resourceVersion get 410 Expired.
+    pub fn compact(&self) {
+        let mut st = self.inner.state.lock().unwrap();
+        st.history.clear();
+        st.compacted_rv = st.rv;
+    }
+
+    /// Read an object directly (not counted as a request).
+    pub fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let st = self.inner.state.lock().unwrap();
+        let rt = st.registry.find_kind(api_version, kind)?.clone();
+        st.lookup(&rt, namespace, name)
+            .map(|o| State::present(&rt, o))
+    }
+
+    /// All objects of a kind (all namespaces), not counted as a request.
+    pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let st = self.inner.state.lock().unwrap();
+        let Some(rt) = st.registry.find_kind(api_version, kind).cloned() else {
+            return vec![];
+        };
+        st.list(&rt, None, &Selectors::default())
+    }
+
+    /// Run the background controllers (GC, namespaces, StatefulSets) until nothing changes.
+    pub fn settle(&self) {
+        let mut st = self.inner.state.lock().unwrap();
+        for _ in 0..100 {
+            if !gc::run_pass(&mut st) {
+                break;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ HTTP
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [("content-type", "application/json")], v.to_string()).into_response()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(kv), String::new()),
+        })
+        .collect()
+}
+
+struct Target {
+    rt: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(st: &State, path: &str) -> Option<(String, String, Vec<String>)> {
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(String::from)
+        .collect();
+    match segs.first().map(String::as_str) {
+        Some("api") if segs.len() >= 2 => {
+            Some((String::new(), segs[1].clone(), segs[2..].to_vec()))
+        }
+        Some("apis") if segs.len() >= 3 => {
+            Some((segs[1].clone(), segs[2].clone(), segs[3..].to_vec()))
+        }
+        _ => {
+            let _ = st;
+            None
+        }
+    }
+}
+
+fn resolve(st: &State, group: &str, version: &str, rest: &[String]) -> Option<Target> {
+    if rest.is_empty() {
+        return None;
+    }
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        if let Some(rt) = st
+            .registry
+            .find(group, version, &rest[2])
+            .filter(|t| t.namespaced)
+        {
+            if rest.len() > 5 {
+                return None;
+            }
+            return Some(Target {
+                rt: rt.clone(),
+                namespace: Some(rest[1].clone()),
+                name: rest.get(3).cloned(),
+                sub: rest.get(4).cloned(),
+            });
+        }
+    }
+    if rest.len() > 3 {
+        return None;
+    }
+    let rt = st.registry.find(group, version, &rest[0])?;
+    Some(Target {
+        rt: rt.clone(),
+        namespace: None,
+        name: rest.get(1).cloned(),
+        sub: rest.get(2).cloned(),
+    })
+}
+
+fn version_doc() -> Value {
+    json!({
+        "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "fake", "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
+    })
+}
+
+fn manager_from(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn parse_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if yaml {
+        serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
+    }
+}
+
+async fn handle(
+    AxState(inner): AxState<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let addr = inner.addr.lock().unwrap().clone();
+    // discovery and misc
+    if method == Method::GET {
+        let st = inner.state.lock().unwrap();
+        let doc = match path.trim_end_matches('/') {
+            "/version" => Some(version_doc()),
+            "/api" => Some(st.registry.api_versions(&addr)),
+            "/apis" => Some(st.registry.api_group_list()),
+            "/healthz" | "/readyz" | "/livez" => return (StatusCode::OK, "ok").into_response(),
+            p => {
+                let segs: Vec<&str> = p.trim_matches('/').split('/').collect();
+                match segs.as_slice() {
+                    ["api", v] => st.registry.resource_list("", v),
+                    ["apis", g] => st.registry.api_group(g),
+                    ["apis", g, v] => st.registry.resource_list(g, v),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(doc) = doc {
+            return json_response(StatusCode::OK, &doc);
+        }
+    }
+    let q = query(&uri);
+    let target = {
+        let st = inner.state.lock().unwrap();
+        parse_target(&st, &path).and_then(|(g, v, rest)| resolve(&st, &g, &v, &rest))
+    };
+    let Some(t) = target else {
+        return ApiError::path_not_found().into_response();
+    };
+    let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (&method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => {
+            return ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )
+            .into_response()
+        }
+    };
+    let mut rec = RequestRecord {
+        verb: verb.into(),
+        group: t.rt.group.clone(),
+        version: t.rt.version.clone(),
+        resource: match &t.sub {
+            Some(s) => format!("{}/{}", t.rt.plural, s),
+            None => t.rt.plural.clone(),
+        },
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        code: 0,
+    };
+    // fault injection
+    let fault = {
+        let mut faults = inner.faults.lock().unwrap();
+        let f = faults.iter_mut().find(|f| f.matches(&rec)).map(|f| {
+            f.remaining -= 1;
+            f.action.clone()
+        });
+        faults.retain(|f| f.remaining > 0);
+        f
+    };
+    let resp = match fault {
+        Some(FaultAction::Status(code)) => ApiError::injected(code).into_response(),
+        Some(FaultAction::Hang(d)) => {
+            tokio::time::sleep(d).await;
+            ApiError::injected(504).into_response()
+        }
+        None => match serve(&inner, &t, verb, &q, &headers, &body) {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    };
+    rec.code = if verb == "watch" && resp.status() == StatusCode::OK {
+        0
+    } else {
+        resp.status().as_u16()
+    };
+    inner.records.lock().unwrap().push(rec);
+    resp
+}
+
+fn serve(
+    inner: &Arc<Inner>,
+    t: &Target,
+    verb: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let rt = &t.rt;
+    let ns = t.namespace.clone().unwrap_or_default();
+    if rt.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::path_not_found());
+    }
+    if let Some(sub) = &t.sub {
+        let ok = (sub == "status" && rt.status) || rt.extra_subresources.contains(sub);
+        if !ok {
+            return Err(ApiError::path_not_found());
+        }
+        if !matches!(verb, "get" | "update" | "patch") {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    }
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let ctx = WriteCtx {
+        manager: manager_from(q, headers),
+        dry_run,
+    };
+    if let Some(fv) = q.get("fieldValidation") {
+        if !matches!(fv.as_str(), "Ignore" | "Warn" | "Strict" | "") {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {fv:?}"
+            )));
+        }
+    }
+    let name = t.name.clone().unwrap_or_default();
+    let selectors = || -> ApiResult<Selectors> {
+        Ok(Selectors {
+            labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
+            fields: FieldSelector::parse(
+                q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+                &rt.kind,
+            )?,
+        })
+    };
+    match verb {
+        "get" => {
+            let st = inner.state.lock().unwrap();
+            let obj = st.get(rt, &ns, &name)?;
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        "list" => {
+            let sel = selectors()?;
+            let st = inner.state.lock().unwrap();
+            if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+                let rv = q.get("resourceVersion").cloned().unwrap_or_default();
+                if rv != st.rv.to_string() {
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {rv} ({})",
+                        st.rv
+                    )));
+                }
+            }
+            let mut items = st.list(rt, t.namespace.as_deref(), &sel);
+            let mut list_rv = st.rv.to_string();
+            let mut cont = String::new();
+            // pagination: continue token is "<rv>:<offset>"
+            let offset = match q.get("continue").filter(|c| !c.is_empty()) {
+                Some(c) => {
+                    let (rv, off) = c
+                        .split_once(':')
+                        .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                    let rvn: u64 = rv
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+                    if rvn < st.compacted_rv {
+                        return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
+                    }
+                    list_rv = rv.to_string();
+                    off.parse::<usize>()
+                        .map_err(|_| ApiError::bad_request("continue key is not valid"))?
+                }
+                None => 0,
+            };
+            items = items.into_iter().skip(offset).collect();
+            let mut remaining = None;
+            if let Some(limit) = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+            {
+                if items.len() > limit {
+                    remaining = Some(items.len() - limit);
+                    items.truncate(limit);
+                    cont = format!("{list_rv}:{}", offset + limit);
+                }
+            }
+            let mut meta = json!({"resourceVersion": list_rv});
+            if !cont.is_empty() {
+                meta["continue"] = json!(cont);
+                meta["remainingItemCount"] = json!(remaining);
+            }
+            let list = json!({
+                "apiVersion": rt.api_version(),
+                "kind": format!("{}List", rt.kind),
+                "metadata": meta,
+                "items": items,
+            });
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        "watch" => {
+            let sel = selectors()?;
+            let timeout = q
+                .get("timeoutSeconds")
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(1800);
+            let req = watch::WatchRequest {
+                rt: rt.clone(),
+                namespace: t.namespace.clone(),
+                selectors: sel,
+                resource_version: q.get("resourceVersion").cloned(),
+                send_initial_events: q.get("sendInitialEvents").is_some_and(|v| v == "true"),
+                bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+                timeout: Duration::from_secs(timeout),
+            };
+            if req.send_initial_events
+                && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+            {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            let body = watch::start(inner.clone(), req)?;
+            Ok(Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap())
+        }
+        "create" => {
+            let obj = parse_body(body, false)?;
+            let mut st = inner.state.lock().unwrap();
+            let created = st.create(rt, &ns, obj, &ctx, false)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        "update" => {
+            let obj = parse_body(body, false)?;
+            let sub = t.sub.clone().unwrap_or_default();
+            let mut st = inner.state.lock().unwrap();
+            let updated = st.write(rt, &ns, &name, obj, &sub, &ctx, false, true)?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        "patch" => {
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let force = q.get("force").is_some_and(|f| f == "true");
+            let kind = match ct.as_str() {
+                "application/apply-patch+yaml" => {
+                    if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                        return Err(ApiError::new(
+                            422,
+                            "Invalid",
+                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                        ));
+                    }
+                    PatchKind::Apply { force }
+                }
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/json-patch+json" => PatchKind::Json,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                other => {
+                    return Err(ApiError::unsupported_media_type(format!(
+                        "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                    )))
+                }
+            };
+            if force && !matches!(kind, PatchKind::Apply { .. }) {
+                return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"));
+            }
+            let is_apply = matches!(kind, PatchKind::Apply { .. });
+            let patch = parse_body(body, is_apply)?;
+            let sub = t.sub.clone().unwrap_or_default();
+            let mut st = inner.state.lock().unwrap();
+            let existed = st.lookup(rt, &ns, &name).is_some();
+            let out = st.patch(rt, &ns, &name, kind, &patch, &sub, &ctx)?;
+            let code = if is_apply && !existed {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &out))
+        }
+        "delete" => {
+            let opts_body = parse_body(body, false).unwrap_or(Value::Null);
+            let pp = q.get("propagationPolicy").cloned().or_else(|| {
+                opts_body
+                    .get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            });
+            let propagation = match pp.as_deref() {
+                None | Some("") => None,
+                Some("Background") => Some(Propagation::Background),
+                Some("Foreground") => Some(Propagation::Foreground),
+                Some("Orphan") => Some(Propagation::Orphan),
+                Some(other) => {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                    ))
+                }
+            };
+            let opts = DeleteOpts {
+                propagation,
+                uid: opts_body
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                resource_version: opts_body
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                dry_run: dry_run
+                    || opts_body
+                        .get("dryRun")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(|d| d == "All")),
+            };
+            let mut st = inner.state.lock().unwrap();
+            let (obj, gone) = st.delete(rt, &ns, &name, &opts)?;
+            Ok(json_response(
+                if gone {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                },
+                &obj,
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(
+            "deletecollection is not supported by the fake API server",
+        )),
+    }
+}
+
+/// Path of the repository (for tests that read files).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

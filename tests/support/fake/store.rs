@@ -1,0 +1,907 @@
+//! Object storage and the write pipeline: resourceVersions, generation, status subresource,
+//! managed fields, admission, no-op detection, deletion with finalizers, watch history.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use kube::core::cel::Validator;
+use serde_json::{json, Value};
+
+use super::admission;
+use super::builtin;
+use super::errors::{ApiError, ApiResult, Cause};
+use super::fields;
+use super::resources::{self, Registry, ResourceType};
+use super::selectors::Selectors;
+use super::ssa;
+
+pub type ObjKey = (String, String);
+pub type ResKey = (String, String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, kept in a bounded history for watches.
+#[derive(Clone, Debug)]
+pub struct HistEvent {
+    pub rv: u64,
+    pub res: ResKey,
+    pub namespace: String,
+    pub etype: EventType,
+    pub object: Value,
+    pub old: Option<Value>,
+}
+
+/// Who writes, and how.
+#[derive(Clone, Debug)]
+pub struct WriteCtx {
+    pub manager: String,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOpts {
+    pub propagation: Option<Propagation>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+pub enum PatchKind {
+    Merge,
+    Json,
+    Strategic,
+    Apply { force: bool },
+}
+
+pub struct State {
+    pub rv: u64,
+    pub registry: Registry,
+    pub objects: BTreeMap<ResKey, BTreeMap<ObjKey, Value>>,
+    pub history: VecDeque<HistEvent>,
+    pub compacted_rv: u64,
+    pub history_window: usize,
+    pub notify: tokio::sync::watch::Sender<u64>,
+    pub validator: Validator,
+    pub simulate_statefulsets: bool,
+    pub ip_counter: u32,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn uid() -> String {
+    let n: u128 = rand::random();
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn meta(obj: &Value) -> &Value {
+    obj.get("metadata").unwrap_or(&Value::Null)
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj).get(field).and_then(Value::as_str)
+}
+
+pub fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"].as_object_mut().unwrap()
+}
+
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    meta(obj)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn is_deleting(obj: &Value) -> bool {
+    meta(obj)
+        .get("deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// The object without fields that change on every write, for no-op detection.
+fn comparable(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        if let Some(mf) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+            for e in mf.iter_mut() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
+    }
+    o
+}
+
+/// The part of an object whose change bumps `metadata.generation`.
+fn spec_part(rt: &ResourceType, obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        if rt.status {
+            m.remove("status");
+        }
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+impl State {
+    pub fn new(notify: tokio::sync::watch::Sender<u64>, history_window: usize) -> Self {
+        State {
+            rv: 1,
+            registry: Registry {
+                types: resources::builtins(),
+            },
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            compacted_rv: 0,
+            history_window,
+            notify,
+            validator: Validator::new(),
+            simulate_statefulsets: true,
+            ip_counter: 10,
+        }
+    }
+
+    pub fn res_key(rt: &ResourceType) -> ResKey {
+        (rt.group.clone(), rt.plural.clone())
+    }
+
+    pub fn obj_key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
+        (
+            if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        )
+    }
+
+    /// Present an object as the version `rt` serves.
+    pub fn present(rt: &ResourceType, obj: &Value) -> Value {
+        let mut o = obj.clone();
+        o["apiVersion"] = json!(rt.api_version());
+        o["kind"] = json!(rt.kind);
+        o
+    }
+
+    pub fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(&Self::res_key(rt))
+            .and_then(|m| m.get(&Self::obj_key(rt, ns, name)))
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
+        self.lookup(rt, ns, name)
+            .map(|o| Self::present(rt, o))
+            .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+        self.objects
+            .get(&Self::res_key(rt))
+            .map(|m| {
+                m.iter()
+                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+                    .filter(|(_, o)| sel.matches(o))
+                    .map(|(_, o)| Self::present(rt, o))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Store a created/updated object under a fresh resourceVersion and record the event.
+    pub fn commit(&mut self, rt: &ResourceType, mut obj: Value, old: Option<Value>) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let etype = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.objects
+            .entry(Self::res_key(rt))
+            .or_default()
+            .insert(Self::obj_key(rt, &ns, &name), obj.clone());
+        self.record(rt, ns, etype, obj.clone(), old);
+        obj
+    }
+
+    /// Remove an object (the DELETED event carries a fresh resourceVersion).
+    pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
+        let mut obj = self
+            .objects
+            .get_mut(&Self::res_key(rt))?
+            .remove(&Self::obj_key(rt, ns, name))?;
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        self.record(rt, ns.to_string(), EventType::Deleted, obj.clone(), None);
+        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
+            self.drop_crd(&obj);
+        }
+        Some(obj)
+    }
+
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        ns: String,
+        etype: EventType,
+        object: Value,
+        old: Option<Value>,
+    ) {
+        self.history.push_back(HistEvent {
+            rv: self.rv,
+            res: Self::res_key(rt),
+            namespace: ns,
+            etype,
+            object,
+            old,
+        });
+        while self.history.len() > self.history_window {
+            if let Some(e) = self.history.pop_front() {
+                self.compacted_rv = e.rv;
+            }
+        }
+        self.notify.send_replace(self.rv);
+    }
+
+    pub fn namespace_state(&self, ns: &str) -> Option<&Value> {
+        self.objects
+            .get(&(String::new(), "namespaces".to_string()))
+            .and_then(|m| m.get(&(String::new(), ns.to_string())))
+    }
+
+    // ---------------------------------------------------------------- create
+
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut body: Value,
+        ctx: &WriteCtx,
+        applied: bool,
+    ) -> ApiResult<Value> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
+        }
+        check_type(rt, &body)?;
+        body["apiVersion"] = json!(rt.api_version());
+        body["kind"] = json!(rt.kind);
+        let m = meta_mut(&mut body);
+        if rt.namespaced {
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {
+                    m.insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            m.remove("namespace");
+        }
+        let mut name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            let gen = m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if gen.is_empty() {
+                return Err(ApiError::invalid(
+                    rt,
+                    "",
+                    &[Cause::new(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )],
+                ));
+            }
+            const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+            let suffix: String = (0..5)
+                .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+                .collect();
+            name = format!("{gen}{suffix}");
+            m.insert("name".into(), json!(name));
+        }
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::new(
+                500,
+                "InternalError",
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let causes = admission::validate_name(rt, &name, "metadata.name");
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(rt, &name, &causes));
+        }
+        if rt.namespaced {
+            match self.namespace_state(ns) {
+                None => return Err(ApiError::namespace_not_found(ns)),
+                Some(n) if is_deleting(n) => {
+                    return Err(ApiError::namespace_terminating(rt, &name, ns))
+                }
+                _ => {}
+            }
+        }
+        if self.lookup(rt, ns, &name).is_some() {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        let now = now();
+        let m = meta_mut(&mut body);
+        m.insert("uid".into(), json!(uid()));
+        m.insert("creationTimestamp".into(), json!(now));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("generation");
+        m.remove("selfLink");
+        if rt.generation {
+            m.insert("generation".into(), json!(1));
+        }
+        if !applied {
+            m.remove("managedFields");
+        }
+        if rt.status {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        builtin::default_on_create(self, rt, &mut body);
+        builtin::default(rt, &mut body, None);
+        if rt.is_crd() {
+            admission::admit_custom(&self.validator, rt, &mut body, None)
+                .map_err(|c| ApiError::invalid(rt, &name, &c))?;
+        }
+        let causes = builtin::validate(rt, &body, None);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(rt, &name, &causes));
+        }
+        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
+            self.install_crd(&mut body)?;
+        }
+        if !applied {
+            fields::record_update(rt, None, &mut body, &ctx.manager, "", &now);
+        }
+        if ctx.dry_run {
+            return Ok(Self::present(rt, &body));
+        }
+        let stored = self.commit(rt, body, None);
+        Ok(Self::present(rt, &stored))
+    }
+
+    // ---------------------------------------------------------------- update
+
+    /// The shared tail of update, patch and apply: `new` is the full desired object.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+        sub: &str,
+        ctx: &WriteCtx,
+        managed_done: bool,
+        require_rv: bool,
+    ) -> ApiResult<Value> {
+        let old = self
+            .lookup(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
+        }
+        check_type(rt, &new)?;
+        if let Some(n) = meta_str(&new, "name") {
+            if !n.is_empty() && n != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        match meta_str(&new, "resourceVersion").filter(|s| !s.is_empty()) {
+            Some(rv) if Some(rv) != meta_str(&old, "resourceVersion") => {
+                return Err(ApiError::conflict(rt, name))
+            }
+            None if require_rv && rt.is_crd() => {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &[Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.resourceVersion",
+                        "Invalid value: 0: must be specified for an update",
+                    )],
+                ))
+            }
+            _ => {}
+        }
+        if let Some(u) = meta_str(&new, "uid") {
+            if !u.is_empty() && Some(u) != meta_str(&old, "uid") {
+                return Err(ApiError::conflict_uid(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        meta_str(&old, "uid").unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        new["apiVersion"] = json!(rt.api_version());
+        new["kind"] = json!(rt.kind);
+
+        // subresource semantics
+        match sub {
+            "status" => {
+                let mut merged = old.clone();
+                match new.get("status") {
+                    Some(s) => merged["status"] = s.clone(),
+                    None => {
+                        merged.as_object_mut().unwrap().remove("status");
+                    }
+                }
+                if let Some(mf) = new.pointer("/metadata/managedFields").cloned() {
+                    meta_mut(&mut merged).insert("managedFields".into(), mf);
+                }
+                new = merged;
+            }
+            "finalize" => {
+                let mut merged = old.clone();
+                let fins = new
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                merged["spec"]["finalizers"] = fins;
+                new = merged;
+            }
+            _ => {
+                if rt.status {
+                    let o = new.as_object_mut().unwrap();
+                    match old.get("status") {
+                        Some(s) => {
+                            o.insert("status".into(), s.clone());
+                        }
+                        None => {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+
+        // server-managed metadata comes from the stored object
+        let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+        {
+            let m = meta_mut(&mut new);
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "generateName",
+                "resourceVersion",
+            ] {
+                match old_meta.get(k) {
+                    Some(v) => {
+                        m.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        m.remove(k);
+                    }
+                }
+            }
+            m.remove("selfLink");
+        }
+        if is_deleting(&old) {
+            let old_f = finalizers(&old);
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !old_f.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &[Cause::new(
+                        "FieldValueForbidden",
+                        "metadata.finalizers",
+                        format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")),
+                    )],
+                ));
+            }
+        }
+        builtin::default(rt, &mut new, Some(&old));
+        if rt.is_crd() {
+            admission::admit_custom(&self.validator, rt, &mut new, Some(&old))
+                .map_err(|c| ApiError::invalid(rt, name, &c))?;
+        }
+        let causes = builtin::validate(rt, &new, Some(&old));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(rt, name, &causes));
+        }
+        if rt.generation && spec_part(rt, &old) != spec_part(rt, &new) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        let now = now();
+        if !managed_done {
+            let sub_name = if sub == "status" { "status" } else { "" };
+            fields::record_update(rt, Some(&old), &mut new, &ctx.manager, sub_name, &now);
+        }
+        if comparable(&new) == comparable(&old) {
+            return Ok(Self::present(rt, &old));
+        }
+        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
+            self.install_crd(&mut new)?;
+        }
+        if ctx.dry_run {
+            return Ok(Self::present(rt, &new));
+        }
+        if is_deleting(&new)
+            && finalizers(&new).is_empty()
+            && !(rt.kind == "Namespace" && has_spec_finalizers(&new))
+        {
+            self.objects
+                .entry(Self::res_key(rt))
+                .or_default()
+                .insert(Self::obj_key(rt, ns, name), new);
+            let gone = self.remove(rt, ns, name).unwrap();
+            return Ok(Self::present(rt, &gone));
+        }
+        let stored = self.commit(rt, new, Some(old));
+        Ok(Self::present(rt, &stored))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        sub: &str,
+        ctx: &WriteCtx,
+    ) -> ApiResult<Value> {
+        let current = self.lookup(rt, ns, name).cloned();
+        match kind {
+            PatchKind::Apply { force } => {
+                let mut applied = body.clone();
+                if !applied.is_object() {
+                    return Err(ApiError::bad_request(
+                        "error decoding YAML: the applied configuration must be an object",
+                    ));
+                }
+                ssa::strip_nulls(&mut applied);
+                check_type(rt, &applied)?;
+                if applied.pointer("/metadata/managedFields").is_some() {
+                    return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+                }
+                if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
+                    return Err(ApiError::bad_request("invalid object type: apiVersion and kind must be set in an applied configuration"));
+                }
+                if let Some(n) = meta_str(&applied, "name") {
+                    if n != name {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({n}) does not match the name on the URL ({name})"
+                        )));
+                    }
+                }
+                // status is owned through the /status subresource only (and vice versa)
+                let o = applied.as_object_mut().unwrap();
+                if sub == "status" {
+                    o.retain(|k, _| {
+                        matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
+                    });
+                    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.retain(|k, _| {
+                            matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "uid")
+                        });
+                    }
+                } else if rt.status {
+                    o.remove("status");
+                }
+                let sub_name = if sub == "status" { "status" } else { "" };
+                let now = now();
+                match current {
+                    None => {
+                        if sub == "status" {
+                            return Err(ApiError::not_found(rt, name));
+                        }
+                        let skeleton = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}});
+                        let merged = ssa::apply(
+                            rt,
+                            &skeleton,
+                            &applied,
+                            &ctx.manager,
+                            force,
+                            sub_name,
+                            &now,
+                        )?;
+                        self.create(rt, ns, merged, ctx, true)
+                    }
+                    Some(live) => {
+                        let merged =
+                            ssa::apply(rt, &live, &applied, &ctx.manager, force, sub_name, &now)?;
+                        self.write(rt, ns, name, merged, sub, ctx, true, false)
+                    }
+                }
+            }
+            other => {
+                let live = current.ok_or_else(|| ApiError::not_found(rt, name))?;
+                let live = Self::present(rt, &live);
+                let patched = match other {
+                    PatchKind::Merge => super::patch::merge_patch(&live, body)?,
+                    PatchKind::Json => super::patch::json_patch(&live, body)?,
+                    PatchKind::Strategic => super::patch::strategic_merge(rt, &live, body)?,
+                    PatchKind::Apply { .. } => unreachable!(),
+                };
+                self.write(rt, ns, name, patched, sub, ctx, false, false)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- delete
+
+    /// Delete: immediate when nothing holds the object, otherwise mark it
+    /// (`deletionTimestamp`, finalizers for foreground/orphan). Returns (object, gone_now).
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<(Value, bool)> {
+        let obj = self
+            .lookup(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if let Some(u) = &opts.uid {
+            if Some(u.as_str()) != meta_str(&obj, "uid") {
+                return Err(ApiError::conflict_uid(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        meta_str(&obj, "uid").unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.resource_version {
+            if Some(rv.as_str()) != meta_str(&obj, "resourceVersion") {
+                return Err(ApiError::conflict_uid(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(&obj, "resourceVersion").unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if opts.dry_run {
+            return Ok((Self::present(rt, &obj), false));
+        }
+        let mut fins = finalizers(&obj);
+        match opts.propagation {
+            Some(Propagation::Foreground) if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                fins.retain(|f| f != "orphan");
+                fins.push("foregroundDeletion".into())
+            }
+            Some(Propagation::Orphan) if !fins.iter().any(|f| f == "orphan") => {
+                fins.retain(|f| f != "foregroundDeletion");
+                fins.push("orphan".into())
+            }
+            _ => {}
+        }
+        let is_ns = rt.kind == "Namespace" && rt.group.is_empty();
+        if is_deleting(&obj) {
+            if fins != finalizers(&obj) {
+                let mut o = obj.clone();
+                meta_mut(&mut o).insert("finalizers".into(), json!(fins));
+                let stored = self.commit(rt, o, Some(obj));
+                return Ok((Self::present(rt, &stored), false));
+            }
+            return Ok((Self::present(rt, &obj), false));
+        }
+        if fins.is_empty() && !(is_ns && has_spec_finalizers(&obj)) {
+            let gone = self.remove(rt, ns, name).unwrap();
+            return Ok((Self::present(rt, &gone), true));
+        }
+        let mut o = obj.clone();
+        let m = meta_mut(&mut o);
+        m.insert("deletionTimestamp".into(), json!(now()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        if !fins.is_empty() {
+            m.insert("finalizers".into(), json!(fins));
+        }
+        if let Some(g) = m.get("generation").and_then(Value::as_i64) {
+            m.insert("generation".into(), json!(g + 1));
+        }
+        if is_ns {
+            o["status"]["phase"] = json!("Terminating");
+        }
+        let stored = self.commit(rt, o, Some(obj));
+        Ok((Self::present(rt, &stored), false))
+    }
+
+    // ---------------------------------------------------------------- CRDs
+
+    /// Register the types a CRD object defines and mark it Established.
+    pub fn install_crd(&mut self, crd: &mut Value) -> ApiResult<()> {
+        let types = resources::from_crd(crd)?;
+        let name = meta_str(crd, "name").unwrap_or_default().to_string();
+        if let Some(t) = types.first() {
+            let expected = format!("{}.{}", t.plural, t.group);
+            if name != expected {
+                let rt = self
+                    .registry
+                    .find_any("apiextensions.k8s.io", "customresourcedefinitions")
+                    .unwrap()
+                    .clone();
+                return Err(ApiError::invalid(
+                    &rt,
+                    &name,
+                    &[Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        format!(
+                            "Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
+                        ),
+                    )],
+                ));
+            }
+        }
+        self.registry.remove_crd(&name);
+        self.registry.add(types);
+        let now = now();
+        let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+        let stored: Vec<String> = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                    .filter_map(|v| v.get("name").and_then(Value::as_str).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
+        crd["status"] = json!({
+            "acceptedNames": names,
+            "storedVersions": stored,
+            "conditions": [
+                cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            ]
+        });
+        Ok(())
+    }
+
+    fn drop_crd(&mut self, crd: &Value) {
+        let name = meta_str(crd, "name").unwrap_or_default().to_string();
+        let Some(rt) = self
+            .registry
+            .types
+            .iter()
+            .find(|t| t.crd.as_deref() == Some(name.as_str()))
+            .cloned()
+        else {
+            return;
+        };
+        let keys: Vec<ObjKey> = self
+            .objects
+            .get(&Self::res_key(&rt))
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (ns, n) in keys {
+            self.remove(&rt, &ns, &n);
+        }
+        self.registry.remove_crd(&name);
+    }
+
+    pub fn next_ip(&mut self) -> String {
+        self.ip_counter += 1;
+        format!(
+            "10.96.{}.{}",
+            self.ip_counter / 250,
+            self.ip_counter % 250 + 1
+        )
+    }
+}
+
+pub fn has_spec_finalizers(obj: &Value) -> bool {
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
+    if let Some(av) = body.get("apiVersion").and_then(Value::as_str) {
+        if av != rt.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
+            )));
+        }
+    }
+    if let Some(k) = body.get("kind").and_then(Value::as_str) {
+        if k != rt.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )));
+        }
+    }
+    Ok(())
+}
