@@ -1,10 +1,14 @@
 //! tenant-operator: Tenants and TenantUsers in, namespaces, ingress, databases and RBAC out.
 
-pub mod types;
 pub mod config;
-pub mod naming;
+pub mod controller;
+pub mod database;
 pub mod desired;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod naming;
+pub mod operator;
+pub mod render;
 pub mod telemetry;
+pub mod types;

@@ -1,6 +1,198 @@
-use kube::CustomResourceExt;
-use tenant_operator::types::{Tenant, TenantUser};
-fn main() {
-    std::fs::write("crds/tenants.yaml", serde_yaml::to_string(&Tenant::crd()).unwrap()).unwrap();
-    std::fs::write("crds/tenantusers.yaml", serde_yaml::to_string(&TenantUser::crd()).unwrap()).unwrap();
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::{Parser, Subcommand};
+use kube::{Client, CustomResourceExt};
+use tenant_operator::{
+    config::Config,
+    http::{self, HttpState, Readiness},
+    leader::{default_identity, LeaderElection, LeaseConfig},
+    metrics::Metrics,
+    operator::{run_controllers, ControllerOptions},
+    render::{self, Resources},
+    telemetry::{init_tracing, LogFormat},
+    types::{Tenant, TenantUser},
+};
+use tokio::sync::watch;
+
+/// Kubernetes operator for the tenants of a multi-tenant SaaS platform.
+#[derive(Parser)]
+#[command(name = "tenant-operator", version, about)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "TENANT_OPERATOR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the current kubeconfig or in-cluster config.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print, offline, every object the operator would create for Tenants and TenantUsers.
+    Render {
+        /// Files with Tenant and TenantUser documents (multi-document YAML).
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Operator configuration file.
+        #[arg(long, default_value = "examples/config.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Operator configuration file.
+    #[arg(long, env = "TENANT_OPERATOR_CONFIG", default_value = "/etc/tenant-operator/config.yaml")]
+    config: PathBuf,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Reconciles running at once, per controller.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Run without a Lease (a single replica only).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tenant-operator")]
+    lease_namespace: String,
+    /// Lease duration in seconds; a standby takes over at most this long after a leader dies.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = init_tracing(cli.log_format) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Crd => print_crds(),
+        Command::Render { files, config } => render_files(&files, &config),
+        Command::Run(args) => run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn print_crds() -> Result<(), BoxError> {
+    print!("{}---\n{}", serde_yaml::to_string(&Tenant::crd())?, serde_yaml::to_string(&TenantUser::crd())?);
+    Ok(())
+}
+
+fn render_files(files: &[PathBuf], config: &PathBuf) -> Result<(), BoxError> {
+    let config = Config::load(config)?;
+    let mut resources = Resources::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        resources.add_yaml(&text, &file.display().to_string())?;
+    }
+    print!("{}", render::to_yaml(&render::render_objects(&resources, &config)?)?);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let config = Arc::new(Config::load(&args.config)?);
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let listener = http::bind(args.http_addr).await?;
+    let http_task = tokio::spawn(http::serve_listener(listener, HttpState { metrics: metrics.clone(), readiness: readiness.clone() }, stopped()));
+    tokio::spawn({
+        let readiness = readiness.clone();
+        async move {
+            termination().await;
+            tracing::info!("termination signal received; finishing in-flight reconciles");
+            readiness.set_shutting_down();
+            let _ = stop_tx.send(true);
+        }
+    });
+
+    let options = ControllerOptions { concurrency: args.concurrency, metrics: metrics.clone(), readiness: readiness.clone() };
+    if args.no_leader_election {
+        readiness.set_leader(true);
+        metrics.set_leader(true);
+        run_controllers(client, config, options, stopped()).await;
+    } else {
+        let lease = LeaseConfig::new(&args.lease_namespace, "tenant-operator", default_identity()).with_lease_duration(Duration::from_secs(args.lease_duration));
+        let election = LeaderElection::start(client.clone(), lease)?;
+        let mut leader = election.subscribe();
+        // A standby holds no caches and is ready as soon as it runs.
+        readiness.set_caches_synced(true);
+        loop {
+            tokio::select! {
+                _ = leader.wait_for(|is_leader| *is_leader) => {},
+                _ = stopped() => break,
+            }
+            tracing::info!(identity = election.identity(), "leading: starting controllers");
+            readiness.set_leader(true);
+            readiness.set_caches_synced(false);
+            metrics.set_leader(true);
+            let mut lost = leader.clone();
+            let controllers = tokio::spawn(run_controllers(client.clone(), config.clone(), options.clone(), stopped()));
+            let abort = controllers.abort_handle();
+            tokio::select! {
+                _ = controllers => break,
+                _ = lost.wait_for(|is_leader| !*is_leader) => {
+                    // Another replica may already be writing: stop at once, not gracefully.
+                    abort.abort();
+                    tracing::warn!("leadership lost: controllers stopped");
+                }
+            }
+            readiness.set_leader(false);
+            readiness.set_caches_synced(true);
+            metrics.set_leader(false);
+            if *stop_rx.borrow() {
+                break;
+            }
+        }
+        if let Err(error) = election.release().await {
+            tracing::warn!(%error, "could not release the leader Lease; a standby takes over when it expires");
+        }
+    }
+    let _ = http_task.await;
+    Ok(())
 }

@@ -1,0 +1,115 @@
+//! The controllers: Tenant → namespaces, configuration, ingress, isolation and databases;
+//! TenantUser → RoleBindings. Both share one [`Context`].
+
+pub mod apply;
+pub mod caches;
+pub mod tenant;
+mod tenant_external;
+pub mod user;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+    Client,
+};
+use rand::Rng;
+
+use crate::{config::Config, metrics::Metrics};
+pub use caches::Caches;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("waiting for {0} to be deleted")]
+    WaitingForDeletion(String),
+    #[error("database: {reason}: {message}")]
+    Database { reason: String, message: String },
+    #[error("object without a name")]
+    MissingName,
+}
+
+impl Error {
+    /// Short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(status)) if status.code == 429 => "throttled",
+            Error::Kube(_) => "kube",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.kind(),
+                _ => "finalizer",
+            },
+            Error::WaitingForDeletion(_) => "waiting",
+            Error::Database { .. } => "database",
+            Error::MissingName => "invalid",
+        }
+    }
+}
+
+/// What the controllers share: the client, configuration, caches and event recorder.
+pub struct Context {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Arc<Config>, caches: Caches, metrics: Metrics) -> Self {
+        let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, config, caches, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Record a Kubernetes Event; a failure to record is logged, never fatal.
+    pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(%error, reason, "could not record event");
+        }
+    }
+
+    pub(crate) fn reset_failures(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// Exponential back-off with jitter per object: 1 s, 2 s, 4 s … capped at 5 minutes.
+    pub(crate) fn backoff(&self, key: &str, error: &Error) -> Action {
+        if error.kind() == "waiting" {
+            return Action::requeue(Duration::from_secs(2));
+        }
+        let attempt = match self.failures.lock() {
+            Ok(mut failures) => {
+                let count = failures.entry(key.to_string()).or_insert(0);
+                *count = count.saturating_add(1);
+                *count
+            }
+            Err(_) => 1,
+        };
+        let base = Duration::from_secs(1).saturating_mul(1u32 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300));
+        let jitter = rand::rng().random_range(0.8..1.2);
+        Action::requeue(base.mul_f64(jitter))
+    }
+}
+
+/// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
+/// might have missed. It makes no writes when nothing changed.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue interval while waiting for something outside the operator (a database to start).
+pub const POLL: Duration = Duration::from_secs(15);

@@ -1,0 +1,3 @@
+//! Database providers of SPEC §4, each pure I/O against its backend.
+
+pub mod external;

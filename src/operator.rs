@@ -1,0 +1,150 @@
+//! Wiring: caches, the two controllers and their shared context, run until shutdown.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use futures::{future::Shared, FutureExt, StreamExt};
+use kube::{
+    api::Api,
+    core::DynamicObject,
+    discovery::Discovery,
+    runtime::{controller, reflector::{ObjectRef, Store}, watcher, Controller},
+    Client, ResourceExt,
+};
+
+use crate::{
+    config::Config,
+    http::Readiness,
+    metrics::Metrics,
+    types::TenantPhase,
+    controller::{
+        tenant::{self, GuardedTenant},
+        user::{self, GuardedUser, UserContext},
+        Caches, Context,
+    },
+    desired::ChildKind,
+    naming::{LABEL_TENANT, LABEL_USER},
+};
+
+/// Settings of the controllers.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Reconciles running at once, per controller.
+    pub concurrency: u16,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self { concurrency: 16, metrics: Metrics::new(), readiness: Readiness::new() }
+    }
+}
+
+/// Whether the CloudNativePG `Cluster` kind is served; without it the `cloudnative-pg`
+/// provider reports a clear reason instead of failing every reconcile.
+async fn cnpg_installed(client: &Client) -> bool {
+    match Discovery::new(client.clone()).filter(&["postgresql.cnpg.io"]).run().await {
+        Ok(discovery) => discovery.groups().any(|group| group.recommended_resources().iter().any(|(ar, _)| ar.kind == "Cluster")),
+        Err(error) => {
+            tracing::warn!(%error, "API discovery failed; assuming CloudNativePG is not installed");
+            false
+        }
+    }
+}
+
+fn tenant_of(object: &DynamicObject) -> Option<ObjectRef<GuardedTenant>> {
+    object.labels().get(LABEL_TENANT).map(|slug| ObjectRef::new(slug))
+}
+
+/// Run the Tenant and TenantUser controllers until `shutdown` completes; in-flight reconciles
+/// finish first.
+pub async fn run_controllers(client: Client, config: Arc<Config>, options: ControllerOptions, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let shutdown: Shared<_> = shutdown.boxed().shared();
+    let mut kinds: Vec<ChildKind> = ChildKind::TENANT_CHILDREN.into_iter().filter(|k| *k != ChildKind::CnpgCluster).collect();
+    if cnpg_installed(&client).await {
+        kinds.push(ChildKind::CnpgCluster);
+    }
+    kinds.push(ChildKind::RoleBinding);
+    let (caches, mut streams) = Caches::start(&client, &kinds);
+    let ctx = Arc::new(Context::new(client.clone(), config, caches, options.metrics.clone()));
+    let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
+
+    let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default()).with_config(controller_config.clone());
+    for kind in kinds.iter().copied().filter(|k| *k != ChildKind::RoleBinding) {
+        if let Some(stream) = streams.remove(&kind) {
+            tenants = tenants.watches_stream_with(stream, |object| tenant_of(&object), kind.api_resource());
+        }
+    }
+
+    let users_controller = Controller::new(Api::<GuardedUser>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
+    let user_store = users_controller.store();
+    let store_for_tenants = user_store.clone();
+    let store_for_users = user_store.clone();
+    let mut users = users_controller
+        // A tenant created, changed (environments) or deleted re-reconciles its users.
+        .watches(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+            user::users_of_tenant(&store_for_tenants, &tenant.name_any())
+        })
+        // A user created, changed or deleted re-reconciles the other users of its tenant: the
+        // owner of a duplicate email may have gone.
+        .watches(Api::<GuardedUser>::all(client.clone()), watcher::Config::default(), move |changed| match &changed.0 {
+            Ok(u) => user::users_of_tenant(&store_for_users, &u.spec.tenant),
+            Err(_) => Vec::new(),
+        });
+    if let Some(stream) = streams.remove(&ChildKind::RoleBinding) {
+        users = users.watches_stream_with(
+            stream,
+            |binding| binding.labels().get(LABEL_USER).map(|name| ObjectRef::<GuardedUser>::new(name)),
+            ChildKind::RoleBinding.api_resource(),
+        );
+    }
+    let user_ctx = Arc::new(UserContext { shared: ctx.clone(), users: user_store.clone() });
+    let gauges = report_gauges(tenants.store(), user_store, ctx.clone(), options.readiness.clone());
+
+    let tenant_run = tenants
+        .graceful_shutdown_on(shutdown.clone())
+        .run(tenant::reconcile, tenant::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant reconcile did not complete");
+            }
+        });
+    let user_run = users
+        .graceful_shutdown_on(shutdown)
+        .run(user::reconcile, user::error_policy, user_ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant user reconcile did not complete");
+            }
+        });
+    options.readiness.set_controllers_running(true);
+    futures::select! {
+        _ = futures::future::join(tenant_run, user_run).fuse() => {},
+        _ = gauges.fuse() => {},
+    }
+    options.readiness.set_controllers_running(false);
+}
+
+/// Marks the caches synced once they are, then keeps the tenants-by-phase and
+/// users-by-role gauges current.
+async fn report_gauges(tenants: Store<GuardedTenant>, users: Store<GuardedUser>, ctx: Arc<Context>, readiness: Readiness) {
+    let _ = tenants.wait_until_ready().await;
+    let _ = users.wait_until_ready().await;
+    ctx.caches.wait_until_ready().await;
+    readiness.set_caches_synced(true);
+    loop {
+        let mut phases = BTreeMap::new();
+        for tenant in tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+            let phase = tenant.status.as_ref().and_then(|s| s.phase).unwrap_or(TenantPhase::Pending);
+            *phases.entry(phase.as_str().to_string()).or_insert(0) += 1;
+        }
+        ctx.metrics.set_tenants_by_phase(&phases);
+        let mut roles = BTreeMap::new();
+        for user in users.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+            let role = user.status.as_ref().and_then(|s| s.effective_role).map(|r| r.as_str()).unwrap_or("None");
+            *roles.entry(role.to_string()).or_insert(0) += 1;
+        }
+        ctx.metrics.set_tenant_users_by_role(&roles);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
