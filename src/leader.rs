@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Name of the operator's Lease in its namespace.
-pub const DEFAULT_LEASE_NAME: &str = "tenant-operator-leader";
+pub const DEFAULT_LEASE_NAME: &str = "tenant-operator";
 
 /// How many times one round re-reads the Lease after a 409 before giving up until the next.
 const CONFLICT_RETRIES: usize = 3;
