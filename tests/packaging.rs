@@ -394,12 +394,8 @@ fn operator_cluster_role_is_least_privilege() {
             "tenantusers",
             &["get", "list", "watch", "patch"],
         ),
-        ("tenancy.platform.dev", "tenants/status", &["get", "patch"]),
-        (
-            "tenancy.platform.dev",
-            "tenantusers/status",
-            &["get", "patch"],
-        ),
+        ("tenancy.platform.dev", "tenants/status", &["patch"]),
+        ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
         ("tenancy.platform.dev", "tenants/finalizers", &["update"]),
         (
             "tenancy.platform.dev",
