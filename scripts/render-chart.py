@@ -46,8 +46,15 @@ def main() -> int:
         values = merge(values, json.loads(doc))
 
     if args.lint:
+        # Helm's severities: 1 info, 2 warning, 3 error. Warnings fail too: they are how
+        # Helm reports templates that render to invalid YAML or a missing schema field.
         result = helm_python.lint(args.chart, values=values or None)
-        print(f"# lint: {result}", file=sys.stderr)
+        problems = [m for m in result.get("messages", []) if m.get("severity", 0) >= 2]
+        problems += [{"error": e} for e in result.get("errors", [])]
+        if problems:
+            for p in problems:
+                print(f"lint: {p}", file=sys.stderr)
+            return 1
     chart.validate_schema(values or None)
     manifests = chart.render(values or None, name=args.name, namespace=args.namespace,
                              is_install=True)

@@ -642,7 +642,7 @@ fn render_chart(extra_args: &[&str]) -> Option<String> {
 
 #[test]
 fn chart_default_rendering_equals_deploy() {
-    let Some(rendered) = render_chart(&[]) else {
+    let Some(rendered) = render_chart(&["--lint"]) else {
         return;
     };
     let chart = by_key(docs(&rendered, "rendered chart"));
