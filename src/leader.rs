@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Name of the operator's Lease in its namespace.
-pub const DEFAULT_LEASE_NAME: &str = "tenant-operator-leader";
+pub const DEFAULT_LEASE_NAME: &str = "tenant-operator";
 
 /// How many times one round re-reads the Lease after a 409 before giving up until the next.
 const CONFLICT_RETRIES: usize = 3;
@@ -418,10 +418,17 @@ impl Elector {
         }
         let was_leader = deadline.is_some();
         set(&self.leader, false);
+        // Even a replica that never saw itself lead may hold the Lease: the stop can interrupt
+        // a round whose write went through. release() only writes if the Lease names us.
+        let limit = if was_leader {
+            self.config.renew_deadline
+        } else {
+            self.config.retry_interval
+        };
+        tokio::time::timeout(limit, self.release())
+            .await
+            .unwrap_or(Err(LeaseError::Timeout))?;
         if was_leader {
-            tokio::time::timeout(self.config.renew_deadline, self.release())
-                .await
-                .unwrap_or(Err(LeaseError::Timeout))?;
             tracing::info!(identity = %self.config.identity, "released leadership");
         }
         Ok(())

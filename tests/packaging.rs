@@ -1,0 +1,782 @@
+//! Checks on the shipped manifests: `deploy/` (kustomize), `charts/tenant-operator` (Helm) and
+//! the Dockerfile.
+//!
+//! Copies kept in step with their sources (refresh them with
+//! `TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging`):
+//! - `deploy/crds/*` and `charts/tenant-operator/files/crds/*` = `crds/*`
+//! - `deploy/config/config.yaml` = `examples/config.yaml`
+//! - `deploy/rbac/tenancy-clusterroles.yaml` and its chart copy = `system_cluster_roles()`
+//!
+//! The chart is compared with `deploy/` by rendering it with Helm's own engine through
+//! `scripts/render-chart.py` (PyPI `helm-python-sdk`); where that is not installed the
+//! comparison is skipped with a message, and every other check still runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenant_operator::config::Config;
+use tenant_operator::desired::rbac::{system_cluster_roles, SYSTEM_CLUSTER_ROLES};
+
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = root().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn update_mode() -> bool {
+    std::env::var("TENANT_OPERATOR_UPDATE_MANIFESTS").is_ok_and(|v| v == "1")
+}
+
+/// Every non-empty YAML document of `text`, as JSON values.
+fn docs(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{what}: {e}")))
+        .filter(|v| !v.is_null())
+        .map(canonical_numbers)
+        .collect()
+}
+
+fn yaml(text: &str, what: &str) -> Value {
+    canonical_numbers(serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}")))
+}
+
+/// `100000.0` and `100000` are the same number to the API server, but not to `Value`'s `==`;
+/// the generated CRDs write floats where Helm and kustomize write integers.
+fn canonical_numbers(v: Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => json!(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical_numbers).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, canonical_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn key(obj: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        str_at(obj, "/kind"),
+        str_at(obj, "/metadata/namespace"),
+        str_at(obj, "/metadata/name")
+    )
+}
+
+/// Asserts `copy` has the same bytes as `source`, or rewrites it in update mode.
+fn assert_copy(source: &str, copy: &str) {
+    let want = read(source);
+    let copy_path = root().join(copy);
+    if update_mode() {
+        std::fs::write(&copy_path, &want).unwrap_or_else(|e| panic!("write {copy}: {e}"));
+        return;
+    }
+    assert!(
+        read(copy) == want,
+        "{copy} differs from {source}; run TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging"
+    );
+}
+
+fn kustomization() -> Value {
+    yaml(
+        &read("deploy/kustomization.yaml"),
+        "deploy/kustomization.yaml",
+    )
+}
+
+fn string_list(v: &Value, pointer: &str) -> Vec<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What `kubectl apply -k deploy/` applies, built without kustomize: the listed resources plus
+/// the generated ConfigMap (named without kustomize's hash suffix).
+fn deploy_objects() -> Vec<Value> {
+    let k = kustomization();
+    let mut objects = Vec::new();
+    for file in string_list(&k, "/resources") {
+        objects.extend(docs(&read(Path::new("deploy").join(&file)), &file));
+    }
+    for generator in k
+        .pointer("/configMapGenerator")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut data = serde_json::Map::new();
+        for entry in string_list(generator, "/files") {
+            let (key, file) = entry.split_once('=').unwrap_or((&entry, &entry));
+            data.insert(
+                key.to_owned(),
+                Value::String(read(Path::new("deploy").join(file))),
+            );
+        }
+        objects.push(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": generator["name"],
+                "namespace": k["namespace"],
+                "labels": generator.pointer("/options/labels").cloned().unwrap_or(json!({})),
+            },
+            "data": data,
+        }));
+    }
+    objects
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| str_at(o, "/kind") == kind && str_at(o, "/metadata/name") == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            yaml_files_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_deploy_file_parses_and_is_listed() {
+    let deploy = root().join("deploy");
+    let mut files = Vec::new();
+    yaml_files_under(&deploy, &mut files);
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let parsed = docs(&text, &file.display().to_string());
+        assert!(!parsed.is_empty(), "{} is empty", file.display());
+    }
+
+    let k = kustomization();
+    let mut listed: BTreeSet<String> = string_list(&k, "/resources").into_iter().collect();
+    for generator in k
+        .pointer("/configMapGenerator")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for entry in string_list(generator, "/files") {
+            let file = entry.split_once('=').map_or(entry.as_str(), |(_, f)| f);
+            listed.insert(file.to_owned());
+        }
+    }
+    // A component is listed by its own kustomization.
+    let component = "components/bind-any-clusterrole";
+    let ck = yaml(
+        &read(format!("deploy/{component}/kustomization.yaml")),
+        "component",
+    );
+    assert_eq!(str_at(&ck, "/kind"), "Component");
+    for file in string_list(&ck, "/resources") {
+        listed.insert(format!("{component}/{file}"));
+    }
+    listed.insert(format!("{component}/kustomization.yaml"));
+    listed.insert("kustomization.yaml".to_owned());
+
+    let present: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&deploy).ok())
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        present, listed,
+        "files in deploy/ vs files the kustomization uses"
+    );
+}
+
+#[test]
+fn every_object_is_labelled_and_namespaced_objects_sit_in_the_operator_namespace() {
+    let cluster_scoped = [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    for obj in deploy_objects() {
+        let kind = str_at(&obj, "/kind");
+        if kind != "CustomResourceDefinition" {
+            assert_eq!(
+                obj.pointer("/metadata/labels")
+                    .and_then(|l| l.get(NAME_LABEL))
+                    .and_then(Value::as_str),
+                Some("tenant-operator"),
+                "{} lacks {NAME_LABEL}",
+                key(&obj)
+            );
+        }
+        if cluster_scoped.contains(&kind) {
+            assert!(
+                obj.pointer("/metadata/namespace").is_none(),
+                "{}",
+                key(&obj)
+            );
+        } else {
+            assert_eq!(
+                str_at(&obj, "/metadata/namespace"),
+                "tenant-operator",
+                "{}",
+                key(&obj)
+            );
+        }
+    }
+}
+
+#[test]
+fn copies_equal_their_sources() {
+    for crd in ["tenants.yaml", "tenantusers.yaml"] {
+        assert_copy(&format!("crds/{crd}"), &format!("deploy/crds/{crd}"));
+        assert_copy(
+            &format!("crds/{crd}"),
+            &format!("charts/tenant-operator/files/crds/{crd}"),
+        );
+    }
+    assert_copy("examples/config.yaml", "deploy/config/config.yaml");
+    assert_copy(
+        "deploy/rbac/tenancy-clusterroles.yaml",
+        "charts/tenant-operator/files/tenancy-clusterroles.yaml",
+    );
+    // Every CRD in crds/ is shipped.
+    let shipped: BTreeSet<String> = string_list(&kustomization(), "/resources")
+        .into_iter()
+        .filter_map(|r| r.strip_prefix("crds/").map(str::to_owned))
+        .collect();
+    let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(shipped, sources);
+}
+
+#[test]
+fn shipped_configuration_is_accepted_by_the_operator() {
+    let text = read("deploy/config/config.yaml");
+    if let Err(e) = Config::parse(&text, "deploy/config/config.yaml") {
+        panic!("{e}");
+    }
+    let values = yaml(
+        &read("charts/tenant-operator/values.yaml"),
+        "chart values.yaml",
+    );
+    assert_eq!(
+        values["config"],
+        yaml(&read("examples/config.yaml"), "examples/config.yaml"),
+        "the chart's default `config` must be examples/config.yaml"
+    );
+}
+
+#[test]
+fn tenancy_cluster_roles_match_the_code() {
+    let path = "deploy/rbac/tenancy-clusterroles.yaml";
+    let mut generated = String::from(
+        "# The role-table ClusterRoles of SPEC §3, generated from src/desired/rbac.rs by\n\
+         # `TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging`. Do not edit.\n",
+    );
+    for mut role in system_cluster_roles() {
+        let labels = role.metadata.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert(NAME_LABEL.to_owned(), "tenant-operator".to_owned());
+        labels.insert(
+            "app.kubernetes.io/instance".to_owned(),
+            "tenant-operator".to_owned(),
+        );
+        let doc = serde_yaml::to_string(&role).unwrap_or_else(|e| panic!("{e}"));
+        generated.push_str("---\n");
+        generated.push_str(&doc);
+    }
+    if update_mode() {
+        std::fs::write(root().join(path), &generated).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            root().join("charts/tenant-operator/files/tenancy-clusterroles.yaml"),
+            &generated,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        docs(&read(path), path),
+        docs(&generated, "generated"),
+        "{path} is stale; run TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging"
+    );
+    let objects = deploy_objects();
+    for name in SYSTEM_CLUSTER_ROLES {
+        find(&objects, "ClusterRole", name);
+    }
+}
+
+fn rules_of(role: &Value) -> Vec<Value> {
+    role.pointer("/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn operator_cluster_role_is_least_privilege() {
+    let objects = deploy_objects();
+    let role = find(&objects, "ClusterRole", "tenant-operator");
+    let rules = rules_of(role);
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in &rules {
+        for field in ["/apiGroups", "/resources", "/verbs", "/resourceNames"] {
+            assert!(
+                !string_list(rule, field).iter().any(|s| s.contains('*')),
+                "wildcard in {field} of {rule}"
+            );
+        }
+        let verbs = string_list(rule, "/verbs");
+        if verbs.contains(&"bind".to_owned()) {
+            assert_eq!(
+                verbs,
+                ["bind"],
+                "bind comes alone, on named ClusterRoles: {rule}"
+            );
+            let mut names = string_list(rule, "/resourceNames");
+            names.sort();
+            let mut want: Vec<String> = SYSTEM_CLUSTER_ROLES.map(str::to_owned).to_vec();
+            want.sort();
+            assert_eq!(names, want, "bind only on the role-table ClusterRoles");
+            continue;
+        }
+        assert!(
+            string_list(rule, "/resourceNames").is_empty(),
+            "unexpected resourceNames: {rule}"
+        );
+        for group in string_list(rule, "/apiGroups") {
+            for resource in string_list(rule, "/resources") {
+                granted
+                    .entry((group.clone(), resource))
+                    .or_default()
+                    .extend(verbs.iter().cloned());
+            }
+        }
+    }
+    let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
+    let mut want: Vec<(&str, &str, &[&str])> = vec![
+        (
+            "tenancy.platform.dev",
+            "tenants",
+            &["get", "list", "watch", "patch"],
+        ),
+        (
+            "tenancy.platform.dev",
+            "tenantusers",
+            &["get", "list", "watch", "patch"],
+        ),
+        ("tenancy.platform.dev", "tenants/status", &["patch"]),
+        ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
+        ("tenancy.platform.dev", "tenants/finalizers", &["update"]),
+        (
+            "tenancy.platform.dev",
+            "tenantusers/finalizers",
+            &["update"],
+        ),
+        (
+            "",
+            "persistentvolumeclaims",
+            &["get", "list", "watch", "patch", "delete"],
+        ),
+        ("events.k8s.io", "events", &["create", "patch"]),
+        ("", "events", &["create", "patch"]),
+    ];
+    for (group, resource) in [
+        ("", "namespaces"),
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("", "services"),
+        ("", "resourcequotas"),
+        ("apps", "statefulsets"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("postgresql.cnpg.io", "clusters"),
+    ] {
+        want.push((group, resource, &watch_and_write));
+    }
+    let want: BTreeMap<(String, String), BTreeSet<String>> = want
+        .into_iter()
+        .map(|(g, r, v)| {
+            (
+                (g.to_owned(), r.to_owned()),
+                v.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(granted, want);
+}
+
+#[test]
+fn operator_namespace_role_covers_leases_and_the_admin_secret() {
+    let objects = deploy_objects();
+    let role = find(&objects, "Role", "tenant-operator");
+    let rules = rules_of(role);
+    let lease = rules
+        .iter()
+        .find(|r| string_list(r, "/resources") == ["leases"])
+        .unwrap_or_else(|| panic!("no lease rule"));
+    assert_eq!(string_list(lease, "/apiGroups"), ["coordination.k8s.io"]);
+    assert_eq!(string_list(lease, "/verbs"), ["get", "create", "update"]);
+
+    let config = yaml(&read("deploy/config/config.yaml"), "config");
+    let secret = rules
+        .iter()
+        .find(|r| string_list(r, "/resources") == ["secrets"])
+        .unwrap_or_else(|| panic!("no secret rule"));
+    assert_eq!(
+        string_list(secret, "/resourceNames"),
+        [str_at(&config, "/database/external/adminSecret/name")]
+    );
+    assert_eq!(
+        str_at(&config, "/database/external/adminSecret/namespace"),
+        str_at(role, "/metadata/namespace")
+    );
+    let binding = find(&objects, "RoleBinding", "tenant-operator");
+    assert_eq!(str_at(binding, "/roleRef/name"), "tenant-operator");
+    assert_eq!(str_at(binding, "/subjects/0/name"), "tenant-operator");
+    let binding = find(&objects, "ClusterRoleBinding", "tenant-operator");
+    assert_eq!(str_at(binding, "/subjects/0/namespace"), "tenant-operator");
+}
+
+#[test]
+fn deployment_runs_hardened_with_probes_and_downward_api() {
+    let objects = deploy_objects();
+    let d = find(&objects, "Deployment", "tenant-operator");
+    assert_eq!(d.pointer("/spec/replicas"), Some(&json!(2)));
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "tenant-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+
+    let args = string_list(c, "/args");
+    assert_eq!(
+        args[..3],
+        ["run", "--config", "/etc/tenant-operator/config.yaml"]
+    );
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/tenant-operator");
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"],
+        "tenant-operator-config"
+    );
+
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http"})
+    );
+    assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object());
+
+    let env: BTreeMap<&str, &str> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?,
+                e.pointer("/valueFrom/fieldRef/fieldPath")?.as_str()?,
+            ))
+        })
+        .collect();
+    assert_eq!(env.get("POD_NAME"), Some(&"metadata.name"));
+    assert_eq!(env.get("POD_NAMESPACE"), Some(&"metadata.namespace"));
+
+    let svc = find(&objects, "Service", "tenant-operator-metrics");
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+}
+
+#[test]
+fn dockerfile_builds_locked_and_runs_as_nonroot() {
+    let text = read("Dockerfile");
+    for needle in [
+        "FROM rust:1-bookworm AS build",
+        "cargo build --release --locked",
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "USER 65532",
+    ] {
+        assert!(text.contains(needle), "Dockerfile lacks {needle:?}");
+    }
+}
+
+#[test]
+fn chart_metadata_and_schema_agree_with_values() {
+    let chart = yaml(&read("charts/tenant-operator/Chart.yaml"), "Chart.yaml");
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    let values = yaml(&read("charts/tenant-operator/values.yaml"), "values.yaml");
+    let schema: Value = serde_json::from_str(&read("charts/tenant-operator/values.schema.json"))
+        .unwrap_or_else(|e| panic!("values.schema.json: {e}"));
+    let keys = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&values), keys(&schema["properties"]));
+    assert_eq!(
+        keys(&values["config"]),
+        keys(&schema["properties"]["config"]["properties"])
+    );
+    assert_eq!(values["installCRDs"], true);
+    assert_eq!(values["metrics"]["serviceMonitor"]["enabled"], false);
+    assert_eq!(values["rbac"]["customRoles"]["bindAny"], false);
+
+    let rules = yaml(
+        &read("charts/tenant-operator/files/operator-rules.yaml"),
+        "operator-rules.yaml",
+    );
+    let objects = deploy_objects();
+    assert_eq!(
+        rules,
+        find(&objects, "ClusterRole", "tenant-operator")["rules"],
+        "charts/tenant-operator/files/operator-rules.yaml must equal the rules of deploy/rbac/operator-clusterrole.yaml"
+    );
+}
+
+/// Removes what legitimately differs between Helm and kustomize output: Helm's bookkeeping
+/// labels, annotations (checksum, resource policy) and the configuration's formatting.
+fn normalise(mut obj: Value) -> Value {
+    // deploy/crds are verbatim copies of crds/, without labels; the chart labels them.
+    let crd = str_at(&obj, "/kind") == "CustomResourceDefinition";
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("annotations");
+        let name = meta.get("labels").and_then(|l| l.get(NAME_LABEL)).cloned();
+        meta.remove("labels");
+        if let Some(name) = name.filter(|_| !crd) {
+            meta.insert("labels".into(), json!({ NAME_LABEL: name }));
+        }
+    }
+    if let Some(meta) = obj
+        .pointer_mut("/spec/template/metadata")
+        .and_then(Value::as_object_mut)
+    {
+        meta.remove("annotations");
+    }
+    if let Some(config) = obj.pointer_mut("/data/config.yaml") {
+        let parsed = yaml(config.as_str().unwrap_or(""), "config.yaml");
+        *config = parsed;
+    }
+    obj
+}
+
+fn by_key(objects: Vec<Value>) -> BTreeMap<String, Value> {
+    objects
+        .into_iter()
+        .map(|o| (key(&o), normalise(o)))
+        .collect()
+}
+
+fn render_chart(extra_args: &[&str]) -> Option<String> {
+    let output = Command::new("python3")
+        .arg(root().join("scripts/render-chart.py"))
+        .args(extra_args)
+        .output();
+    match output {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) if o.status.code() == Some(3) => {
+            eprintln!(
+                "SKIPPED: chart rendering needs `pip install helm-python-sdk` ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Ok(o) => panic!(
+            "rendering the chart failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            eprintln!("SKIPPED: chart rendering needs python3: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn chart_default_rendering_equals_deploy() {
+    let Some(rendered) = render_chart(&["--lint"]) else {
+        return;
+    };
+    let chart = by_key(docs(&rendered, "rendered chart"));
+    let mut deploy = by_key(deploy_objects());
+    // Helm installs into a namespace it is given (`--create-namespace`); it does not own it.
+    deploy.remove("Namespace//tenant-operator");
+
+    let only_chart: Vec<_> = chart.keys().filter(|k| !deploy.contains_key(*k)).collect();
+    let only_deploy: Vec<_> = deploy.keys().filter(|k| !chart.contains_key(*k)).collect();
+    assert!(
+        only_chart.is_empty() && only_deploy.is_empty(),
+        "only in the chart: {only_chart:?}; only in deploy/: {only_deploy:?}"
+    );
+    for (k, want) in &deploy {
+        let got = &chart[k];
+        assert!(
+            got == want,
+            "{k} differs\nchart:  {}\ndeploy: {}",
+            serde_json::to_string_pretty(got).unwrap_or_default(),
+            serde_json::to_string_pretty(want).unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn chart_options_render() {
+    let Some(rendered) = render_chart(&[
+        "--set-json",
+        r#"{"installCRDs": false, "metrics": {"serviceMonitor": {"enabled": true}},
+            "rbac": {"customRoles": {"names": ["flow-billing-editor"]}},
+            "existingConfigMap": "my-config", "logFormat": "text",
+            "config": {"database": {"external": {"adminSecret": {"namespace": "databases"}}}}}"#,
+        "--name",
+        "ops",
+        "--namespace",
+        "platform",
+    ]) else {
+        return;
+    };
+    let objects = docs(&rendered, "rendered chart");
+    let kinds: Vec<&str> = objects.iter().map(|o| str_at(o, "/kind")).collect();
+    assert!(!kinds.contains(&"CustomResourceDefinition"));
+    assert!(!kinds.contains(&"ConfigMap"));
+    assert!(kinds.contains(&"ServiceMonitor"));
+    let role = find(&objects, "ClusterRole", "ops-tenant-operator");
+    assert!(rules_of(role)
+        .iter()
+        .any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
+    let d = find(&objects, "Deployment", "ops-tenant-operator");
+    assert_eq!(
+        d.pointer("/spec/template/spec/volumes/0/configMap/name"),
+        Some(&json!("my-config"))
+    );
+    assert!(
+        string_list(&d["spec"]["template"]["spec"]["containers"][0], "/args")
+            .contains(&"text".to_owned())
+    );
+    let db = find(&objects, "Role", "ops-tenant-operator-db-admin");
+    assert_eq!(str_at(db, "/metadata/namespace"), "databases");
+
+    // Default rendering: the CRDs are installed and kept on uninstall.
+    let Some(rendered) = render_chart(&[]) else {
+        return;
+    };
+    let crds: Vec<Value> = docs(&rendered, "rendered chart")
+        .into_iter()
+        .filter(|o| str_at(o, "/kind") == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 2);
+    for crd in &crds {
+        assert_eq!(
+            str_at(crd, "/metadata/annotations/helm.sh~1resource-policy"),
+            "keep"
+        );
+        let source = format!("crds/{}.yaml", str_at(crd, "/spec/names/plural"));
+        let mut want = yaml(&read(&source), &source);
+        let mut got = crd.clone();
+        for v in [&mut want, &mut got] {
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("annotations");
+                m.remove("labels");
+            }
+        }
+        assert!(got == want, "rendered CRD differs from {source}");
+    }
+}
+
+#[test]
+fn kustomize_build_matches_the_file_list() {
+    let output = match Command::new("kubectl")
+        .args(["kustomize", "deploy"])
+        .current_dir(root())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIPPED: kubectl not available: {e}");
+            return;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize deploy failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let built: Vec<Value> = docs(&String::from_utf8_lossy(&output.stdout), "kustomize output")
+        .into_iter()
+        .map(|mut o| {
+            // configMapGenerator appends a content hash to the name and to its references.
+            for pointer in [
+                "/metadata/name",
+                "/spec/template/spec/volumes/0/configMap/name",
+            ] {
+                if let Some(v) = o.pointer_mut(pointer) {
+                    if v.as_str()
+                        .is_some_and(|s| s.starts_with("tenant-operator-config-"))
+                    {
+                        *v = json!("tenant-operator-config");
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+    let built = by_key(built);
+    let mine = by_key(deploy_objects());
+    assert_eq!(
+        built.keys().collect::<Vec<_>>(),
+        mine.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &mine {
+        assert!(
+            &built[k] == v,
+            "{k} differs between kustomize and the files"
+        );
+    }
+}
