@@ -276,7 +276,10 @@ impl Config {
                 }
                 let probe = tls.secret_name.replace("{app}", "app");
                 if !is_dns_subdomain(&probe) {
-                    return Err((format!("clusters.{key}.tls.secretName"), format!("{:?} does not make a valid Secret name", tls.secret_name)));
+                    return Err((
+                        format!("clusters.{key}.tls.secretName"),
+                        format!("{:?} does not make a valid Secret name", tls.secret_name),
+                    ));
                 }
             }
         }

@@ -61,9 +61,7 @@ impl Readiness {
     }
 
     pub fn set_controllers_running(&self, running: bool) {
-        self.flags
-            .controllers_running
-            .store(running, Ordering::SeqCst);
+        self.flags.controllers_running.store(running, Ordering::SeqCst);
     }
 
     /// Marks the replica as draining (SIGTERM received); it stays unready from then on.
@@ -112,20 +110,12 @@ pub enum HttpError {
 
 /// The routes, for callers that want to nest them or serve them themselves.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics)).with_state(state)
 }
 
 /// Binds `addr` and serves until `shutdown` completes. Bind errors are returned before any
 /// request is served, so a port conflict fails the start of the operator.
-pub async fn serve(
-    addr: SocketAddr,
-    state: HttpState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HttpError> {
+pub async fn serve(addr: SocketAddr, state: HttpState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HttpError> {
     let listener = bind(addr).await?;
     serve_listener(listener, state, shutdown).await
 }
@@ -133,9 +123,7 @@ pub async fn serve(
 /// Binds the listener separately from serving, so that tests (and `main`, to log the real
 /// port) can bind port 0 and learn the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
 }
 
 pub async fn serve_listener(
@@ -146,10 +134,7 @@ pub async fn serve_listener(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HttpError::Serve)
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(HttpError::Serve)
 }
 
 async fn healthz() -> &'static str {
@@ -159,21 +144,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<HttpState>) -> Response {
     match state.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.metrics.encode(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.encode()).into_response()
 }
 
 #[cfg(test)]

@@ -76,11 +76,7 @@ pub struct LeaseConfig {
 impl LeaseConfig {
     /// Defaults as client-go: 15 s lease, 10 s renew deadline, renewal every 5 s, standbys
     /// look every 2 s.
-    pub fn new(
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-        identity: impl Into<String>,
-    ) -> Self {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -137,10 +133,7 @@ impl LeaseConfig {
 /// This replica's identity: `POD_NAME` (set from the downward API in `deploy/`), else the host
 /// name plus a random suffix, so two processes on one machine never share an identity.
 pub fn default_identity() -> String {
-    if let Some(pod) = std::env::var("POD_NAME")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.trim().is_empty()) {
         return pod.trim().to_owned();
     }
     let host = std::env::var("HOSTNAME")
@@ -154,20 +147,14 @@ pub fn default_identity() -> String {
 
 fn random_suffix() -> String {
     use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric
-        .sample_string(&mut rand::rng(), 8)
-        .to_ascii_lowercase()
+    Alphanumeric.sample_string(&mut rand::rng(), 8).to_ascii_lowercase()
 }
 
 /// When the Lease stops being valid: `renewTime` (or `acquireTime` if never renewed) plus
 /// `leaseDurationSeconds` (or `default_duration` if the holder did not say). `None` when it
 /// carries no time at all, which makes it free.
 pub fn lease_expires_at(spec: &LeaseSpec, default_duration: Duration) -> Option<Timestamp> {
-    let since = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0)?;
+    let since = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0)?;
     let duration = spec
         .lease_duration_seconds
         .map(|s| SignedDuration::from_secs(i64::from(s)))
@@ -182,8 +169,7 @@ pub fn is_expired(spec: &LeaseSpec, now: Timestamp, default_duration: Duration) 
 }
 
 fn holder(spec: Option<&LeaseSpec>) -> Option<&str> {
-    spec.and_then(|s| s.holder_identity.as_deref())
-        .filter(|h| !h.is_empty())
+    spec.and_then(|s| s.holder_identity.as_deref()).filter(|h| !h.is_empty())
 }
 
 /// What a replica does with the Lease it read.
@@ -198,28 +184,19 @@ pub enum Decision {
 }
 
 /// The pure core of the election.
-pub fn decide(
-    spec: Option<&LeaseSpec>,
-    identity: &str,
-    now: Timestamp,
-    default_duration: Duration,
-) -> Decision {
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp, default_duration: Duration) -> Decision {
     match holder(spec) {
         Some(h) if h == identity => Decision::Renew,
         Some(h) => {
             if spec.is_some_and(|s| is_expired(s, now, default_duration)) {
                 Decision::Acquire { transition: true }
             } else {
-                Decision::Follow {
-                    holder: h.to_owned(),
-                }
+                Decision::Follow { holder: h.to_owned() }
             }
         }
         // After a release the previous holder is gone from the object, but client-go counts
         // any change of holder as a transition, and so do we.
-        None => Decision::Acquire {
-            transition: spec.is_some(),
-        },
+        None => Decision::Acquire { transition: spec.is_some() },
     }
 }
 
@@ -242,11 +219,7 @@ pub fn next_spec(
         Decision::Acquire { transition } => {
             spec.acquire_time = Some(MicroTime(now));
             let transitions = spec.lease_transitions.unwrap_or(0);
-            spec.lease_transitions = Some(if *transition {
-                transitions.saturating_add(1)
-            } else {
-                transitions
-            });
+            spec.lease_transitions = Some(if *transition { transitions.saturating_add(1) } else { transitions });
         }
     }
     spec.holder_identity = Some(identity.to_owned());
@@ -293,20 +266,9 @@ impl LeaderElection {
         let leader = Arc::new(leader);
         let (stop, stop_rx) = watch::channel(false);
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        let elector = Elector {
-            api,
-            config: config.clone(),
-            leader: leader.clone(),
-            cached: None,
-        };
+        let elector = Elector { api, config: config.clone(), leader: leader.clone(), cached: None };
         let task = tokio::spawn(elector.run(stop_rx));
-        Ok(Self {
-            identity: config.identity,
-            leader,
-            stop,
-            task: Some(task),
-            lease_duration: config.lease_duration,
-        })
+        Ok(Self { identity: config.identity, leader, stop, task: Some(task), lease_duration: config.lease_duration })
     }
 
     /// "Am I leader", updated as soon as leadership is won or lost.
@@ -378,9 +340,7 @@ impl Elector {
             }
             let started = Instant::now();
             // A hung request must not keep a leader reporting `true` past its deadline.
-            let limit = deadline.map_or(self.config.lease_duration, |d| {
-                d.saturating_duration_since(started)
-            });
+            let limit = deadline.map_or(self.config.lease_duration, |d| d.saturating_duration_since(started));
             let outcome = tokio::select! {
                 _ = stop.changed() => break,
                 r = tokio::time::timeout(limit, self.round()) => r.unwrap_or(Err(LeaseError::Timeout)),
@@ -420,14 +380,8 @@ impl Elector {
         set(&self.leader, false);
         // Even a replica that never saw itself lead may hold the Lease: the stop can interrupt
         // a round whose write went through. release() only writes if the Lease names us.
-        let limit = if was_leader {
-            self.config.renew_deadline
-        } else {
-            self.config.retry_interval
-        };
-        tokio::time::timeout(limit, self.release())
-            .await
-            .unwrap_or(Err(LeaseError::Timeout))?;
+        let limit = if was_leader { self.config.renew_deadline } else { self.config.retry_interval };
+        tokio::time::timeout(limit, self.release()).await.unwrap_or(Err(LeaseError::Timeout))?;
         if was_leader {
             tracing::info!(identity = %self.config.identity, "released leadership");
         }
@@ -450,24 +404,12 @@ impl Elector {
                 None => self.api.get_opt(&cfg.name).await?,
             };
             let Some(mut lease) = current else {
-                let spec = next_spec(
-                    &Decision::Acquire { transition: false },
-                    None,
-                    &cfg.identity,
-                    cfg.lease_duration_seconds(),
-                    now,
-                );
+                let spec = next_spec(&Decision::Acquire { transition: false }, None, &cfg.identity, cfg.lease_duration_seconds(), now);
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(cfg.name.clone()),
                         namespace: Some(cfg.namespace.clone()),
-                        labels: Some(
-                            [(
-                                "app.kubernetes.io/name".to_owned(),
-                                "tenant-operator".to_owned(),
-                            )]
-                            .into(),
-                        ),
+                        labels: Some([("app.kubernetes.io/name".to_owned(), "tenant-operator".to_owned())].into()),
                         ..ObjectMeta::default()
                     },
                     spec,
@@ -483,24 +425,14 @@ impl Elector {
                 }
             };
             let decision = decide(lease.spec.as_ref(), &cfg.identity, now, cfg.lease_duration);
-            let Some(spec) = next_spec(
-                &decision,
-                lease.spec.as_ref(),
-                &cfg.identity,
-                cfg.lease_duration_seconds(),
-                now,
-            ) else {
+            let Some(spec) = next_spec(&decision, lease.spec.as_ref(), &cfg.identity, cfg.lease_duration_seconds(), now) else {
                 if let Decision::Follow { holder } = &decision {
                     tracing::debug!(%holder, "following");
                 }
                 return Ok(false);
             };
             lease.spec = Some(spec);
-            match self
-                .api
-                .replace(&cfg.name, &PostParams::default(), &lease)
-                .await
-            {
+            match self.api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(written) => {
                     self.cached = Some(written);
                     return Ok(true);
@@ -531,11 +463,7 @@ impl Elector {
             }
             let spec = released_spec(&lease.spec.clone().unwrap_or_default(), Timestamp::now());
             lease.spec = Some(spec);
-            match self
-                .api
-                .replace(&cfg.name, &PostParams::default(), &lease)
-                .await
-            {
+            match self.api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_code(&e) == Some(409) => continue,
                 Err(e) if status_code(&e) == Some(404) => return Ok(()),
@@ -571,10 +499,7 @@ mod tests {
     fn expiry_is_renew_time_plus_duration() {
         let spec = held("a", "2025-01-01T00:00:00Z", 15);
         assert_eq!(lease_expires_at(&spec, D), Some(ts("2025-01-01T00:00:15Z")));
-        assert!(
-            !is_expired(&spec, ts("2025-01-01T00:00:15Z"), D),
-            "boundary is still valid"
-        );
+        assert!(!is_expired(&spec, ts("2025-01-01T00:00:15Z"), D), "boundary is still valid");
         assert!(is_expired(&spec, ts("2025-01-01T00:00:15.000001Z"), D));
     }
 
@@ -585,14 +510,8 @@ mod tests {
             acquire_time: Some(MicroTime(ts("2025-01-01T00:00:00Z"))),
             ..LeaseSpec::default()
         };
-        assert_eq!(
-            lease_expires_at(&spec, Duration::from_secs(10)),
-            Some(ts("2025-01-01T00:00:10Z"))
-        );
-        let timeless = LeaseSpec {
-            holder_identity: Some("a".into()),
-            ..LeaseSpec::default()
-        };
+        assert_eq!(lease_expires_at(&spec, Duration::from_secs(10)), Some(ts("2025-01-01T00:00:10Z")));
+        let timeless = LeaseSpec { holder_identity: Some("a".into()), ..LeaseSpec::default() };
         assert!(is_expired(&timeless, ts("2025-01-01T00:00:00Z"), D));
     }
 
@@ -601,47 +520,23 @@ mod tests {
         let now = ts("2025-01-01T00:00:10Z");
         let spec = held("a", "2025-01-01T00:00:00Z", 15);
         assert_eq!(decide(Some(&spec), "a", now, D), Decision::Renew);
-        assert_eq!(
-            decide(Some(&spec), "b", now, D),
-            Decision::Follow { holder: "a".into() }
-        );
+        assert_eq!(decide(Some(&spec), "b", now, D), Decision::Follow { holder: "a".into() });
         let later = ts("2025-01-01T00:00:16Z");
-        assert_eq!(
-            decide(Some(&spec), "b", later, D),
-            Decision::Acquire { transition: true }
-        );
+        assert_eq!(decide(Some(&spec), "b", later, D), Decision::Acquire { transition: true });
         // Our own expired lease is simply renewed: nobody took it.
         assert_eq!(decide(Some(&spec), "a", later, D), Decision::Renew);
         let released = released_spec(&spec, now);
-        assert_eq!(
-            decide(Some(&released), "b", now, D),
-            Decision::Acquire { transition: true }
-        );
-        assert_eq!(
-            decide(None, "b", now, D),
-            Decision::Acquire { transition: false }
-        );
-        let empty_holder = LeaseSpec {
-            holder_identity: Some(String::new()),
-            ..spec.clone()
-        };
-        assert_eq!(
-            decide(Some(&empty_holder), "b", now, D),
-            Decision::Acquire { transition: true }
-        );
+        assert_eq!(decide(Some(&released), "b", now, D), Decision::Acquire { transition: true });
+        assert_eq!(decide(None, "b", now, D), Decision::Acquire { transition: false });
+        let empty_holder = LeaseSpec { holder_identity: Some(String::new()), ..spec.clone() };
+        assert_eq!(decide(Some(&empty_holder), "b", now, D), Decision::Acquire { transition: true });
     }
 
     #[test]
     fn takeover_bumps_transitions_and_renewal_keeps_acquire_time() {
         let now = ts("2025-01-01T00:01:00Z");
         let spec = held("a", "2025-01-01T00:00:00Z", 15);
-        let taken = next_spec(
-            &Decision::Acquire { transition: true },
-            Some(&spec),
-            "b",
-            15,
-            now,
-        );
+        let taken = next_spec(&Decision::Acquire { transition: true }, Some(&spec), "b", 15, now);
         let taken = taken.unwrap_or_default();
         assert_eq!(taken.holder_identity.as_deref(), Some("b"));
         assert_eq!(taken.lease_transitions, Some(5));
@@ -653,18 +548,8 @@ mod tests {
         assert_eq!(renewed.acquire_time, spec.acquire_time);
         assert_eq!(renewed.renew_time, Some(MicroTime(now)));
 
-        assert_eq!(
-            next_spec(
-                &Decision::Follow { holder: "a".into() },
-                Some(&spec),
-                "b",
-                15,
-                now
-            ),
-            None
-        );
-        let created = next_spec(&Decision::Acquire { transition: false }, None, "a", 15, now)
-            .unwrap_or_default();
+        assert_eq!(next_spec(&Decision::Follow { holder: "a".into() }, Some(&spec), "b", 15, now), None);
+        let created = next_spec(&Decision::Acquire { transition: false }, None, "a", 15, now).unwrap_or_default();
         assert_eq!(created.lease_transitions, Some(0));
         assert_eq!(created.lease_duration_seconds, Some(15));
     }

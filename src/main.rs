@@ -1,4 +1,10 @@
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
@@ -92,7 +98,7 @@ fn print_crds() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn render_files(files: &[PathBuf], config: &PathBuf) -> Result<(), BoxError> {
+fn render_files(files: &[PathBuf], config: &Path) -> Result<(), BoxError> {
     let config = Config::load(config)?;
     let mut resources = Resources::default();
     for file in files {
@@ -140,7 +146,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         }
     };
     let listener = http::bind(args.http_addr).await?;
-    let http_task = tokio::spawn(http::serve_listener(listener, HttpState { metrics: metrics.clone(), readiness: readiness.clone() }, stopped()));
+    let http_task =
+        tokio::spawn(http::serve_listener(listener, HttpState { metrics: metrics.clone(), readiness: readiness.clone() }, stopped()));
     tokio::spawn({
         let readiness = readiness.clone();
         async move {
@@ -157,7 +164,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         metrics.set_leader(true);
         run_controllers(client, config, options, stopped()).await;
     } else {
-        let lease = LeaseConfig::new(&args.lease_namespace, "tenant-operator", default_identity()).with_lease_duration(Duration::from_secs(args.lease_duration));
+        let lease = LeaseConfig::new(&args.lease_namespace, "tenant-operator", default_identity())
+            .with_lease_duration(Duration::from_secs(args.lease_duration));
         let election = LeaderElection::start(client.clone(), lease)?;
         let mut leader = election.subscribe();
         // A standby holds no caches and is ready as soon as it runs.

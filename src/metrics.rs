@@ -21,26 +21,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Every Tenant phase of SPEC §5. Phases without tenants are exported as 0 rather than left
 /// out, so that dashboards and alerts see a tenant leaving a phase.
-pub const TENANT_PHASES: [&str; 6] = [
-    "Pending",
-    "Provisioning",
-    "Ready",
-    "Failed",
-    "Suspended",
-    "Terminating",
-];
+pub const TENANT_PHASES: [&str; 6] = ["Pending", "Provisioning", "Ready", "Failed", "Suspended", "Terminating"];
 
 /// Every system role a TenantUser's effective role can be (SPEC §1), plus `None` for users
 /// that only hold custom roles.
-pub const EFFECTIVE_ROLES: [&str; 7] = [
-    "AccountAdmin",
-    "FlowAdmin",
-    "Designer",
-    "Analyst",
-    "Supervisor",
-    "Agent",
-    "None",
-];
+pub const EFFECTIVE_ROLES: [&str; 7] = ["AccountAdmin", "FlowAdmin", "Designer", "Analyst", "Supervisor", "Agent", "None"];
 
 /// The controllers whose counters exist from the start, so that `rate()` and `increase()` see
 /// the first reconcile as an increase from 0 (a series that appears at 1 hides it).
@@ -48,9 +33,7 @@ pub const CONTROLLERS: [&str; 2] = ["tenant", "tenantuser"];
 
 /// Reconcile durations range from a no-op (milliseconds) to a database being provisioned
 /// (tens of seconds).
-const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
@@ -122,44 +105,19 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tenant_operator");
         let reconciles = Family::<ControllerLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles started, by controller",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles started, by controller", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by controller and error kind",
-            errors.clone(),
-        );
+        registry.register("reconcile_errors", "Reconciles that failed, by controller and error kind", errors.clone());
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
-        registry.register_with_unit(
-            "reconcile_duration",
-            "Time spent in one reconcile, by controller",
-            Unit::Seconds,
-            duration.clone(),
-        );
+        registry.register_with_unit("reconcile_duration", "Time spent in one reconcile, by controller", Unit::Seconds, duration.clone());
         let tenants = Family::<PhaseLabels, Gauge>::default();
         registry.register("tenants", "Tenants by status phase", tenants.clone());
         let users = Family::<RoleLabels, Gauge>::default();
-        registry.register(
-            "tenant_users",
-            "TenantUsers by effective role",
-            users.clone(),
-        );
+        registry.register("tenant_users", "TenantUsers by effective role", users.clone());
         let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            leader.clone(),
-        );
+        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
         let kube_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "kube_writes",
-            "Write requests sent to the Kubernetes API, by verb and kind",
-            kube_writes.clone(),
-        );
+        registry.register("kube_writes", "Write requests sent to the Kubernetes API, by verb and kind", kube_writes.clone());
 
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -176,9 +134,7 @@ impl Metrics {
             }),
         };
         for controller in CONTROLLERS {
-            let labels = ControllerLabels {
-                controller: controller.to_owned(),
-            };
+            let labels = ControllerLabels { controller: controller.to_owned() };
             drop(metrics.inner.reconciles.get_or_create_owned(&labels));
             drop(metrics.inner.duration.get_or_create_owned(&labels));
         }
@@ -192,50 +148,27 @@ impl Metrics {
     /// that records its duration when dropped, so early returns and `?` are measured too.
     #[must_use = "the duration is recorded when the guard is dropped"]
     pub fn reconcile_started(&self, controller: &str) -> ReconcileTimer {
-        let labels = ControllerLabels {
-            controller: controller.to_owned(),
-        };
+        let labels = ControllerLabels { controller: controller.to_owned() };
         self.inner.reconciles.get_or_create(&labels).inc();
-        ReconcileTimer {
-            histogram: self.inner.duration.get_or_create_owned(&labels),
-            start: Instant::now(),
-        }
+        ReconcileTimer { histogram: self.inner.duration.get_or_create_owned(&labels), start: Instant::now() }
     }
 
     /// Counts a failed reconcile. `error` should be a short, bounded label such as the error
     /// enum's variant name, never a message (unbounded label values explode the series count).
     pub fn reconcile_failed(&self, controller: &str, error: &str) {
-        self.inner
-            .errors
-            .get_or_create(&ErrorLabels {
-                controller: controller.to_owned(),
-                error: error.to_owned(),
-            })
-            .inc();
+        self.inner.errors.get_or_create(&ErrorLabels { controller: controller.to_owned(), error: error.to_owned() }).inc();
     }
 
     /// Sets `tenant_operator_tenants{phase}` from a full snapshot (phase → count). Known phases
     /// missing from the snapshot are set to 0.
     pub fn set_tenants_by_phase(&self, counts: &BTreeMap<String, i64>) {
-        set_snapshot(
-            &self.inner.tenants,
-            &TENANT_PHASES,
-            &self.inner.extra_phases,
-            counts,
-            |phase| PhaseLabels { phase },
-        );
+        set_snapshot(&self.inner.tenants, &TENANT_PHASES, &self.inner.extra_phases, counts, |phase| PhaseLabels { phase });
     }
 
     /// Sets `tenant_operator_tenant_users{effective_role}` from a full snapshot; like
     /// [`Metrics::set_tenants_by_phase`].
     pub fn set_tenant_users_by_role(&self, counts: &BTreeMap<String, i64>) {
-        set_snapshot(
-            &self.inner.users,
-            &EFFECTIVE_ROLES,
-            &self.inner.extra_roles,
-            counts,
-            |effective_role| RoleLabels { effective_role },
-        );
+        set_snapshot(&self.inner.users, &EFFECTIVE_ROLES, &self.inner.extra_roles, counts, |effective_role| RoleLabels { effective_role });
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -244,13 +177,7 @@ impl Metrics {
 
     /// Counts a write sent to the API server (`verb`: create, patch, apply, update, delete).
     pub fn kube_write(&self, verb: &str, kind: &str) {
-        self.inner
-            .kube_writes
-            .get_or_create(&WriteLabels {
-                verb: verb.to_owned(),
-                kind: kind.to_owned(),
-            })
-            .inc();
+        self.inner.kube_writes.get_or_create(&WriteLabels { verb: verb.to_owned(), kind: kind.to_owned() }).inc();
     }
 
     /// The registry in OpenMetrics text format (see [`CONTENT_TYPE`]).
@@ -258,9 +185,7 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail; an error here could only come from a metric's
         // own encoder, and a partial scrape is still better than none.
-        if let Err(error) =
-            prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
-        {
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
             tracing::warn!(%error, "encoding metrics failed");
         }
         out
@@ -285,11 +210,7 @@ fn set_snapshot<L>(
         }
         family.get_or_create(&labels(key.clone())).set(*count);
     }
-    let absent = known
-        .iter()
-        .map(|k| (*k).to_owned())
-        .chain(extra.iter().cloned())
-        .filter(|k| !counts.contains_key(k));
+    let absent = known.iter().map(|k| (*k).to_owned()).chain(extra.iter().cloned()).filter(|k| !counts.contains_key(k));
     for key in absent {
         family.get_or_create(&labels(key)).set(0);
     }
@@ -325,16 +246,11 @@ mod tests {
         m.set_leader(true);
         let text = m.encode();
         assert!(text.contains("tenant_operator_reconciles_total{controller=\"tenant\"} 1"));
-        assert!(text.contains(
-            "tenant_operator_reconcile_errors_total{controller=\"tenant\",error=\"Kube\"} 1"
-        ));
-        assert!(text
-            .contains("tenant_operator_reconcile_duration_seconds_count{controller=\"tenant\"} 1"));
+        assert!(text.contains("tenant_operator_reconcile_errors_total{controller=\"tenant\",error=\"Kube\"} 1"));
+        assert!(text.contains("tenant_operator_reconcile_duration_seconds_count{controller=\"tenant\"} 1"));
         assert!(text.contains("# UNIT tenant_operator_reconcile_duration_seconds seconds"));
         assert!(text.contains("tenant_operator_leader 1"));
-        assert!(
-            text.contains("tenant_operator_kube_writes_total{verb=\"apply\",kind=\"Namespace\"} 1")
-        );
+        assert!(text.contains("tenant_operator_kube_writes_total{verb=\"apply\",kind=\"Namespace\"} 1"));
         assert!(text.trim_end().ends_with("# EOF"));
     }
 
@@ -346,11 +262,7 @@ mod tests {
             let prefix = format!("tenant_operator_tenants{{phase=\"{phase}\"}}");
             assert_eq!(line(&text, &prefix), Some(format!("{prefix} 0").as_str()));
         }
-        m.set_tenants_by_phase(&BTreeMap::from([
-            ("Ready".to_owned(), 3),
-            ("Failed".to_owned(), 1),
-            ("Migrating".to_owned(), 2),
-        ]));
+        m.set_tenants_by_phase(&BTreeMap::from([("Ready".to_owned(), 3), ("Failed".to_owned(), 1), ("Migrating".to_owned(), 2)]));
         let text = m.encode();
         assert!(text.contains("tenant_operator_tenants{phase=\"Ready\"} 3"));
         assert!(text.contains("tenant_operator_tenants{phase=\"Failed\"} 1"));
@@ -380,8 +292,6 @@ mod tests {
         {
             let _t = c.reconcile_started("tenantuser");
         }
-        assert!(m
-            .encode()
-            .contains("tenant_operator_reconciles_total{controller=\"tenantuser\"} 1"));
+        assert!(m.encode().contains("tenant_operator_reconciles_total{controller=\"tenantuser\"} 1"));
     }
 }

@@ -99,7 +99,10 @@ mod tests {
         let t = HostnameTemplates::default();
         assert_eq!(hostname(&t, "acme", Environment::Prod, "xconsole", "uk.cloud.example.com"), "acme.xconsole.uk.cloud.example.com");
         assert_eq!(hostname(&t, "acme", Environment::Dev, "xconsole", "uk.cloud.example.com"), "acme-dev.xconsole.uk.cloud.example.com");
-        assert_eq!(hostname(&t, "acme", Environment::Staging, "u-assist", "uk.cloud.example.com"), "acme-staging.u-assist.uk.cloud.example.com");
+        assert_eq!(
+            hostname(&t, "acme", Environment::Staging, "u-assist", "uk.cloud.example.com"),
+            "acme-staging.u-assist.uk.cloud.example.com"
+        );
     }
 
     #[test]

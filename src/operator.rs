@@ -7,22 +7,26 @@ use kube::{
     api::Api,
     core::DynamicObject,
     discovery::Discovery,
-    runtime::{controller, reflector::{ObjectRef, Store}, watcher, Controller},
+    runtime::{
+        controller,
+        reflector::{ObjectRef, Store},
+        watcher, Controller,
+    },
     Client, ResourceExt,
 };
 
 use crate::{
     config::Config,
-    http::Readiness,
-    metrics::Metrics,
-    types::TenantPhase,
     controller::{
         tenant::{self, GuardedTenant},
         user::{self, GuardedUser, UserContext},
         Caches, Context,
     },
     desired::ChildKind,
+    http::Readiness,
+    metrics::Metrics,
     naming::{LABEL_TENANT, LABEL_USER},
+    types::TenantPhase,
 };
 
 /// Settings of the controllers.
@@ -58,7 +62,12 @@ fn tenant_of(object: &DynamicObject) -> Option<ObjectRef<GuardedTenant>> {
 
 /// Run the Tenant and TenantUser controllers until `shutdown` completes; in-flight reconciles
 /// finish first.
-pub async fn run_controllers(client: Client, config: Arc<Config>, options: ControllerOptions, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run_controllers(
+    client: Client,
+    config: Arc<Config>,
+    options: ControllerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let shutdown: Shared<_> = shutdown.boxed().shared();
     let mut kinds: Vec<ChildKind> = ChildKind::TENANT_CHILDREN.into_iter().filter(|k| *k != ChildKind::CnpgCluster).collect();
     if cnpg_installed(&client).await {
@@ -69,14 +78,16 @@ pub async fn run_controllers(client: Client, config: Arc<Config>, options: Contr
     let ctx = Arc::new(Context::new(client.clone(), config, caches, options.metrics.clone()));
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
-    let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default()).with_config(controller_config.clone());
+    let mut tenants =
+        Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default()).with_config(controller_config.clone());
     for kind in kinds.iter().copied().filter(|k| *k != ChildKind::RoleBinding) {
         if let Some(stream) = streams.remove(&kind) {
             tenants = tenants.watches_stream_with(stream, |object| tenant_of(&object), kind.api_resource());
         }
     }
 
-    let users_controller = Controller::new(Api::<GuardedUser>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
+    let users_controller =
+        Controller::new(Api::<GuardedUser>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
     let user_store = users_controller.store();
     let store_for_tenants = user_store.clone();
     let store_for_users = user_store.clone();
@@ -101,22 +112,18 @@ pub async fn run_controllers(client: Client, config: Arc<Config>, options: Contr
     let user_ctx = Arc::new(UserContext { shared: ctx.clone(), users: user_store.clone() });
     let gauges = report_gauges(tenants.store(), user_store, ctx.clone(), options.readiness.clone());
 
-    let tenant_run = tenants
-        .graceful_shutdown_on(shutdown.clone())
-        .run(tenant::reconcile, tenant::error_policy, ctx.clone())
-        .for_each(|result| async move {
+    let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
+        |result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "tenant reconcile did not complete");
             }
-        });
-    let user_run = users
-        .graceful_shutdown_on(shutdown)
-        .run(user::reconcile, user::error_policy, user_ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "tenant user reconcile did not complete");
-            }
-        });
+        },
+    );
+    let user_run = users.graceful_shutdown_on(shutdown).run(user::reconcile, user::error_policy, user_ctx).for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "tenant user reconcile did not complete");
+        }
+    });
     options.readiness.set_controllers_running(true);
     futures::select! {
         _ = futures::future::join(tenant_run, user_run).fuse() => {},

@@ -52,7 +52,8 @@ impl Resources {
                 return Err(error(format!("apiVersion {api_version:?} is not tenancy.platform.dev/v1alpha1")));
             }
             let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>").to_string();
-            let parse_error = |e: serde_path_to_error::Error<serde_yaml::Error>| error(format!("{kind} {name}: field `{}`: {}", e.path(), e.inner()));
+            let parse_error =
+                |e: serde_path_to_error::Error<serde_yaml::Error>| error(format!("{kind} {name}: field `{}`: {}", e.path(), e.inner()));
             match kind.as_str() {
                 "Tenant" => self.tenants.push(serde_path_to_error::deserialize(value).map_err(parse_error)?),
                 "TenantUser" => self.users.push(serde_path_to_error::deserialize(value).map_err(parse_error)?),

@@ -7,8 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Used when `RUST_LOG` is unset or empty. The kube crates log every watch restart at info,
 /// which is noise in an operator's log; their warnings and errors still show.
-pub const DEFAULT_FILTER: &str =
-    "info,kube=warn,kube_client=warn,kube_runtime=warn,tower=warn,hyper=warn,rustls=warn";
+pub const DEFAULT_FILTER: &str = "info,kube=warn,kube_client=warn,kube_runtime=warn,tower=warn,hyper=warn,rustls=warn";
 
 /// Log line format, chosen with `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -40,27 +39,17 @@ pub fn env_filter(spec: Option<&str>) -> Result<EnvFilter, TelemetryError> {
         Some(s) if !s.is_empty() => s,
         _ => DEFAULT_FILTER,
     };
-    EnvFilter::try_new(spec).map_err(|source| TelemetryError::Filter {
-        filter: spec.to_owned(),
-        source,
-    })
+    EnvFilter::try_new(spec).map_err(|source| TelemetryError::Filter { filter: spec.to_owned(), source })
 }
 
 /// Installs the global subscriber, filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]).
 /// Call once, early in `main`.
 pub fn init_tracing(format: LogFormat) -> Result<(), TelemetryError> {
     let filter = env_filter(std::env::var("RUST_LOG").ok().as_deref())?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
     result.map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
 }

@@ -12,11 +12,7 @@ use support::FakeApiServer;
 use tenant_operator::types::{Tenant, TenantUser};
 
 fn api(fake: &FakeApiServer, kind: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "tenancy.platform.dev",
-        "v1alpha1",
-        kind,
-    ));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", kind));
     Api::all_with(fake.client(), &ar)
 }
 
@@ -35,93 +31,47 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
     };
     let base = "  displayName: Acme Corp\n  cluster: uk\n  environments: [dev]\n";
     vec![
-        (
-            "missing displayName",
-            t("acme", "  cluster: uk\n  environments: [dev]\n"),
-            "spec.displayName",
-            "Required value",
-        ),
+        ("missing displayName", t("acme", "  cluster: uk\n  environments: [dev]\n"), "spec.displayName", "Required value"),
         (
             "displayName too long",
-            t(
-                "acme",
-                &format!(
-                    "  displayName: {}\n  cluster: uk\n  environments: [dev]\n",
-                    long(129)
-                ),
-            ),
+            t("acme", &format!("  displayName: {}\n  cluster: uk\n  environments: [dev]\n", long(129))),
             "spec.displayName",
             "Too long",
         ),
         (
             "empty displayName",
-            t(
-                "acme",
-                "  displayName: ''\n  cluster: uk\n  environments: [dev]\n",
-            ),
+            t("acme", "  displayName: ''\n  cluster: uk\n  environments: [dev]\n"),
             "spec.displayName",
             "at least 1 chars long",
         ),
-        (
-            "missing cluster",
-            t("acme", "  displayName: Acme\n  environments: [dev]\n"),
-            "spec.cluster",
-            "Required value",
-        ),
+        ("missing cluster", t("acme", "  displayName: Acme\n  environments: [dev]\n"), "spec.cluster", "Required value"),
         (
             "cluster not a DNS label",
-            t(
-                "acme",
-                "  displayName: Acme\n  cluster: UK_South\n  environments: [dev]\n",
-            ),
+            t("acme", "  displayName: Acme\n  cluster: UK_South\n  environments: [dev]\n"),
             "spec.cluster",
             "should match",
         ),
         (
             "empty environments",
-            t(
-                "acme",
-                "  displayName: Acme\n  cluster: uk\n  environments: []\n",
-            ),
+            t("acme", "  displayName: Acme\n  cluster: uk\n  environments: []\n"),
             "spec.environments",
             "at least 1 items",
         ),
         (
             "unknown environment qa",
-            t(
-                "acme",
-                "  displayName: Acme\n  cluster: uk\n  environments: [dev, qa]\n",
-            ),
+            t("acme", "  displayName: Acme\n  cluster: uk\n  environments: [dev, qa]\n"),
             "spec.environments[1]",
             "Unsupported value: \"qa\": supported values: \"dev\", \"staging\", \"prod\"",
         ),
         (
             "duplicate environment",
-            t(
-                "acme",
-                "  displayName: Acme\n  cluster: uk\n  environments: [dev, dev]\n",
-            ),
+            t("acme", "  displayName: Acme\n  cluster: uk\n  environments: [dev, dev]\n"),
             "spec.environments[1]",
             "Duplicate value: \"dev\"",
         ),
-        (
-            "name with upper case",
-            t("Acme", base),
-            "metadata.name",
-            "RFC 1123",
-        ),
-        (
-            "name of 41 characters",
-            t(&long(41), base),
-            "metadata.name",
-            "at most 40 characters",
-        ),
-        (
-            "name with a dot",
-            t("acme.corp", base),
-            "metadata.name",
-            "DNS-1123 label",
-        ),
+        ("name with upper case", t("Acme", base), "metadata.name", "RFC 1123"),
+        ("name of 41 characters", t(&long(41), base), "metadata.name", "at most 40 characters"),
+        ("name with a dot", t("acme.corp", base), "metadata.name", "DNS-1123 label"),
         (
             "unknown database provider",
             t("acme", &format!("{base}  database:\n    provider: mysql\n")),
@@ -136,50 +86,22 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
         ),
         (
             "too many applications",
-            t(
-                "acme",
-                &format!(
-                    "{base}  applications: [{}]\n",
-                    (0..33)
-                        .map(|i| format!("app{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
+            t("acme", &format!("{base}  applications: [{}]\n", (0..33).map(|i| format!("app{i}")).collect::<Vec<_>>().join(", "))),
             "spec.applications",
             "must have at most 32 items",
         ),
-        (
-            "application not a DNS label",
-            t("acme", &format!("{base}  applications: [X_console]\n")),
-            "spec.applications[0]",
-            "should match",
-        ),
+        ("application not a DNS label", t("acme", &format!("{base}  applications: [X_console]\n")), "spec.applications[0]", "should match"),
         (
             "duplicate application",
-            t(
-                "acme",
-                &format!("{base}  applications: [xconsole, xconsole]\n"),
-            ),
+            t("acme", &format!("{base}  applications: [xconsole, xconsole]\n")),
             "spec.applications[1]",
             "Duplicate value",
         ),
-        (
-            "negative pod quota",
-            t("acme", &format!("{base}  quota:\n    pods: -1\n")),
-            "spec.quota.pods",
-            "greater than or equal to 0",
-        ),
-        (
-            "suspend not a boolean",
-            t("acme", &format!("{base}  suspend: sometimes\n")),
-            "spec.suspend",
-            "must be of type boolean",
-        ),
+        ("negative pod quota", t("acme", &format!("{base}  quota:\n    pods: -1\n")), "spec.quota.pods", "greater than or equal to 0"),
+        ("suspend not a boolean", t("acme", &format!("{base}  suspend: sometimes\n")), "spec.suspend", "must be of type boolean"),
         (
             "missing spec",
-            "apiVersion: tenancy.platform.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: acme\n"
-                .to_string(),
+            "apiVersion: tenancy.platform.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: acme\n".to_string(),
             "spec",
             "Required value",
         ),
@@ -192,85 +114,33 @@ fn invalid_users() -> Vec<(&'static str, String, &'static str, &'static str)> {
     };
     let who = "  email: jane.doe@acme.example\n  username: jdoe\n";
     vec![
-        (
-            "user without roles and customRoles",
-            u(who),
-            "spec",
-            "a user needs at least one role or custom role",
-        ),
-        (
-            "user with empty roles",
-            u(&format!("{who}  roles: []\n")),
-            "spec",
-            "a user needs at least one role or custom role",
-        ),
-        (
-            "unknown role",
-            u(&format!("{who}  roles: [Owner]\n")),
-            "spec.roles[0]",
-            "Unsupported value: \"Owner\"",
-        ),
-        (
-            "duplicate role",
-            u(&format!("{who}  roles: [Designer, Designer]\n")),
-            "spec.roles[1]",
-            "Duplicate value",
-        ),
-        (
-            "bad email",
-            u("  email: jane.doe\n  username: jdoe\n  roles: [Designer]\n"),
-            "spec.email",
-            "should match",
-        ),
+        ("user without roles and customRoles", u(who), "spec", "a user needs at least one role or custom role"),
+        ("user with empty roles", u(&format!("{who}  roles: []\n")), "spec", "a user needs at least one role or custom role"),
+        ("unknown role", u(&format!("{who}  roles: [Owner]\n")), "spec.roles[0]", "Unsupported value: \"Owner\""),
+        ("duplicate role", u(&format!("{who}  roles: [Designer, Designer]\n")), "spec.roles[1]", "Duplicate value"),
+        ("bad email", u("  email: jane.doe\n  username: jdoe\n  roles: [Designer]\n"), "spec.email", "should match"),
         (
             "username with spaces",
             u("  email: jane@acme.example\n  username: jane doe\n  roles: [Designer]\n"),
             "spec.username",
             "should match",
         ),
-        (
-            "missing username",
-            u("  email: jane@acme.example\n  roles: [Designer]\n"),
-            "spec.username",
-            "Required value",
-        ),
+        ("missing username", u("  email: jane@acme.example\n  roles: [Designer]\n"), "spec.username", "Required value"),
         (
             "phone with letters",
-            u(&format!(
-                "{who}  roles: [Agent]\n  details:\n    phone: call me\n"
-            )),
+            u(&format!("{who}  roles: [Agent]\n  details:\n    phone: call me\n")),
             "spec.details.phone",
             "should match",
         ),
-        (
-            "custom role with upper case",
-            u(&format!("{who}  customRoles: [Flow-Editor]\n")),
-            "spec.customRoles[0]",
-            "should match",
-        ),
+        ("custom role with upper case", u(&format!("{who}  customRoles: [Flow-Editor]\n")), "spec.customRoles[0]", "should match"),
     ]
 }
 
 fn assert_rejected(what: &str, err: kube::Error, field: &str, fragment: &str) {
-    let kube::Error::Api(s) = err else {
-        panic!("{what}: expected an API error, got {err:?}")
-    };
-    assert_eq!(
-        (s.code, s.reason.as_str()),
-        (422, "Invalid"),
-        "{what}: {}",
-        s.message
-    );
-    assert!(
-        s.message.contains(field),
-        "{what}: message should name {field}: {}",
-        s.message
-    );
-    assert!(
-        s.message.contains(fragment),
-        "{what}: message should say {fragment:?}: {}",
-        s.message
-    );
+    let kube::Error::Api(s) = err else { panic!("{what}: expected an API error, got {err:?}") };
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{what}: {}", s.message);
+    assert!(s.message.contains(field), "{what}: message should name {field}: {}", s.message);
+    assert!(s.message.contains(fragment), "{what}: message should say {fragment:?}: {}", s.message);
 }
 
 #[tokio::test]
@@ -280,15 +150,10 @@ async fn invalid_tenants_are_rejected_naming_the_field() {
     let cases = invalid_tenants();
     assert!(cases.len() >= 15);
     for (what, yaml, field, fragment) in cases {
-        let err = tenants
-            .create(&PostParams::default(), &doc(&yaml))
-            .await
-            .expect_err(what);
+        let err = tenants.create(&PostParams::default(), &doc(&yaml)).await.expect_err(what);
         assert_rejected(what, err, field, fragment);
     }
-    assert!(fake
-        .objects("tenancy.platform.dev/v1alpha1", "Tenant")
-        .is_empty());
+    assert!(fake.objects("tenancy.platform.dev/v1alpha1", "Tenant").is_empty());
 }
 
 #[tokio::test]
@@ -296,10 +161,7 @@ async fn invalid_tenant_users_are_rejected_naming_the_field() {
     let fake = FakeApiServer::start().await;
     let users = api(&fake, "TenantUser");
     for (what, yaml, field, fragment) in invalid_users() {
-        let err = users
-            .create(&PostParams::default(), &doc(&yaml))
-            .await
-            .expect_err(what);
+        let err = users.create(&PostParams::default(), &doc(&yaml)).await.expect_err(what);
         assert_rejected(what, err, field, fragment);
     }
 }
@@ -309,15 +171,9 @@ async fn invalid_documents_are_rejected_by_server_side_apply_too() {
     let fake = FakeApiServer::start().await;
     let tenants = api(&fake, "Tenant");
     let pp = PatchParams::apply("gitops").force();
-    for (what, yaml, field, fragment) in invalid_tenants()
-        .into_iter()
-        .filter(|(w, ..)| !w.starts_with("name"))
-    {
+    for (what, yaml, field, fragment) in invalid_tenants().into_iter().filter(|(w, ..)| !w.starts_with("name")) {
         let d = doc(&yaml);
-        let err = tenants
-            .patch(&d.metadata.name.clone().unwrap(), &pp, &Patch::Apply(&d))
-            .await
-            .expect_err(what);
+        let err = tenants.patch(&d.metadata.name.clone().unwrap(), &pp, &Patch::Apply(&d)).await.expect_err(what);
         assert_rejected(what, err, field, fragment);
     }
 }
@@ -327,40 +183,13 @@ async fn tenant_of_a_user_cannot_change() {
     let fake = FakeApiServer::start().await;
     let users = api(&fake, "TenantUser");
     let yaml = "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: acme-jdoe\nspec:\n  tenant: acme\n  email: jane@acme.example\n  username: jdoe\n  firstName: Jane\n  lastName: Doe\n  roles: [Designer]\n";
-    users
-        .create(&PostParams::default(), &doc(yaml))
-        .await
-        .unwrap();
-    let err = users
-        .patch(
-            "acme-jdoe",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"tenant": "globex"}})),
-        )
-        .await
-        .unwrap_err();
-    assert_rejected(
-        "tenant changed on update",
-        err,
-        "spec.tenant",
-        "spec.tenant is immutable",
-    );
+    users.create(&PostParams::default(), &doc(yaml)).await.unwrap();
+    let err = users.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tenant": "globex"}}))).await.unwrap_err();
+    assert_rejected("tenant changed on update", err, "spec.tenant", "spec.tenant is immutable");
     // the same through server-side apply, as GitOps tools do
     let moved = yaml.replace("tenant: acme", "tenant: globex");
-    let err = users
-        .patch(
-            "acme-jdoe",
-            &PatchParams::apply("argocd").force(),
-            &Patch::Apply(doc(&moved)),
-        )
-        .await
-        .unwrap_err();
-    assert_rejected(
-        "tenant changed by apply",
-        err,
-        "spec.tenant",
-        "spec.tenant is immutable",
-    );
+    let err = users.patch("acme-jdoe", &PatchParams::apply("argocd").force(), &Patch::Apply(doc(&moved))).await.unwrap_err();
+    assert_rejected("tenant changed by apply", err, "spec.tenant", "spec.tenant is immutable");
 }
 
 #[tokio::test]
@@ -380,18 +209,12 @@ async fn valid_documents_are_accepted_with_defaults() {
         "apiVersion: tenancy.platform.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {}\nspec:\n  displayName: Globex\n  cluster: us-east\n  environments: [dev, staging, prod]\n  applications: [xconsole, u-assist]\n  database:\n    provider: cloudnative-pg\n    storage: 5Gi\n    storageClassName: fast\n  quota:\n    cpu: \"8\"\n    memory: 16Gi\n    pods: 50\n  deletionPolicy: Delete\n  suspend: true\n",
         long(40)
     );
-    let full = tenants
-        .create(&PostParams::default(), &doc(&full))
-        .await
-        .unwrap();
+    let full = tenants.create(&PostParams::default(), &doc(&full)).await.unwrap();
     assert_eq!(full.data["spec"]["deletionPolicy"], "Delete");
     assert_eq!(full.data["spec"]["quota"]["cpu"], "8");
     // the typed client reads both back
     let typed: Api<Tenant> = Api::all(fake.client());
-    assert_eq!(
-        typed.list(&Default::default()).await.unwrap().items.len(),
-        2
-    );
+    assert_eq!(typed.list(&Default::default()).await.unwrap().items.len(), 2);
 
     let users = api(&fake, "TenantUser");
     for yaml in [
@@ -401,23 +224,14 @@ async fn valid_documents_are_accepted_with_defaults() {
         users.create(&PostParams::default(), &doc(yaml)).await.unwrap();
     }
     let typed: Api<TenantUser> = Api::all(fake.client());
-    assert_eq!(
-        typed.list(&Default::default()).await.unwrap().items.len(),
-        2
-    );
+    assert_eq!(typed.list(&Default::default()).await.unwrap().items.len(), 2);
 }
 
 #[test]
 fn committed_crds_match_the_rust_types() {
     for (file, generated) in [
-        (
-            "crds/tenants.yaml",
-            serde_yaml::to_string(&Tenant::crd()).unwrap(),
-        ),
-        (
-            "crds/tenantusers.yaml",
-            serde_yaml::to_string(&TenantUser::crd()).unwrap(),
-        ),
+        ("crds/tenants.yaml", serde_yaml::to_string(&Tenant::crd()).unwrap()),
+        ("crds/tenantusers.yaml", serde_yaml::to_string(&TenantUser::crd()).unwrap()),
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

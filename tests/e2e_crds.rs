@@ -26,65 +26,30 @@ async fn crds_installed_tenant_accepted_invalid_rejected() {
     let client = env.client();
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [
-        "tenants.tenancy.platform.dev",
-        "tenantusers.tenancy.platform.dev",
-    ] {
+    for name in ["tenants.tenancy.platform.dev", "tenantusers.tenancy.platform.dev"] {
         let crd = crds.get(name).await.unwrap();
         let established = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        assert!(
-            established
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True"),
-            "{name} established"
-        );
+        assert!(established.iter().any(|c| c.type_ == "Established" && c.status == "True"), "{name} established");
     }
 
     let slug = env.unique_slug("e2e-crds");
-    let created: Tenant = env
-        .create(&serde_json::from_value::<Tenant>(tenant(&slug, json!(["dev", "prod"]))).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        created.spec.deletion_policy,
-        DeletionPolicy::Retain,
-        "schema default applied"
-    );
+    let created: Tenant = env.create(&serde_json::from_value::<Tenant>(tenant(&slug, json!(["dev", "prod"]))).unwrap()).await.unwrap();
+    assert_eq!(created.spec.deletion_policy, DeletionPolicy::Retain, "schema default applied");
     assert!(!created.spec.suspend);
 
     let tenants: Api<Tenant> = Api::all(client.clone());
-    let listed = tenants
-        .list(&ListParams::default().fields(&format!("metadata.name={slug}")))
-        .await
-        .unwrap();
-    assert_eq!(
-        listed
-            .items
-            .iter()
-            .map(|t| t.name_any())
-            .collect::<Vec<_>>(),
-        vec![slug.clone()]
-    );
+    let listed = tenants.list(&ListParams::default().fields(&format!("metadata.name={slug}"))).await.unwrap();
+    assert_eq!(listed.items.iter().map(|t| t.name_any()).collect::<Vec<_>>(), vec![slug.clone()]);
 
     // invalid documents are rejected by the API server (dynamic objects: the typed API
     // could not even hold them)
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "tenancy.platform.dev",
-        "v1alpha1",
-        "Tenant",
-    ));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant"));
     let dyn_tenants: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let bad_slug = env.unique_slug("e2e-bad");
     for (doc, field) in [
-        (
-            tenant(&bad_slug, json!(["dev", "qa"])),
-            "spec.environments[1]",
-        ),
+        (tenant(&bad_slug, json!(["dev", "qa"])), "spec.environments[1]"),
         (tenant(&bad_slug, json!([])), "spec.environments"),
-        (
-            tenant(&bad_slug.to_uppercase(), json!(["dev"])),
-            "metadata.name",
-        ),
+        (tenant(&bad_slug.to_uppercase(), json!(["dev"])), "metadata.name"),
     ] {
         let obj: DynamicObject = serde_json::from_value(doc).unwrap();
         match dyn_tenants.create(&PostParams::default(), &obj).await {
@@ -100,11 +65,7 @@ async fn crds_installed_tenant_accepted_invalid_rejected() {
         }
     }
 
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "tenancy.platform.dev",
-        "v1alpha1",
-        "TenantUser",
-    ));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser"));
     let users: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let no_roles: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser",
@@ -122,20 +83,14 @@ async fn crds_installed_tenant_accepted_invalid_rejected() {
     }
 
     env.cleanup().await;
-    assert!(
-        tenants.get_opt(&slug).await.unwrap().is_none(),
-        "cleanup removed the tenant"
-    );
+    assert!(tenants.get_opt(&slug).await.unwrap().is_none(), "cleanup removed the tenant");
 }
 
 /// The real-cluster code path (kubeconfig, CRD install by server-side apply, cleanup on drop),
 /// exercised against the fake through its kubeconfig.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeconfig_path_installs_crds_and_cleans_up_on_drop() {
-    let fake = support::FakeApiServer::builder()
-        .without_repo_crds()
-        .start()
-        .await;
+    let fake = support::FakeApiServer::builder().without_repo_crds().start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, fake.kubeconfig_yaml()).unwrap();
@@ -147,17 +102,8 @@ async fn kubeconfig_path_installs_crds_and_cleans_up_on_drop() {
         assert!(slug.len() <= 40 && !slug.contains("--"), "{slug}");
         let t: Tenant = serde_json::from_value(tenant(&slug, json!(["dev"]))).unwrap();
         env.create(&t).await.unwrap();
-        assert!(fake
-            .object("tenancy.platform.dev/v1alpha1", "Tenant", "", &slug)
-            .is_some());
+        assert!(fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", &slug).is_some());
     }
-    assert!(
-        fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", &slug)
-            .is_none(),
-        "dropped env deleted what it created"
-    );
-    assert!(
-        fake.object("v1", "Namespace", "", "default").is_some(),
-        "nothing else touched"
-    );
+    assert!(fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", &slug).is_none(), "dropped env deleted what it created");
+    assert!(fake.object("v1", "Namespace", "", "default").is_some(), "nothing else touched");
 }

@@ -69,7 +69,11 @@ async fn tenant_becomes_ready_with_namespaces_config_ingress_isolation_and_quota
         assert_eq!(cm.data.unwrap_or_default().get("environment").map(String::as_str), Some(env));
         let ingress = Api::<Ingress>::namespaced(s.client(), &ns).get("xconsole").await.unwrap();
         let host = ingress.spec.and_then(|s| s.rules).and_then(|r| r.first().and_then(|r| r.host.clone())).unwrap_or_default();
-        let expected = if env == "prod" { format!("{slug}.xconsole.uk.cloud.example.com") } else { format!("{slug}-{env}.xconsole.uk.cloud.example.com") };
+        let expected = if env == "prod" {
+            format!("{slug}.xconsole.uk.cloud.example.com")
+        } else {
+            format!("{slug}-{env}.xconsole.uk.cloud.example.com")
+        };
         assert_eq!(host, expected);
         Api::<NetworkPolicy>::namespaced(s.client(), &ns).get("tenant-isolation").await.unwrap();
         Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client(), &ns).get("tenant-quota").await.unwrap();
@@ -112,7 +116,13 @@ async fn removed_environment_is_retained_under_retain_and_adopted_when_it_return
     assert!(staging.metadata.deletion_timestamp.is_none());
 
     s.patch_spec(&slug, json!({"environments": ["dev", "staging"]})).await;
-    s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.namespaces.iter().all(|n| n.state == NamespaceState::Active) && st.namespaces.len() == 2)).await;
+    s.wait_tenant(&slug, |t| {
+        ready(t)
+            && t.status
+                .as_ref()
+                .is_some_and(|st| st.namespaces.iter().all(|n| n.state == NamespaceState::Active) && st.namespaces.len() == 2)
+    })
+    .await;
     let staging = Api::<Namespace>::all(s.client()).get(&format!("{slug}-staging")).await.unwrap();
     assert!(staging.labels().get("tenancy.platform.dev/retained").is_none(), "adopted namespace keeps the retained mark");
     s.cleanup().await;
@@ -126,10 +136,17 @@ async fn changing_cluster_moves_hostnames_and_unknown_cluster_deletes_nothing() 
     s.wait_tenant(&slug, ready).await;
 
     s.patch_spec(&slug, json!({"cluster": "us"})).await;
-    let t = s.wait_tenant(&slug, |t| ready(t) && t.status.as_ref().is_some_and(|st| st.endpoints.iter().all(|e| e.url.contains(".us.cloud.example.com")))).await;
+    let t = s
+        .wait_tenant(&slug, |t| {
+            ready(t) && t.status.as_ref().is_some_and(|st| st.endpoints.iter().all(|e| e.url.contains(".us.cloud.example.com")))
+        })
+        .await;
     assert_eq!(t.status.unwrap_or_default().endpoints.len(), 2);
     let ingress = Api::<Ingress>::namespaced(s.client(), &format!("{slug}-prod")).get("xconsole").await.unwrap();
-    assert_eq!(ingress.spec.and_then(|s| s.rules).and_then(|r| r[0].host.clone()).unwrap_or_default(), format!("{slug}.xconsole.us.cloud.example.com"));
+    assert_eq!(
+        ingress.spec.and_then(|s| s.rules).and_then(|r| r[0].host.clone()).unwrap_or_default(),
+        format!("{slug}.xconsole.us.cloud.example.com")
+    );
 
     s.patch_spec(&slug, json!({"cluster": "mars"})).await;
     let t = s.wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| st.phase == Some(TenantPhase::Failed))).await;
@@ -143,7 +160,9 @@ async fn changing_cluster_moves_hostnames_and_unknown_cluster_deletes_nothing() 
     Api::<Ingress>::namespaced(s.client(), &format!("{slug}-prod")).get("xconsole").await.unwrap();
 
     s.patch_spec(&slug, json!({"applications": ["xconsole", "nope"], "cluster": "uk"})).await;
-    let t = s.wait_tenant(&slug, |t| t.status.as_ref().and_then(|st| st.condition("Ready")).is_some_and(|c| c.reason == "UnknownApplication")).await;
+    let t = s
+        .wait_tenant(&slug, |t| t.status.as_ref().and_then(|st| st.condition("Ready")).is_some_and(|c| c.reason == "UnknownApplication"))
+        .await;
     assert_eq!(t.status.and_then(|s| s.phase), Some(TenantPhase::Failed));
     s.cleanup().await;
 }
@@ -157,11 +176,18 @@ async fn hand_deleted_and_hand_edited_children_are_put_back() {
     let ns = format!("{slug}-dev");
     let ingresses = Api::<Ingress>::namespaced(s.client(), &ns);
     ingresses.delete("xconsole", &DeleteParams::default()).await.unwrap();
-    s.wait_for("the Ingress to come back", || async { ingresses.get_opt("xconsole").await.ok().flatten().is_some_and(|i| i.metadata.deletion_timestamp.is_none()) }).await;
+    s.wait_for("the Ingress to come back", || async {
+        ingresses.get_opt("xconsole").await.ok().flatten().is_some_and(|i| i.metadata.deletion_timestamp.is_none())
+    })
+    .await;
 
     let config_maps = Api::<ConfigMap>::namespaced(s.client(), &ns);
     config_maps
-        .patch("tenant-config", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tenancy.platform.dev/environment": "prod"}}, "data": {"cluster": "hacked"}})))
+        .patch(
+            "tenant-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tenancy.platform.dev/environment": "prod"}}, "data": {"cluster": "hacked"}})),
+        )
         .await
         .unwrap();
     s.wait_for("the ConfigMap to be corrected", || async {
@@ -308,7 +334,7 @@ async fn fifty_tenants_created_at_once_all_become_ready() {
         return; // Too heavy for a shared real cluster.
     }
     let slugs: Vec<String> = (0..50).map(|i| s.slug(&format!("bulk{i}"))).collect();
-    futures::future::join_all(slugs.iter().map(|slug| s.create_tenant_ref(tenant(slug, json!({})))) ).await;
+    futures::future::join_all(slugs.iter().map(|slug| s.create_tenant_ref(tenant(slug, json!({}))))).await;
     for slug in &slugs {
         s.wait_tenant(slug, ready).await;
     }

@@ -9,9 +9,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tenant_operator::database::external::{
-    check_ready, connection_info, drop_database, ensure_database, is_retained, mark_retained,
-    quote_ident, quote_literal, AdminConnection, DropOutcome, EnsureOutcome, ExternalDbError,
-    ExternalNames, SslMode,
+    check_ready, connection_info, drop_database, ensure_database, is_retained, mark_retained, quote_ident, quote_literal, AdminConnection,
+    DropOutcome, EnsureOutcome, ExternalDbError, ExternalNames, SslMode,
 };
 use tenant_operator::types::Environment;
 use tokio_postgres::error::SqlState;
@@ -58,56 +57,30 @@ fn names(tag: &str) -> ExternalNames {
     ExternalNames::new(&slug(tag), Environment::Dev).unwrap()
 }
 
-async fn connect_as(
-    admin: &AdminConnection,
-    user: &str,
-    password: &str,
-    db: &str,
-) -> Result<Client, tokio_postgres::Error> {
+async fn connect_as(admin: &AdminConnection, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
-    config
-        .host(&admin.host)
-        .port(admin.port)
-        .user(user)
-        .password(password)
-        .dbname(db);
+    config.host(&admin.host).port(admin.port).user(user).password(password).dbname(db);
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
 }
 
 async fn superuser(admin: &AdminConnection, db: &str) -> Client {
-    connect_as(admin, &admin.username, &admin.password, db)
-        .await
-        .unwrap()
+    connect_as(admin, &admin.username, &admin.password, db).await.unwrap()
 }
 
-async fn one_bool(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> bool {
+async fn one_bool(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> bool {
     client.query_one(sql, params).await.unwrap().get(0)
 }
 
 async fn database_exists(admin: &AdminConnection, name: &str) -> bool {
     let client = superuser(admin, &admin.dbname).await;
-    one_bool(
-        &client,
-        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-        &[&name],
-    )
-    .await
+    one_bool(&client, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[&name]).await
 }
 
 async fn role_exists(admin: &AdminConnection, name: &str) -> bool {
     let client = superuser(admin, &admin.dbname).await;
-    one_bool(
-        &client,
-        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
-        &[&name],
-    )
-    .await
+    one_bool(&client, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name]).await
 }
 
 async fn cleanup(admin: &AdminConnection, names: &ExternalNames) {
@@ -127,10 +100,7 @@ async fn creates_database_and_roles_then_changes_nothing() {
     let password = password();
 
     let first = ensure_database(&admin, &names, &password).await.unwrap();
-    assert!(
-        first.created_database && first.created_roles && first.password_set,
-        "{first:?}"
-    );
+    assert!(first.created_database && first.created_roles && first.password_set, "{first:?}");
     assert!(!first.adopted_retained && !first.repaired, "{first:?}");
 
     let client = superuser(&admin, &admin.dbname).await;
@@ -145,38 +115,20 @@ async fn creates_database_and_roles_then_changes_nothing() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        row.get::<_, String>(0),
-        names.owner_role(),
-        "database owner"
-    );
+    assert_eq!(row.get::<_, String>(0), names.owner_role(), "database owner");
     assert!(!row.get::<_, bool>(1), "owner role must be NOLOGIN");
     assert!(row.get::<_, bool>(2), "login role must be LOGIN");
     assert!(!row.get::<_, bool>(3), "login role must not be superuser");
-    assert!(
-        row.get::<_, bool>(4),
-        "login role must have the owner role's privileges"
-    );
+    assert!(row.get::<_, bool>(4), "login role must have the owner role's privileges");
     assert!(!row.get::<_, bool>(5), "PUBLIC must not have CONNECT");
     assert!(row.get::<_, bool>(6), "login role must have CONNECT");
 
     let inside = superuser(&admin, names.database()).await;
-    assert!(
-        !one_bool(
-            &inside,
-            "SELECT has_schema_privilege('public', 'public', 'CREATE')",
-            &[]
-        )
-        .await
-    );
+    assert!(!one_bool(&inside, "SELECT has_schema_privilege('public', 'public', 'CREATE')", &[]).await);
 
     for _ in 0..2 {
         let again = ensure_database(&admin, &names, &password).await.unwrap();
-        assert_eq!(
-            again,
-            EnsureOutcome::default(),
-            "a second run must find everything in place"
-        );
+        assert_eq!(again, EnsureOutcome::default(), "a second run must find everything in place");
     }
     cleanup(&admin, &names).await;
 }
@@ -190,26 +142,13 @@ async fn login_role_uses_its_database_through_the_connection_info() {
     check_ready(&admin, &names, &password).await.unwrap();
 
     let info = connection_info(&admin, &names);
-    assert_eq!(
-        (info.dbname.as_str(), info.username.as_str()),
-        (names.database(), names.login_role())
-    );
-    assert_eq!(
-        (info.host.as_str(), info.port),
-        (admin.host.as_str(), admin.port)
-    );
+    assert_eq!((info.dbname.as_str(), info.username.as_str()), (names.database(), names.login_role()));
+    assert_eq!((info.host.as_str(), info.port), (admin.host.as_str(), admin.port));
     let data = info.secret_data(&password);
     let (client, connection) = tokio_postgres::connect(&data["uri"], NoTls).await.unwrap();
     tokio::spawn(connection);
-    client
-        .batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'hello')")
-        .await
-        .unwrap();
-    let body: String = client
-        .query_one("SELECT body FROM notes WHERE id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    client.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'hello')").await.unwrap();
+    let body: String = client.query_one("SELECT body FROM notes WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(body, "hello");
     drop(client);
     cleanup(&admin, &names).await;
@@ -221,34 +160,19 @@ async fn login_role_cannot_connect_to_another_tenants_database() {
     let (mine, theirs) = (names("mine"), names("theirs"));
     let (my_password, their_password) = (password(), password());
     ensure_database(&admin, &mine, &my_password).await.unwrap();
-    ensure_database(&admin, &theirs, &their_password)
-        .await
-        .unwrap();
+    ensure_database(&admin, &theirs, &their_password).await.unwrap();
 
     let err = connect_as(&admin, mine.login_role(), &my_password, theirs.database())
         .await
         .expect_err("connecting to another tenant's database must fail");
-    let db_error = err
-        .as_db_error()
-        .expect("the server must refuse, not the network");
+    let db_error = err.as_db_error().expect("the server must refuse, not the network");
     assert_eq!(db_error.code(), &SqlState::INSUFFICIENT_PRIVILEGE);
-    assert!(
-        db_error
-            .message()
-            .starts_with("permission denied for database"),
-        "{}",
-        db_error.message()
-    );
+    assert!(db_error.message().starts_with("permission denied for database"), "{}", db_error.message());
 
     // Nor with the other tenant's login name and the wrong password.
-    let err = connect_as(&admin, theirs.login_role(), &my_password, theirs.database())
-        .await
-        .err()
-        .unwrap();
+    let err = connect_as(&admin, theirs.login_role(), &my_password, theirs.database()).await.err().unwrap();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD));
-    let err = check_ready(&admin, &theirs, &my_password)
-        .await
-        .unwrap_err();
+    let err = check_ready(&admin, &theirs, &my_password).await.unwrap_err();
     assert_eq!(err.reason(), "TenantLoginFailed", "{err}");
 
     cleanup(&admin, &mine).await;
@@ -260,29 +184,17 @@ async fn password_survives_repeated_ensure_and_drift_is_repaired() {
     let admin = admin_or_skip!();
     let names = names("pass");
     // Quotes, backslashes and semicolons must neither break nor inject anything.
-    let password = format!(
-        "p'\\\"; ALTER ROLE x SUPERUSER; --{}",
-        rand::random::<u32>()
-    );
+    let password = format!("p'\\\"; ALTER ROLE x SUPERUSER; --{}", rand::random::<u32>());
     ensure_database(&admin, &names, &password).await.unwrap();
     for _ in 0..3 {
         let outcome = ensure_database(&admin, &names, &password).await.unwrap();
-        assert!(
-            !outcome.password_set,
-            "a working password must not be rewritten"
-        );
-        connect_as(&admin, names.login_role(), &password, names.database())
-            .await
-            .unwrap();
+        assert!(!outcome.password_set, "a working password must not be rewritten");
+        connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     }
 
     // Someone changes the password, revokes the membership and opens the database to PUBLIC.
     let client = superuser(&admin, &admin.dbname).await;
-    let (login, owner, db) = (
-        quote_ident(names.login_role()),
-        quote_ident(names.owner_role()),
-        quote_ident(names.database()),
-    );
+    let (login, owner, db) = (quote_ident(names.login_role()), quote_ident(names.owner_role()), quote_ident(names.database()));
     client
         .batch_execute(&format!(
             "ALTER ROLE {login} PASSWORD 'changed-by-hand'; REVOKE {owner} FROM {login}; \
@@ -291,37 +203,11 @@ async fn password_survives_repeated_ensure_and_drift_is_repaired() {
         .await
         .unwrap();
     let outcome = ensure_database(&admin, &names, &password).await.unwrap();
-    assert!(
-        outcome.password_set && outcome.repaired && !outcome.created_database,
-        "{outcome:?}"
-    );
-    connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
-    assert!(
-        !one_bool(
-            &client,
-            "SELECT has_database_privilege('public', $1, 'CONNECT')",
-            &[&names.database()]
-        )
-        .await
-    );
-    assert!(
-        one_bool(
-            &client,
-            "SELECT pg_has_role($1, $2, 'USAGE')",
-            &[&names.login_role(), &names.owner_role()]
-        )
-        .await
-    );
-    assert!(
-        !one_bool(
-            &client,
-            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
-            &[&names.owner_role()]
-        )
-        .await
-    );
+    assert!(outcome.password_set && outcome.repaired && !outcome.created_database, "{outcome:?}");
+    connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
+    assert!(!one_bool(&client, "SELECT has_database_privilege('public', $1, 'CONNECT')", &[&names.database()]).await);
+    assert!(one_bool(&client, "SELECT pg_has_role($1, $2, 'USAGE')", &[&names.login_role(), &names.owner_role()]).await);
+    assert!(!one_bool(&client, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&names.owner_role()]).await);
     cleanup(&admin, &names).await;
 }
 
@@ -331,12 +217,8 @@ async fn retained_database_is_adopted_with_its_data() {
     let names = names("retain");
     let password = password();
     ensure_database(&admin, &names, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
-    app.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)")
-        .await
-        .unwrap();
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
+    app.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await.unwrap();
     drop(app);
 
     // The Tenant is deleted with deletionPolicy Retain...
@@ -346,27 +228,15 @@ async fn retained_database_is_adopted_with_its_data() {
 
     // ...and re-created with the same credentials Secret.
     let outcome = ensure_database(&admin, &names, &password).await.unwrap();
-    assert!(
-        outcome.adopted_retained && !outcome.created_database && !outcome.created_roles,
-        "{outcome:?}"
-    );
+    assert!(outcome.adopted_retained && !outcome.created_database && !outcome.created_roles, "{outcome:?}");
     assert!(!is_retained(&admin, &names).await.unwrap());
-    let app = connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
-    let id: i32 = app
-        .query_one("SELECT id FROM orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
+    let id: i32 = app.query_one("SELECT id FROM orders", &[]).await.unwrap().get(0);
     assert_eq!(id, 42);
     drop(app);
 
     let gone = names_for_missing();
-    assert!(
-        !mark_retained(&admin, &gone).await.unwrap(),
-        "nothing to mark is not an error"
-    );
+    assert!(!mark_retained(&admin, &gone).await.unwrap(), "nothing to mark is not an error");
     assert!(!is_retained(&admin, &gone).await.unwrap());
     cleanup(&admin, &names).await;
 }
@@ -381,37 +251,19 @@ async fn drop_removes_database_and_roles_despite_open_sessions() {
     let names = names("drop");
     let password = password();
     ensure_database(&admin, &names, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
 
     let started = Instant::now();
     let outcome = drop_database(&admin, &names).await.unwrap();
-    assert_eq!(
-        outcome,
-        DropOutcome {
-            dropped_database: true,
-            dropped_roles: true
-        }
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "an open session must not stall the drop"
-    );
+    assert_eq!(outcome, DropOutcome { dropped_database: true, dropped_roles: true });
+    assert!(started.elapsed() < Duration::from_secs(10), "an open session must not stall the drop");
     assert!(!database_exists(&admin, names.database()).await);
     assert!(!role_exists(&admin, names.login_role()).await);
     assert!(!role_exists(&admin, names.owner_role()).await);
-    assert!(
-        app.simple_query("SELECT 1").await.is_err(),
-        "the open session must have been ended"
-    );
+    assert!(app.simple_query("SELECT 1").await.is_err(), "the open session must have been ended");
 
-    assert_eq!(
-        drop_database(&admin, &names).await.unwrap(),
-        DropOutcome::default(),
-        "dropping twice is fine"
-    );
+    assert_eq!(drop_database(&admin, &names).await.unwrap(), DropOutcome::default(), "dropping twice is fine");
 }
 
 #[tokio::test]
@@ -420,23 +272,13 @@ async fn closed_port_is_server_unreachable_quickly() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let dead = AdminConnection {
-        host: "127.0.0.1".into(),
-        port,
-        ..admin
-    };
+    let dead = AdminConnection { host: "127.0.0.1".into(), port, ..admin };
 
     let started = Instant::now();
-    let err = ensure_database(&dead, &names("down"), "pw")
-        .await
-        .unwrap_err();
+    let err = ensure_database(&dead, &names("down"), "pw").await.unwrap_err();
     assert_eq!(err.reason(), "ServerUnreachable", "{err}");
     assert!(err.is_transient());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     for result in [
         mark_retained(&dead, &names("down")).await.map(|_| ()),
         drop_database(&dead, &names("down")).await.map(|_| ()),
@@ -458,36 +300,20 @@ async fn silent_server_times_out_as_unreachable() {
             held.push(socket);
         }
     });
-    let silent = AdminConnection {
-        host: "127.0.0.1".into(),
-        port,
-        connect_timeout: Duration::from_secs(1),
-        ..admin
-    };
+    let silent = AdminConnection { host: "127.0.0.1".into(), port, connect_timeout: Duration::from_secs(1), ..admin };
 
     let started = Instant::now();
-    let err = ensure_database(&silent, &names("silent"), "pw")
-        .await
-        .unwrap_err();
+    let err = ensure_database(&silent, &names("silent"), "pw").await.unwrap_err();
     assert_eq!(err.reason(), "ServerUnreachable", "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     holder.abort();
 }
 
 #[tokio::test]
 async fn wrong_admin_password_is_an_authentication_failure() {
     let admin = admin_or_skip!();
-    let wrong = AdminConnection {
-        password: "not-the-password".into(),
-        ..admin
-    };
-    let err = ensure_database(&wrong, &names("auth"), "pw")
-        .await
-        .unwrap_err();
+    let wrong = AdminConnection { password: "not-the-password".into(), ..admin };
+    let err = ensure_database(&wrong, &names("auth"), "pw").await.unwrap_err();
     assert_eq!(err.reason(), "AdminAuthenticationFailed", "{err}");
     assert!(!err.to_string().contains("not-the-password"));
 }
@@ -496,14 +322,8 @@ async fn wrong_admin_password_is_an_authentication_failure() {
 async fn tls_that_cannot_be_verified_fails_clearly() {
     let admin = admin_or_skip!();
     // The test server either speaks no TLS or has a certificate no system root vouches for.
-    let tls = AdminConnection {
-        ssl_mode: SslMode::Require,
-        root_cert_pem: None,
-        ..admin
-    };
-    let err = ensure_database(&tls, &names("tls"), "pw")
-        .await
-        .unwrap_err();
+    let tls = AdminConnection { ssl_mode: SslMode::Require, root_cert_pem: None, ..admin };
+    let err = ensure_database(&tls, &names("tls"), "pw").await.unwrap_err();
     assert_eq!(err.reason(), "TlsHandshakeFailed", "{err}");
 }
 
@@ -511,18 +331,11 @@ async fn tls_that_cannot_be_verified_fails_clearly() {
 async fn tls_with_a_trusted_ca_works_end_to_end() {
     let admin = admin_or_skip!();
     let Ok(ca) = std::env::var("TENANT_OPERATOR_TEST_PG_CA") else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** TLS test skipped: TENANT_OPERATOR_TEST_PG_CA not set ***"
-        );
+        let _ = writeln!(std::io::stderr(), "*** TLS test skipped: TENANT_OPERATOR_TEST_PG_CA not set ***");
         return;
     };
     let pem = std::fs::read_to_string(&ca).unwrap();
-    let tls = AdminConnection {
-        ssl_mode: SslMode::Require,
-        root_cert_pem: Some(pem),
-        ..admin
-    };
+    let tls = AdminConnection { ssl_mode: SslMode::Require, root_cert_pem: Some(pem), ..admin };
     let names = names("tls-ok");
     let password = password();
     ensure_database(&tls, &names, &password).await.unwrap();
@@ -531,10 +344,7 @@ async fn tls_with_a_trusted_ca_works_end_to_end() {
     // means the sessions were encrypted and the certificate verified against the CA.
     drop_database(&tls, &names).await.unwrap();
 
-    let wrong_ca = AdminConnection {
-        root_cert_pem: Some("not a certificate".into()),
-        ..tls
-    };
+    let wrong_ca = AdminConnection { root_cert_pem: Some("not a certificate".into()), ..tls };
     let err = check_ready(&wrong_ca, &names, &password).await.unwrap_err();
     assert_eq!(err.reason(), "TlsHandshakeFailed", "{err}");
 }
@@ -545,27 +355,16 @@ async fn extra_admin(admin: &AdminConnection, tag: &str, attributes: &str) -> Ad
     let password = password();
     let client = superuser(admin, &admin.dbname).await;
     client
-        .batch_execute(&format!(
-            "CREATE ROLE {} LOGIN {attributes} PASSWORD {}",
-            quote_ident(&name),
-            quote_literal(&password).unwrap()
-        ))
+        .batch_execute(&format!("CREATE ROLE {} LOGIN {attributes} PASSWORD {}", quote_ident(&name), quote_literal(&password).unwrap()))
         .await
         .unwrap();
-    AdminConnection {
-        username: name,
-        password,
-        ..admin.clone()
-    }
+    AdminConnection { username: name, password, ..admin.clone() }
 }
 
 async fn drop_extra_admin(admin: &AdminConnection, extra: &AdminConnection) {
     let client = superuser(admin, &admin.dbname).await;
     let role = quote_ident(&extra.username);
-    client
-        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).await.unwrap();
 }
 
 #[tokio::test]
@@ -586,34 +385,15 @@ async fn managed_service_style_admin_without_superuser_works() {
     let names = names("managed");
     let password = password();
     let outcome = ensure_database(&managed, &names, &password).await.unwrap();
-    assert!(
-        outcome.created_database && outcome.created_roles,
-        "{outcome:?}"
-    );
-    assert_eq!(
-        ensure_database(&managed, &names, &password).await.unwrap(),
-        EnsureOutcome::default()
-    );
-    let app = connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
+    assert!(outcome.created_database && outcome.created_roles, "{outcome:?}");
+    assert_eq!(ensure_database(&managed, &names, &password).await.unwrap(), EnsureOutcome::default());
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
     drop(app);
     assert!(mark_retained(&managed, &names).await.unwrap());
-    assert!(
-        ensure_database(&managed, &names, &password)
-            .await
-            .unwrap()
-            .adopted_retained
-    );
+    assert!(ensure_database(&managed, &names, &password).await.unwrap().adopted_retained);
     let dropped = drop_database(&managed, &names).await.unwrap();
-    assert_eq!(
-        dropped,
-        DropOutcome {
-            dropped_database: true,
-            dropped_roles: true
-        }
-    );
+    assert_eq!(dropped, DropOutcome { dropped_database: true, dropped_roles: true });
     assert!(!database_exists(&admin, names.database()).await);
     drop_extra_admin(&admin, &managed).await;
 }
@@ -621,12 +401,7 @@ async fn managed_service_style_admin_without_superuser_works() {
 #[tokio::test]
 async fn hostile_names_are_refused_or_quoted_without_injection() {
     let admin = admin_or_skip!();
-    for slug in [
-        "a\"; DROP DATABASE postgres; --",
-        "x'; DROP ROLE admin; --",
-        "Robert'); --",
-        "a b",
-    ] {
+    for slug in ["a\"; DROP DATABASE postgres; --", "x'; DROP ROLE admin; --", "Robert'); --", "a b"] {
         let err = ExternalNames::new(slug, Environment::Prod).unwrap_err();
         assert_eq!(err.reason(), "InvalidDatabaseName", "{slug}");
     }
@@ -638,10 +413,7 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
     // CREATE/DROP DATABASE refuse to run inside the implicit transaction of a multi-statement
     // query, hence one statement per call.
     for sql in ["CREATE ROLE", "CREATE DATABASE"] {
-        client
-            .batch_execute(&format!("{sql} {}", quote_ident(&canary)))
-            .await
-            .unwrap();
+        client.batch_execute(&format!("{sql} {}", quote_ident(&canary))).await.unwrap();
     }
     let names = ExternalNames::custom(
         &format!("db{tag}\"; DROP DATABASE {canary}; --"),
@@ -653,44 +425,20 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
 
     let outcome = ensure_database(&admin, &names, &password).await.unwrap();
     assert!(outcome.created_database && outcome.created_roles);
-    assert!(
-        database_exists(&admin, names.database()).await,
-        "the database has exactly the given name"
-    );
-    assert!(
-        role_exists(&admin, names.owner_role()).await
-            && role_exists(&admin, names.login_role()).await
-    );
-    assert!(
-        database_exists(&admin, &canary).await && role_exists(&admin, &canary).await,
-        "canary survives"
-    );
-    assert!(
-        !one_bool(
-            &client,
-            "SELECT rolsuper FROM pg_roles WHERE rolname = $1",
-            &[&names.login_role()]
-        )
-        .await
-    );
-    let app = connect_as(&admin, names.login_role(), &password, names.database())
-        .await
-        .unwrap();
+    assert!(database_exists(&admin, names.database()).await, "the database has exactly the given name");
+    assert!(role_exists(&admin, names.owner_role()).await && role_exists(&admin, names.login_role()).await);
+    assert!(database_exists(&admin, &canary).await && role_exists(&admin, &canary).await, "canary survives");
+    assert!(!one_bool(&client, "SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&names.login_role()]).await);
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
     drop(app);
     assert!(mark_retained(&admin, &names).await.unwrap());
     assert!(is_retained(&admin, &names).await.unwrap());
     drop_database(&admin, &names).await.unwrap();
     assert!(!database_exists(&admin, names.database()).await);
-    assert!(
-        database_exists(&admin, &canary).await && role_exists(&admin, &canary).await,
-        "canary survives"
-    );
+    assert!(database_exists(&admin, &canary).await && role_exists(&admin, &canary).await, "canary survives");
     for sql in ["DROP DATABASE", "DROP ROLE"] {
-        client
-            .batch_execute(&format!("{sql} {}", quote_ident(&canary)))
-            .await
-            .unwrap();
+        client.batch_execute(&format!("{sql} {}", quote_ident(&canary))).await.unwrap();
     }
 }
 
@@ -698,22 +446,8 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
 async fn quoting_round_trips_through_the_server() {
     let admin = admin_or_skip!();
     let client = superuser(&admin, &admin.dbname).await;
-    for text in [
-        "plain",
-        "it's",
-        "back\\slash",
-        "\\'",
-        "\"double\"",
-        "semi; colon --",
-        "ünï",
-        "''''",
-        "$$x$$",
-    ] {
-        let sql = format!(
-            "SELECT {} AS {}",
-            quote_literal(text).unwrap(),
-            quote_ident(text)
-        );
+    for text in ["plain", "it's", "back\\slash", "\\'", "\"double\"", "semi; colon --", "ünï", "''''", "$$x$$"] {
+        let sql = format!("SELECT {} AS {}", quote_literal(text).unwrap(), quote_ident(text));
         let messages = client.simple_query(&sql).await.unwrap();
         let row = messages
             .iter()
@@ -730,22 +464,9 @@ async fn quoting_round_trips_through_the_server() {
 #[tokio::test]
 async fn admin_secret_errors_name_the_key() {
     // Needs no server, but lives here so the provider's whole contract is in one place.
-    let base = [
-        ("host", "127.0.0.1"),
-        ("port", "5432"),
-        ("username", "admin"),
-        ("password", "x"),
-    ];
-    for (key, value) in [
-        ("host", None),
-        ("port", Some("99999")),
-        ("username", Some("")),
-        ("sslmode", Some("allow")),
-    ] {
-        let mut data: std::collections::BTreeMap<String, String> = base
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let base = [("host", "127.0.0.1"), ("port", "5432"), ("username", "admin"), ("password", "x")];
+    for (key, value) in [("host", None), ("port", Some("99999")), ("username", Some("")), ("sslmode", Some("allow"))] {
+        let mut data: std::collections::BTreeMap<String, String> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         match value {
             Some(value) => data.insert(key.to_string(), value.to_string()),
             None => data.remove(key),
@@ -755,8 +476,7 @@ async fn admin_secret_errors_name_the_key() {
         assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
     }
     let err = ensure_database(
-        &AdminConnection::from_url("postgresql://a:b@127.0.0.1:1/postgres?sslmode=disable")
-            .unwrap(),
+        &AdminConnection::from_url("postgresql://a:b@127.0.0.1:1/postgres?sslmode=disable").unwrap(),
         &ExternalNames::new("fine", Environment::Dev).unwrap(),
         "",
     )

@@ -10,10 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
-    WatchParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Discovery, Resource, ResourceExt};
@@ -47,12 +44,7 @@ fn api_err(e: kube::Error) -> kube::core::Status {
 
 async fn ns(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &obj(json!({"metadata": {"name": name}})),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &obj(json!({"metadata": {"name": name}}))).await.unwrap();
 }
 
 async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
@@ -79,11 +71,7 @@ async fn discovery_lists_builtins_and_crds() {
     let mut kinds = Vec::new();
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
-            kinds.push((
-                ar.group.clone(),
-                ar.kind.clone(),
-                caps.scope == kube::discovery::Scope::Namespaced,
-            ));
+            kinds.push((ar.group.clone(), ar.kind.clone(), caps.scope == kube::discovery::Scope::Namespaced));
         }
     }
     for (g, k, namespaced) in [
@@ -104,24 +92,10 @@ async fn discovery_lists_builtins_and_crds() {
         ("tenancy.platform.dev", "Tenant", false),
         ("tenancy.platform.dev", "TenantUser", false),
     ] {
-        assert!(
-            kinds.contains(&(g.to_string(), k.to_string(), namespaced)),
-            "{g}/{k} missing from discovery: {kinds:?}"
-        );
+        assert!(kinds.contains(&(g.to_string(), k.to_string(), namespaced)), "{g}/{k} missing from discovery: {kinds:?}");
     }
-    let (_, caps) = discovery
-        .resolve_gvk(&GroupVersionKind::gvk(
-            "tenancy.platform.dev",
-            "v1alpha1",
-            "Tenant",
-        ))
-        .unwrap();
-    assert!(
-        caps.subresources
-            .iter()
-            .any(|(ar, _)| ar.plural == "status"),
-        "tenants/status subresource advertised"
-    );
+    let (_, caps) = discovery.resolve_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant")).unwrap();
+    assert!(caps.subresources.iter().any(|(ar, _)| ar.plural == "status"), "tenants/status subresource advertised");
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
 }
@@ -130,29 +104,15 @@ async fn discovery_lists_builtins_and_crds() {
 async fn discovery_documents_short_names_and_categories() {
     let fake = FakeApiServer::start().await;
     let client = fake.client();
-    let req = axum::http::Request::get("/apis/tenancy.platform.dev/v1alpha1")
-        .body(Vec::new())
-        .unwrap();
+    let req = axum::http::Request::get("/apis/tenancy.platform.dev/v1alpha1").body(Vec::new()).unwrap();
     let list: Value = client.request(req).await.unwrap();
-    let tenants = list["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "tenants")
-        .unwrap();
+    let tenants = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "tenants").unwrap();
     assert_eq!(tenants["shortNames"], json!(["tn"]));
     assert_eq!(tenants["categories"], json!(["tenancy"]));
     assert_eq!(tenants["namespaced"], json!(false));
-    let req = axum::http::Request::get("/api/v1")
-        .body(Vec::new())
-        .unwrap();
+    let req = axum::http::Request::get("/api/v1").body(Vec::new()).unwrap();
     let core: Value = client.request(req).await.unwrap();
-    let names: Vec<&str> = core["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"namespaces/status") && names.contains(&"namespaces/finalize"));
 }
 
@@ -162,10 +122,7 @@ async fn discovery_documents_short_names_and_categories() {
 async fn crud_round_trip() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let created = api
-        .create(&PostParams::default(), &cm("a", json!({"k": "v"})))
-        .await
-        .unwrap();
+    let created = api.create(&PostParams::default(), &cm("a", json!({"k": "v"}))).await.unwrap();
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
     let rv1 = created.resource_version().unwrap();
@@ -174,13 +131,8 @@ async fn crud_round_trip() {
     assert!(list.metadata.resource_version.is_some());
     let mut got = api.get("a").await.unwrap();
     got.data.as_mut().unwrap().insert("k".into(), "w".into());
-    let replaced = api
-        .replace("a", &PostParams::default(), &got)
-        .await
-        .unwrap();
-    assert!(
-        replaced.resource_version().unwrap().parse::<u64>().unwrap() > rv1.parse::<u64>().unwrap()
-    );
+    let replaced = api.replace("a", &PostParams::default(), &got).await.unwrap();
+    assert!(replaced.resource_version().unwrap().parse::<u64>().unwrap() > rv1.parse::<u64>().unwrap());
     assert_eq!(replaced.data.unwrap()["k"], "w");
     api.delete("a", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("a").await.unwrap().is_none());
@@ -193,14 +145,8 @@ async fn not_found_and_already_exists_are_status_objects() {
     let s = api_err(api.get("missing").await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
     assert_eq!(s.message, "configmaps \"missing\" not found");
-    api.create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
-    let s = api_err(
-        api.create(&PostParams::default(), &cm("a", json!({})))
-            .await
-            .unwrap_err(),
-    );
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    let s = api_err(api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"));
     let tenants: Api<Tenant> = Api::all(fake.client());
     let s = api_err(tenants.get("nope").await.unwrap_err());
@@ -212,40 +158,19 @@ async fn not_found_and_already_exists_are_status_objects() {
 async fn stale_resource_version_is_conflict() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let first = api
-        .create(&PostParams::default(), &cm("a", json!({"n": "1"})))
-        .await
-        .unwrap();
+    let first = api.create(&PostParams::default(), &cm("a", json!({"n": "1"}))).await.unwrap();
     let mut second = first.clone();
     second.data = Some([("n".to_string(), "2".to_string())].into());
-    api.replace("a", &PostParams::default(), &second)
-        .await
-        .unwrap();
+    api.replace("a", &PostParams::default(), &second).await.unwrap();
     let mut stale = first.clone();
     stale.data = Some([("n".to_string(), "3".to_string())].into());
-    let s = api_err(
-        api.replace("a", &PostParams::default(), &stale)
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.replace("a", &PostParams::default(), &stale).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(
-        s.message.contains("the object has been modified"),
-        "{}",
-        s.message
-    );
+    assert!(s.message.contains("the object has been modified"), "{}", s.message);
     // custom resources require a resourceVersion on update
     let tenants: Api<Tenant> = Api::all(fake.client());
-    tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
-    let s = api_err(
-        tenants
-            .replace("acme", &PostParams::default(), &tenant("acme"))
-            .await
-            .unwrap_err(),
-    );
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
+    let s = api_err(tenants.replace("acme", &PostParams::default(), &tenant("acme")).await.unwrap_err());
     assert_eq!(s.code, 422);
 }
 
@@ -253,30 +178,12 @@ async fn stale_resource_version_is_conflict() {
 async fn generate_name_and_missing_namespace() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let c = api
-        .create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"generateName": "x-"}})),
-        )
-        .await
-        .unwrap();
+    let c = api.create(&PostParams::default(), &obj(json!({"metadata": {"generateName": "x-"}}))).await.unwrap();
     assert!(c.name_any().starts_with("x-") && c.name_any().len() == 7);
     let missing: Api<ConfigMap> = Api::namespaced(fake.client(), "nowhere");
-    let s = api_err(
-        missing
-            .create(&PostParams::default(), &cm("a", json!({})))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        (s.code, s.message.as_str()),
-        (404, "namespaces \"nowhere\" not found")
-    );
-    let s = api_err(
-        api.create(&PostParams::default(), &cm("Bad_Name", json!({})))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(missing.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err());
+    assert_eq!((s.code, s.message.as_str()), (404, "namespaces \"nowhere\" not found"));
+    let s = api_err(api.create(&PostParams::default(), &cm("Bad_Name", json!({}))).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(s.message.contains("RFC 1123 subdomain"), "{}", s.message);
 }
@@ -285,29 +192,13 @@ async fn generate_name_and_missing_namespace() {
 async fn namespace_names_are_dns_labels_and_get_defaults() {
     let fake = FakeApiServer::start().await;
     let api: Api<Namespace> = Api::all(fake.client());
-    let s = api_err(
-        api.create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"name": "a.b"}})),
-        )
-        .await
-        .unwrap_err(),
-    );
+    let s = api_err(api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "a.b"}}))).await.unwrap_err());
     assert_eq!(s.code, 422);
     assert!(s.message.contains("RFC 1123 label"));
-    let n = api
-        .create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"name": "acme-dev"}})),
-        )
-        .await
-        .unwrap();
+    let n = api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "acme-dev"}}))).await.unwrap();
     assert_eq!(n.labels()["kubernetes.io/metadata.name"], "acme-dev");
     assert_eq!(n.status.unwrap().phase.as_deref(), Some("Active"));
-    assert_eq!(
-        n.spec.unwrap().finalizers.unwrap(),
-        vec!["kubernetes".to_string()]
-    );
+    assert_eq!(n.spec.unwrap().finalizers.unwrap(), vec!["kubernetes".to_string()]);
 }
 
 // ------------------------------------------------------------------ server-side apply
@@ -316,39 +207,44 @@ async fn namespace_names_are_dns_labels_and_get_defaults() {
 async fn ssa_creates_and_records_managed_fields() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let applied = api.patch("a", &ssa(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"l": "1"}}, "data": {"x": "1"}}))).await.unwrap();
+    let applied = api
+        .patch(
+            "a",
+            &ssa(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"l": "1"}}, "data": {"x": "1"}}),
+            ),
+        )
+        .await
+        .unwrap();
     assert_eq!(applied.data.unwrap()["x"], "1");
     let mf = applied.metadata.managed_fields.unwrap();
     assert_eq!(mf.len(), 1);
     assert_eq!(mf[0].manager.as_deref(), Some("tenant-operator"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
     let fields = serde_json::to_value(&mf[0].fields_v1).unwrap();
-    assert_eq!(
-        fields,
-        json!({"f:data": {"f:x": {}}, "f:metadata": {"f:labels": {"f:l": {}}}})
-    );
+    assert_eq!(fields, json!({"f:data": {"f:x": {}}, "f:metadata": {"f:labels": {"f:l": {}}}}));
 }
 
 #[tokio::test]
 async fn ssa_removes_fields_the_manager_no_longer_applies() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    api.patch("a", &ssa(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}))).await.unwrap();
-    // someone else owns z
     api.patch(
         "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"z": "3"}})),
+        &ssa(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}})),
     )
     .await
     .unwrap();
-    let after = api.patch("a", &ssa(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}}))).await.unwrap();
+    // someone else owns z
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"z": "3"}}))).await.unwrap();
+    let after = api
+        .patch("a", &ssa(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}})))
+        .await
+        .unwrap();
     let data = after.data.unwrap();
-    assert_eq!(
-        data.get("y"),
-        None,
-        "field dropped from the applied config is removed"
-    );
+    assert_eq!(data.get("y"), None, "field dropped from the applied config is removed");
     assert_eq!(data["z"], "3", "field owned by another manager stays");
 }
 
@@ -358,34 +254,41 @@ async fn ssa_conflicts_and_force() {
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     let a = PatchParams::apply("alice");
     let b = PatchParams::apply("bob");
-    api.patch("c", &a, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}}))).await.unwrap();
+    api.patch("c", &a, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}})))
+        .await
+        .unwrap();
     // same value: shared ownership, no conflict
-    api.patch("c", &b, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}}))).await.unwrap();
+    api.patch("c", &b, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}})))
+        .await
+        .unwrap();
     // different value: conflict
-    let s = api_err(api.patch("c", &b, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "2"}}))).await.unwrap_err());
+    let s = api_err(
+        api.patch("c", &b, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "2"}})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(
-        s.message.contains("conflict with \"alice\""),
-        "{}",
-        s.message
-    );
+    assert!(s.message.contains("conflict with \"alice\""), "{}", s.message);
     let cause = &s.details.unwrap().causes[0];
-    assert_eq!(
-        (cause.reason.as_str(), cause.field.as_str()),
-        ("FieldManagerConflict", ".data.k")
-    );
+    assert_eq!((cause.reason.as_str(), cause.field.as_str()), ("FieldManagerConflict", ".data.k"));
     // force moves ownership
-    let forced = api.patch("c", &b.clone().force(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "2"}}))).await.unwrap();
+    let forced = api
+        .patch(
+            "c",
+            &b.clone().force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "2"}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(forced.data.unwrap()["k"], "2");
-    let alice = forced
-        .metadata
-        .managed_fields
-        .unwrap()
-        .into_iter()
-        .find(|m| m.manager.as_deref() == Some("alice"));
+    let alice = forced.metadata.managed_fields.unwrap().into_iter().find(|m| m.manager.as_deref() == Some("alice"));
     assert!(alice.is_none(), "alice lost her only field");
     // now alice conflicts
-    let s = api_err(api.patch("c", &a, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}}))).await.unwrap_err());
+    let s = api_err(
+        api.patch("c", &a, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "1"}})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(s.code, 409);
 }
 
@@ -393,27 +296,12 @@ async fn ssa_conflicts_and_force() {
 async fn ssa_requires_field_manager() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let pp = PatchParams {
-        field_manager: None,
-        ..Default::default()
-    };
+    let pp = PatchParams { field_manager: None, ..Default::default() };
     let s = api_err(
-        api.patch(
-            "a",
-            &pp,
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
-            ),
-        )
-        .await
-        .unwrap_err(),
+        api.patch("a", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}))).await.unwrap_err(),
     );
     assert_eq!(s.code, 422);
-    assert!(
-        s.message.contains("fieldManager: Required value"),
-        "{}",
-        s.message
-    );
+    assert!(s.message.contains("fieldManager: Required value"), "{}", s.message);
 }
 
 #[tokio::test]
@@ -425,55 +313,15 @@ async fn ssa_merges_associative_lists_by_key() {
             "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": containers}}}})
     };
-    api.patch(
-        "db",
-        &PatchParams::apply("op"),
-        &Patch::Apply(sts(json!([{"name": "pg", "image": "postgres:16"}]))),
-    )
-    .await
-    .unwrap();
-    api.patch(
-        "db",
-        &PatchParams::apply("sidecars"),
-        &Patch::Apply(sts(json!([{"name": "exporter", "image": "exp:1"}]))),
-    )
-    .await
-    .unwrap();
+    api.patch("db", &PatchParams::apply("op"), &Patch::Apply(sts(json!([{"name": "pg", "image": "postgres:16"}])))).await.unwrap();
+    api.patch("db", &PatchParams::apply("sidecars"), &Patch::Apply(sts(json!([{"name": "exporter", "image": "exp:1"}])))).await.unwrap();
     let got = api.get("db").await.unwrap();
-    let names: Vec<String> = got
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    assert_eq!(
-        names,
-        vec!["pg", "exporter"],
-        "containers merged by name across managers"
-    );
+    let names: Vec<String> = got.spec.unwrap().template.spec.unwrap().containers.into_iter().map(|c| c.name).collect();
+    assert_eq!(names, vec!["pg", "exporter"], "containers merged by name across managers");
     // op drops its container: only its item goes
-    api.patch(
-        "db",
-        &PatchParams::apply("op"),
-        &Patch::Apply(sts(json!([]))),
-    )
-    .await
-    .unwrap();
+    api.patch("db", &PatchParams::apply("op"), &Patch::Apply(sts(json!([])))).await.unwrap();
     let got = api.get("db").await.unwrap();
-    let names: Vec<String> = got
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names: Vec<String> = got.spec.unwrap().template.spec.unwrap().containers.into_iter().map(|c| c.name).collect();
     assert_eq!(names, vec!["exporter"]);
 }
 
@@ -487,11 +335,7 @@ async fn ssa_noop_does_not_bump_resource_version() {
     let again = api.patch("acme", &ssa(), &Patch::Apply(&t)).await.unwrap();
     assert_eq!(first.resource_version(), again.resource_version());
     assert_eq!(first.metadata.generation, Some(1));
-    assert_eq!(
-        fake.writes_since(&snapshot).writes(),
-        1,
-        "the PATCH was sent (and counted), but changed nothing"
-    );
+    assert_eq!(fake.writes_since(&snapshot).writes(), 1, "the PATCH was sent (and counted), but changed nothing");
 }
 
 // ------------------------------------------------------------------ patches
@@ -500,67 +344,25 @@ async fn ssa_noop_does_not_bump_resource_version() {
 async fn merge_json_and_strategic_patches() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    api.create(
-        &PostParams::default(),
-        &cm("a", json!({"x": "1", "y": "2"})),
-    )
-    .await
-    .unwrap();
-    let p = api
-        .patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"x": null, "z": "3"}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        p.data.unwrap(),
-        [
-            ("y".to_string(), "2".to_string()),
-            ("z".to_string(), "3".to_string())
-        ]
-        .into()
-    );
-    let jp: json_patch::Patch = obj(
-        json!([{"op": "test", "path": "/data/y", "value": "2"}, {"op": "replace", "path": "/data/y", "value": "9"}]),
-    );
-    let p = api
-        .patch("a", &PatchParams::default(), &Patch::<()>::Json(jp))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({"x": "1", "y": "2"}))).await.unwrap();
+    let p = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": null, "z": "3"}}))).await.unwrap();
+    assert_eq!(p.data.unwrap(), [("y".to_string(), "2".to_string()), ("z".to_string(), "3".to_string())].into());
+    let jp: json_patch::Patch =
+        obj(json!([{"op": "test", "path": "/data/y", "value": "2"}, {"op": "replace", "path": "/data/y", "value": "9"}]));
+    let p = api.patch("a", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
     assert_eq!(p.data.unwrap()["y"], "9");
     let failing: json_patch::Patch = obj(json!([{"op": "test", "path": "/data/y", "value": "2"}]));
-    let s = api_err(
-        api.patch("a", &PatchParams::default(), &Patch::<()>::Json(failing))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.patch("a", &PatchParams::default(), &Patch::<()>::Json(failing)).await.unwrap_err());
     assert_eq!(s.code, 422, "a failed test op is 422 like the real server");
     let sp = api
-        .patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"metadata": {"finalizers": ["f/one"]}, "data": {"w": "4"}})),
-        )
+        .patch("a", &PatchParams::default(), &Patch::Strategic(json!({"metadata": {"finalizers": ["f/one"]}, "data": {"w": "4"}})))
         .await
         .unwrap();
     assert_eq!(sp.finalizers(), &["f/one".to_string()]);
     let tenants: Api<Tenant> = Api::all(fake.client());
-    tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
-    let s = api_err(
-        tenants
-            .patch(
-                "acme",
-                &PatchParams::default(),
-                &Patch::Strategic(json!({"spec": {"suspend": true}})),
-            )
-            .await
-            .unwrap_err(),
-    );
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
+    let s =
+        api_err(tenants.patch("acme", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"suspend": true}}))).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
 }
 
@@ -570,14 +372,16 @@ async fn strategic_merge_patch_merges_containers_by_name() {
     let api: Api<StatefulSet> = Api::namespaced(fake.client(), "default");
     api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "db"}, "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
         "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}}}))).await.unwrap();
-    let p = api.patch("db", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}}))).await.unwrap();
+    let p = api
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}})),
+        )
+        .await
+        .unwrap();
     let cs = p.spec.unwrap().template.spec.unwrap().containers;
-    assert_eq!(
-        cs.iter()
-            .map(|c| (c.name.as_str(), c.image.as_deref().unwrap()))
-            .collect::<Vec<_>>(),
-        vec![("a", "a:1"), ("b", "b:2")]
-    );
+    assert_eq!(cs.iter().map(|c| (c.name.as_str(), c.image.as_deref().unwrap())).collect::<Vec<_>>(), vec![("a", "a:1"), ("b", "b:2")]);
 }
 
 // ------------------------------------------------------------------ status, generation, no-op
@@ -594,103 +398,42 @@ async fn status_subresource_is_separate_from_the_main_resource() {
         .patch_status(
             "acme",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"phase": "Ready"}, "spec": {"displayName": "Changed"}}),
-            ),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}, "spec": {"displayName": "Changed"}})),
         )
         .await
         .unwrap();
-    assert_eq!(
-        st.status.as_ref().unwrap().phase.map(|p| p.as_str()),
-        Some("Ready")
-    );
-    assert_eq!(
-        st.spec.display_name, "Acme Corp",
-        "status writes ignore spec"
-    );
-    assert_eq!(
-        st.metadata.generation,
-        Some(1),
-        "status writes do not bump generation"
-    );
+    assert_eq!(st.status.as_ref().unwrap().phase.map(|p| p.as_str()), Some("Ready"));
+    assert_eq!(st.spec.display_name, "Acme Corp", "status writes ignore spec");
+    assert_eq!(st.metadata.generation, Some(1), "status writes do not bump generation");
     let main = api
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Failed"}, "spec": {"displayName": "New"}})),
-        )
+        .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}, "spec": {"displayName": "New"}})))
         .await
         .unwrap();
-    assert_eq!(
-        main.status.unwrap().phase.map(|p| p.as_str()),
-        Some("Ready"),
-        "main writes ignore status"
-    );
+    assert_eq!(main.status.unwrap().phase.map(|p| p.as_str()), Some("Ready"), "main writes ignore status");
     assert_eq!(main.spec.display_name, "New");
     assert_eq!(main.metadata.generation, Some(2));
-    let labelled = api
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        labelled.metadata.generation,
-        Some(2),
-        "metadata changes do not bump generation"
-    );
+    let labelled = api.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2), "metadata changes do not bump generation");
     let mut whole = api.get("acme").await.unwrap();
     whole.status = Some(obj(json!({"phase": "Provisioning"})));
-    let replaced = api
-        .replace_status("acme", &PostParams::default(), &whole)
-        .await
-        .unwrap();
-    assert_eq!(
-        replaced.status.unwrap().phase.map(|p| p.as_str()),
-        Some("Provisioning")
-    );
+    let replaced = api.replace_status("acme", &PostParams::default(), &whole).await.unwrap();
+    assert_eq!(replaced.status.unwrap().phase.map(|p| p.as_str()), Some("Provisioning"));
 }
 
 #[tokio::test]
 async fn noop_update_keeps_resource_version_and_sends_no_event() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let c = api
-        .create(&PostParams::default(), &cm("a", json!({"x": "1"})))
-        .await
-        .unwrap();
+    let c = api.create(&PostParams::default(), &cm("a", json!({"x": "1"}))).await.unwrap();
     let rv = fake.resource_version();
     let same = api.replace("a", &PostParams::default(), &c).await.unwrap();
-    let merged = api
-        .patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"x": "1"}})),
-        )
-        .await
-        .unwrap();
+    let merged = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "1"}}))).await.unwrap();
     assert_eq!(same.resource_version(), c.resource_version());
     assert_eq!(merged.resource_version(), c.resource_version());
-    assert_eq!(
-        fake.resource_version(),
-        rv,
-        "no change, no new resourceVersion"
-    );
+    assert_eq!(fake.resource_version(), rv, "no change, no new resourceVersion");
     // a watch from rv sees nothing but the later real change
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(2), &rv.to_string())
-        .await
-        .unwrap()
-        .boxed();
-    api.patch(
-        "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"x": "2"}})),
-    )
-    .await
-    .unwrap();
+    let mut stream = api.watch(&WatchParams::default().timeout(2), &rv.to_string()).await.unwrap().boxed();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "2"}}))).await.unwrap();
     match stream.try_next().await.unwrap().unwrap() {
         WatchEvent::Modified(o) => assert_eq!(o.data.unwrap()["x"], "2"),
         other => panic!("unexpected {other:?}"),
@@ -704,80 +447,25 @@ async fn label_and_field_selectors() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     for (name, labels) in [
-        (
-            "a",
-            json!({"tenancy.platform.dev/tenant": "acme", "env": "dev"}),
-        ),
-        (
-            "b",
-            json!({"tenancy.platform.dev/tenant": "globex", "env": "prod"}),
-        ),
+        ("a", json!({"tenancy.platform.dev/tenant": "acme", "env": "dev"})),
+        ("b", json!({"tenancy.platform.dev/tenant": "globex", "env": "prod"})),
         ("c", json!({"other": "x"})),
     ] {
-        api.create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"name": name, "labels": labels}})),
-        )
-        .await
-        .unwrap();
+        api.create(&PostParams::default(), &obj(json!({"metadata": {"name": name, "labels": labels}}))).await.unwrap();
     }
-    let names = |l: kube::core::ObjectList<ConfigMap>| {
-        l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
-    };
+    let names = |l: kube::core::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
     let sel = |s: &str| ListParams::default().labels(s);
+    assert_eq!(names(api.list(&sel("tenancy.platform.dev/tenant")).await.unwrap()), vec!["a", "b"]);
+    assert_eq!(names(api.list(&sel("tenancy.platform.dev/tenant=acme")).await.unwrap()), vec!["a"]);
+    assert_eq!(names(api.list(&sel("!tenancy.platform.dev/tenant")).await.unwrap()), vec!["c"]);
+    assert_eq!(names(api.list(&sel("env in (dev,prod),tenancy.platform.dev/tenant!=acme")).await.unwrap()), vec!["b"]);
+    assert_eq!(names(api.list(&sel("env notin (dev)")).await.unwrap()), vec!["b", "c"]);
+    assert_eq!(names(api.list(&ListParams::default().fields("metadata.name=b")).await.unwrap()), vec!["b"]);
     assert_eq!(
-        names(api.list(&sel("tenancy.platform.dev/tenant")).await.unwrap()),
-        vec!["a", "b"]
-    );
-    assert_eq!(
-        names(
-            api.list(&sel("tenancy.platform.dev/tenant=acme"))
-                .await
-                .unwrap()
-        ),
-        vec!["a"]
-    );
-    assert_eq!(
-        names(
-            api.list(&sel("!tenancy.platform.dev/tenant"))
-                .await
-                .unwrap()
-        ),
-        vec!["c"]
-    );
-    assert_eq!(
-        names(
-            api.list(&sel("env in (dev,prod),tenancy.platform.dev/tenant!=acme"))
-                .await
-                .unwrap()
-        ),
-        vec!["b"]
-    );
-    assert_eq!(
-        names(api.list(&sel("env notin (dev)")).await.unwrap()),
-        vec!["b", "c"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().fields("metadata.name=b"))
-                .await
-                .unwrap()
-        ),
-        vec!["b"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().fields("metadata.namespace=default,metadata.name!=b"))
-                .await
-                .unwrap()
-        ),
+        names(api.list(&ListParams::default().fields("metadata.namespace=default,metadata.name!=b")).await.unwrap()),
         vec!["a", "c"]
     );
-    let s = api_err(
-        api.list(&ListParams::default().fields("spec.foo=x"))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.list(&ListParams::default().fields("spec.foo=x")).await.unwrap_err());
     assert_eq!(s.code, 400);
     let all: Api<ConfigMap> = Api::all(fake.client());
     assert_eq!(all.list(&sel("env")).await.unwrap().items.len(), 2);
@@ -788,17 +476,12 @@ async fn list_pagination() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}))).await.unwrap();
     }
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(first.items.len(), 2);
     let token = first.metadata.continue_.clone().unwrap();
-    let second = api
-        .list(&ListParams::default().limit(10).continue_token(&token))
-        .await
-        .unwrap();
+    let second = api.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap();
     assert_eq!(second.items.len(), 3);
     assert!(second.metadata.continue_.is_none());
 }
@@ -809,51 +492,14 @@ async fn list_pagination() {
 async fn watch_streams_changes_after_a_resource_version() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    api.create(&PostParams::default(), &cm("before", json!({})))
-        .await
-        .unwrap();
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default().labels("w=1").timeout(5), &rv)
-        .await
-        .unwrap()
-        .boxed();
-    api.create(
-        &PostParams::default(),
-        &obj(json!({"metadata": {"name": "x", "labels": {"w": "1"}}})),
-    )
-    .await
-    .unwrap();
-    api.create(&PostParams::default(), &cm("unlabelled", json!({})))
-        .await
-        .unwrap();
-    api.patch(
-        "x",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"a": "b"}})),
-    )
-    .await
-    .unwrap();
-    api.patch(
-        "x",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"w": "2"}}})),
-    )
-    .await
-    .unwrap();
-    api.patch(
-        "x",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"w": "1"}}})),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &cm("before", json!({}))).await.unwrap();
+    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = api.watch(&WatchParams::default().labels("w=1").timeout(5), &rv).await.unwrap().boxed();
+    api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "x", "labels": {"w": "1"}}}))).await.unwrap();
+    api.create(&PostParams::default(), &cm("unlabelled", json!({}))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "b"}}))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"w": "2"}}}))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"w": "1"}}}))).await.unwrap();
     api.delete("x", &DeleteParams::default()).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 5 {
@@ -865,44 +511,21 @@ async fn watch_streams_changes_after_a_resource_version() {
             WatchEvent::Error(e) => panic!("{e:?}"),
         }
     }
-    assert_eq!(
-        seen,
-        vec!["ADDED x", "MODIFIED x", "DELETED x", "ADDED x", "DELETED x"],
-        "label transitions become ADDED/DELETED"
-    );
+    assert_eq!(seen, vec!["ADDED x", "MODIFIED x", "DELETED x", "ADDED x", "DELETED x"], "label transitions become ADDED/DELETED");
 }
 
 #[tokio::test]
 async fn watch_sends_bookmarks_when_allowed() {
-    let fake = FakeApiServer::builder()
-        .bookmark_interval(Duration::from_millis(50))
-        .start()
-        .await;
+    let fake = FakeApiServer::builder().bookmark_interval(Duration::from_millis(50)).start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     let rv = fake.resource_version().to_string();
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
-        .boxed();
-    match tokio::time::timeout(Duration::from_secs(2), stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-    {
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    match tokio::time::timeout(Duration::from_secs(2), stream.try_next()).await.unwrap().unwrap().unwrap() {
         WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
         other => panic!("expected a bookmark, got {other:?}"),
     }
-    let mut quiet = api
-        .watch(&WatchParams::default().disable_bookmarks().timeout(1), &rv)
-        .await
-        .unwrap()
-        .boxed();
-    assert!(
-        quiet.try_next().await.unwrap().is_none(),
-        "no bookmarks when not allowed; the stream ends at timeoutSeconds"
-    );
+    let mut quiet = api.watch(&WatchParams::default().disable_bookmarks().timeout(1), &rv).await.unwrap().boxed();
+    assert!(quiet.try_next().await.unwrap().is_none(), "no bookmarks when not allowed; the stream ends at timeoutSeconds");
 }
 
 #[tokio::test]
@@ -911,15 +534,9 @@ async fn watch_from_compacted_resource_version_gets_410_error_event() {
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     let rv = fake.resource_version().to_string();
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}))).await.unwrap();
     }
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
     match stream.try_next().await.unwrap().unwrap() {
         WatchEvent::Error(e) => {
             assert_eq!(e.code, 410);
@@ -933,14 +550,10 @@ async fn watch_from_compacted_resource_version_gets_410_error_event() {
 async fn streaming_list_watch_sends_initial_events_and_end_bookmark() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    api.create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
     let wp = WatchParams::streaming_lists().timeout(5);
     let mut stream = api.watch(&wp, "0").await.unwrap().boxed();
-    assert!(
-        matches!(stream.try_next().await.unwrap().unwrap(), WatchEvent::Added(o) if o.name_any() == "a")
-    );
+    assert!(matches!(stream.try_next().await.unwrap().unwrap(), WatchEvent::Added(o) if o.name_any() == "a"));
     match stream.try_next().await.unwrap().unwrap() {
         WatchEvent::Bookmark(b) => {
             assert_eq!(b.metadata.annotations["k8s.io/initial-events-end"], "true")
@@ -954,14 +567,9 @@ async fn kube_watcher_and_reflector_converge() {
     let fake = FakeApiServer::builder().history_window(3).start().await;
     let client = fake.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(
-        &PostParams::default(),
-        &obj(
-            json!({"metadata": {"name": "pre", "labels": {"tenancy.platform.dev/tenant": "acme"}}}),
-        ),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "pre", "labels": {"tenancy.platform.dev/tenant": "acme"}}})))
+        .await
+        .unwrap();
     let (reader, writer) = reflector::store();
     let cfg = watcher::Config::default().labels("tenancy.platform.dev/tenant=acme");
     let stream = reflector(writer, watcher(api.clone(), cfg)).applied_objects();
@@ -971,11 +579,14 @@ async fn kube_watcher_and_reflector_converge() {
     });
     reader.wait_until_ready().await.unwrap();
     for i in 0..10 {
-        api.create(&PostParams::default(), &obj(json!({"metadata": {"name": format!("c{i}"), "labels": {"tenancy.platform.dev/tenant": "acme"}}}))).await.unwrap();
-    }
-    api.create(&PostParams::default(), &cm("other", json!({})))
+        api.create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": format!("c{i}"), "labels": {"tenancy.platform.dev/tenant": "acme"}}})),
+        )
         .await
         .unwrap();
+    }
+    api.create(&PostParams::default(), &cm("other", json!({}))).await.unwrap();
     api.delete("pre", &DeleteParams::default()).await.unwrap();
     eventually("the store to hold c0..c9", || {
         let mut names: Vec<String> = reader.state().iter().map(|c| c.name_any()).collect();
@@ -994,10 +605,7 @@ async fn kube_controller_reconciles_against_the_fake() {
     let fake = FakeApiServer::start().await;
     let client = fake.client();
     let tenants: Api<Tenant> = Api::all(client.clone());
-    tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     #[derive(Debug, thiserror::Error)]
     #[error("never")]
@@ -1019,19 +627,14 @@ async fn kube_controller_reconciles_against_the_fake() {
         );
     let handle = tokio::spawn(ctrl.for_each(|_| async {}));
     eventually("status Ready", || {
-        fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", "acme")
-            .is_some_and(|t| t["status"]["phase"] == "Ready")
+        fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", "acme").is_some_and(|t| t["status"]["phase"] == "Ready")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let settled = count.load(Ordering::SeqCst);
     let snapshot = fake.request_counts();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        fake.writes_since(&snapshot).writes(),
-        0,
-        "a settled controller writes nothing"
-    );
+    assert_eq!(fake.writes_since(&snapshot).writes(), 0, "a settled controller writes nothing");
     assert!(settled >= 1);
     handle.abort();
 }
@@ -1046,16 +649,10 @@ async fn finalizers_hold_the_object_until_removed() {
     t.metadata.finalizers = Some(vec!["tenancy.platform.dev/cleanup".into()]);
     let created = api.create(&PostParams::default(), &t).await.unwrap();
     let deleted = api.delete("acme", &DeleteParams::default()).await.unwrap();
-    let held = deleted
-        .left()
-        .expect("object returned while finalizers remain");
+    let held = deleted.left().expect("object returned while finalizers remain");
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
-    assert_eq!(
-        held.metadata.generation,
-        Some(created.metadata.generation.unwrap() + 1),
-        "generation bumps when deletion starts"
-    );
+    assert_eq!(held.metadata.generation, Some(created.metadata.generation.unwrap() + 1), "generation bumps when deletion starts");
     // deleting again is fine
     api.delete("acme", &DeleteParams::default()).await.unwrap();
     // no new finalizers while deleting
@@ -1063,9 +660,7 @@ async fn finalizers_hold_the_object_until_removed() {
         api.patch(
             "acme",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"finalizers": ["tenancy.platform.dev/cleanup", "x/y"]}}),
-            ),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["tenancy.platform.dev/cleanup", "x/y"]}})),
         )
         .await
         .unwrap_err(),
@@ -1077,13 +672,8 @@ async fn finalizers_hold_the_object_until_removed() {
         {"op": "test", "path": "/metadata/finalizers/0", "value": "tenancy.platform.dev/cleanup"},
         {"op": "remove", "path": "/metadata/finalizers/0"}
     ]));
-    api.patch("acme", &PatchParams::default(), &Patch::<()>::Json(jp))
-        .await
-        .unwrap();
-    assert!(
-        api.get_opt("acme").await.unwrap().is_none(),
-        "gone once the last finalizer is removed"
-    );
+    api.patch("acme", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
+    assert!(api.get_opt("acme").await.unwrap().is_none(), "gone once the last finalizer is removed");
 }
 
 #[tokio::test]
@@ -1092,32 +682,20 @@ async fn kube_runtime_finalizer_helper_works() {
     use kube::runtime::finalizer::{finalizer, Event};
     let fake = FakeApiServer::start().await;
     let api: Api<Tenant> = Api::all(fake.client());
-    api.create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &tenant("acme")).await.unwrap();
     let run = |t: Tenant| {
         let api = api.clone();
         async move {
-            finalizer(
-                &api,
-                "tenancy.platform.dev/cleanup",
-                std::sync::Arc::new(t),
-                |ev| async move {
-                    match ev {
-                        Event::Apply(_) | Event::Cleanup(_) => {
-                            Ok::<_, std::convert::Infallible>(Action::await_change())
-                        }
-                    }
-                },
-            )
+            finalizer(&api, "tenancy.platform.dev/cleanup", std::sync::Arc::new(t), |ev| async move {
+                match ev {
+                    Event::Apply(_) | Event::Cleanup(_) => Ok::<_, std::convert::Infallible>(Action::await_change()),
+                }
+            })
             .await
         }
     };
     run(api.get("acme").await.unwrap()).await.unwrap();
-    assert_eq!(
-        api.get("acme").await.unwrap().finalizers(),
-        &["tenancy.platform.dev/cleanup".to_string()]
-    );
+    assert_eq!(api.get("acme").await.unwrap().finalizers(), &["tenancy.platform.dev/cleanup".to_string()]);
     api.delete("acme", &DeleteParams::default()).await.unwrap();
     run(api.get("acme").await.unwrap()).await.unwrap();
     assert!(api.get_opt("acme").await.unwrap().is_none());
@@ -1133,94 +711,45 @@ fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
 async fn garbage_collection_background() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let owner = api
-        .create(&PostParams::default(), &cm("owner", json!({})))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("child", &owner, false))
-        .await
-        .unwrap();
-    api.delete("owner", &DeleteParams::background())
-        .await
-        .unwrap();
-    eventually("child collected", || {
-        fake.object("v1", "ConfigMap", "default", "child").is_none()
-    })
-    .await;
+    let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    api.create(&PostParams::default(), &owned_cm("child", &owner, false)).await.unwrap();
+    api.delete("owner", &DeleteParams::background()).await.unwrap();
+    eventually("child collected", || fake.object("v1", "ConfigMap", "default", "child").is_none()).await;
     // a dangling owner reference (uid of nothing) is collected as well
-    let ghost: ConfigMap =
-        obj(json!({"metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}));
-    api.create(&PostParams::default(), &owned_cm("orphan", &ghost, false))
-        .await
-        .unwrap();
-    eventually("dangling dependent collected", || {
-        fake.object("v1", "ConfigMap", "default", "orphan")
-            .is_none()
-    })
-    .await;
+    let ghost: ConfigMap = obj(json!({"metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}));
+    api.create(&PostParams::default(), &owned_cm("orphan", &ghost, false)).await.unwrap();
+    eventually("dangling dependent collected", || fake.object("v1", "ConfigMap", "default", "orphan").is_none()).await;
 }
 
 #[tokio::test]
 async fn garbage_collection_foreground_waits_for_blocking_dependents() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let owner = api
-        .create(&PostParams::default(), &cm("owner", json!({})))
-        .await
-        .unwrap();
+    let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
     let mut child = owned_cm("child", &owner, true);
     child.metadata.finalizers = Some(vec!["test/hold".into()]);
     api.create(&PostParams::default(), &child).await.unwrap();
-    let r = api
-        .delete("owner", &DeleteParams::foreground())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let r = api.delete("owner", &DeleteParams::foreground()).await.unwrap().left().unwrap();
     assert!(r.finalizers().contains(&"foregroundDeletion".to_string()));
     eventually("child marked for deletion", || {
-        fake.object("v1", "ConfigMap", "default", "child")
-            .is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
+        fake.object("v1", "ConfigMap", "default", "child").is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
     })
     .await;
-    assert!(
-        fake.object("v1", "ConfigMap", "default", "owner").is_some(),
-        "owner waits for its blocking dependent"
-    );
-    api.patch(
-        "child",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    eventually("owner gone", || {
-        fake.object("v1", "ConfigMap", "default", "owner").is_none()
-    })
-    .await;
+    assert!(fake.object("v1", "ConfigMap", "default", "owner").is_some(), "owner waits for its blocking dependent");
+    api.patch("child", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("owner gone", || fake.object("v1", "ConfigMap", "default", "owner").is_none()).await;
 }
 
 #[tokio::test]
 async fn garbage_collection_orphan_keeps_dependents() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let owner = api
-        .create(&PostParams::default(), &cm("owner", json!({})))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("child", &owner, true))
-        .await
-        .unwrap();
+    let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    api.create(&PostParams::default(), &owned_cm("child", &owner, true)).await.unwrap();
     api.delete("owner", &DeleteParams::orphan()).await.unwrap();
-    eventually("owner gone", || {
-        fake.object("v1", "ConfigMap", "default", "owner").is_none()
-    })
-    .await;
+    eventually("owner gone", || fake.object("v1", "ConfigMap", "default", "owner").is_none()).await;
     let child = api.get("child").await.unwrap();
-    assert!(
-        child.owner_references().is_empty(),
-        "orphaned dependents lose the owner reference"
-    );
+    assert!(child.owner_references().is_empty(), "orphaned dependents lose the owner reference");
 }
 
 #[tokio::test]
@@ -1229,49 +758,22 @@ async fn namespace_deletion_removes_contents_then_namespace() {
     let client = fake.client();
     ns(&client, "acme-dev").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "acme-dev");
-    cms.create(&PostParams::default(), &cm("plain", json!({})))
-        .await
-        .unwrap();
+    cms.create(&PostParams::default(), &cm("plain", json!({}))).await.unwrap();
     let mut held = cm("held", json!({}));
     held.metadata.finalizers = Some(vec!["test/hold".into()]);
     cms.create(&PostParams::default(), &held).await.unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
-    let n = nss
-        .delete("acme-dev", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let n = nss.delete("acme-dev", &DeleteParams::default()).await.unwrap().left().unwrap();
     assert_eq!(n.status.unwrap().phase.as_deref(), Some("Terminating"));
     assert!(n.metadata.deletion_timestamp.is_some());
-    eventually("plain deleted", || {
-        fake.object("v1", "ConfigMap", "acme-dev", "plain")
-            .is_none()
-    })
-    .await;
+    eventually("plain deleted", || fake.object("v1", "ConfigMap", "acme-dev", "plain").is_none()).await;
     // creating in a terminating namespace is forbidden
-    let s = api_err(
-        cms.create(&PostParams::default(), &cm("late", json!({})))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(cms.create(&PostParams::default(), &cm("late", json!({}))).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
     assert_eq!(s.details.unwrap().causes[0].reason, "NamespaceTerminating");
-    assert!(
-        fake.object("v1", "Namespace", "", "acme-dev").is_some(),
-        "namespace waits for finalizers of its contents"
-    );
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    eventually("namespace gone", || {
-        fake.object("v1", "Namespace", "", "acme-dev").is_none()
-    })
-    .await;
+    assert!(fake.object("v1", "Namespace", "", "acme-dev").is_some(), "namespace waits for finalizers of its contents");
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("namespace gone", || fake.object("v1", "Namespace", "", "acme-dev").is_none()).await;
 }
 
 // ------------------------------------------------------------------ CRD admission
@@ -1279,56 +781,37 @@ async fn namespace_deletion_removes_contents_then_namespace() {
 #[tokio::test]
 async fn crd_schema_violations_are_422_with_causes() {
     let fake = FakeApiServer::start().await;
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "tenancy.platform.dev",
-        "v1alpha1",
-        "Tenant",
-    ));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant"));
     let api: Api<DynamicObject> = Api::all_with(fake.client(), &ar);
-    let bad: DynamicObject = obj(
-        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
-        "spec": {"displayName": "Acme", "cluster": "uk", "environments": ["dev", "qa"]}}),
-    );
+    let bad: DynamicObject = obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+        "spec": {"displayName": "Acme", "cluster": "uk", "environments": ["dev", "qa"]}}));
     let e = api.create(&PostParams::default(), &bad).await.unwrap_err();
     let s = api_err(e);
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     let d = s.details.unwrap();
-    assert_eq!(
-        (d.kind.as_str(), d.group.as_str(), d.name.as_str()),
-        ("Tenant", "tenancy.platform.dev", "acme")
-    );
+    assert_eq!((d.kind.as_str(), d.group.as_str(), d.name.as_str()), ("Tenant", "tenancy.platform.dev", "acme"));
     assert_eq!(d.causes[0].field, "spec.environments[1]");
-    assert_eq!(
-        d.causes[0].message,
-        "Unsupported value: \"qa\": supported values: \"dev\", \"staging\", \"prod\""
+    assert_eq!(d.causes[0].message, "Unsupported value: \"qa\": supported values: \"dev\", \"staging\", \"prod\"");
+    assert!(
+        s.message.starts_with("Tenant.tenancy.platform.dev \"acme\" is invalid: spec.environments[1]: Unsupported value"),
+        "{}",
+        s.message
     );
-    assert!(s.message.starts_with("Tenant.tenancy.platform.dev \"acme\" is invalid: spec.environments[1]: Unsupported value"), "{}", s.message);
 }
 
 #[tokio::test]
 async fn crd_defaults_and_pruning() {
     let fake = FakeApiServer::start().await;
-    let api: Api<DynamicObject> = Api::all_with(
-        fake.client(),
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "tenancy.platform.dev",
-            "v1alpha1",
-            "Tenant",
-        )),
-    );
-    let t: DynamicObject = obj(
-        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+    let api: Api<DynamicObject> =
+        Api::all_with(fake.client(), &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant")));
+    let t: DynamicObject = obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
         "spec": {"displayName": "Acme", "cluster": "uk", "environments": ["dev"], "unknownField": 1, "database": {"provider": "none", "bogus": true}},
-        "extraTopLevel": "x"}),
-    );
+        "extraTopLevel": "x"}));
     let created = api.create(&PostParams::default(), &t).await.unwrap();
     let spec = &created.data["spec"];
     assert_eq!(spec["deletionPolicy"], "Retain");
     assert_eq!(spec["suspend"], false);
-    assert!(
-        spec.get("unknownField").is_none() && spec["database"].get("bogus").is_none(),
-        "unknown fields pruned: {spec}"
-    );
+    assert!(spec.get("unknownField").is_none() && spec["database"].get("bogus").is_none(), "unknown fields pruned: {spec}");
     assert!(created.data.get("extraTopLevel").is_none());
 }
 
@@ -1337,51 +820,21 @@ async fn cel_rules_including_transition_rules() {
     let fake = FakeApiServer::start().await;
     let api: Api<TenantUser> = Api::all(fake.client());
     let user = |tenant: &str, roles: Value| -> TenantUser {
-        obj(
-            json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
-            "spec": {"tenant": tenant, "email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles}}),
-        )
+        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
+            "spec": {"tenant": tenant, "email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles}}))
     };
-    let s = api_err(
-        api.create(&PostParams::default(), &user("acme", json!([])))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.create(&PostParams::default(), &user("acme", json!([]))).await.unwrap_err());
     assert_eq!(s.code, 422);
-    assert!(
-        s.message
-            .contains("a user needs at least one role or custom role"),
-        "{}",
-        s.message
-    );
-    api.create(&PostParams::default(), &user("acme", json!(["Designer"])))
-        .await
-        .unwrap();
-    let s = api_err(
-        api.patch(
-            "acme-jdoe",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"tenant": "globex"}})),
-        )
-        .await
-        .unwrap_err(),
-    );
+    assert!(s.message.contains("a user needs at least one role or custom role"), "{}", s.message);
+    api.create(&PostParams::default(), &user("acme", json!(["Designer"]))).await.unwrap();
+    let s =
+        api_err(api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tenant": "globex"}}))).await.unwrap_err());
     assert_eq!(s.code, 422);
     let cause = &s.details.unwrap().causes[0];
     assert_eq!(cause.field, "spec.tenant");
-    assert!(
-        cause.message.contains("spec.tenant is immutable"),
-        "{}",
-        cause.message
-    );
+    assert!(cause.message.contains("spec.tenant is immutable"), "{}", cause.message);
     // unrelated updates pass the transition rule
-    api.patch(
-        "acme-jdoe",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"firstName": "Janet"}})),
-    )
-    .await
-    .unwrap();
+    api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"firstName": "Janet"}}))).await.unwrap();
 }
 
 #[tokio::test]
@@ -1390,45 +843,21 @@ async fn crds_can_be_installed_through_the_api() {
     let client = fake.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: Value = serde_yaml::from_str(CNPG_CLUSTER_CRD).unwrap();
-    crds.patch("clusters.postgresql.cnpg.io", &ssa(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
+    crds.patch("clusters.postgresql.cnpg.io", &ssa(), &Patch::Apply(&crd)).await.unwrap();
     let got = crds.get("clusters.postgresql.cnpg.io").await.unwrap();
     let conds = got.status.unwrap().conditions.unwrap();
-    assert!(conds
-        .iter()
-        .any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
     ns(&client, "acme-dev").await;
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "postgresql.cnpg.io",
-        "v1",
-        "Cluster",
-    ));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"));
     let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), "acme-dev", &ar);
-    let c: DynamicObject = obj(
-        json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "acme-db"},
-        "spec": {"instances": 1, "storage": {"size": "1Gi"}}}),
-    );
+    let c: DynamicObject = obj(json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "acme-db"},
+        "spec": {"instances": 1, "storage": {"size": "1Gi"}}}));
     let created = clusters.create(&PostParams::default(), &c).await.unwrap();
-    assert_eq!(
-        created.data["spec"]["storage"]["size"], "1Gi",
-        "preserve-unknown-fields keeps spec"
-    );
-    clusters
-        .patch_status(
-            "acme-db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"readyInstances": 1}})),
-        )
-        .await
-        .unwrap();
+    assert_eq!(created.data["spec"]["storage"]["size"], "1Gi", "preserve-unknown-fields keeps spec");
+    clusters.patch_status("acme-db", &PatchParams::default(), &Patch::Merge(json!({"status": {"readyInstances": 1}}))).await.unwrap();
     // deleting the CRD removes its objects
-    crds.delete("clusters.postgresql.cnpg.io", &DeleteParams::default())
-        .await
-        .unwrap();
-    assert!(fake
-        .object("postgresql.cnpg.io/v1", "Cluster", "acme-dev", "acme-db")
-        .is_none());
+    crds.delete("clusters.postgresql.cnpg.io", &DeleteParams::default()).await.unwrap();
+    assert!(fake.object("postgresql.cnpg.io/v1", "Cluster", "acme-dev", "acme-db").is_none());
 }
 
 // ------------------------------------------------------------------ built-ins the operator uses
@@ -1443,34 +872,20 @@ async fn statefulset_simulation_creates_pvcs_without_owner_references() {
         "spec": {"serviceName": "acme-db", "selector": {"matchLabels": {"app": "acme-db"}},
             "template": {"metadata": {"labels": {"app": "acme-db"}}, "spec": {"containers": [{"name": "pg", "image": "postgres:16"}]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}))).await.unwrap();
-    eventually("pvc", || {
-        fake.object("v1", "PersistentVolumeClaim", "acme-dev", "data-acme-db-0")
-            .is_some()
-    })
-    .await;
+    eventually("pvc", || fake.object("v1", "PersistentVolumeClaim", "acme-dev", "data-acme-db-0").is_some()).await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "acme-dev");
     let pvc = pvcs.get("data-acme-db-0").await.unwrap();
     assert!(pvc.owner_references().is_empty());
     assert_eq!(pvc.labels()["app"], "acme-db");
     // status is set by tests through the status subresource
     let st = sts
-        .patch_status(
-            "acme-db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"replicas": 1, "readyReplicas": 1}})),
-        )
+        .patch_status("acme-db", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 1, "readyReplicas": 1}})))
         .await
         .unwrap();
     assert_eq!(st.status.unwrap().ready_replicas, Some(1));
     // volumeClaimTemplates are immutable, as on the real server
     let s = api_err(
-        sts.patch(
-            "acme-db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"volumeClaimTemplates": []}})),
-        )
-        .await
-        .unwrap_err(),
+        sts.patch("acme-db", &PatchParams::default(), &Patch::Merge(json!({"spec": {"volumeClaimTemplates": []}}))).await.unwrap_err(),
     );
     assert_eq!(s.code, 422);
 }
@@ -1479,19 +894,19 @@ async fn statefulset_simulation_creates_pvcs_without_owner_references() {
 async fn leases_for_leader_election() {
     let fake = FakeApiServer::start().await;
     let api: Api<Lease> = Api::namespaced(fake.client(), "default");
-    let l = api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "tenant-operator"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}))).await.unwrap();
-    let mut mine = l.clone();
-    mine.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    api.replace("tenant-operator", &PostParams::default(), &mine)
+    let l = api
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "tenant-operator"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})),
+        )
         .await
         .unwrap();
+    let mut mine = l.clone();
+    mine.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    api.replace("tenant-operator", &PostParams::default(), &mine).await.unwrap();
     let mut theirs = l.clone();
     theirs.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let s = api_err(
-        api.replace("tenant-operator", &PostParams::default(), &theirs)
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.replace("tenant-operator", &PostParams::default(), &theirs).await.unwrap_err());
     assert_eq!(s.code, 409, "only one replica wins the lease");
 }
 
@@ -1501,17 +916,8 @@ async fn events_recorder_publishes() {
     let fake = FakeApiServer::start().await;
     let client = fake.client();
     let tenants: Api<Tenant> = Api::all(client.clone());
-    let t = tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "tenant-operator".into(),
-            instance: None,
-        },
-    );
+    let t = tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "tenant-operator".into(), instance: None });
     let ev = Event {
         type_: EventType::Normal,
         reason: "Created".into(),
@@ -1524,10 +930,7 @@ async fn events_recorder_publishes() {
     recorder.publish(&ev, &reference).await.unwrap();
     let events = fake.objects("events.k8s.io/v1", "Event");
     assert_eq!(events.len(), 1);
-    assert_eq!(
-        events[0]["series"]["count"], 2,
-        "the second publish patches the series"
-    );
+    assert_eq!(events[0]["series"]["count"], 2, "the second publish patches the series");
     assert_eq!(events[0]["metadata"]["namespace"], "default");
 }
 
@@ -1536,41 +939,29 @@ async fn secrets_and_services_get_server_defaults() {
     let fake = FakeApiServer::start().await;
     let client = fake.client();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let s = secrets
-        .create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"name": "s"}, "stringData": {"password": "x"}})),
-        )
-        .await
-        .unwrap();
+    let s =
+        secrets.create(&PostParams::default(), &obj(json!({"metadata": {"name": "s"}, "stringData": {"password": "x"}}))).await.unwrap();
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
     let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
     let svc = svcs
         .patch(
             "acme-db",
             &ssa(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "acme-db"},
-        "spec": {"selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}}),
-            ),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "acme-db"},
+        "spec": {"selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}})),
         )
         .await
         .unwrap();
     let spec = svc.spec.unwrap();
     assert!(spec.cluster_ip.is_some());
-    assert_eq!(
-        spec.ports.as_ref().unwrap()[0].protocol.as_deref(),
-        Some("TCP")
-    );
+    assert_eq!(spec.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
     // re-applying the same config is a no-op despite the defaults
     let again = svcs
         .patch(
             "acme-db",
             &ssa(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "acme-db"},
-        "spec": {"selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}}),
-            ),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "acme-db"},
+        "spec": {"selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}})),
         )
         .await
         .unwrap();
@@ -1587,27 +978,9 @@ async fn rolebinding_role_ref_is_immutable() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"kind": "User", "name": "jane@acme.example"}]})
     };
-    let created = api
-        .patch(
-            "tenantuser-jdoe",
-            &ssa(),
-            &Patch::Apply(rb("tenancy:editor")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        created.subjects.unwrap()[0].api_group.as_deref(),
-        Some("rbac.authorization.k8s.io")
-    );
-    let s = api_err(
-        api.patch(
-            "tenantuser-jdoe",
-            &ssa(),
-            &Patch::Apply(rb("tenancy:viewer")),
-        )
-        .await
-        .unwrap_err(),
-    );
+    let created = api.patch("tenantuser-jdoe", &ssa(), &Patch::Apply(rb("tenancy:editor"))).await.unwrap();
+    assert_eq!(created.subjects.unwrap()[0].api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+    let s = api_err(api.patch("tenantuser-jdoe", &ssa(), &Patch::Apply(rb("tenancy:viewer"))).await.unwrap_err());
     assert_eq!(s.code, 422);
     assert!(s.message.contains("cannot change roleRef"));
 }
@@ -1620,23 +993,12 @@ async fn injected_failures_have_status_bodies() {
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     fake.fail_next("create", "configmaps", 500, 1);
     fake.fail_next("get", "configmaps", 429, 1);
-    let s = api_err(
-        api.create(&PostParams::default(), &cm("a", json!({})))
-            .await
-            .unwrap_err(),
-    );
+    let s = api_err(api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err());
     assert_eq!((s.code, s.reason.as_str()), (500, "InternalError"));
-    api.create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
     // kube 5 clients retry 429/503/504 themselves (honouring Retry-After): the get succeeds
     api.get("a").await.unwrap();
-    let codes: Vec<u16> = fake
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "get")
-        .map(|r| r.code)
-        .collect();
+    let codes: Vec<u16> = fake.requests().iter().filter(|r| r.verb == "get").map(|r| r.code).collect();
     assert_eq!(codes, vec![429, 200]);
     // a client without retries sees the Status
     let raw: Api<ConfigMap> = Api::namespaced(fake.client_without_retries(), "default");
@@ -1646,31 +1008,14 @@ async fn injected_failures_have_status_bodies() {
     assert_eq!(s.details.unwrap().retry_after_seconds, 1);
     fake.fail_next("patch", "tenancy.platform.dev/tenants/status", 409, 2);
     let tenants: Api<Tenant> = Api::all(fake.client());
-    tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
     for _ in 0..2 {
         let s = api_err(
-            tenants
-                .patch_status(
-                    "acme",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"phase": "Ready"}})),
-                )
-                .await
-                .unwrap_err(),
+            tenants.patch_status("acme", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap_err(),
         );
         assert_eq!(s.code, 409);
     }
-    tenants
-        .patch_status(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
-        )
-        .await
-        .unwrap();
+    tenants.patch_status("acme", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
     fake.fail_next("*", "*", 503, 1);
     assert_eq!(api_err(raw.get("a").await.unwrap_err()).code, 503);
 }
@@ -1680,8 +1025,7 @@ async fn injected_hang_times_out_the_client() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     fake.hang_next("list", "configmaps", Duration::from_secs(5), 1);
-    let r =
-        tokio::time::timeout(Duration::from_millis(200), api.list(&ListParams::default())).await;
+    let r = tokio::time::timeout(Duration::from_millis(200), api.list(&ListParams::default())).await;
     assert!(r.is_err(), "the request hangs");
     api.list(&ListParams::default()).await.unwrap();
 }
@@ -1692,23 +1036,11 @@ async fn request_counts_and_records() {
     let client = fake.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let tenants: Api<Tenant> = Api::all(client.clone());
-    tenants
-        .create(&PostParams::default(), &tenant("acme"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
     api.get("a").await.unwrap();
     api.list(&ListParams::default()).await.unwrap();
-    tenants
-        .patch_status(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
-        )
-        .await
-        .unwrap();
+    tenants.patch_status("acme", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
     let c = fake.request_counts();
     assert_eq!(c.get("create", "configmaps"), 1);
     assert_eq!(c.get("get", "configmaps"), 1);
@@ -1723,12 +1055,7 @@ async fn request_counts_and_records() {
     let recs = fake.requests();
     let last = recs.last().unwrap();
     assert_eq!(
-        (
-            last.verb.as_str(),
-            last.group.as_str(),
-            last.resource.as_str(),
-            last.namespace.as_deref()
-        ),
+        (last.verb.as_str(), last.group.as_str(), last.resource.as_str(), last.namespace.as_deref()),
         ("delete", "", "configmaps", Some("default"))
     );
     fake.reset_counts();
@@ -1742,9 +1069,7 @@ async fn kubeconfig_points_at_the_fake() {
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, fake.kubeconfig_yaml()).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     let client = Client::try_from(cfg).unwrap();
     let nss: Api<Namespace> = Api::all(client);
     assert!(nss.get("default").await.is_ok());
@@ -1780,7 +1105,8 @@ async fn ssa_through_the_status_subresource_tracks_its_own_manager_entry() {
     let fake = FakeApiServer::start().await;
     let api: Api<Tenant> = Api::all(fake.client());
     api.patch("acme", &ssa(), &Patch::Apply(serde_json::to_value(tenant("acme")).unwrap())).await.unwrap();
-    let status = json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready", "observedGeneration": 1}});
+    let status =
+        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready", "observedGeneration": 1}});
     let t = api.patch_status("acme", &ssa(), &Patch::Apply(&status)).await.unwrap();
     assert_eq!(t.status.as_ref().unwrap().observed_generation, Some(1));
     let entries = t.metadata.managed_fields.unwrap();
@@ -1790,6 +1116,13 @@ async fn ssa_through_the_status_subresource_tracks_its_own_manager_entry() {
     let again = api.patch_status("acme", &ssa(), &Patch::Apply(&status)).await.unwrap();
     assert_eq!(again.metadata.resource_version, rv, "unchanged status: no write");
     // applying without the status field drops it
-    let t = api.patch_status("acme", &ssa(), &Patch::Apply(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready"}}))).await.unwrap();
+    let t = api
+        .patch_status(
+            "acme",
+            &ssa(),
+            &Patch::Apply(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(t.status.unwrap().observed_generation, None);
 }

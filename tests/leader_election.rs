@@ -37,16 +37,11 @@ struct Store {
 impl Store {
     fn lease(&self) -> Option<Lease> {
         let guard = self.lease.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .clone()
-            .map(|v| serde_json::from_value(v).expect("stored lease deserialises"))
+        guard.clone().map(|v| serde_json::from_value(v).expect("stored lease deserialises"))
     }
 
     fn holder(&self) -> Option<String> {
-        self.lease()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty())
+        self.lease().and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty())
     }
 
     /// Writes the spec as someone else would (another controller, or a person with kubectl).
@@ -75,11 +70,7 @@ struct Port {
 fn status(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                       "status": "Failure", "message": message, "reason": reason, "code": code});
-    (
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(body),
-    )
-        .into_response()
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
 }
 
 /// Applies the port's fault mode; `Some` is the response to send instead of serving.
@@ -97,10 +88,7 @@ async fn fault(port: &Port) -> Option<Response> {
     }
 }
 
-async fn get_lease(
-    State(port): State<Port>,
-    Path((_ns, name)): Path<(String, String)>,
-) -> Response {
+async fn get_lease(State(port): State<Port>, Path((_ns, name)): Path<(String, String)>) -> Response {
     if let Some(r) = fault(&port).await {
         return r;
     }
@@ -111,11 +99,7 @@ async fn get_lease(
     }
 }
 
-async fn create_lease(
-    State(port): State<Port>,
-    Path(ns): Path<String>,
-    Json(mut body): Json<Value>,
-) -> Response {
+async fn create_lease(State(port): State<Port>, Path(ns): Path<String>, Json(mut body): Json<Value>) -> Response {
     if let Some(r) = fault(&port).await {
         return r;
     }
@@ -131,11 +115,7 @@ async fn create_lease(
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-async fn replace_lease(
-    State(port): State<Port>,
-    Path((_ns, _name)): Path<(String, String)>,
-    Json(mut body): Json<Value>,
-) -> Response {
+async fn replace_lease(State(port): State<Port>, Path((_ns, _name)): Path<(String, String)>, Json(mut body): Json<Value>) -> Response {
     if let Some(r) = fault(&port).await {
         return r;
     }
@@ -154,23 +134,12 @@ async fn replace_lease(
 }
 
 async fn open_port(store: Arc<Store>) -> (SocketAddr, Port) {
-    let port = Port {
-        store,
-        mode: Arc::new(AtomicU8::new(MODE_OK)),
-    };
+    let port = Port { store, mode: Arc::new(AtomicU8::new(MODE_OK)) };
     let app = Router::new()
-        .route(
-            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-            post(create_lease),
-        )
-        .route(
-            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
-            get(get_lease).put(replace_lease),
-        )
+        .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
+        .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
         .with_state(port.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -207,12 +176,7 @@ async fn replica(store: &Arc<Store>, identity: &str) -> Replica {
     let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
     let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
     let election = LeaderElection::start(client, config).expect("start");
-    Replica {
-        leader: election.subscribe(),
-        election: Some(election),
-        port,
-        identity: identity.to_owned(),
-    }
+    Replica { leader: election.subscribe(), election: Some(election), port, identity: identity.to_owned() }
 }
 
 /// Waits until `rx` shows `want`, at most `within`; returns how long it took.
@@ -230,9 +194,7 @@ async fn becomes(rx: &watch::Receiver<bool>, want: bool, within: Duration) -> Du
 async fn one_leader(replicas: &[&Replica], within: Duration) -> usize {
     let deadline = Instant::now() + within;
     loop {
-        let leading: Vec<usize> = (0..replicas.len())
-            .filter(|i| replicas[*i].is_leader())
-            .collect();
+        let leading: Vec<usize> = (0..replicas.len()).filter(|i| replicas[*i].is_leader()).collect();
         if leading.len() == 1 {
             return leading[0];
         }
@@ -254,18 +216,12 @@ async fn exactly_one_replica_leads_and_holds_the_lease() {
         assert_eq!(store.holder().as_deref(), Some(leader.identity.as_str()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        leader.is_leader(),
-        "leadership must be stable while renewals succeed"
-    );
+    assert!(leader.is_leader(), "leadership must be stable while renewals succeed");
     let spec = store.lease().and_then(|l| l.spec).expect("lease spec");
     assert_eq!(spec.lease_duration_seconds, Some(3));
     assert_eq!(spec.lease_transitions, Some(0));
     let writes = store.writes.load(Ordering::SeqCst);
-    assert!(
-        (2..=8).contains(&writes),
-        "a renewal a second, no write storm: {writes} writes in 3 s"
-    );
+    assert!((2..=8).contains(&writes), "a renewal a second, no write storm: {writes} writes in 3 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,10 +254,7 @@ async fn standby_takes_over_when_the_leader_dies_without_releasing() {
     drop(a.election.take());
     assert!(!a.is_leader());
     let took = becomes(&b.leader, true, LEASE_DURATION + Duration::from_secs(3)).await;
-    assert!(
-        took >= Duration::from_secs(1),
-        "must wait for expiry: {took:?}"
-    );
+    assert!(took >= Duration::from_secs(1), "must wait for expiry: {took:?}");
     assert_eq!(store.holder().as_deref(), Some("b"));
 }
 
@@ -325,10 +278,7 @@ async fn leader_cut_off_stops_before_the_standby_starts(mode: u8) {
             Instant::now()
         },
         async {
-            tokio::time::timeout(Duration::from_secs(8), b_rx.wait_for(|v| *v))
-                .await
-                .expect("standby takes over")
-                .expect("elector alive");
+            tokio::time::timeout(Duration::from_secs(8), b_rx.wait_for(|v| *v)).await.expect("standby takes over").expect("elector alive");
             Instant::now()
         }
     );
@@ -339,11 +289,7 @@ async fn leader_cut_off_stops_before_the_standby_starts(mode: u8) {
         b_won - cut
     );
     // The renew deadline (2 s) after the last successful renewal (at most 1 s before the cut).
-    assert!(
-        a_lost - cut <= Duration::from_millis(2300),
-        "{:?}",
-        a_lost - cut
-    );
+    assert!(a_lost - cut <= Duration::from_millis(2300), "{:?}", a_lost - cut);
     assert_eq!(store.holder().as_deref(), Some("b"));
 
     // Reconnected, the old leader follows.

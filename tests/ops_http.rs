@@ -22,41 +22,20 @@ struct Response {
 async fn get(addr: SocketAddr, path: &str) -> Response {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("response within 10s")
-        .expect("read response");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.expect("response within 10s").expect("read response");
     let text = String::from_utf8(raw).expect("utf-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).expect("status line");
     let content_type = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Response {
-        status,
-        content_type,
-        body,
-    }
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Response { status, content_type, body }
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -89,11 +68,7 @@ async fn start(state: HttpState) -> Server {
         .await
         .expect("server");
     });
-    Server {
-        addr,
-        stop: Some(stop),
-        task,
-    }
+    Server { addr, stop: Some(stop), task }
 }
 
 impl Server {
@@ -101,20 +76,13 @@ impl Server {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown within 10s")
-            .expect("server task");
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("graceful shutdown within 10s").expect("server task");
     }
 }
 
 #[tokio::test]
 async fn healthz_is_ok_while_running() {
-    let server = start(HttpState {
-        metrics: Metrics::new(),
-        readiness: Readiness::new(),
-    })
-    .await;
+    let server = start(HttpState { metrics: Metrics::new(), readiness: Readiness::new() }).await;
     let r = get(server.addr, "/healthz").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.trim(), "ok");
@@ -125,22 +93,14 @@ async fn healthz_is_ok_while_running() {
 #[tokio::test]
 async fn readyz_follows_the_flags() {
     let readiness = Readiness::new();
-    let server = start(HttpState {
-        metrics: Metrics::new(),
-        readiness: readiness.clone(),
-    })
-    .await;
+    let server = start(HttpState { metrics: Metrics::new(), readiness: readiness.clone() }).await;
 
     let r = get(server.addr, "/readyz").await;
     assert_eq!(r.status, 503);
     assert!(r.body.contains("caches not synced"), "{}", r.body);
 
     readiness.set_caches_synced(true);
-    assert_eq!(
-        get(server.addr, "/readyz").await.status,
-        200,
-        "synced standby"
-    );
+    assert_eq!(get(server.addr, "/readyz").await.status, 200, "synced standby");
 
     readiness.set_leader(true);
     let r = get(server.addr, "/readyz").await;
@@ -160,34 +120,14 @@ async fn readyz_follows_the_flags() {
 #[tokio::test]
 async fn metrics_change_after_reconciles() {
     let metrics = Metrics::new();
-    let server = start(HttpState {
-        metrics: metrics.clone(),
-        readiness: Readiness::new(),
-    })
-    .await;
+    let server = start(HttpState { metrics: metrics.clone(), readiness: Readiness::new() }).await;
 
     let before = get(server.addr, "/metrics").await;
     assert_eq!(before.status, 200);
-    assert!(
-        before
-            .content_type
-            .starts_with("application/openmetrics-text"),
-        "{}",
-        before.content_type
-    );
-    assert!(
-        before
-            .body
-            .contains("# TYPE tenant_operator_reconciles counter"),
-        "{}",
-        before.body
-    );
-    assert!(before
-        .body
-        .contains("tenant_operator_reconciles_total{controller=\"tenant\"} 0"));
-    assert!(before
-        .body
-        .contains("tenant_operator_tenants{phase=\"Ready\"} 0"));
+    assert!(before.content_type.starts_with("application/openmetrics-text"), "{}", before.content_type);
+    assert!(before.body.contains("# TYPE tenant_operator_reconciles counter"), "{}", before.body);
+    assert!(before.body.contains("tenant_operator_reconciles_total{controller=\"tenant\"} 0"));
+    assert!(before.body.contains("tenant_operator_tenants{phase=\"Ready\"} 0"));
 
     for _ in 0..3 {
         let _timer = metrics.reconcile_started("tenant");
@@ -217,11 +157,7 @@ async fn metrics_change_after_reconciles() {
 
 #[tokio::test]
 async fn bind_conflict_is_an_error() {
-    let server = start(HttpState {
-        metrics: Metrics::new(),
-        readiness: Readiness::new(),
-    })
-    .await;
+    let server = start(HttpState { metrics: Metrics::new(), readiness: Readiness::new() }).await;
     let err = bind(server.addr).await.expect_err("second bind fails");
     assert!(err.to_string().contains(&server.addr.to_string()), "{err}");
     server.shutdown().await;

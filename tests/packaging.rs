@@ -57,11 +57,7 @@ fn canonical_numbers(v: Value) -> Value {
             _ => Value::Number(n),
         },
         Value::Array(a) => Value::Array(a.into_iter().map(canonical_numbers).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k, canonical_numbers(v)))
-                .collect(),
-        ),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, canonical_numbers(v))).collect()),
         other => other,
     }
 }
@@ -71,12 +67,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 }
 
 fn key(obj: &Value) -> String {
-    format!(
-        "{}/{}/{}",
-        str_at(obj, "/kind"),
-        str_at(obj, "/metadata/namespace"),
-        str_at(obj, "/metadata/name")
-    )
+    format!("{}/{}/{}", str_at(obj, "/kind"), str_at(obj, "/metadata/namespace"), str_at(obj, "/metadata/name"))
 }
 
 /// Asserts `copy` has the same bytes as `source`, or rewrites it in update mode.
@@ -87,28 +78,17 @@ fn assert_copy(source: &str, copy: &str) {
         std::fs::write(&copy_path, &want).unwrap_or_else(|e| panic!("write {copy}: {e}"));
         return;
     }
-    assert!(
-        read(copy) == want,
-        "{copy} differs from {source}; run TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging"
-    );
+    assert!(read(copy) == want, "{copy} differs from {source}; run TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging");
 }
 
 fn kustomization() -> Value {
-    yaml(
-        &read("deploy/kustomization.yaml"),
-        "deploy/kustomization.yaml",
-    )
+    yaml(&read("deploy/kustomization.yaml"), "deploy/kustomization.yaml")
 }
 
 fn string_list(v: &Value, pointer: &str) -> Vec<String> {
     v.pointer(pointer)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
@@ -120,19 +100,11 @@ fn deploy_objects() -> Vec<Value> {
     for file in string_list(&k, "/resources") {
         objects.extend(docs(&read(Path::new("deploy").join(&file)), &file));
     }
-    for generator in k
-        .pointer("/configMapGenerator")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for generator in k.pointer("/configMapGenerator").and_then(Value::as_array).into_iter().flatten() {
         let mut data = serde_json::Map::new();
         for entry in string_list(generator, "/files") {
             let (key, file) = entry.split_once('=').unwrap_or((&entry, &entry));
-            data.insert(
-                key.to_owned(),
-                Value::String(read(Path::new("deploy").join(file))),
-            );
+            data.insert(key.to_owned(), Value::String(read(Path::new("deploy").join(file))));
         }
         objects.push(json!({
             "apiVersion": "v1",
@@ -149,10 +121,7 @@ fn deploy_objects() -> Vec<Value> {
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| str_at(o, "/kind") == kind && str_at(o, "/metadata/name") == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
+    objects.iter().find(|o| str_at(o, "/kind") == kind && str_at(o, "/metadata/name") == name).unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -180,12 +149,7 @@ fn every_deploy_file_parses_and_is_listed() {
 
     let k = kustomization();
     let mut listed: BTreeSet<String> = string_list(&k, "/resources").into_iter().collect();
-    for generator in k
-        .pointer("/configMapGenerator")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for generator in k.pointer("/configMapGenerator").and_then(Value::as_array).into_iter().flatten() {
         for entry in string_list(generator, "/files") {
             let file = entry.split_once('=').map_or(entry.as_str(), |(_, f)| f);
             listed.insert(file.to_owned());
@@ -193,10 +157,7 @@ fn every_deploy_file_parses_and_is_listed() {
     }
     // A component is listed by its own kustomization.
     let component = "components/bind-any-clusterrole";
-    let ck = yaml(
-        &read(format!("deploy/{component}/kustomization.yaml")),
-        "component",
-    );
+    let ck = yaml(&read(format!("deploy/{component}/kustomization.yaml")), "component");
     assert_eq!(str_at(&ck, "/kind"), "Component");
     for file in string_list(&ck, "/resources") {
         listed.insert(format!("{component}/{file}"));
@@ -204,50 +165,28 @@ fn every_deploy_file_parses_and_is_listed() {
     listed.insert(format!("{component}/kustomization.yaml"));
     listed.insert("kustomization.yaml".to_owned());
 
-    let present: BTreeSet<String> = files
-        .iter()
-        .filter_map(|f| f.strip_prefix(&deploy).ok())
-        .map(|f| f.to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        present, listed,
-        "files in deploy/ vs files the kustomization uses"
-    );
+    let present: BTreeSet<String> =
+        files.iter().filter_map(|f| f.strip_prefix(&deploy).ok()).map(|f| f.to_string_lossy().into_owned()).collect();
+    assert_eq!(present, listed, "files in deploy/ vs files the kustomization uses");
 }
 
 #[test]
 fn every_object_is_labelled_and_namespaced_objects_sit_in_the_operator_namespace() {
-    let cluster_scoped = [
-        "Namespace",
-        "CustomResourceDefinition",
-        "ClusterRole",
-        "ClusterRoleBinding",
-    ];
+    let cluster_scoped = ["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"];
     for obj in deploy_objects() {
         let kind = str_at(&obj, "/kind");
         if kind != "CustomResourceDefinition" {
             assert_eq!(
-                obj.pointer("/metadata/labels")
-                    .and_then(|l| l.get(NAME_LABEL))
-                    .and_then(Value::as_str),
+                obj.pointer("/metadata/labels").and_then(|l| l.get(NAME_LABEL)).and_then(Value::as_str),
                 Some("tenant-operator"),
                 "{} lacks {NAME_LABEL}",
                 key(&obj)
             );
         }
         if cluster_scoped.contains(&kind) {
-            assert!(
-                obj.pointer("/metadata/namespace").is_none(),
-                "{}",
-                key(&obj)
-            );
+            assert!(obj.pointer("/metadata/namespace").is_none(), "{}", key(&obj));
         } else {
-            assert_eq!(
-                str_at(&obj, "/metadata/namespace"),
-                "tenant-operator",
-                "{}",
-                key(&obj)
-            );
+            assert_eq!(str_at(&obj, "/metadata/namespace"), "tenant-operator", "{}", key(&obj));
         }
     }
 }
@@ -256,27 +195,15 @@ fn every_object_is_labelled_and_namespaced_objects_sit_in_the_operator_namespace
 fn copies_equal_their_sources() {
     for crd in ["tenants.yaml", "tenantusers.yaml"] {
         assert_copy(&format!("crds/{crd}"), &format!("deploy/crds/{crd}"));
-        assert_copy(
-            &format!("crds/{crd}"),
-            &format!("charts/tenant-operator/files/crds/{crd}"),
-        );
+        assert_copy(&format!("crds/{crd}"), &format!("charts/tenant-operator/files/crds/{crd}"));
     }
     assert_copy("examples/config.yaml", "deploy/config/config.yaml");
-    assert_copy(
-        "deploy/rbac/tenancy-clusterroles.yaml",
-        "charts/tenant-operator/files/tenancy-clusterroles.yaml",
-    );
+    assert_copy("deploy/rbac/tenancy-clusterroles.yaml", "charts/tenant-operator/files/tenancy-clusterroles.yaml");
     // Every CRD in crds/ is shipped.
-    let shipped: BTreeSet<String> = string_list(&kustomization(), "/resources")
-        .into_iter()
-        .filter_map(|r| r.strip_prefix("crds/").map(str::to_owned))
-        .collect();
+    let shipped: BTreeSet<String> =
+        string_list(&kustomization(), "/resources").into_iter().filter_map(|r| r.strip_prefix("crds/").map(str::to_owned)).collect();
     let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     assert_eq!(shipped, sources);
 }
@@ -287,10 +214,7 @@ fn shipped_configuration_is_accepted_by_the_operator() {
     if let Err(e) = Config::parse(&text, "deploy/config/config.yaml") {
         panic!("{e}");
     }
-    let values = yaml(
-        &read("charts/tenant-operator/values.yaml"),
-        "chart values.yaml",
-    );
+    let values = yaml(&read("charts/tenant-operator/values.yaml"), "chart values.yaml");
     assert_eq!(
         values["config"],
         yaml(&read("examples/config.yaml"), "examples/config.yaml"),
@@ -308,21 +232,14 @@ fn tenancy_cluster_roles_match_the_code() {
     for mut role in system_cluster_roles() {
         let labels = role.metadata.labels.get_or_insert_with(BTreeMap::new);
         labels.insert(NAME_LABEL.to_owned(), "tenant-operator".to_owned());
-        labels.insert(
-            "app.kubernetes.io/instance".to_owned(),
-            "tenant-operator".to_owned(),
-        );
+        labels.insert("app.kubernetes.io/instance".to_owned(), "tenant-operator".to_owned());
         let doc = serde_yaml::to_string(&role).unwrap_or_else(|e| panic!("{e}"));
         generated.push_str("---\n");
         generated.push_str(&doc);
     }
     if update_mode() {
         std::fs::write(root().join(path), &generated).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(
-            root().join("charts/tenant-operator/files/tenancy-clusterroles.yaml"),
-            &generated,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(root().join("charts/tenant-operator/files/tenancy-clusterroles.yaml"), &generated).unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(
         docs(&read(path), path),
@@ -336,10 +253,7 @@ fn tenancy_cluster_roles_match_the_code() {
 }
 
 fn rules_of(role: &Value) -> Vec<Value> {
-    role.pointer("/rules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    role.pointer("/rules").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 #[test]
@@ -350,18 +264,11 @@ fn operator_cluster_role_is_least_privilege() {
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for rule in &rules {
         for field in ["/apiGroups", "/resources", "/verbs", "/resourceNames"] {
-            assert!(
-                !string_list(rule, field).iter().any(|s| s.contains('*')),
-                "wildcard in {field} of {rule}"
-            );
+            assert!(!string_list(rule, field).iter().any(|s| s.contains('*')), "wildcard in {field} of {rule}");
         }
         let verbs = string_list(rule, "/verbs");
         if verbs.contains(&"bind".to_owned()) {
-            assert_eq!(
-                verbs,
-                ["bind"],
-                "bind comes alone, on named ClusterRoles: {rule}"
-            );
+            assert_eq!(verbs, ["bind"], "bind comes alone, on named ClusterRoles: {rule}");
             let mut names = string_list(rule, "/resourceNames");
             names.sort();
             let mut want: Vec<String> = SYSTEM_CLUSTER_ROLES.map(str::to_owned).to_vec();
@@ -369,44 +276,22 @@ fn operator_cluster_role_is_least_privilege() {
             assert_eq!(names, want, "bind only on the role-table ClusterRoles");
             continue;
         }
-        assert!(
-            string_list(rule, "/resourceNames").is_empty(),
-            "unexpected resourceNames: {rule}"
-        );
+        assert!(string_list(rule, "/resourceNames").is_empty(), "unexpected resourceNames: {rule}");
         for group in string_list(rule, "/apiGroups") {
             for resource in string_list(rule, "/resources") {
-                granted
-                    .entry((group.clone(), resource))
-                    .or_default()
-                    .extend(verbs.iter().cloned());
+                granted.entry((group.clone(), resource)).or_default().extend(verbs.iter().cloned());
             }
         }
     }
     let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
     let mut want: Vec<(&str, &str, &[&str])> = vec![
-        (
-            "tenancy.platform.dev",
-            "tenants",
-            &["get", "list", "watch", "patch"],
-        ),
-        (
-            "tenancy.platform.dev",
-            "tenantusers",
-            &["get", "list", "watch", "patch"],
-        ),
+        ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"]),
+        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch"]),
         ("tenancy.platform.dev", "tenants/status", &["patch"]),
         ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
         ("tenancy.platform.dev", "tenants/finalizers", &["update"]),
-        (
-            "tenancy.platform.dev",
-            "tenantusers/finalizers",
-            &["update"],
-        ),
-        (
-            "",
-            "persistentvolumeclaims",
-            &["get", "list", "watch", "patch", "delete"],
-        ),
+        ("tenancy.platform.dev", "tenantusers/finalizers", &["update"]),
+        ("", "persistentvolumeclaims", &["get", "list", "watch", "patch", "delete"]),
         ("events.k8s.io", "events", &["create", "patch"]),
         ("", "events", &["create", "patch"]),
     ];
@@ -424,15 +309,8 @@ fn operator_cluster_role_is_least_privilege() {
     ] {
         want.push((group, resource, &watch_and_write));
     }
-    let want: BTreeMap<(String, String), BTreeSet<String>> = want
-        .into_iter()
-        .map(|(g, r, v)| {
-            (
-                (g.to_owned(), r.to_owned()),
-                v.iter().map(|s| (*s).to_owned()).collect(),
-            )
-        })
-        .collect();
+    let want: BTreeMap<(String, String), BTreeSet<String>> =
+        want.into_iter().map(|(g, r, v)| ((g.to_owned(), r.to_owned()), v.iter().map(|s| (*s).to_owned()).collect())).collect();
     assert_eq!(granted, want);
 }
 
@@ -441,26 +319,14 @@ fn operator_namespace_role_covers_leases_and_the_admin_secret() {
     let objects = deploy_objects();
     let role = find(&objects, "Role", "tenant-operator");
     let rules = rules_of(role);
-    let lease = rules
-        .iter()
-        .find(|r| string_list(r, "/resources") == ["leases"])
-        .unwrap_or_else(|| panic!("no lease rule"));
+    let lease = rules.iter().find(|r| string_list(r, "/resources") == ["leases"]).unwrap_or_else(|| panic!("no lease rule"));
     assert_eq!(string_list(lease, "/apiGroups"), ["coordination.k8s.io"]);
     assert_eq!(string_list(lease, "/verbs"), ["get", "create", "update"]);
 
     let config = yaml(&read("deploy/config/config.yaml"), "config");
-    let secret = rules
-        .iter()
-        .find(|r| string_list(r, "/resources") == ["secrets"])
-        .unwrap_or_else(|| panic!("no secret rule"));
-    assert_eq!(
-        string_list(secret, "/resourceNames"),
-        [str_at(&config, "/database/external/adminSecret/name")]
-    );
-    assert_eq!(
-        str_at(&config, "/database/external/adminSecret/namespace"),
-        str_at(role, "/metadata/namespace")
-    );
+    let secret = rules.iter().find(|r| string_list(r, "/resources") == ["secrets"]).unwrap_or_else(|| panic!("no secret rule"));
+    assert_eq!(string_list(secret, "/resourceNames"), [str_at(&config, "/database/external/adminSecret/name")]);
+    assert_eq!(str_at(&config, "/database/external/adminSecret/namespace"), str_at(role, "/metadata/namespace"));
     let binding = find(&objects, "RoleBinding", "tenant-operator");
     assert_eq!(str_at(binding, "/roleRef/name"), "tenant-operator");
     assert_eq!(str_at(binding, "/subjects/0/name"), "tenant-operator");
@@ -476,10 +342,7 @@ fn deployment_runs_hardened_with_probes_and_downward_api() {
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "tenant-operator");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     let c = &pod["containers"][0];
     let sc = &c["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
@@ -489,61 +352,35 @@ fn deployment_runs_hardened_with_probes_and_downward_api() {
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
 
     let args = string_list(c, "/args");
-    assert_eq!(
-        args[..3],
-        ["run", "--config", "/etc/tenant-operator/config.yaml"]
-    );
+    assert_eq!(args[..3], ["run", "--config", "/etc/tenant-operator/config.yaml"]);
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/tenant-operator");
-    assert_eq!(
-        pod["volumes"][0]["configMap"]["name"],
-        "tenant-operator-config"
-    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "tenant-operator-config");
 
-    assert_eq!(
-        c["ports"],
-        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
-    );
-    assert_eq!(
-        c["livenessProbe"]["httpGet"],
-        json!({"path": "/healthz", "port": "http"})
-    );
-    assert_eq!(
-        c["readinessProbe"]["httpGet"],
-        json!({"path": "/readyz", "port": "http"})
-    );
+    assert_eq!(c["ports"], json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http"}));
     assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object());
 
     let env: BTreeMap<&str, &str> = c["env"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| {
-            Some((
-                e["name"].as_str()?,
-                e.pointer("/valueFrom/fieldRef/fieldPath")?.as_str()?,
-            ))
-        })
+        .filter_map(|e| Some((e["name"].as_str()?, e.pointer("/valueFrom/fieldRef/fieldPath")?.as_str()?)))
         .collect();
     assert_eq!(env.get("POD_NAME"), Some(&"metadata.name"));
     assert_eq!(env.get("POD_NAMESPACE"), Some(&"metadata.namespace"));
 
     let svc = find(&objects, "Service", "tenant-operator-metrics");
-    assert_eq!(
-        svc["spec"]["selector"],
-        d["spec"]["selector"]["matchLabels"]
-    );
+    assert_eq!(svc["spec"]["selector"], d["spec"]["selector"]["matchLabels"]);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
 }
 
 #[test]
 fn dockerfile_builds_locked_and_runs_as_nonroot() {
     let text = read("Dockerfile");
-    for needle in [
-        "FROM rust:1-bookworm AS build",
-        "cargo build --release --locked",
-        "FROM gcr.io/distroless/cc-debian12:nonroot",
-        "USER 65532",
-    ] {
+    for needle in
+        ["FROM rust:1-bookworm AS build", "cargo build --release --locked", "FROM gcr.io/distroless/cc-debian12:nonroot", "USER 65532"]
+    {
         assert!(text.contains(needle), "Dockerfile lacks {needle:?}");
     }
 }
@@ -554,26 +391,16 @@ fn chart_metadata_and_schema_agree_with_values() {
     assert_eq!(chart["apiVersion"], "v2");
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     let values = yaml(&read("charts/tenant-operator/values.yaml"), "values.yaml");
-    let schema: Value = serde_json::from_str(&read("charts/tenant-operator/values.schema.json"))
-        .unwrap_or_else(|e| panic!("values.schema.json: {e}"));
-    let keys = |v: &Value| -> BTreeSet<String> {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default()
-    };
+    let schema: Value =
+        serde_json::from_str(&read("charts/tenant-operator/values.schema.json")).unwrap_or_else(|e| panic!("values.schema.json: {e}"));
+    let keys = |v: &Value| -> BTreeSet<String> { v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default() };
     assert_eq!(keys(&values), keys(&schema["properties"]));
-    assert_eq!(
-        keys(&values["config"]),
-        keys(&schema["properties"]["config"]["properties"])
-    );
+    assert_eq!(keys(&values["config"]), keys(&schema["properties"]["config"]["properties"]));
     assert_eq!(values["installCRDs"], true);
     assert_eq!(values["metrics"]["serviceMonitor"]["enabled"], false);
     assert_eq!(values["rbac"]["customRoles"]["bindAny"], false);
 
-    let rules = yaml(
-        &read("charts/tenant-operator/files/operator-rules.yaml"),
-        "operator-rules.yaml",
-    );
+    let rules = yaml(&read("charts/tenant-operator/files/operator-rules.yaml"), "operator-rules.yaml");
     let objects = deploy_objects();
     assert_eq!(
         rules,
@@ -595,10 +422,7 @@ fn normalise(mut obj: Value) -> Value {
             meta.insert("labels".into(), json!({ NAME_LABEL: name }));
         }
     }
-    if let Some(meta) = obj
-        .pointer_mut("/spec/template/metadata")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(meta) = obj.pointer_mut("/spec/template/metadata").and_then(Value::as_object_mut) {
         meta.remove("annotations");
     }
     if let Some(config) = obj.pointer_mut("/data/config.yaml") {
@@ -609,30 +433,18 @@ fn normalise(mut obj: Value) -> Value {
 }
 
 fn by_key(objects: Vec<Value>) -> BTreeMap<String, Value> {
-    objects
-        .into_iter()
-        .map(|o| (key(&o), normalise(o)))
-        .collect()
+    objects.into_iter().map(|o| (key(&o), normalise(o))).collect()
 }
 
 fn render_chart(extra_args: &[&str]) -> Option<String> {
-    let output = Command::new("python3")
-        .arg(root().join("scripts/render-chart.py"))
-        .args(extra_args)
-        .output();
+    let output = Command::new("python3").arg(root().join("scripts/render-chart.py")).args(extra_args).output();
     match output {
         Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
         Ok(o) if o.status.code() == Some(3) => {
-            eprintln!(
-                "SKIPPED: chart rendering needs `pip install helm-python-sdk` ({})",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
+            eprintln!("SKIPPED: chart rendering needs `pip install helm-python-sdk` ({})", String::from_utf8_lossy(&o.stderr).trim());
             None
         }
-        Ok(o) => panic!(
-            "rendering the chart failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
+        Ok(o) => panic!("rendering the chart failed:\n{}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
             eprintln!("SKIPPED: chart rendering needs python3: {e}");
             None
@@ -652,10 +464,7 @@ fn chart_default_rendering_equals_deploy() {
 
     let only_chart: Vec<_> = chart.keys().filter(|k| !deploy.contains_key(*k)).collect();
     let only_deploy: Vec<_> = deploy.keys().filter(|k| !chart.contains_key(*k)).collect();
-    assert!(
-        only_chart.is_empty() && only_deploy.is_empty(),
-        "only in the chart: {only_chart:?}; only in deploy/: {only_deploy:?}"
-    );
+    assert!(only_chart.is_empty() && only_deploy.is_empty(), "only in the chart: {only_chart:?}; only in deploy/: {only_deploy:?}");
     for (k, want) in &deploy {
         let got = &chart[k];
         assert!(
@@ -688,18 +497,10 @@ fn chart_options_render() {
     assert!(!kinds.contains(&"ConfigMap"));
     assert!(kinds.contains(&"ServiceMonitor"));
     let role = find(&objects, "ClusterRole", "ops-tenant-operator");
-    assert!(rules_of(role)
-        .iter()
-        .any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
+    assert!(rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
     let d = find(&objects, "Deployment", "ops-tenant-operator");
-    assert_eq!(
-        d.pointer("/spec/template/spec/volumes/0/configMap/name"),
-        Some(&json!("my-config"))
-    );
-    assert!(
-        string_list(&d["spec"]["template"]["spec"]["containers"][0], "/args")
-            .contains(&"text".to_owned())
-    );
+    assert_eq!(d.pointer("/spec/template/spec/volumes/0/configMap/name"), Some(&json!("my-config")));
+    assert!(string_list(&d["spec"]["template"]["spec"]["containers"][0], "/args").contains(&"text".to_owned()));
     let db = find(&objects, "Role", "ops-tenant-operator-db-admin");
     assert_eq!(str_at(db, "/metadata/namespace"), "databases");
 
@@ -707,16 +508,11 @@ fn chart_options_render() {
     let Some(rendered) = render_chart(&[]) else {
         return;
     };
-    let crds: Vec<Value> = docs(&rendered, "rendered chart")
-        .into_iter()
-        .filter(|o| str_at(o, "/kind") == "CustomResourceDefinition")
-        .collect();
+    let crds: Vec<Value> =
+        docs(&rendered, "rendered chart").into_iter().filter(|o| str_at(o, "/kind") == "CustomResourceDefinition").collect();
     assert_eq!(crds.len(), 2);
     for crd in &crds {
-        assert_eq!(
-            str_at(crd, "/metadata/annotations/helm.sh~1resource-policy"),
-            "keep"
-        );
+        assert_eq!(str_at(crd, "/metadata/annotations/helm.sh~1resource-policy"), "keep");
         let source = format!("crds/{}.yaml", str_at(crd, "/spec/names/plural"));
         let mut want = yaml(&read(&source), &source);
         let mut got = crd.clone();
@@ -732,34 +528,21 @@ fn chart_options_render() {
 
 #[test]
 fn kustomize_build_matches_the_file_list() {
-    let output = match Command::new("kubectl")
-        .args(["kustomize", "deploy"])
-        .current_dir(root())
-        .output()
-    {
+    let output = match Command::new("kubectl").args(["kustomize", "deploy"]).current_dir(root()).output() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("SKIPPED: kubectl not available: {e}");
             return;
         }
     };
-    assert!(
-        output.status.success(),
-        "kubectl kustomize deploy failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "kubectl kustomize deploy failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let built: Vec<Value> = docs(&String::from_utf8_lossy(&output.stdout), "kustomize output")
         .into_iter()
         .map(|mut o| {
             // configMapGenerator appends a content hash to the name and to its references.
-            for pointer in [
-                "/metadata/name",
-                "/spec/template/spec/volumes/0/configMap/name",
-            ] {
+            for pointer in ["/metadata/name", "/spec/template/spec/volumes/0/configMap/name"] {
                 if let Some(v) = o.pointer_mut(pointer) {
-                    if v.as_str()
-                        .is_some_and(|s| s.starts_with("tenant-operator-config-"))
-                    {
+                    if v.as_str().is_some_and(|s| s.starts_with("tenant-operator-config-")) {
                         *v = json!("tenant-operator-config");
                     }
                 }
@@ -769,14 +552,8 @@ fn kustomize_build_matches_the_file_list() {
         .collect();
     let built = by_key(built);
     let mine = by_key(deploy_objects());
-    assert_eq!(
-        built.keys().collect::<Vec<_>>(),
-        mine.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(built.keys().collect::<Vec<_>>(), mine.keys().collect::<Vec<_>>());
     for (k, v) in &mine {
-        assert!(
-            &built[k] == v,
-            "{k} differs between kustomize and the files"
-        );
+        assert!(&built[k] == v, "{k} differs between kustomize and the files");
     }
 }

@@ -93,7 +93,13 @@ pub async fn delete(client: &Client, kind: crate::desired::ChildKind, namespace:
 
 /// Merge-patch labels (a `null` value removes one). Used for the `retained` mark, which must
 /// not become part of the applied configuration: re-applying would otherwise drop it.
-pub async fn patch_labels(client: &Client, kind: crate::desired::ChildKind, namespace: Option<&str>, name: &str, labels: Value) -> Result<(), kube::Error> {
+pub async fn patch_labels(
+    client: &Client,
+    kind: crate::desired::ChildKind,
+    namespace: Option<&str>,
+    name: &str,
+    labels: Value,
+) -> Result<(), kube::Error> {
     let api = api_for(client, kind, namespace);
     let patch = serde_json::json!({ "metadata": { "labels": labels } });
     api.patch(name, &PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() }, &Patch::Merge(patch))

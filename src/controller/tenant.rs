@@ -89,7 +89,10 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         let mut status = old_status.clone();
         status.phase = Some(TenantPhase::Suspended);
         status.observed_generation = generation;
-        set_condition(&mut status.conditions, condition("Ready", false, "Suspended", "spec.suspend is true: nothing is created, changed or deleted", generation, &now));
+        set_condition(
+            &mut status.conditions,
+            condition("Ready", false, "Suspended", "spec.suspend is true: nothing is created, changed or deleted", generation, &now),
+        );
         write_status(ctx, tenant, &old_status, status).await?;
         return Ok(Action::await_change());
     }
@@ -132,12 +135,22 @@ fn is_retained(object: &DynamicObject) -> bool {
     object.labels().get(LABEL_RETAINED).map(String::as_str) == Some("true")
 }
 
-async fn reconcile_environment(tenant: &Tenant, plan: &TenantPlan, env: &EnvironmentPlan, ctx: &Context, observed: &mut Observed) -> Result<(), Error> {
+async fn reconcile_environment(
+    tenant: &Tenant,
+    plan: &TenantPlan,
+    env: &EnvironmentPlan,
+    ctx: &Context,
+    observed: &mut Observed,
+) -> Result<(), Error> {
     let reference = tenant.object_ref(&());
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &env.namespace);
     if let Some(ns) = &namespace {
         if is_terminating(ns) {
-            observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Terminating });
+            observed.namespaces.push(NamespaceStatus {
+                environment: env.environment,
+                name: env.namespace.clone(),
+                state: NamespaceState::Terminating,
+            });
             observed.namespace_problems.push((
                 "NamespaceTerminating".into(),
                 format!("namespace {} is being deleted; it is re-created once it is gone", env.namespace),
@@ -199,7 +212,9 @@ async fn reconcile_environment(tenant: &Tenant, plan: &TenantPlan, env: &Environ
             })
         }
         (None, DatabaseProvider::External) => Some(super::tenant_external::reconcile(tenant, env, ctx).await?),
-        (None, provider) => Some(DatabaseStatus { environment: env.environment, provider, host: None, secret_name: None, ready: false, message: None }),
+        (None, provider) => {
+            Some(DatabaseStatus { environment: env.environment, provider, host: None, secret_name: None, ready: false, message: None })
+        }
     };
     if let Some(database) = database {
         if !database.ready {
@@ -211,7 +226,9 @@ async fn reconcile_environment(tenant: &Tenant, plan: &TenantPlan, env: &Environ
                 .map(|(reason, _)| reason)
                 .filter(|r| r.starts_with(|c: char| c.is_ascii_uppercase()) && r.chars().all(|c| c.is_ascii_alphanumeric()))
                 .unwrap_or("DatabaseNotReady");
-            observed.database_problems.push((reason.into(), format!("{}: {}", env.namespace, database.message.clone().unwrap_or_else(|| "starting".into()))));
+            observed
+                .database_problems
+                .push((reason.into(), format!("{}: {}", env.namespace, database.message.clone().unwrap_or_else(|| "starting".into()))));
         }
         observed.databases.push(database);
     }
@@ -236,7 +253,12 @@ async fn adopt(tenant: &Tenant, plan: &TenantPlan, env: &EnvironmentPlan, ctx: &
 
 /// Make sure the environment's credentials Secret exists. The password is read from the
 /// existing Secret and generated only when there is none: never replaced by a reconcile.
-pub(super) async fn ensure_credentials(tenant: &Tenant, env: &EnvironmentPlan, connection: &ConnectionInfo, ctx: &Context) -> Result<String, Error> {
+pub(super) async fn ensure_credentials(
+    tenant: &Tenant,
+    env: &EnvironmentPlan,
+    connection: &ConnectionInfo,
+    ctx: &Context,
+) -> Result<String, Error> {
     let slug = tenant.name_any();
     let name = naming::database_secret_name(&slug);
     let existing = match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
@@ -258,7 +280,13 @@ pub(super) async fn ensure_credentials(tenant: &Tenant, env: &EnvironmentPlan, c
     if apply::needs_apply(&desired, existing.as_ref()) {
         apply::apply(&ctx.client, &desired).await?;
         if generated {
-            ctx.event(&tenant.object_ref(&()), EventType::Normal, "Created", format!("Created {} with a generated password", desired.describe())).await;
+            ctx.event(
+                &tenant.object_ref(&()),
+                EventType::Normal,
+                "Created",
+                format!("Created {} with a generated password", desired.describe()),
+            )
+            .await;
         }
     }
     Ok(password)
@@ -309,7 +337,11 @@ async fn remove_unwanted(tenant: &Tenant, plan: &TenantPlan, ctx: &Context, obse
         if wanted_namespaces.contains(name.as_str()) {
             continue;
         }
-        let environment = ns.labels().get(LABEL_ENVIRONMENT).and_then(|e| Environment::parse(e)).or_else(|| naming::environment_of_namespace(&plan.slug, &name));
+        let environment = ns
+            .labels()
+            .get(LABEL_ENVIRONMENT)
+            .and_then(|e| Environment::parse(e))
+            .or_else(|| naming::environment_of_namespace(&plan.slug, &name));
         let Some(environment) = environment else { continue };
         if is_terminating(&ns) {
             observed.namespaces.push(NamespaceStatus { environment, name, state: NamespaceState::Terminating });
@@ -319,21 +351,44 @@ async fn remove_unwanted(tenant: &Tenant, plan: &TenantPlan, ctx: &Context, obse
             DeletionPolicy::Retain => {
                 if !is_retained(&ns) {
                     mark_retained(ctx, &plan.slug, &name).await?;
-                    ctx.event(&reference, EventType::Normal, "Retained", format!("Environment {environment} removed: namespace {name} kept and no longer reconciled (deletionPolicy Retain)")).await;
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "Retained",
+                        format!(
+                            "Environment {environment} removed: namespace {name} kept and no longer reconciled (deletionPolicy Retain)"
+                        ),
+                    )
+                    .await;
                 }
                 observed.namespaces.push(NamespaceStatus { environment, name, state: NamespaceState::Retained });
             }
             DeletionPolicy::Delete => {
                 apply::delete(&ctx.client, ChildKind::Namespace, None, &name).await?;
-                ctx.event(&reference, EventType::Normal, "Deleted", format!("Deleted Namespace {name} (environment {environment} removed)")).await;
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("Deleted Namespace {name} (environment {environment} removed)"),
+                )
+                .await;
                 observed.namespaces.push(NamespaceStatus { environment, name, state: NamespaceState::Terminating });
             }
         }
     }
 
-    let desired: BTreeSet<(ChildKind, Option<&str>, &str)> = plan.objects().map(|o| (o.kind, o.namespace.as_deref(), o.name.as_str())).collect();
+    let desired: BTreeSet<(ChildKind, Option<&str>, &str)> =
+        plan.objects().map(|o| (o.kind, o.namespace.as_deref(), o.name.as_str())).collect();
     // Data holders (Secrets, PVCs) are never deleted here: they go only with their namespace.
-    let removable = [ChildKind::ConfigMap, ChildKind::Ingress, ChildKind::NetworkPolicy, ChildKind::ResourceQuota, ChildKind::StatefulSet, ChildKind::Service, ChildKind::CnpgCluster];
+    let removable = [
+        ChildKind::ConfigMap,
+        ChildKind::Ingress,
+        ChildKind::NetworkPolicy,
+        ChildKind::ResourceQuota,
+        ChildKind::StatefulSet,
+        ChildKind::Service,
+        ChildKind::CnpgCluster,
+    ];
     for kind in removable {
         for object in ctx.caches.of_tenant(kind, &plan.slug) {
             let namespace = object.namespace();
@@ -346,7 +401,8 @@ async fn remove_unwanted(tenant: &Tenant, plan: &TenantPlan, ctx: &Context, obse
                 continue;
             }
             if apply::delete(&ctx.client, kind, Some(ns), &name).await? {
-                ctx.event(&reference, EventType::Normal, "Deleted", format!("Deleted {} {ns}/{name} (no longer in the spec)", kind.name())).await;
+                ctx.event(&reference, EventType::Normal, "Deleted", format!("Deleted {} {ns}/{name} (no longer in the spec)", kind.name()))
+                    .await;
             }
         }
     }
@@ -379,21 +435,50 @@ fn tenant_status(plan: &TenantPlan, old: &TenantStatus, observed: Observed, gene
     let namespaces_ready = observed.namespace_problems.is_empty() && observed.apply_failures.is_empty();
     let ns_condition = match observed.namespace_problems.first() {
         Some((reason, message)) => condition("NamespacesReady", false, reason, message.clone(), generation, now),
-        None if !observed.apply_failures.is_empty() => condition("NamespacesReady", false, "ApplyFailed", observed.apply_failures.join("; "), generation, now),
-        None => condition("NamespacesReady", true, "Applied", format!("{} environment namespace(s) reconciled", plan.environments.len()), generation, now),
+        None if !observed.apply_failures.is_empty() => {
+            condition("NamespacesReady", false, "ApplyFailed", observed.apply_failures.join("; "), generation, now)
+        }
+        None => condition(
+            "NamespacesReady",
+            true,
+            "Applied",
+            format!("{} environment namespace(s) reconciled", plan.environments.len()),
+            generation,
+            now,
+        ),
     };
     let ingress_condition = condition(
         "IngressReady",
         namespaces_ready,
         if namespaces_ready { "Applied" } else { "NamespacesNotReady" },
-        if namespaces_ready { format!("{} endpoint(s) routed", plan.endpoints.len()) } else { "waiting for the environment namespaces".to_string() },
+        if namespaces_ready {
+            format!("{} endpoint(s) routed", plan.endpoints.len())
+        } else {
+            "waiting for the environment namespaces".to_string()
+        },
         generation,
         now,
     );
     let db_condition = match observed.database_problems.first() {
-        Some((reason, _)) => condition("DatabaseReady", false, reason, observed.database_problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "), generation, now),
-        None if plan.database_provider == DatabaseProvider::None => condition("DatabaseReady", true, "NoDatabase", "database provider is none", generation, now),
-        None => condition("DatabaseReady", true, "Ready", format!("{} database(s) ready ({})", status.databases.len(), plan.database_provider), generation, now),
+        Some((reason, _)) => condition(
+            "DatabaseReady",
+            false,
+            reason,
+            observed.database_problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+            generation,
+            now,
+        ),
+        None if plan.database_provider == DatabaseProvider::None => {
+            condition("DatabaseReady", true, "NoDatabase", "database provider is none", generation, now)
+        }
+        None => condition(
+            "DatabaseReady",
+            true,
+            "Ready",
+            format!("{} database(s) ready ({})", status.databases.len(), plan.database_provider),
+            generation,
+            now,
+        ),
     };
     let all: [&Condition; 3] = [&ns_condition, &ingress_condition, &db_condition];
     let ready = all.iter().all(|c| c.status == "True");
@@ -453,7 +538,13 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 let name = ns.name_any();
                 if ns.labels().get(LABEL_RETAINED).map(String::as_str) != Some("true") && ns.metadata.deletion_timestamp.is_none() {
                     mark_retained(ctx, &slug, &name).await?;
-                    ctx.event(&reference, EventType::Normal, "Retained", format!("Tenant deleted: namespace {name} and its data kept (deletionPolicy Retain)")).await;
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "Retained",
+                        format!("Tenant deleted: namespace {name} and its data kept (deletionPolicy Retain)"),
+                    )
+                    .await;
                 }
             }
             Ok(Action::await_change())

@@ -30,7 +30,8 @@ async fn admin_connection(ctx: &Context) -> Result<AdminConnection, ExternalDbEr
             message: format!("Secret {}/{} does not exist", external.admin_secret.namespace, external.admin_secret.name),
         });
     };
-    let mut data: BTreeMap<String, String> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+    let mut data: BTreeMap<String, String> =
+        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
     data.extend(secret.string_data.unwrap_or_default());
     AdminConnection::from_secret_data(&data)
 }
@@ -58,7 +59,8 @@ pub(super) async fn reconcile(tenant: &Tenant, env: &EnvironmentPlan, ctx: &Cont
         Err(error) => return Ok(not_ready(env.environment, &error)),
     };
     let info = external::connection_info(&admin, &names);
-    let connection = ConnectionInfo { host: info.host.clone(), port: info.port, dbname: info.dbname.clone(), username: info.username.clone() };
+    let connection =
+        ConnectionInfo { host: info.host.clone(), port: info.port, dbname: info.dbname.clone(), username: info.username.clone() };
     let password = ensure_credentials(tenant, env, &connection, ctx).await?;
     match external::ensure_database(&admin, &names, &password).await {
         Ok(outcome) => {
@@ -116,7 +118,13 @@ pub(super) async fn drop_all(tenant: &Tenant, ctx: &Context) -> Result<(), Error
         let names = ExternalNames::new(&tenant.name_any(), *env).map_err(database_error)?;
         let outcome = external::drop_database(&admin, &names).await.map_err(database_error)?;
         if outcome.dropped_database {
-            ctx.event(&tenant.object_ref(&()), EventType::Normal, "Deleted", format!("Dropped database {} on {}", names.database(), admin.server())).await;
+            ctx.event(
+                &tenant.object_ref(&()),
+                EventType::Normal,
+                "Deleted",
+                format!("Dropped database {} on {}", names.database(), admin.server()),
+            )
+            .await;
         }
     }
     Ok(())

@@ -67,15 +67,23 @@ fn duplicate_of(user: &TenantUser, users: &Store<GuardedUser>) -> Option<(&'stat
         .state()
         .iter()
         .filter_map(|g| g.0.as_ref().ok().cloned())
-        .filter(|other| other.spec.tenant == user.spec.tenant && other.name_any() != user.name_any() && other.metadata.deletion_timestamp.is_none())
+        .filter(|other| {
+            other.spec.tenant == user.spec.tenant && other.name_any() != user.name_any() && other.metadata.deletion_timestamp.is_none()
+        })
         .filter(|other| key(other) < me)
         .collect();
     older.sort_by_key(key);
     if let Some(other) = older.iter().find(|o| o.spec.email.to_lowercase() == email) {
-        return Some(("DuplicateEmail", format!("email {} is already used by TenantUser {} of tenant {}", user.spec.email, other.name_any(), user.spec.tenant)));
+        return Some((
+            "DuplicateEmail",
+            format!("email {} is already used by TenantUser {} of tenant {}", user.spec.email, other.name_any(), user.spec.tenant),
+        ));
     }
     if let Some(other) = older.iter().find(|o| o.spec.username == user.spec.username) {
-        return Some(("DuplicateUsername", format!("username {} is already used by TenantUser {} of tenant {}", user.spec.username, other.name_any(), user.spec.tenant)));
+        return Some((
+            "DuplicateUsername",
+            format!("username {} is already used by TenantUser {} of tenant {}", user.spec.username, other.name_any(), user.spec.tenant),
+        ));
     }
     None
 }
@@ -91,7 +99,9 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
     let tenant = Api::<Tenant>::all(shared.client.clone()).get_opt(&user.spec.tenant).await?;
     let refusal = match &tenant {
         None => Some(("TenantNotFound", format!("tenant {} does not exist (yet); access is granted when it appears", user.spec.tenant))),
-        Some(t) if t.metadata.deletion_timestamp.is_some() => Some(("TenantTerminating", format!("tenant {} is being deleted", user.spec.tenant))),
+        Some(t) if t.metadata.deletion_timestamp.is_some() => {
+            Some(("TenantTerminating", format!("tenant {} is being deleted", user.spec.tenant)))
+        }
         Some(_) => duplicate_of(user, &ctx.users),
     };
     let tenant = match (tenant, refusal) {
@@ -119,7 +129,9 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
     for binding in &plan.bindings {
         let namespace = binding.namespace.clone().unwrap_or_default();
         let ns = shared.caches.get(ChildKind::Namespace, None, &namespace);
-        let usable = ns.as_ref().is_some_and(|ns| ns.metadata.deletion_timestamp.is_none() && ns.labels().get(LABEL_RETAINED).map(String::as_str) != Some("true"));
+        let usable = ns.as_ref().is_some_and(|ns| {
+            ns.metadata.deletion_timestamp.is_none() && ns.labels().get(LABEL_RETAINED).map(String::as_str) != Some("true")
+        });
         if !usable {
             waiting.push(namespace);
             continue;
@@ -139,12 +151,27 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
     waiting.dedup();
     status.effective_role = plan.effective_role;
     status.bound_namespaces = plan.bound_namespaces.iter().filter(|ns| !waiting.contains(ns)).cloned().collect();
-    let prod_only: Vec<String> = plan.not_bound.iter().filter(|(_, why)| *why == NotBound::ProdOnlyRole).map(|(env, _)| env.to_string()).collect();
+    let prod_only: Vec<String> =
+        plan.not_bound.iter().filter(|(_, why)| *why == NotBound::ProdOnlyRole).map(|(env, _)| env.to_string()).collect();
     let ready = if !waiting.is_empty() {
-        condition("Ready", false, "WaitingForNamespaces", format!("namespaces {} of tenant {slug} do not exist yet", waiting.join(", ")), generation, &now)
+        condition(
+            "Ready",
+            false,
+            "WaitingForNamespaces",
+            format!("namespaces {} of tenant {slug} do not exist yet", waiting.join(", ")),
+            generation,
+            &now,
+        )
     } else if plan.bindings.is_empty() && !prod_only.is_empty() {
         let role = plan.effective_role.map(|r| r.to_string()).unwrap_or_default();
-        condition("Ready", false, "RoleRequiresProd", format!("{role} accounts are only supported in prod, and tenant {slug} has no prod environment"), generation, &now)
+        condition(
+            "Ready",
+            false,
+            "RoleRequiresProd",
+            format!("{role} accounts are only supported in prod, and tenant {slug} has no prod environment"),
+            generation,
+            &now,
+        )
     } else {
         let mut message = format!("bound in {}", status.bound_namespaces.join(", "));
         if !prod_only.is_empty() {
@@ -173,7 +200,9 @@ async fn remove_bindings(user: &TenantUser, keep: &BTreeSet<(String, String)>, s
             continue;
         }
         if apply::delete(&shared.client, ChildKind::RoleBinding, Some(&namespace), &binding_name).await? {
-            shared.event(&user.object_ref(&()), EventType::Normal, "Deleted", format!("Deleted RoleBinding {namespace}/{binding_name}")).await;
+            shared
+                .event(&user.object_ref(&()), EventType::Normal, "Deleted", format!("Deleted RoleBinding {namespace}/{binding_name}"))
+                .await;
         }
     }
     Ok(())

@@ -60,35 +60,17 @@ pub enum ExternalDbError {
     #[error("TLS connection to PostgreSQL server {server} failed: {message}")]
     Tls { server: String, message: String },
 
-    #[error(
-        "PostgreSQL server {server} rejected the admin credentials of user `{user}`: {message}"
-    )]
-    AdminAuthenticationFailed {
-        server: String,
-        user: String,
-        message: String,
-    },
+    #[error("PostgreSQL server {server} rejected the admin credentials of user `{user}`: {message}")]
+    AdminAuthenticationFailed { server: String, user: String, message: String },
 
     #[error("login role `{role}` cannot connect to database `{database}`: {message}")]
-    TenantLoginFailed {
-        role: String,
-        database: String,
-        message: String,
-    },
+    TenantLoginFailed { role: String, database: String, message: String },
 
     #[error("admin user `{user}` lacks a privilege needed to {operation}: {message}")]
-    InsufficientPrivilege {
-        user: String,
-        operation: &'static str,
-        message: String,
-    },
+    InsufficientPrivilege { user: String, operation: &'static str, message: String },
 
     #[error("PostgreSQL error while trying to {operation} (SQLSTATE {code}): {message}")]
-    Database {
-        operation: &'static str,
-        code: String,
-        message: String,
-    },
+    Database { operation: &'static str, code: String, message: String },
 }
 
 impl ExternalDbError {
@@ -110,10 +92,7 @@ impl ExternalDbError {
     /// Whether retrying without any change elsewhere may succeed; configuration errors
     /// (bad secret, credentials, privileges) need a person first.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::ServerUnreachable { .. } | Self::Database { .. } | Self::TenantLoginFailed { .. }
-        )
+        matches!(self, Self::ServerUnreachable { .. } | Self::Database { .. } | Self::TenantLoginFailed { .. })
     }
 }
 
@@ -153,10 +132,7 @@ impl fmt::Debug for AdminConnection {
             .field("password", &"<redacted>")
             .field("dbname", &self.dbname)
             .field("ssl_mode", &self.ssl_mode)
-            .field(
-                "root_cert_pem",
-                &self.root_cert_pem.as_ref().map(|_| "<set>"),
-            )
+            .field("root_cert_pem", &self.root_cert_pem.as_ref().map(|_| "<set>"))
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -192,21 +168,9 @@ impl AdminConnection {
             None | Some("") => SslMode::default(),
             Some(value) => parse_ssl_mode(value)?,
         };
-        let root_cert_pem = data
-            .get("sslrootcert")
-            .filter(|pem| !pem.trim().is_empty())
-            .cloned();
+        let root_cert_pem = data.get("sslrootcert").filter(|pem| !pem.trim().is_empty()).cloned();
 
-        let admin = Self {
-            host,
-            port,
-            username,
-            password,
-            dbname,
-            ssl_mode,
-            root_cert_pem,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        };
+        let admin = Self { host, port, username, password, dbname, ssl_mode, root_cert_pem, connect_timeout: DEFAULT_CONNECT_TIMEOUT };
         admin.validate()?;
         Ok(admin)
     }
@@ -215,29 +179,16 @@ impl AdminConnection {
     /// `prefer`/`allow` sslmode means [`SslMode::Require`]: this module never falls back to
     /// clear text silently.
     pub fn from_url(url: &str) -> Result<Self, ExternalDbError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|err| secret_error("url", &format!("cannot be parsed: {err}")))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|err| secret_error("url", &format!("cannot be parsed: {err}")))?;
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
             [] => return Err(secret_error("host", "is missing")),
-            _ => {
-                return Err(secret_error(
-                    "host",
-                    "must be exactly one TCP host name or address",
-                ))
-            }
+            _ => return Err(secret_error("host", "must be exactly one TCP host name or address")),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let username = config
-            .get_user()
-            .ok_or_else(|| secret_error("username", "is missing"))?
-            .to_owned();
-        let password = config
-            .get_password()
-            .ok_or_else(|| secret_error("password", "is missing"))?;
-        let password = String::from_utf8(password.to_vec())
-            .map_err(|_| secret_error("password", "is not valid UTF-8"))?;
+        let username = config.get_user().ok_or_else(|| secret_error("username", "is missing"))?.to_owned();
+        let password = config.get_password().ok_or_else(|| secret_error("password", "is missing"))?;
+        let password = String::from_utf8(password.to_vec()).map_err(|_| secret_error("password", "is not valid UTF-8"))?;
         let ssl_mode = match config.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable => SslMode::Disable,
             _ => SslMode::Require,
@@ -261,12 +212,7 @@ impl AdminConnection {
             return Err(secret_error("port", "must be between 1 and 65535"));
         }
         // A NUL byte cannot be sent in the startup message; catch it here with the key's name.
-        for (key, value) in [
-            ("host", &self.host),
-            ("username", &self.username),
-            ("password", &self.password),
-            ("dbname", &self.dbname),
-        ] {
+        for (key, value) in [("host", &self.host), ("username", &self.username), ("password", &self.password), ("dbname", &self.dbname)] {
             if value.contains('\0') {
                 return Err(secret_error(key, "contains a NUL character"));
             }
@@ -285,19 +231,13 @@ impl AdminConnection {
 }
 
 fn secret_error(key: &'static str, message: &str) -> ExternalDbError {
-    ExternalDbError::InvalidAdminSecret {
-        key,
-        message: message.to_owned(),
-    }
+    ExternalDbError::InvalidAdminSecret { key, message: message.to_owned() }
 }
 
 fn parse_port(value: &str) -> Result<u16, ExternalDbError> {
     match value.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
-        _ => Err(secret_error(
-            "port",
-            &format!("`{value}` is not a port number (1-65535)"),
-        )),
+        _ => Err(secret_error("port", &format!("`{value}` is not a port number (1-65535)"))),
     }
 }
 
@@ -305,10 +245,7 @@ fn parse_ssl_mode(value: &str) -> Result<SslMode, ExternalDbError> {
     match value.to_ascii_lowercase().as_str() {
         "disable" => Ok(SslMode::Disable),
         "require" | "verify-ca" | "verify-full" => Ok(SslMode::Require),
-        other => Err(secret_error(
-            "sslmode",
-            &format!("`{other}` is not supported; use disable, require, verify-ca or verify-full"),
-        )),
+        other => Err(secret_error("sslmode", &format!("`{other}` is not supported; use disable, require, verify-ca or verify-full"))),
     }
 }
 
@@ -331,41 +268,25 @@ impl ExternalNames {
             )));
         }
         let database = format!("{}_{}", slug.replace('-', "_"), env.as_str());
-        Self::custom(
-            &database,
-            &format!("{database}_owner"),
-            &format!("{database}_app"),
-        )
+        Self::custom(&database, &format!("{database}_owner"), &format!("{database}_app"))
     }
 
     /// Names not derived from a slug (for example a database adopted under an older naming
     /// scheme). Any text PostgreSQL accepts as a quoted identifier is allowed.
-    pub fn custom(
-        database: &str,
-        owner_role: &str,
-        login_role: &str,
-    ) -> Result<Self, ExternalDbError> {
+    pub fn custom(database: &str, owner_role: &str, login_role: &str) -> Result<Self, ExternalDbError> {
         check_identifier("database", database)?;
         for (what, role) in [("owner role", owner_role), ("login role", login_role)] {
             check_identifier(what, role)?;
             // The server reserves these; refusing here gives a clearer message.
             let lower = role.to_ascii_lowercase();
             if lower.starts_with("pg_") || ["public", "none"].contains(&lower.as_str()) {
-                return Err(ExternalDbError::InvalidName(format!(
-                    "{what} name {role:?} is reserved by PostgreSQL"
-                )));
+                return Err(ExternalDbError::InvalidName(format!("{what} name {role:?} is reserved by PostgreSQL")));
             }
         }
         if owner_role == login_role {
-            return Err(ExternalDbError::InvalidName(format!(
-                "owner role and login role must differ (both {owner_role:?})"
-            )));
+            return Err(ExternalDbError::InvalidName(format!("owner role and login role must differ (both {owner_role:?})")));
         }
-        Ok(Self {
-            database: database.to_owned(),
-            owner_role: owner_role.to_owned(),
-            login_role: login_role.to_owned(),
-        })
+        Ok(Self { database: database.to_owned(), owner_role: owner_role.to_owned(), login_role: login_role.to_owned() })
     }
 
     pub fn database(&self) -> &str {
@@ -385,21 +306,14 @@ fn is_dns1123_label(value: &str) -> bool {
     let bytes = value.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            alnum(first)
-                && alnum(last)
-                && bytes.iter().all(|b| alnum(b) || *b == b'-')
-                && bytes.len() <= 63
-        }
+        (Some(first), Some(last)) => alnum(first) && alnum(last) && bytes.iter().all(|b| alnum(b) || *b == b'-') && bytes.len() <= 63,
         _ => false,
     }
 }
 
 fn check_identifier(what: &str, name: &str) -> Result<(), ExternalDbError> {
     if name.is_empty() {
-        return Err(ExternalDbError::InvalidName(format!(
-            "{what} name is empty"
-        )));
+        return Err(ExternalDbError::InvalidName(format!("{what} name is empty")));
     }
     if name.len() > MAX_IDENTIFIER_BYTES {
         return Err(ExternalDbError::InvalidName(format!(
@@ -408,9 +322,7 @@ fn check_identifier(what: &str, name: &str) -> Result<(), ExternalDbError> {
         )));
     }
     if name.contains('\0') {
-        return Err(ExternalDbError::InvalidName(format!(
-            "{what} name {name:?} contains a NUL character"
-        )));
+        return Err(ExternalDbError::InvalidName(format!("{what} name {name:?} contains a NUL character")));
     }
     Ok(())
 }
@@ -426,9 +338,7 @@ pub fn quote_ident(name: &str) -> String {
 /// of this module sets it at startup and checks it took effect. NUL cannot be represented.
 pub fn quote_literal(value: &str) -> Result<String, ExternalDbError> {
     if value.contains('\0') {
-        return Err(ExternalDbError::InvalidName(format!(
-            "literal {value:?} contains a NUL character"
-        )));
+        return Err(ExternalDbError::InvalidName(format!("literal {value:?} contains a NUL character")));
     }
     Ok(format!("'{}'", value.replace('\'', "''")))
 }
@@ -547,11 +457,7 @@ fn percent_encode(value: &str) -> String {
 /// Creates or adopts the tenant environment's roles and database and puts drifted settings
 /// back; safe to call on every reconcile. `Ok` means the login role can connect with
 /// `password` right now (the readiness check is part of the call).
-pub async fn ensure_database(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-    password: &str,
-) -> Result<EnsureOutcome, ExternalDbError> {
+pub async fn ensure_database(admin: &AdminConnection, names: &ExternalNames, password: &str) -> Result<EnsureOutcome, ExternalDbError> {
     check_password(password)?;
     within_deadline(admin, async {
         let mut outcome = EnsureOutcome::default();
@@ -596,11 +502,7 @@ pub async fn ensure_database(
             Some(_) => {}
         }
         let has_owner_privileges: bool = session
-            .query_one(
-                "SELECT pg_has_role($1, $2, 'USAGE')",
-                &[&names.login_role, &names.owner_role],
-                "check the login role's membership",
-            )
+            .query_one("SELECT pg_has_role($1, $2, 'USAGE')", &[&names.login_role, &names.owner_role], "check the login role's membership")
             .await?;
         if !has_owner_privileges {
             let sql = format!("GRANT {} TO {}", quote_ident(&names.owner_role), quote_ident(&names.login_role));
@@ -612,11 +514,7 @@ pub async fn ensure_database(
         let db = match session.database(names).await? {
             Some(db) => db,
             None => {
-                let sql = format!(
-                    "CREATE DATABASE {} OWNER {}",
-                    quote_ident(&names.database),
-                    quote_ident(&names.owner_role)
-                );
+                let sql = format!("CREATE DATABASE {} OWNER {}", quote_ident(&names.database), quote_ident(&names.owner_role));
                 outcome.created_database = session.execute_creating(&sql, "create the database").await?;
                 session.database(names).await?.ok_or_else(|| ExternalDbError::Database {
                     operation: "create the database",
@@ -643,9 +541,7 @@ pub async fn ensure_database(
             outcome.repaired |= !outcome.created_database;
         }
         if db.comment.as_deref().is_some_and(|comment| comment.starts_with(RETAINED_MARK)) {
-            session
-                .execute(&format!("COMMENT ON DATABASE {database} IS NULL"), "clear the retained mark")
-                .await?;
+            session.execute(&format!("COMMENT ON DATABASE {database} IS NULL"), "clear the retained mark").await?;
             outcome.adopted_retained = true;
         }
         drop(session);
@@ -670,11 +566,7 @@ pub async fn ensure_database(
             Err(ExternalDbError::TenantLoginFailed { .. }) if !outcome.password_set => {
                 let session = Session::admin(admin, &admin.dbname).await?;
                 let scram = verifier.get_or_insert_with(|| scram_verifier(password));
-                let sql = format!(
-                    "ALTER ROLE {} PASSWORD {}",
-                    quote_ident(&names.login_role),
-                    quote_literal(scram)?
-                );
+                let sql = format!("ALTER ROLE {} PASSWORD {}", quote_ident(&names.login_role), quote_literal(scram)?);
                 session.execute(&sql, "set the login role's password").await?;
                 outcome.password_set = true;
                 drop(session);
@@ -688,21 +580,14 @@ pub async fn ensure_database(
 }
 
 /// Whether the login role can connect to its database with `password` and run a query.
-pub async fn check_ready(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-    password: &str,
-) -> Result<(), ExternalDbError> {
+pub async fn check_ready(admin: &AdminConnection, names: &ExternalNames, password: &str) -> Result<(), ExternalDbError> {
     check_password(password)?;
     within_deadline(admin, login(admin, names, password)).await
 }
 
 /// Marks the database as kept after its Tenant was deleted with `deletionPolicy: Retain`.
 /// Returns whether a database was there to mark.
-pub async fn mark_retained(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-) -> Result<bool, ExternalDbError> {
+pub async fn mark_retained(admin: &AdminConnection, names: &ExternalNames) -> Result<bool, ExternalDbError> {
     within_deadline(admin, async {
         let session = Session::admin(admin, &admin.dbname).await?;
         if session.database(names).await?.is_none() {
@@ -714,40 +599,24 @@ pub async fn mark_retained(
              re-creating the Tenant adopts this database",
             jiff::Timestamp::now()
         );
-        let sql = format!(
-            "COMMENT ON DATABASE {} IS {}",
-            quote_ident(&names.database),
-            quote_literal(&comment)?
-        );
-        session
-            .execute(&sql, "mark the database as retained")
-            .await?;
+        let sql = format!("COMMENT ON DATABASE {} IS {}", quote_ident(&names.database), quote_literal(&comment)?);
+        session.execute(&sql, "mark the database as retained").await?;
         Ok(true)
     })
     .await
 }
 
 /// Whether the database exists and carries the retained mark.
-pub async fn is_retained(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-) -> Result<bool, ExternalDbError> {
+pub async fn is_retained(admin: &AdminConnection, names: &ExternalNames) -> Result<bool, ExternalDbError> {
     within_deadline(admin, async {
         let session = Session::admin(admin, &admin.dbname).await?;
-        Ok(session
-            .database(names)
-            .await?
-            .and_then(|db| db.comment)
-            .is_some_and(|comment| comment.starts_with(RETAINED_MARK)))
+        Ok(session.database(names).await?.and_then(|db| db.comment).is_some_and(|comment| comment.starts_with(RETAINED_MARK)))
     })
     .await
 }
 
 /// Drops the database (ending its sessions) and both roles; nothing there is not an error.
-pub async fn drop_database(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-) -> Result<DropOutcome, ExternalDbError> {
+pub async fn drop_database(admin: &AdminConnection, names: &ExternalNames) -> Result<DropOutcome, ExternalDbError> {
     within_deadline(admin, async {
         let mut outcome = DropOutcome::default();
         let session = Session::admin(admin, &admin.dbname).await?;
@@ -762,9 +631,7 @@ pub async fn drop_database(
             } else {
                 // Before 13 sessions must be ended by hand; connections are blocked first so
                 // none can slip in between.
-                session
-                    .execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"), "drop the database")
-                    .await?;
+                session.execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"), "drop the database").await?;
                 session
                     .query_one::<i64>(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
@@ -801,19 +668,15 @@ pub async fn drop_database(
     .await
 }
 
-const OWNER_ATTRIBUTES: &str =
-    "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-const LOGIN_ATTRIBUTES: &str =
-    "LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+const OWNER_ATTRIBUTES: &str = "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+const LOGIN_ATTRIBUTES: &str = "LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
 
 fn check_password(password: &str) -> Result<(), ExternalDbError> {
     if password.is_empty() {
         return Err(ExternalDbError::InvalidPassword("is empty".to_owned()));
     }
     if password.contains('\0') {
-        return Err(ExternalDbError::InvalidPassword(
-            "contains a NUL character".to_owned(),
-        ));
+        return Err(ExternalDbError::InvalidPassword("contains a NUL character".to_owned()));
     }
     Ok(())
 }
@@ -826,30 +689,18 @@ async fn within_deadline<T>(
     admin: &AdminConnection,
     operation: impl Future<Output = Result<T, ExternalDbError>>,
 ) -> Result<T, ExternalDbError> {
-    tokio::time::timeout(OPERATION_TIMEOUT, operation)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ExternalDbError::ServerUnreachable {
-                server: admin.server(),
-                message: format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()),
-            })
+    tokio::time::timeout(OPERATION_TIMEOUT, operation).await.unwrap_or_else(|_| {
+        Err(ExternalDbError::ServerUnreachable {
+            server: admin.server(),
+            message: format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()),
         })
+    })
 }
 
-async fn login(
-    admin: &AdminConnection,
-    names: &ExternalNames,
-    password: &str,
-) -> Result<(), ExternalDbError> {
-    let who = Who::Tenant {
-        role: &names.login_role,
-        database: &names.database,
-    };
+async fn login(admin: &AdminConnection, names: &ExternalNames, password: &str) -> Result<(), ExternalDbError> {
+    let who = Who::Tenant { role: &names.login_role, database: &names.database };
     let client = connect(admin, &names.login_role, password, &names.database, who).await?;
-    client
-        .simple_query("SELECT 1")
-        .await
-        .map_err(|err| classify(admin, who, err, "run a query as the login role"))?;
+    client.simple_query("SELECT 1").await.map_err(|err| classify(admin, who, err, "run a query as the login role"))?;
     Ok(())
 }
 
@@ -859,13 +710,7 @@ enum Who<'a> {
     Tenant { role: &'a str, database: &'a str },
 }
 
-async fn connect(
-    admin: &AdminConnection,
-    user: &str,
-    password: &str,
-    dbname: &str,
-    who: Who<'_>,
-) -> Result<Client, ExternalDbError> {
+async fn connect(admin: &AdminConnection, user: &str, password: &str, dbname: &str, who: Who<'_>) -> Result<Client, ExternalDbError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&admin.host)
@@ -882,20 +727,16 @@ async fn connect(
     // silent (a stuck proxy, a frozen server) is caught by this outer limit.
     let timed_out = || ExternalDbError::ServerUnreachable {
         server: admin.server(),
-        message: format!(
-            "no connection within {}s",
-            admin.connect_timeout.as_secs_f32()
-        ),
+        message: format!("no connection within {}s", admin.connect_timeout.as_secs_f32()),
     };
     let limit = admin.connect_timeout + Duration::from_millis(500);
     match admin.ssl_mode {
         SslMode::Disable => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) =
-                tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|err| classify(admin, who, err, "connect"))?;
+            let (client, connection) = tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|err| classify(admin, who, err, "connect"))?;
             tokio::spawn(drive(connection));
             Ok(client)
         }
@@ -918,22 +759,14 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection
     }
 }
 
-fn tls_connector(
-    admin: &AdminConnection,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ExternalDbError> {
-    let tls_error = |message: String| ExternalDbError::Tls {
-        server: admin.server(),
-        message,
-    };
+fn tls_connector(admin: &AdminConnection) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ExternalDbError> {
+    let tls_error = |message: String| ExternalDbError::Tls { server: admin.server(), message };
     let mut roots = rustls::RootCertStore::empty();
     match &admin.root_cert_pem {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert =
-                    cert.map_err(|err| tls_error(format!("sslrootcert is not valid PEM: {err}")))?;
-                roots.add(cert).map_err(|err| {
-                    tls_error(format!("sslrootcert holds an unusable certificate: {err}"))
-                })?;
+                let cert = cert.map_err(|err| tls_error(format!("sslrootcert is not valid PEM: {err}")))?;
+                roots.add(cert).map_err(|err| tls_error(format!("sslrootcert holds an unusable certificate: {err}")))?;
             }
         }
         None => {
@@ -948,22 +781,15 @@ fn tls_connector(
         ));
     }
     // An explicit provider: the process-wide default panics when more than one is compiled in.
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| tls_error(format!("TLS configuration: {err}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| tls_error(format!("TLS configuration: {err}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-fn classify(
-    admin: &AdminConnection,
-    who: Who<'_>,
-    err: tokio_postgres::Error,
-    operation: &'static str,
-) -> ExternalDbError {
+fn classify(admin: &AdminConnection, who: Who<'_>, err: tokio_postgres::Error, operation: &'static str) -> ExternalDbError {
     let server = admin.server();
     let Some(db) = err.as_db_error() else {
         let message = error_chain(&err);
@@ -979,52 +805,30 @@ fn classify(
         message.push_str(&format!(" ({detail})"));
     }
     let code = db.code();
-    if code == &SqlState::INVALID_PASSWORD || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-    {
+    if code == &SqlState::INVALID_PASSWORD || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
         return match who {
-            Who::Admin => ExternalDbError::AdminAuthenticationFailed {
-                server,
-                user: admin.username.clone(),
-                message,
-            },
-            Who::Tenant { role, database } => ExternalDbError::TenantLoginFailed {
-                role: role.to_owned(),
-                database: database.to_owned(),
-                message,
-            },
+            Who::Admin => ExternalDbError::AdminAuthenticationFailed { server, user: admin.username.clone(), message },
+            Who::Tenant { role, database } => {
+                ExternalDbError::TenantLoginFailed { role: role.to_owned(), database: database.to_owned(), message }
+            }
         };
     }
     // A tenant role refused CONNECT is a login problem of the tenant, not of the admin.
     if code == &SqlState::INSUFFICIENT_PRIVILEGE {
         return match who {
-            Who::Admin => ExternalDbError::InsufficientPrivilege {
-                user: admin.username.clone(),
-                operation,
-                message,
-            },
-            Who::Tenant { role, database } => ExternalDbError::TenantLoginFailed {
-                role: role.to_owned(),
-                database: database.to_owned(),
-                message,
-            },
+            Who::Admin => ExternalDbError::InsufficientPrivilege { user: admin.username.clone(), operation, message },
+            Who::Tenant { role, database } => {
+                ExternalDbError::TenantLoginFailed { role: role.to_owned(), database: database.to_owned(), message }
+            }
         };
     }
     let unavailable = code.code().starts_with("08")
-        || [
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::TOO_MANY_CONNECTIONS,
-        ]
-        .contains(code);
+        || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::TOO_MANY_CONNECTIONS]
+            .contains(code);
     if unavailable {
         return ExternalDbError::ServerUnreachable { server, message };
     }
-    ExternalDbError::Database {
-        operation,
-        code: code.code().to_owned(),
-        message,
-    }
+    ExternalDbError::Database { operation, code: code.code().to_owned(), message }
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -1068,17 +872,9 @@ struct DatabaseState {
 }
 
 impl<'a> Session<'a> {
-    async fn admin(
-        admin: &'a AdminConnection,
-        dbname: &str,
-    ) -> Result<Session<'a>, ExternalDbError> {
+    async fn admin(admin: &'a AdminConnection, dbname: &str) -> Result<Session<'a>, ExternalDbError> {
         let client = connect(admin, &admin.username, &admin.password, dbname, Who::Admin).await?;
-        let mut session = Session {
-            admin,
-            client,
-            is_superuser: false,
-            server_version: 0,
-        };
+        let mut session = Session { admin, client, is_superuser: false, server_version: 0 };
         let row = session
             .client
             .query_one(
@@ -1089,9 +885,7 @@ impl<'a> Session<'a> {
             )
             .await
             .map_err(|err| session.classify(err, "read the server settings"))?;
-        let conforming: String = row
-            .try_get(0)
-            .map_err(|err| session.classify(err, "read the server settings"))?;
+        let conforming: String = row.try_get(0).map_err(|err| session.classify(err, "read the server settings"))?;
         // quote_literal relies on this; refuse to build any SQL text otherwise.
         if conforming != "on" {
             return Err(ExternalDbError::Database {
@@ -1100,13 +894,9 @@ impl<'a> Session<'a> {
                 message: format!("standard_conforming_strings is {conforming:?}, expected \"on\""),
             });
         }
-        session.server_version = row
-            .try_get(1)
-            .map_err(|err| session.classify(err, "read the server settings"))?;
-        session.is_superuser = row
-            .try_get::<_, Option<bool>>(2)
-            .map_err(|err| session.classify(err, "read the server settings"))?
-            .unwrap_or(false);
+        session.server_version = row.try_get(1).map_err(|err| session.classify(err, "read the server settings"))?;
+        session.is_superuser =
+            row.try_get::<_, Option<bool>>(2).map_err(|err| session.classify(err, "read the server settings"))?.unwrap_or(false);
         Ok(session)
     }
 
@@ -1115,9 +905,7 @@ impl<'a> Session<'a> {
     }
 
     async fn execute(&self, sql: &str, operation: &'static str) -> Result<(), ExternalDbError> {
-        self.try_execute(sql)
-            .await
-            .map_err(|err| self.classify(err, operation))
+        self.try_execute(sql).await.map_err(|err| self.classify(err, operation))
     }
 
     async fn try_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
@@ -1125,19 +913,10 @@ impl<'a> Session<'a> {
     }
 
     /// Runs a CREATE; `Ok(false)` when a concurrent caller created the object first.
-    async fn execute_creating(
-        &self,
-        sql: &str,
-        operation: &'static str,
-    ) -> Result<bool, ExternalDbError> {
+    async fn execute_creating(&self, sql: &str, operation: &'static str) -> Result<bool, ExternalDbError> {
         match self.try_execute(sql).await {
             Ok(()) => Ok(true),
-            Err(err)
-                if err.code() == Some(&SqlState::DUPLICATE_OBJECT)
-                    || err.code() == Some(&SqlState::DUPLICATE_DATABASE) =>
-            {
-                Ok(false)
-            }
+            Err(err) if err.code() == Some(&SqlState::DUPLICATE_OBJECT) || err.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
             Err(err) => Err(self.classify(err, operation)),
         }
     }
@@ -1151,11 +930,7 @@ impl<'a> Session<'a> {
     where
         T: for<'r> tokio_postgres::types::FromSql<'r>,
     {
-        let row = self
-            .client
-            .query_one(sql, params)
-            .await
-            .map_err(|err| self.classify(err, operation))?;
+        let row = self.client.query_one(sql, params).await.map_err(|err| self.classify(err, operation))?;
         row.try_get(0).map_err(|err| self.classify(err, operation))
     }
 
@@ -1171,21 +946,11 @@ impl<'a> Session<'a> {
             .await
             .map_err(|err| self.classify(err, "look up a role"))?;
         let Some(row) = row else { return Ok(None) };
-        let get = |index: usize| {
-            row.try_get::<_, bool>(index)
-                .map_err(|err| self.classify(err, "look up a role"))
-        };
-        Ok(Some(RoleState {
-            can_login: get(0)?,
-            inherit: get(1)?,
-            clean: get(2)?,
-        }))
+        let get = |index: usize| row.try_get::<_, bool>(index).map_err(|err| self.classify(err, "look up a role"));
+        Ok(Some(RoleState { can_login: get(0)?, inherit: get(1)?, clean: get(2)? }))
     }
 
-    async fn database(
-        &self,
-        names: &ExternalNames,
-    ) -> Result<Option<DatabaseState>, ExternalDbError> {
+    async fn database(&self, names: &ExternalNames) -> Result<Option<DatabaseState>, ExternalDbError> {
         const OPERATION: &str = "look up the database";
         let row = self
             .client
@@ -1204,19 +969,10 @@ impl<'a> Session<'a> {
             .map_err(|err| self.classify(err, OPERATION))?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(DatabaseState {
-            owned_by_owner: row
-                .try_get::<_, Option<bool>>(0)
-                .map_err(|err| self.classify(err, OPERATION))?
-                .unwrap_or(false),
-            public_can_connect: row
-                .try_get(1)
-                .map_err(|err| self.classify(err, OPERATION))?,
-            login_can_connect: row
-                .try_get(2)
-                .map_err(|err| self.classify(err, OPERATION))?,
-            comment: row
-                .try_get(3)
-                .map_err(|err| self.classify(err, OPERATION))?,
+            owned_by_owner: row.try_get::<_, Option<bool>>(0).map_err(|err| self.classify(err, OPERATION))?.unwrap_or(false),
+            public_can_connect: row.try_get(1).map_err(|err| self.classify(err, OPERATION))?,
+            login_can_connect: row.try_get(2).map_err(|err| self.classify(err, OPERATION))?,
+            comment: row.try_get(3).map_err(|err| self.classify(err, OPERATION))?,
         }))
     }
 
@@ -1227,16 +983,11 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let member: bool = self
-            .query_one(
-                "SELECT pg_has_role(current_user, $1, 'USAGE')",
-                &[&owner_role],
-                "check the admin's membership in the owner role",
-            )
+            .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&owner_role], "check the admin's membership in the owner role")
             .await?;
         if !member {
             let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(owner_role));
-            self.execute(&sql, "grant the admin membership in the owner role")
-                .await?;
+            self.execute(&sql, "grant the admin membership in the owner role").await?;
         }
         Ok(())
     }
@@ -1285,17 +1036,12 @@ mod tests {
             }
         }
         let too_long = "a".repeat(MAX_SLUG_LEN + 1);
-        assert!(matches!(
-            ExternalNames::new(&too_long, Environment::Dev),
-            Err(ExternalDbError::InvalidName(_))
-        ));
+        assert!(matches!(ExternalNames::new(&too_long, Environment::Dev), Err(ExternalDbError::InvalidName(_))));
     }
 
     #[test]
     fn slugs_that_are_not_dns_labels_are_refused() {
-        for slug in [
-            "", "-a", "a-", "Acme", "a_b", "a\"b", "a'b", "a;drop", "a b", "a--", "ä", "a\0",
-        ] {
+        for slug in ["", "-a", "a-", "Acme", "a_b", "a\"b", "a'b", "a;drop", "a b", "a--", "ä", "a\0"] {
             let err = ExternalNames::new(slug, Environment::Dev).unwrap_err();
             assert_eq!(err.reason(), "InvalidDatabaseName", "{slug:?}");
         }
@@ -1313,10 +1059,7 @@ mod tests {
             ("d", "o", "PUBLIC"),
             ("d", "same", "same"),
         ] {
-            assert!(
-                ExternalNames::custom(db, owner, login).is_err(),
-                "{db:?} {owner:?} {login:?}"
-            );
+            assert!(ExternalNames::custom(db, owner, login).is_err(), "{db:?} {owner:?} {login:?}");
         }
         // 63 bytes of multi-byte characters is the limit, not 63 characters.
         assert!(ExternalNames::custom(&"é".repeat(32), "o", "l").is_err());
@@ -1327,10 +1070,7 @@ mod tests {
     fn identifiers_are_always_quoted_and_quotes_doubled() {
         assert_eq!(quote_ident("acme_dev"), "\"acme_dev\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(
-            quote_ident("x\"; DROP DATABASE y; --"),
-            "\"x\"\"; DROP DATABASE y; --\""
-        );
+        assert_eq!(quote_ident("x\"; DROP DATABASE y; --"), "\"x\"\"; DROP DATABASE y; --\"");
         assert_eq!(quote_ident("\"\""), "\"\"\"\"\"\"");
     }
 
@@ -1338,10 +1078,7 @@ mod tests {
     fn literals_double_single_quotes_and_keep_backslashes() {
         assert_eq!(quote_literal("abc").unwrap(), "'abc'");
         assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
-        assert_eq!(
-            quote_literal("a\\'; DROP ROLE x; --").unwrap(),
-            "'a\\''; DROP ROLE x; --'"
-        );
+        assert_eq!(quote_literal("a\\'; DROP ROLE x; --").unwrap(), "'a\\''; DROP ROLE x; --'");
         assert!(quote_literal("a\0b").is_err());
     }
 
@@ -1353,20 +1090,12 @@ mod tests {
     }
 
     fn secret(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn admin_secret_parsing() {
-        let full = [
-            ("host", "db.example\n"),
-            ("port", "5433"),
-            ("username", "admin"),
-            ("password", "p w\n"),
-        ];
+        let full = [("host", "db.example\n"), ("port", "5433"), ("username", "admin"), ("password", "p w\n")];
         let admin = AdminConnection::from_secret_data(&secret(&full)).unwrap();
         assert_eq!(admin.host, "db.example");
         assert_eq!(admin.port, 5433);
@@ -1379,10 +1108,7 @@ mod tests {
         with_options.insert("dbname".into(), "defaultdb".into());
         with_options.insert("sslmode".into(), "disable".into());
         let admin = AdminConnection::from_secret_data(&with_options).unwrap();
-        assert_eq!(
-            (admin.dbname.as_str(), admin.ssl_mode),
-            ("defaultdb", SslMode::Disable)
-        );
+        assert_eq!((admin.dbname.as_str(), admin.ssl_mode), ("defaultdb", SslMode::Disable));
 
         for (key, value, expected_key) in [
             ("host", None, "host"),
@@ -1412,21 +1138,10 @@ mod tests {
 
     #[test]
     fn admin_url_parsing() {
-        let admin = AdminConnection::from_url(
-            "postgresql://adm:s%40cret@127.0.0.1:5999/postgres?sslmode=disable",
-        )
-        .unwrap();
-        assert_eq!(
-            (admin.username.as_str(), admin.password.as_str(), admin.port),
-            ("adm", "s@cret", 5999)
-        );
+        let admin = AdminConnection::from_url("postgresql://adm:s%40cret@127.0.0.1:5999/postgres?sslmode=disable").unwrap();
+        assert_eq!((admin.username.as_str(), admin.password.as_str(), admin.port), ("adm", "s@cret", 5999));
         assert_eq!(admin.ssl_mode, SslMode::Disable);
-        assert_eq!(
-            AdminConnection::from_url("postgresql://a:b@h/d")
-                .unwrap()
-                .ssl_mode,
-            SslMode::Require
-        );
+        assert_eq!(AdminConnection::from_url("postgresql://a:b@h/d").unwrap().ssl_mode, SslMode::Require);
         assert!(AdminConnection::from_url("postgresql://h/d").is_err());
     }
 
@@ -1440,28 +1155,15 @@ mod tests {
             ssl_mode: SslMode::Require,
         };
         let password = "a:b@c/d?e&f";
-        assert_eq!(
-            info.uri(password),
-            "postgresql://acme_dev_app:a%3Ab%40c%2Fd%3Fe%26f@db.example:5432/acme_dev?sslmode=require"
-        );
+        assert_eq!(info.uri(password), "postgresql://acme_dev_app:a%3Ab%40c%2Fd%3Fe%26f@db.example:5432/acme_dev?sslmode=require");
         assert_eq!(
             info.jdbc_uri(password),
             "jdbc:postgresql://db.example:5432/acme_dev?user=acme_dev_app&password=a%3Ab%40c%2Fd%3Fe%26f&sslmode=require"
         );
         let data = info.secret_data(password);
         let keys: Vec<_> = data.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            ["dbname", "host", "jdbc-uri", "password", "port", "uri", "username"]
-        );
-        let v6 = ConnectionInfo {
-            host: "::1".into(),
-            ssl_mode: SslMode::Disable,
-            ..info
-        };
-        assert_eq!(
-            v6.uri("p"),
-            "postgresql://acme_dev_app:p@[::1]:5432/acme_dev"
-        );
+        assert_eq!(keys, ["dbname", "host", "jdbc-uri", "password", "port", "uri", "username"]);
+        let v6 = ConnectionInfo { host: "::1".into(), ssl_mode: SslMode::Disable, ..info };
+        assert_eq!(v6.uri("p"), "postgresql://acme_dev_app:p@[::1]:5432/acme_dev");
     }
 }

@@ -290,13 +290,7 @@ mod tests {
     }
 
     fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
-        secret
-            .data
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap_or_default()))
-            .collect()
+        secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8(v.0).unwrap_or_default())).collect()
     }
 
     #[test]

@@ -138,10 +138,7 @@ impl DesiredObject {
 /// Labels every child of a tenant carries, so caches can be narrowed by label and
 /// `kubectl get all -l tenancy.platform.dev/tenant=<slug> -A` finds them.
 pub fn tenant_labels(slug: &str, env: Option<Environment>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (LABEL_TENANT.to_string(), slug.to_string()),
-        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-    ]);
+    let mut labels = BTreeMap::from([(LABEL_TENANT.to_string(), slug.to_string()), (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())]);
     if let Some(env) = env {
         labels.insert(LABEL_ENVIRONMENT.to_string(), env.as_str().to_string());
     }

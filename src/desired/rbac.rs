@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn viewer_and_prod_roles_cannot_read_secrets_or_write() {
-        for role in system_cluster_roles().into_iter().filter(|r| r.metadata.name.as_deref() != Some(ACCOUNT_ADMIN) && r.metadata.name.as_deref() != Some(EDITOR)) {
+        for role in system_cluster_roles()
+            .into_iter()
+            .filter(|r| r.metadata.name.as_deref() != Some(ACCOUNT_ADMIN) && r.metadata.name.as_deref() != Some(EDITOR))
+        {
             for rule in role.rules.unwrap_or_default() {
                 let resources = rule.resources.unwrap_or_default();
                 assert!(!resources.iter().any(|r| r == "secrets"), "{:?} reads secrets", role.metadata.name);

@@ -147,7 +147,13 @@ pub fn namespace_object(slug: &str, env: Environment) -> Namespace {
     Namespace { metadata: meta(&naming::namespace_name(slug, env), None, tenant_labels(slug, Some(env))), ..Namespace::default() }
 }
 
-fn tenant_config_map(tenant: &Tenant, slug: &str, env: Environment, provider: DatabaseProvider, urls: &BTreeMap<String, String>) -> ConfigMap {
+fn tenant_config_map(
+    tenant: &Tenant,
+    slug: &str,
+    env: Environment,
+    provider: DatabaseProvider,
+    urls: &BTreeMap<String, String>,
+) -> ConfigMap {
     let namespace = naming::namespace_name(slug, env);
     let mut data = BTreeMap::from([
         ("tenant-id".to_string(), slug.to_string()),
@@ -170,7 +176,14 @@ fn tenant_config_map(tenant: &Tenant, slug: &str, env: Environment, provider: Da
     }
 }
 
-fn ingress(slug: &str, env: Environment, app: &str, app_config: &crate::config::ApplicationConfig, cluster: &ClusterConfig, host: &str) -> Ingress {
+fn ingress(
+    slug: &str,
+    env: Environment,
+    app: &str,
+    app_config: &crate::config::ApplicationConfig,
+    cluster: &ClusterConfig,
+    host: &str,
+) -> Ingress {
     let namespace = naming::namespace_name(slug, env);
     let mut metadata = meta(app, Some(&namespace), tenant_labels(slug, Some(env)));
     let mut annotations = BTreeMap::new();

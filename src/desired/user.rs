@@ -77,7 +77,11 @@ fn binding(user: &TenantUser, config: &Config, slug: &str, env: Environment, nam
             owner_references: user.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..ObjectMeta::default()
         },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".to_string(), kind: "ClusterRole".to_string(), name: cluster_role.to_string() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: cluster_role.to_string(),
+        },
         subjects: Some(vec![Subject {
             kind: "User".to_string(),
             api_group: Some("rbac.authorization.k8s.io".to_string()),
@@ -107,7 +111,13 @@ mod tests {
     fn role_refs(plan: &UserPlan) -> Vec<(String, String, String)> {
         plan.bindings
             .iter()
-            .map(|b| (b.namespace.clone().unwrap_or_default(), b.name.clone(), b.object["roleRef"]["name"].as_str().unwrap_or_default().to_string()))
+            .map(|b| {
+                (
+                    b.namespace.clone().unwrap_or_default(),
+                    b.name.clone(),
+                    b.object["roleRef"]["name"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect()
     }
 

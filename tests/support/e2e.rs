@@ -37,12 +37,8 @@ pub struct TestEnv {
 }
 
 async fn client_from_kubeconfig(path: &PathBuf) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|e| {
-        panic!(
-            "{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}",
-            path.display()
-        )
-    });
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: bad kubeconfig: {e}", path.display()));
@@ -57,12 +53,7 @@ impl TestEnv {
             Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
             None => {
                 let fake = FakeApiServer::start().await;
-                TestEnv {
-                    client: fake.client(),
-                    fake: Some(fake),
-                    kubeconfig: None,
-                    created: Mutex::new(Vec::new()),
-                }
+                TestEnv { client: fake.client(), fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
             }
         }
     }
@@ -71,12 +62,7 @@ impl TestEnv {
     pub async fn from_kubeconfig(path: PathBuf) -> Self {
         let client = client_from_kubeconfig(&path).await;
         install_crds(&client).await;
-        TestEnv {
-            client,
-            fake: None,
-            kubeconfig: Some(path),
-            created: Mutex::new(Vec::new()),
-        }
+        TestEnv { client, fake: None, kubeconfig: Some(path), created: Mutex::new(Vec::new()) }
     }
 
     pub fn client(&self) -> Client {
@@ -96,14 +82,8 @@ impl TestEnv {
     /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug).
     pub fn unique_slug(&self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let suffix: String = (0..6)
-            .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-            .collect();
-        let mut p: String = prefix
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let suffix: String = (0..6).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
+        let mut p: String = prefix.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         p.truncate(40 - suffix.len() - 1);
         let p = p.trim_matches('-');
         if p.is_empty() {
@@ -118,11 +98,7 @@ impl TestEnv {
         self.created.lock().unwrap().push(Tracked {
             ar: ApiResource::erase::<K>(&()),
             namespace: obj.meta().namespace.clone(),
-            name: obj
-                .meta()
-                .name
-                .clone()
-                .expect("tracked objects have a name"),
+            name: obj.meta().name.clone().expect("tracked objects have a name"),
         });
     }
 
@@ -131,11 +107,7 @@ impl TestEnv {
         self.created.lock().unwrap().push(Tracked {
             ar: ar.clone(),
             namespace: obj.metadata.namespace.clone(),
-            name: obj
-                .metadata
-                .name
-                .clone()
-                .expect("tracked objects have a name"),
+            name: obj.metadata.name.clone().expect("tracked objects have a name"),
         });
     }
 
@@ -153,13 +125,10 @@ impl TestEnv {
         let mut value = serde_json::to_value(obj).map_err(kube::Error::SerdeError)?;
         value["apiVersion"] = Value::String(ar.api_version.clone());
         value["kind"] = Value::String(ar.kind.clone());
-        let dynamic: DynamicObject =
-            serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
+        let dynamic: DynamicObject = serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
         let created = api.create(&PostParams::default(), &dynamic).await?;
         self.track_dynamic(&created, &ar);
-        let typed = serde_json::to_value(&created)
-            .and_then(serde_json::from_value)
-            .map_err(kube::Error::SerdeError)?;
+        let typed = serde_json::to_value(&created).and_then(serde_json::from_value).map_err(kube::Error::SerdeError)?;
         Ok(typed)
     }
 
@@ -192,10 +161,7 @@ async fn cleanup_with(client: &Client, tracked: Vec<Tracked>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !gone {
-            eprintln!(
-                "cleanup: {} {} still present (finalizers?); left in place",
-                t.ar.kind, t.name
-            );
+            eprintln!("cleanup: {} {} still present (finalizers?); left in place", t.ar.kind, t.name);
         }
     }
 }
@@ -211,10 +177,7 @@ impl Drop for TestEnv {
         }
         // async cleanup from Drop (also when a test panicked): a fresh runtime on another thread
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let client = client_from_kubeconfig(&path).await;
                 cleanup_with(&client, tracked).await;
@@ -240,23 +203,17 @@ pub async fn install_crds(client: &Client) {
         let yaml = std::fs::read_to_string(&f).unwrap();
         let crd: Value = serde_yaml::from_str(&yaml).unwrap();
         let name = crd["metadata"]["name"].as_str().unwrap().to_string();
-        crds.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("installing {}: {e}", f.display()));
+        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("installing {}: {e}", f.display()));
         names.push(name);
     }
     for name in names {
         let mut established = false;
         for _ in 0..120 {
             if let Ok(c) = crds.get(&name).await {
-                established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
+                established =
+                    c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
                 if established {
                     break;
                 }

@@ -55,7 +55,8 @@ impl Scenario {
             .try_init();
         let env = TestEnv::new().await;
         let timeout = if env.fake().is_some() { Duration::from_secs(30) } else { Duration::from_secs(180) };
-        let scenario = Self { env, config: Arc::new(config), operator: Mutex::new(None), tenants: Mutex::default(), users: Mutex::default(), timeout };
+        let scenario =
+            Self { env, config: Arc::new(config), operator: Mutex::new(None), tenants: Mutex::default(), users: Mutex::default(), timeout };
         scenario.start_operator();
         scenario
     }
@@ -101,13 +102,19 @@ impl Scenario {
 
     pub async fn create_tenant_ref(&self, tenant: Tenant) {
         let name = tenant.name_any();
-        Api::<Tenant>::all(self.client()).create(&PostParams::default(), &tenant).await.unwrap_or_else(|e| panic!("create Tenant {name}: {e}"));
+        Api::<Tenant>::all(self.client())
+            .create(&PostParams::default(), &tenant)
+            .await
+            .unwrap_or_else(|e| panic!("create Tenant {name}: {e}"));
         self.tenants.lock().unwrap().push(name);
     }
 
     pub async fn create_user(&self, user: &TenantUser) {
         let name = user.name_any();
-        Api::<TenantUser>::all(self.client()).create(&PostParams::default(), user).await.unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
+        Api::<TenantUser>::all(self.client())
+            .create(&PostParams::default(), user)
+            .await
+            .unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
         self.users.lock().unwrap().push(name);
     }
 
@@ -120,7 +127,10 @@ impl Scenario {
     }
 
     pub async fn delete_tenant(&self, slug: &str) {
-        Api::<Tenant>::all(self.client()).delete(slug, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete Tenant {slug}: {e}"));
+        Api::<Tenant>::all(self.client())
+            .delete(slug, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete Tenant {slug}: {e}"));
     }
 
     /// Poll until `check` holds, or fail the test with `what`.
@@ -213,7 +223,9 @@ impl Scenario {
         let tenants: Vec<String> = self.tenants.lock().map(|t| t.clone()).unwrap_or_default();
         let api = Api::<Tenant>::all(self.client());
         for slug in &tenants {
-            let _ = api.patch(slug, &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete", "suspend": false}}))).await;
+            let _ = api
+                .patch(slug, &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete", "suspend": false}})))
+                .await;
             let _ = api.delete(slug, &DeleteParams::default()).await;
         }
         if self.fake().is_none() {
@@ -225,4 +237,3 @@ impl Scenario {
         self.stop_operator().await;
     }
 }
-

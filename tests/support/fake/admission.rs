@@ -28,12 +28,7 @@ const OBJECT_META_FIELDS: &[&str] = &[
 ];
 
 /// Prune, default and validate a custom resource. `old` is the stored object on update.
-pub fn admit_custom(
-    validator: &Validator,
-    rt: &ResourceType,
-    obj: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), Vec<Cause>> {
+pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<Cause>> {
     let Some(schema) = rt.schema.as_ref() else {
         return Ok(());
     };
@@ -43,11 +38,7 @@ pub fn admit_custom(
         }
         let props = schema.get("properties").and_then(Value::as_object);
         let preserve = preserves(schema);
-        m.retain(|k, _| {
-            matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-                || preserve
-                || props.is_some_and(|p| p.contains_key(k))
-        });
+        m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || preserve || props.is_some_and(|p| p.contains_key(k)));
         if let Some(props) = props {
             for (k, v) in m.iter_mut() {
                 if k == "metadata" || k == "apiVersion" || k == "kind" {
@@ -93,10 +84,7 @@ pub fn admit_custom(
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true)
+    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
 }
 
 fn nullable(schema: &Value) -> bool {
@@ -104,18 +92,10 @@ fn nullable(schema: &Value) -> bool {
 }
 
 fn prune(schema: &Value, v: &mut Value) {
-    if schema
-        .get("x-kubernetes-int-or-string")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         return;
     }
-    if schema
-        .get("x-kubernetes-embedded-resource")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) {
         return;
     }
     match v {
@@ -255,11 +235,7 @@ fn type_ok(ty: &str, v: &Value) -> bool {
 
 fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: bool) {
     let invalid = |errs: &mut Vec<Cause>, msg: String| {
-        errs.push(Cause::new(
-            "FieldValueInvalid",
-            path,
-            format!("Invalid value: {}: {} in body {msg}", show(v), path),
-        ))
+        errs.push(Cause::new("FieldValueInvalid", path, format!("Invalid value: {}: {} in body {msg}", show(v), path)))
     };
     if v.is_null() {
         if !nullable(schema) {
@@ -267,28 +243,18 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                 errs.push(Cause::new(
                     "FieldValueInvalid",
                     path,
-                    format!(
-                        "Invalid value: \"null\": {path} in body must be of type {ty}: \"null\""
-                    ),
+                    format!("Invalid value: \"null\": {path} in body must be of type {ty}: \"null\""),
                 ));
             }
         }
         return;
     }
-    if schema
-        .get("x-kubernetes-int-or-string")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         if !(v.is_string() || type_ok("integer", v)) {
             errs.push(Cause::new(
                 "FieldValueInvalid",
                 path,
-                format!(
-                    "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
-                    type_name(v),
-                    type_name(v)
-                ),
+                format!("Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"", type_name(v), type_name(v)),
             ));
         }
         return;
@@ -306,19 +272,11 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(v) {
-            let list: Vec<String> = allowed
-                .iter()
-                .filter(|a| !a.is_null())
-                .map(|a| a.to_string())
-                .collect();
+            let list: Vec<String> = allowed.iter().filter(|a| !a.is_null()).map(|a| a.to_string()).collect();
             errs.push(Cause::new(
                 "FieldValueNotSupported",
                 path,
-                format!(
-                    "Unsupported value: {}: supported values: {}",
-                    v,
-                    list.join(", ")
-                ),
+                format!("Unsupported value: {}: supported values: {}", v, list.join(", ")),
             ));
         }
     }
@@ -327,11 +285,7 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
             let len = s.chars().count() as u64;
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                 if len > max {
-                    errs.push(Cause::new(
-                        "FieldValueTooLong",
-                        path,
-                        format!("Too long: may not be more than {max} bytes"),
-                    ));
+                    errs.push(Cause::new("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
                 }
             }
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
@@ -352,38 +306,24 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
             let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                 if f < min || (excl_min && f == min) {
-                    let op = if excl_min {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
+                    let op = if excl_min { "greater than" } else { "greater than or equal to" };
                     invalid(errs, format!("should be {op} {}", trim_num(min)));
                 }
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
                 if f > max || (excl_max && f == max) {
-                    let op = if excl_max {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
+                    let op = if excl_max { "less than" } else { "less than or equal to" };
                     invalid(errs, format!("should be {op} {}", trim_num(max)));
                 }
             }
-            if schema.get("format").and_then(Value::as_str) == Some("int32")
-                && (f < i32::MIN as f64 || f > i32::MAX as f64)
-            {
+            if schema.get("format").and_then(Value::as_str) == Some("int32") && (f < i32::MIN as f64 || f > i32::MAX as f64) {
                 invalid(errs, "must be of type int32".into());
             }
         }
         Value::Array(items) => {
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
                 if items.len() as u64 > max {
-                    errs.push(Cause::new(
-                        "FieldValueTooMany",
-                        path,
-                        format!("Too many: {}: must have at most {max} items", items.len()),
-                    ));
+                    errs.push(Cause::new("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", items.len())));
                 }
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
@@ -391,10 +331,7 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                     errs.push(Cause::new(
                         "FieldValueInvalid",
                         path,
-                        format!(
-                            "Invalid value: {}: {path} in body should have at least {min} items",
-                            items.len()
-                        ),
+                        format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()),
                     ));
                 }
             }
@@ -402,11 +339,7 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                 Some("set") => {
                     for (i, it) in items.iter().enumerate() {
                         if items[..i].contains(it) {
-                            errs.push(Cause::new(
-                                "FieldValueDuplicate",
-                                format!("{path}[{i}]"),
-                                format!("Duplicate value: {}", show(it)),
-                            ));
+                            errs.push(Cause::new("FieldValueDuplicate", format!("{path}[{i}]"), format!("Duplicate value: {}", show(it))));
                         }
                     }
                 }
@@ -417,22 +350,16 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                         .map(|a| a.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
                     let key_of = |it: &Value| -> Map<String, Value> {
-                        keys.iter()
-                            .filter_map(|k| it.get(*k).map(|v| (k.to_string(), v.clone())))
-                            .collect()
+                        keys.iter().filter_map(|k| it.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
                     };
                     for (i, it) in items.iter().enumerate() {
                         let k = key_of(it);
                         if items[..i].iter().any(|o| key_of(o) == k) {
-                            let shown: Vec<String> =
-                                k.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                            let shown: Vec<String> = k.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
                             errs.push(Cause::new(
                                 "FieldValueDuplicate",
                                 format!("{path}[{i}]"),
-                                format!(
-                                    "Duplicate value: map[string]interface {{}}{{{}}}",
-                                    shown.join(", ")
-                                ),
+                                format!("Duplicate value: map[string]interface {{}}{{{}}}", shown.join(", ")),
                             ));
                         }
                     }
@@ -449,11 +376,7 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !m.contains_key(r) {
-                        errs.push(Cause::new(
-                            "FieldValueRequired",
-                            join(path, r),
-                            "Required value",
-                        ));
+                        errs.push(Cause::new("FieldValueRequired", join(path, r), "Required value"));
                     }
                 }
             }
@@ -489,18 +412,8 @@ const DNS1035_LABEL: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 /// Validate `metadata.name` (or a `generateName` prefix) as the real server does for the kind.
 pub fn validate_name(rt: &ResourceType, name: &str, field: &str) -> Vec<Cause> {
     let mut out = Vec::new();
-    let invalid = |msg: String| {
-        Cause::new(
-            "FieldValueInvalid",
-            field,
-            format!("Invalid value: {name:?}: {msg}"),
-        )
-    };
-    let full = |re: &str| {
-        regex::Regex::new(&format!("^{re}$"))
-            .unwrap()
-            .is_match(name)
-    };
+    let invalid = |msg: String| Cause::new("FieldValueInvalid", field, format!("Invalid value: {name:?}: {msg}"));
+    let full = |re: &str| regex::Regex::new(&format!("^{re}$")).unwrap().is_match(name);
     match rt.name_rule {
         NameRule::Subdomain => {
             if name.len() > 253 {

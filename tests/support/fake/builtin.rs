@@ -41,17 +41,8 @@ pub fn default_on_create(state: &mut State, rt: &ResourceType, obj: &mut Value) 
             obj["status"] = json!({"phase": "Active"});
         }
         ("", "Service") => {
-            let ty = obj
-                .pointer("/spec/type")
-                .and_then(Value::as_str)
-                .unwrap_or("ClusterIP")
-                .to_string();
-            if ty != "ExternalName"
-                && obj
-                    .pointer("/spec/clusterIP")
-                    .and_then(Value::as_str)
-                    .is_none()
-            {
+            let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+            if ty != "ExternalName" && obj.pointer("/spec/clusterIP").and_then(Value::as_str).is_none() {
                 let ip = state.next_ip();
                 obj["spec"]["clusterIP"] = json!(ip);
                 obj["spec"]["clusterIPs"] = json!([ip]);
@@ -77,15 +68,7 @@ fn pod_spec_defaults(spec: &mut Value) {
             set_default(c, "/terminationMessagePolicy", json!("File"));
             let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
             let tag_latest = !image.contains(':') || image.ends_with(":latest");
-            set_default(
-                c,
-                "/imagePullPolicy",
-                json!(if tag_latest && !image.contains('@') {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                }),
-            );
+            set_default(c, "/imagePullPolicy", json!(if tag_latest && !image.contains('@') { "Always" } else { "IfNotPresent" }));
             set_default(c, "/resources", json!({}));
             each_item(c, "/ports", |p| set_default(p, "/protocol", json!("TCP")));
         });
@@ -96,11 +79,7 @@ fn pod_spec_defaults(spec: &mut Value) {
 pub fn default(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Namespace") => {
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
             if !obj["metadata"].get("labels").is_some_and(Value::is_object) {
                 obj["metadata"]["labels"] = json!({});
             }
@@ -137,16 +116,8 @@ pub fn default(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
             set_default(obj, "/spec/replicas", json!(1));
             set_default(obj, "/spec/podManagementPolicy", json!("OrderedReady"));
             set_default(obj, "/spec/revisionHistoryLimit", json!(10));
-            set_default(
-                obj,
-                "/spec/updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
-            set_default(
-                obj,
-                "/spec/persistentVolumeClaimRetentionPolicy",
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            );
+            set_default(obj, "/spec/updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+            set_default(obj, "/spec/persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
             if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
                 pod_spec_defaults(spec);
             }
@@ -166,17 +137,12 @@ pub fn default(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
                 obj["spec"]["policyTypes"] = Value::Array(types);
             }
             for dir in ["/spec/ingress", "/spec/egress"] {
-                each_item(obj, dir, |r| {
-                    each_item(r, "/ports", |p| set_default(p, "/protocol", json!("TCP")))
-                });
+                each_item(obj, dir, |r| each_item(r, "/ports", |p| set_default(p, "/protocol", json!("TCP"))));
             }
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             each_item(obj, "/subjects", |s| {
-                if matches!(
-                    s.get("kind").and_then(Value::as_str),
-                    Some("User" | "Group")
-                ) {
+                if matches!(s.get("kind").and_then(Value::as_str), Some("User" | "Group")) {
                     set_default(s, "/apiGroup", json!("rbac.authorization.k8s.io"));
                 }
             });
@@ -186,10 +152,7 @@ pub fn default(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
 }
 
 fn required(causes: &mut Vec<Cause>, obj: &Value, ptr: &str, field: &str) {
-    if obj
-        .pointer(ptr)
-        .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
-    {
+    if obj.pointer(ptr).is_none_or(|v| v.is_null() || v.as_str() == Some("")) {
         causes.push(Cause::new("FieldValueRequired", field, "Required value"));
     }
 }
@@ -203,11 +166,7 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
             required(&mut c, new, "/roleRef/kind", "roleRef.kind");
             if let Some(old) = old {
                 if old.get("roleRef") != new.get("roleRef") {
-                    c.push(Cause::new(
-                        "FieldValueInvalid",
-                        "roleRef",
-                        "Invalid value: \"object\": cannot change roleRef",
-                    ));
+                    c.push(Cause::new("FieldValueInvalid", "roleRef", "Invalid value: \"object\": cannot change roleRef"));
                 }
             }
             if let Some(subjects) = new.get("subjects").and_then(Value::as_array) {
@@ -218,7 +177,10 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
                         other => c.push(Cause::new(
                             "FieldValueNotSupported",
                             format!("subjects[{i}].kind"),
-                            format!("Unsupported value: {:?}: supported values: \"ServiceAccount\", \"User\", \"Group\"", other.unwrap_or("")),
+                            format!(
+                                "Unsupported value: {:?}: supported values: \"ServiceAccount\", \"User\", \"Group\"",
+                                other.unwrap_or("")
+                            ),
                         )),
                     }
                 }
@@ -226,17 +188,9 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
         }
         ("apps", "StatefulSet") => {
             required(&mut c, new, "/spec/selector", "spec.selector");
-            if let Some(sel) = new
-                .pointer("/spec/selector/matchLabels")
-                .and_then(Value::as_object)
-            {
-                let labels = new
-                    .pointer("/spec/template/metadata/labels")
-                    .and_then(Value::as_object);
-                if !sel
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-                {
+            if let Some(sel) = new.pointer("/spec/selector/matchLabels").and_then(Value::as_object) {
+                let labels = new.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+                if !sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
                     c.push(Cause::new(
                         "FieldValueInvalid",
                         "spec.template.metadata.labels",
@@ -297,11 +251,7 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
                 if old.get("immutable").and_then(Value::as_bool) == Some(true) {
                     for f in ["data", "stringData", "binaryData"] {
                         if old.get(f) != new.get(f) {
-                            c.push(Cause::new(
-                                "FieldValueForbidden",
-                                f,
-                                "Forbidden: field is immutable when `immutable` is set",
-                            ));
+                            c.push(Cause::new("FieldValueForbidden", f, "Forbidden: field is immutable when `immutable` is set"));
                         }
                     }
                 }
@@ -309,10 +259,7 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
                     c.push(Cause::new(
                         "FieldValueInvalid",
                         "type",
-                        format!(
-                            "Invalid value: {}: field is immutable",
-                            new.get("type").cloned().unwrap_or_default()
-                        ),
+                        format!("Invalid value: {}: field is immutable", new.get("type").cloned().unwrap_or_default()),
                     ));
                 }
             }
@@ -320,11 +267,7 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
         ("", "Service") => {
             if let Some(old) = old {
                 if old.pointer("/spec/clusterIP") != new.pointer("/spec/clusterIP") {
-                    c.push(Cause::new(
-                        "FieldValueInvalid",
-                        "spec.clusterIPs[0]",
-                        "Invalid value: \"array\": may not change once set",
-                    ));
+                    c.push(Cause::new("FieldValueInvalid", "spec.clusterIPs[0]", "Invalid value: \"array\": may not change once set"));
                 }
             }
         }
@@ -341,9 +284,7 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
                                     "Required value: pathType must be specified",
                                 ));
                             }
-                            if p.pointer("/backend/service/name").is_none()
-                                && p.pointer("/backend/resource").is_none()
-                            {
+                            if p.pointer("/backend/service/name").is_none() && p.pointer("/backend/resource").is_none() {
                                 c.push(Cause::new(
                                     "FieldValueRequired",
                                     format!("{f}.backend"),
@@ -365,17 +306,10 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
             }
             if let Some(t) = new.get("type").and_then(Value::as_str) {
                 if t != "Normal" && t != "Warning" {
-                    c.push(Cause::new(
-                        "FieldValueInvalid",
-                        "type",
-                        format!("Invalid value: {t:?}: has invalid value: {t}"),
-                    ));
+                    c.push(Cause::new("FieldValueInvalid", "type", format!("Invalid value: {t:?}: has invalid value: {t}")));
                 }
             }
-            let ns = new
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let ns = new.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
             match new.pointer("/regarding/namespace").and_then(Value::as_str) {
                 Some(rns) if !rns.is_empty() && rns != ns => c.push(Cause::new(
                     "FieldValueInvalid",

@@ -16,11 +16,7 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause {
-            reason: reason.to_string(),
-            field: field.into(),
-            message: message.into(),
-        }
+        Cause { reason: reason.to_string(), field: field.into(), message: message.into() }
     }
 
     /// `field: message` as the real server prints a `field.Error`.
@@ -45,13 +41,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason: reason.to_string(),
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        ApiError { code, reason: reason.to_string(), message: message.into(), details: None, retry_after: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -68,26 +58,16 @@ impl ApiError {
     }
 
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", rt.qualified(), name),
-        )
-        .with_details(Self::resource_details(rt, name))
+        Self::new(404, "NotFound", format!("{} \"{}\" not found", rt.qualified(), name)).with_details(Self::resource_details(rt, name))
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
-            .with_details(json!({"name": ns, "kind": "namespaces"}))
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(json!({"name": ns, "kind": "namespaces"}))
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", rt.qualified(), name),
-        )
-        .with_details(Self::resource_details(rt, name))
+        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", rt.qualified(), name))
+            .with_details(Self::resource_details(rt, name))
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
@@ -104,37 +84,17 @@ impl ApiError {
     }
 
     pub fn conflict_uid(rt: &ResourceType, name: &str, msg: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                rt.qualified(),
-                name,
-                msg
-            ),
-        )
-        .with_details(Self::resource_details(rt, name))
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", rt.qualified(), name, msg))
+            .with_details(Self::resource_details(rt, name))
     }
 
     /// 422 Invalid with causes, message `Kind.group "name" is invalid: ...`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: &[Cause]) -> Self {
-        let gk = if rt.group.is_empty() {
-            rt.kind.clone()
-        } else {
-            format!("{}.{}", rt.kind, rt.group)
-        };
+        let gk = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
         let body = if causes.len() == 1 {
             causes[0].display()
         } else {
-            format!(
-                "[{}]",
-                causes
-                    .iter()
-                    .map(Cause::display)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("[{}]", causes.iter().map(Cause::display).collect::<Vec<_>>().join(", "))
         };
         let mut d = json!({ "name": name, "kind": rt.kind });
         if !rt.group.is_empty() {
@@ -152,12 +112,7 @@ impl ApiError {
                 })
                 .collect(),
         );
-        Self::new(
-            422,
-            "Invalid",
-            format!("{gk} \"{name}\" is invalid: {body}"),
-        )
-        .with_details(d)
+        Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {body}")).with_details(d)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -174,7 +129,12 @@ impl ApiError {
         Self::new(
             403,
             "Forbidden",
-            format!("{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated", rt.qualified(), name, ns),
+            format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
+                rt.qualified(),
+                name,
+                ns
+            ),
         )
         .with_details(d)
     }
@@ -236,17 +196,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            code,
-            [("content-type", "application/json")],
-            self.to_status().to_string(),
-        )
-            .into_response();
+        let mut resp = (code, [("content-type", "application/json")], self.to_status().to_string()).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(
-                "retry-after",
-                HeaderValue::from_str(&secs.to_string()).unwrap(),
-            );
+            resp.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
         }
         resp
     }

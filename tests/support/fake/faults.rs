@@ -39,19 +39,12 @@ pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "delet
 
 impl RequestCounts {
     pub fn get(&self, verb: &str, resource: &str) -> usize {
-        self.0
-            .get(&(verb.to_string(), resource.to_string()))
-            .copied()
-            .unwrap_or(0)
+        self.0.get(&(verb.to_string(), resource.to_string())).copied().unwrap_or(0)
     }
 
     /// Sum over all resources for a verb.
     pub fn verb(&self, verb: &str) -> usize {
-        self.0
-            .iter()
-            .filter(|((v, _), _)| v == verb)
-            .map(|(_, n)| n)
-            .sum()
+        self.0.iter().filter(|((v, _), _)| v == verb).map(|(_, n)| n).sum()
     }
 
     pub fn writes(&self) -> usize {
@@ -94,8 +87,7 @@ pub struct Fault {
 impl Fault {
     pub fn matches(&self, rec: &RequestRecord) -> bool {
         let verb_ok = self.verb == "*" || self.verb == rec.verb;
-        let res_ok =
-            self.resource == "*" || self.resource == rec.gr() || self.resource == rec.resource;
+        let res_ok = self.resource == "*" || self.resource == rec.gr() || self.resource == rec.resource;
         verb_ok && res_ok && self.remaining > 0
     }
 }

@@ -27,9 +27,7 @@ const UNOWNED_META: &[&str] = &[
 
 /// Schema path (field names only) of a field path, for list-type lookups.
 pub fn schema_path(path: &[String]) -> Vec<String> {
-    path.iter()
-        .filter_map(|e| e.strip_prefix("f:").map(String::from))
-        .collect()
+    path.iter().filter_map(|e| e.strip_prefix("f:").map(String::from)).collect()
 }
 
 /// The key of an associative-list item, canonical JSON (sorted keys). A missing
@@ -64,12 +62,7 @@ pub fn field_set(rt: &ResourceType, obj: &Value) -> FieldSet {
                             if UNOWNED_META.contains(&mk.as_str()) {
                                 continue;
                             }
-                            collect(
-                                rt,
-                                mv,
-                                vec!["f:metadata".into(), format!("f:{mk}")],
-                                &mut out,
-                            );
+                            collect(rt, mv, vec!["f:metadata".into(), format!("f:{mk}")], &mut out);
                         }
                     }
                 }
@@ -123,8 +116,7 @@ fn collect(rt: &ResourceType, v: &Value, path: Path, out: &mut FieldSet) {
 
 /// Whether a path element selects a list member (`k:` or `v:`).
 pub fn is_member(path: &[String]) -> bool {
-    path.last()
-        .is_some_and(|e| e.starts_with("k:") || e.starts_with("v:"))
+    path.last().is_some_and(|e| e.starts_with("k:") || e.starts_with("v:"))
 }
 
 /// The value at `path`, if present.
@@ -138,10 +130,7 @@ pub fn get<'a>(rt: &ResourceType, obj: &'a Value, path: &[String]) -> Option<&'a
                 ListType::Map(keys) => keys,
                 _ => return None,
             };
-            cur = cur
-                .as_array()?
-                .iter()
-                .find(|it| item_key(it, &keys) == *el)?;
+            cur = cur.as_array()?.iter().find(|it| item_key(it, &keys) == *el)?;
         } else if el.starts_with("v:") {
             cur = cur.as_array()?.iter().find(|it| value_key(it) == *el)?;
         } else {
@@ -160,10 +149,7 @@ pub fn remove(rt: &ResourceType, obj: &mut Value, path: &[String]) -> bool {
         return false;
     };
     if let Some(name) = last.strip_prefix("f:") {
-        return parent
-            .as_object_mut()
-            .and_then(|m| m.remove(name))
-            .is_some();
+        return parent.as_object_mut().and_then(|m| m.remove(name)).is_some();
     }
     let Some(arr) = parent.as_array_mut() else {
         return false;
@@ -189,15 +175,9 @@ fn get_mut<'a>(rt: &ResourceType, obj: &'a mut Value, path: &[String]) -> Option
                 ListType::Map(keys) => keys,
                 _ => return None,
             };
-            cur = cur
-                .as_array_mut()?
-                .iter_mut()
-                .find(|it| item_key(it, &keys) == *el)?;
+            cur = cur.as_array_mut()?.iter_mut().find(|it| item_key(it, &keys) == *el)?;
         } else if el.starts_with("v:") {
-            cur = cur
-                .as_array_mut()?
-                .iter_mut()
-                .find(|it| value_key(it) == *el)?;
+            cur = cur.as_array_mut()?.iter_mut().find(|it| value_key(it) == *el)?;
         } else {
             return None;
         }
@@ -211,9 +191,7 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut node = &mut root;
         for el in path {
-            let entry = node
-                .entry(el.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let entry = node.entry(el.clone()).or_insert_with(|| Value::Object(Map::new()));
             node = entry.as_object_mut().unwrap();
         }
     }
@@ -297,39 +275,16 @@ impl ManagedEntry {
 }
 
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(arr) = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-    else {
+    let Some(arr) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
         return vec![];
     };
     arr.iter()
         .map(|e| ManagedEntry {
-            manager: e
-                .get("manager")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            operation: e
-                .get("operation")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            api_version: e
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            time: e
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            subresource: e
-                .get("subresource")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            manager: e.get("manager").and_then(Value::as_str).unwrap_or_default().to_string(),
+            operation: e.get("operation").and_then(Value::as_str).unwrap_or_default().to_string(),
+            api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+            time: e.get("time").and_then(Value::as_str).unwrap_or_default().to_string(),
+            subresource: e.get("subresource").and_then(Value::as_str).unwrap_or_default().to_string(),
             fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
         })
         .collect()
@@ -365,14 +320,7 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 
 /// Record an `Update` by `manager`: it takes ownership of every field it changed; fields that
 /// disappeared lose their owners.
-pub fn record_update(
-    rt: &ResourceType,
-    old: Option<&Value>,
-    new: &mut Value,
-    manager: &str,
-    subresource: &str,
-    now: &str,
-) {
+pub fn record_update(rt: &ResourceType, old: Option<&Value>, new: &mut Value, manager: &str, subresource: &str, now: &str) {
     let mut entries = old.map(read_managed).unwrap_or_default();
     let new_set = field_set(rt, new);
     let old_set = old.map(|o| field_set(rt, o)).unwrap_or_default();
@@ -392,14 +340,10 @@ pub fn record_update(
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
     for e in entries.iter_mut() {
-        e.fields
-            .retain(|p| !changed.contains(p) && !removed.contains(p));
+        e.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     if !changed.is_empty() {
-        match entries
-            .iter_mut()
-            .find(|e| e.same_slot(manager, "Update", subresource))
-        {
+        match entries.iter_mut().find(|e| e.same_slot(manager, "Update", subresource)) {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = now.to_string();

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::resources::ResourceType;
-use super::store::{
-    finalizers, has_spec_finalizers, is_deleting, meta_mut, meta_str, DeleteOpts, Propagation,
-    State, WriteCtx,
-};
+use super::store::{finalizers, has_spec_finalizers, is_deleting, meta_mut, meta_str, DeleteOpts, Propagation, State, WriteCtx};
 
 struct Entry {
     rt: ResourceType,
@@ -26,29 +23,18 @@ fn snapshot(state: &State) -> Vec<Entry> {
             continue;
         };
         for ((ns, name), obj) in objs {
-            out.push(Entry {
-                rt: rt.clone(),
-                ns: ns.clone(),
-                name: name.clone(),
-                obj: obj.clone(),
-            });
+            out.push(Entry { rt: rt.clone(), ns: ns.clone(), name: name.clone(), obj: obj.clone() });
         }
     }
     out
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 fn uid_of(v: &Value) -> String {
-    v.get("uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    v.get("uid").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn set_finalizers(state: &mut State, e: &Entry, fins: Vec<String>) {
@@ -81,35 +67,19 @@ fn set_owner_refs(state: &mut State, e: &Entry, refs: Vec<Value>) {
 }
 
 fn delete(state: &mut State, e: &Entry, p: Propagation) {
-    let _ = state.delete(
-        &e.rt,
-        &e.ns,
-        &e.name,
-        &DeleteOpts {
-            propagation: Some(p),
-            ..Default::default()
-        },
-    );
+    let _ = state.delete(&e.rt, &e.ns, &e.name, &DeleteOpts { propagation: Some(p), ..Default::default() });
 }
 
 /// One pass of every controller; true when something changed.
 pub fn run_pass(state: &mut State) -> bool {
-    namespaces(state)
-        | garbage_collect(state)
-        | (state.simulate_statefulsets && statefulsets(state))
+    namespaces(state) | garbage_collect(state) | (state.simulate_statefulsets && statefulsets(state))
 }
 
 fn namespaces(state: &mut State) -> bool {
     let mut changed = false;
     let all = snapshot(state);
-    for ns in all
-        .iter()
-        .filter(|e| e.rt.kind == "Namespace" && e.rt.group.is_empty() && is_deleting(&e.obj))
-    {
-        let contents: Vec<&Entry> = all
-            .iter()
-            .filter(|e| e.rt.namespaced && e.ns == ns.name)
-            .collect();
+    for ns in all.iter().filter(|e| e.rt.kind == "Namespace" && e.rt.group.is_empty() && is_deleting(&e.obj)) {
+        let contents: Vec<&Entry> = all.iter().filter(|e| e.rt.namespaced && e.ns == ns.name).collect();
         for e in &contents {
             if !is_deleting(&e.obj) {
                 delete(state, e, Propagation::Background);
@@ -121,12 +91,7 @@ fn namespaces(state: &mut State) -> bool {
             let fins: Vec<Value> = o
                 .pointer("/spec/finalizers")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter(|f| f.as_str() != Some("kubernetes"))
-                        .cloned()
-                        .collect()
-                })
+                .map(|a| a.iter().filter(|f| f.as_str() != Some("kubernetes")).cloned().collect())
                 .unwrap_or_default();
             o["spec"]["finalizers"] = Value::Array(fins);
             if !has_spec_finalizers(&o) && finalizers(&o).is_empty() {
@@ -143,10 +108,7 @@ fn namespaces(state: &mut State) -> bool {
 fn garbage_collect(state: &mut State) -> bool {
     let mut changed = false;
     let all = snapshot(state);
-    let by_uid: HashMap<String, &Entry> = all
-        .iter()
-        .filter_map(|e| meta_str(&e.obj, "uid").map(|u| (u.to_string(), e)))
-        .collect();
+    let by_uid: HashMap<String, &Entry> = all.iter().filter_map(|e| meta_str(&e.obj, "uid").map(|u| (u.to_string(), e))).collect();
 
     // dependents' side
     for d in &all {
@@ -173,20 +135,13 @@ fn garbage_collect(state: &mut State) -> bool {
         }
         if solid > 0 {
             if !dangling.is_empty() || !waiting.is_empty() {
-                let keep: Vec<Value> = refs
-                    .iter()
-                    .filter(|r| !dangling.contains(&uid_of(r)) && !waiting.contains(&uid_of(r)))
-                    .cloned()
-                    .collect();
+                let keep: Vec<Value> =
+                    refs.iter().filter(|r| !dangling.contains(&uid_of(r)) && !waiting.contains(&uid_of(r))).cloned().collect();
                 set_owner_refs(state, d, keep);
                 changed = true;
             }
         } else if !is_deleting(&d.obj) {
-            let p = if waiting.is_empty() {
-                Propagation::Background
-            } else {
-                Propagation::Foreground
-            };
+            let p = if waiting.is_empty() { Propagation::Background } else { Propagation::Foreground };
             delete(state, d, p);
             changed = true;
         }
@@ -197,40 +152,20 @@ fn garbage_collect(state: &mut State) -> bool {
     for owner in all.iter().filter(|e| is_deleting(&e.obj)) {
         let uid = meta_str(&owner.obj, "uid").unwrap_or_default().to_string();
         let fins = finalizers(&owner.obj);
-        let dependents: Vec<&Entry> = all
-            .iter()
-            .filter(|d| owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid))
-            .collect();
+        let dependents: Vec<&Entry> = all.iter().filter(|d| owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid)).collect();
         if fins.iter().any(|f| f == "orphan") {
             for d in &dependents {
-                let keep: Vec<Value> = owner_refs(&d.obj)
-                    .into_iter()
-                    .filter(|r| uid_of(r) != uid)
-                    .collect();
+                let keep: Vec<Value> = owner_refs(&d.obj).into_iter().filter(|r| uid_of(r) != uid).collect();
                 set_owner_refs(state, d, keep);
             }
-            set_finalizers(
-                state,
-                owner,
-                fins.iter().filter(|f| *f != "orphan").cloned().collect(),
-            );
+            set_finalizers(state, owner, fins.iter().filter(|f| *f != "orphan").cloned().collect());
             changed = true;
         } else if fins.iter().any(|f| f == "foregroundDeletion") {
             let blocking = dependents.iter().any(|d| {
-                owner_refs(&d.obj).iter().any(|r| {
-                    uid_of(r) == uid
-                        && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
-                })
+                owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true))
             });
             if !blocking {
-                set_finalizers(
-                    state,
-                    owner,
-                    fins.iter()
-                        .filter(|f| *f != "foregroundDeletion")
-                        .cloned()
-                        .collect(),
-                );
+                set_finalizers(state, owner, fins.iter().filter(|f| *f != "foregroundDeletion").cloned().collect());
                 changed = true;
             }
         }
@@ -241,36 +176,16 @@ fn garbage_collect(state: &mut State) -> bool {
 fn statefulsets(state: &mut State) -> bool {
     let mut changed = false;
     let all = snapshot(state);
-    let Some(pvc_rt) = state
-        .registry
-        .find("", "v1", "persistentvolumeclaims")
-        .cloned()
-    else {
+    let Some(pvc_rt) = state.registry.find("", "v1", "persistentvolumeclaims").cloned() else {
         return false;
     };
-    for sts in all
-        .iter()
-        .filter(|e| e.rt.kind == "StatefulSet" && e.rt.group == "apps" && !is_deleting(&e.obj))
-    {
+    for sts in all.iter().filter(|e| e.rt.kind == "StatefulSet" && e.rt.group == "apps" && !is_deleting(&e.obj)) {
         if state.namespace_state(&sts.ns).is_none_or(is_deleting) {
             continue;
         }
-        let replicas = sts
-            .obj
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let templates = sts
-            .obj
-            .pointer("/spec/volumeClaimTemplates")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let selector = sts
-            .obj
-            .pointer("/spec/selector/matchLabels")
-            .cloned()
-            .unwrap_or(json!({}));
+        let replicas = sts.obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let templates = sts.obj.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).cloned().unwrap_or_default();
+        let selector = sts.obj.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}));
         for t in templates {
             let Some(tname) = t.pointer("/metadata/name").and_then(Value::as_str) else {
                 continue;
@@ -296,10 +211,7 @@ fn statefulsets(state: &mut State) -> bool {
                     "metadata": {"name": name, "namespace": sts.ns, "labels": labels},
                     "spec": spec,
                 });
-                let ctx = WriteCtx {
-                    manager: "kube-controller-manager".into(),
-                    dry_run: false,
-                };
+                let ctx = WriteCtx { manager: "kube-controller-manager".into(), dry_run: false };
                 if state.create(&pvc_rt, &sts.ns, body, &ctx, false).is_ok() {
                     changed = true;
                 }

@@ -112,27 +112,19 @@ impl Builder {
             records: Mutex::new(Vec::new()),
             addr: Mutex::new(String::new()),
         });
-        let server = FakeApiServer {
-            inner: inner.clone(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tasks: Vec::new(),
-        };
+        let server = FakeApiServer { inner: inner.clone(), addr: "127.0.0.1:0".parse().unwrap(), tasks: Vec::new() };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             server.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
         }
         if self.repo_crds {
             for yaml in repo_crds() {
-                server
-                    .register_crd(&yaml)
-                    .expect("repository CRD must load");
+                server.register_crd(&yaml).expect("repository CRD must load");
             }
         }
         for yaml in &self.crds {
             server.register_crd(yaml).expect("CRD must load");
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         *inner.addr.lock().unwrap() = addr.to_string();
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -155,28 +147,17 @@ impl Builder {
                 rx.borrow_and_update();
             }
         });
-        FakeApiServer {
-            inner,
-            addr,
-            tasks: vec![http, gc],
-        }
+        FakeApiServer { inner, addr, tasks: vec![http, gc] }
     }
 }
 
 fn repo_crds() -> Vec<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect())
         .unwrap_or_default();
     files.sort();
-    files
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .collect()
+    files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
 }
 
 /// The fake API server. Dropping it stops it.
@@ -233,53 +214,22 @@ impl FakeApiServer {
 
     fn seed(&self, obj: Value) {
         let mut st = self.inner.state.lock().unwrap();
-        let rt = st
-            .registry
-            .find_kind(
-                obj["apiVersion"].as_str().unwrap(),
-                obj["kind"].as_str().unwrap(),
-            )
-            .unwrap()
-            .clone();
-        let ctx = WriteCtx {
-            manager: "fake-setup".into(),
-            dry_run: false,
-        };
+        let rt = st.registry.find_kind(obj["apiVersion"].as_str().unwrap(), obj["kind"].as_str().unwrap()).unwrap().clone();
+        let ctx = WriteCtx { manager: "fake-setup".into(), dry_run: false };
         st.create(&rt, "", obj, &ctx, false).unwrap();
     }
 
     /// Install (or update) a CRD given as YAML; its resources are served at once.
     pub fn register_crd(&self, yaml: &str) -> Result<(), String> {
         let crd: Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        let name = crd
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .ok_or("CRD without metadata.name")?
-            .to_string();
+        let name = crd.pointer("/metadata/name").and_then(Value::as_str).ok_or("CRD without metadata.name")?.to_string();
         let mut st = self.inner.state.lock().unwrap();
-        let rt = st
-            .registry
-            .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-            .unwrap()
-            .clone();
-        let ctx = WriteCtx {
-            manager: "fake-setup".into(),
-            dry_run: false,
-        };
+        let rt = st.registry.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap().clone();
+        let ctx = WriteCtx { manager: "fake-setup".into(), dry_run: false };
         if st.lookup(&rt, "", &name).is_some() {
-            st.patch(
-                &rt,
-                "",
-                &name,
-                PatchKind::Apply { force: true },
-                &crd,
-                "",
-                &ctx,
-            )
-            .map_err(|e| e.message)?;
+            st.patch(&rt, "", &name, PatchKind::Apply { force: true }, &crd, "", &ctx).map_err(|e| e.message)?;
         } else {
-            st.create(&rt, "", crd, &ctx, false)
-                .map_err(|e| e.message)?;
+            st.create(&rt, "", crd, &ctx, false).map_err(|e| e.message)?;
         }
         Ok(())
     }
@@ -298,12 +248,7 @@ impl FakeApiServer {
     }
 
     fn add_fault(&self, verb: &str, resource: &str, action: FaultAction, count: usize) {
-        self.inner.faults.lock().unwrap().push(Fault {
-            verb: verb.into(),
-            resource: resource.into(),
-            action,
-            remaining: count,
-        });
+        self.inner.faults.lock().unwrap().push(Fault { verb: verb.into(), resource: resource.into(), action, remaining: count });
     }
 
     pub fn clear_faults(&self) {
@@ -322,12 +267,7 @@ impl FakeApiServer {
     /// Write requests (create/update/patch/delete) made since `snapshot` was taken.
     pub fn writes_since(&self, snapshot: &RequestCounts) -> RequestCounts {
         let now = self.request_counts().since(snapshot);
-        RequestCounts(
-            now.0
-                .into_iter()
-                .filter(|((v, _), _)| faults::WRITE_VERBS.contains(&v.as_str()))
-                .collect(),
-        )
+        RequestCounts(now.0.into_iter().filter(|((v, _), _)| faults::WRITE_VERBS.contains(&v.as_str())).collect())
     }
 
     pub fn reset_counts(&self) {
@@ -352,17 +292,10 @@ impl FakeApiServer {
     }
 
     /// Read an object directly (not counted as a request).
-    pub fn object(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Option<Value> {
+    pub fn object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let st = self.inner.state.lock().unwrap();
         let rt = st.registry.find_kind(api_version, kind)?.clone();
-        st.lookup(&rt, namespace, name)
-            .map(|o| State::present(&rt, o))
+        st.lookup(&rt, namespace, name).map(|o| State::present(&rt, o))
     }
 
     /// All objects of a kind (all namespaces), not counted as a request.
@@ -432,18 +365,10 @@ struct Target {
 }
 
 fn parse_target(st: &State, path: &str) -> Option<(String, String, Vec<String>)> {
-    let segs: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(String::from).collect();
     match segs.first().map(String::as_str) {
-        Some("api") if segs.len() >= 2 => {
-            Some((String::new(), segs[1].clone(), segs[2..].to_vec()))
-        }
-        Some("apis") if segs.len() >= 3 => {
-            Some((segs[1].clone(), segs[2].clone(), segs[3..].to_vec()))
-        }
+        Some("api") if segs.len() >= 2 => Some((String::new(), segs[1].clone(), segs[2..].to_vec())),
+        Some("apis") if segs.len() >= 3 => Some((segs[1].clone(), segs[2].clone(), segs[3..].to_vec())),
         _ => {
             let _ = st;
             None
@@ -456,11 +381,7 @@ fn resolve(st: &State, group: &str, version: &str, rest: &[String]) -> Option<Ta
         return None;
     }
     if rest.len() >= 3 && rest[0] == "namespaces" {
-        if let Some(rt) = st
-            .registry
-            .find(group, version, &rest[2])
-            .filter(|t| t.namespaced)
-        {
+        if let Some(rt) = st.registry.find(group, version, &rest[2]).filter(|t| t.namespaced) {
             if rest.len() > 5 {
                 return None;
             }
@@ -476,12 +397,7 @@ fn resolve(st: &State, group: &str, version: &str, rest: &[String]) -> Option<Ta
         return None;
     }
     let rt = st.registry.find(group, version, &rest[0])?;
-    Some(Target {
-        rt: rt.clone(),
-        namespace: None,
-        name: rest.get(1).cloned(),
-        sub: rest.get(2).cloned(),
-    })
+    Some(Target { rt: rt.clone(), namespace: None, name: rest.get(1).cloned(), sub: rest.get(2).cloned() })
 }
 
 fn version_doc() -> Value {
@@ -508,22 +424,13 @@ fn parse_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
         return Ok(Value::Null);
     }
     if yaml {
-        serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        })
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
     }
 }
 
-async fn handle(
-    AxState(inner): AxState<Arc<Inner>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let addr = inner.addr.lock().unwrap().clone();
     // discovery and misc
@@ -566,12 +473,7 @@ async fn handle(
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
-        _ => {
-            return ApiError::method_not_allowed(
-                "the server does not allow this method on the requested resource",
-            )
-            .into_response()
-        }
+        _ => return ApiError::method_not_allowed("the server does not allow this method on the requested resource").into_response(),
     };
     let mut rec = RequestRecord {
         verb: verb.into(),
@@ -606,11 +508,7 @@ async fn handle(
             Err(e) => e.into_response(),
         },
     };
-    rec.code = if verb == "watch" && resp.status() == StatusCode::OK {
-        0
-    } else {
-        resp.status().as_u16()
-    };
+    rec.code = if verb == "watch" && resp.status() == StatusCode::OK { 0 } else { resp.status().as_u16() };
     inner.records.lock().unwrap().push(rec);
     resp
 }
@@ -634,31 +532,21 @@ fn serve(
             return Err(ApiError::path_not_found());
         }
         if !matches!(verb, "get" | "update" | "patch") {
-            return Err(ApiError::method_not_allowed(
-                "the server does not allow this method on the requested resource",
-            ));
+            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
         }
     }
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-    let ctx = WriteCtx {
-        manager: manager_from(q, headers),
-        dry_run,
-    };
+    let ctx = WriteCtx { manager: manager_from(q, headers), dry_run };
     if let Some(fv) = q.get("fieldValidation") {
         if !matches!(fv.as_str(), "Ignore" | "Warn" | "Strict" | "") {
-            return Err(ApiError::bad_request(format!(
-                "fieldValidation: Unsupported value: {fv:?}"
-            )));
+            return Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: {fv:?}")));
         }
     }
     let name = t.name.clone().unwrap_or_default();
     let selectors = || -> ApiResult<Selectors> {
         Ok(Selectors {
             labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-            fields: FieldSelector::parse(
-                q.get("fieldSelector").map(String::as_str).unwrap_or(""),
-                &rt.kind,
-            )?,
+            fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.kind)?,
         })
     };
     match verb {
@@ -673,10 +561,7 @@ fn serve(
             if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
                 let rv = q.get("resourceVersion").cloned().unwrap_or_default();
                 if rv != st.rv.to_string() {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {rv} ({})",
-                        st.rv
-                    )));
+                    return Err(ApiError::gone(format!("too old resource version: {rv} ({})", st.rv)));
                 }
             }
             let mut items = st.list(rt, t.namespace.as_deref(), &sel);
@@ -685,28 +570,19 @@ fn serve(
             // pagination: continue token is "<rv>:<offset>"
             let offset = match q.get("continue").filter(|c| !c.is_empty()) {
                 Some(c) => {
-                    let (rv, off) = c
-                        .split_once(':')
-                        .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
-                    let rvn: u64 = rv
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+                    let (rv, off) = c.split_once(':').ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                    let rvn: u64 = rv.parse().map_err(|_| ApiError::bad_request("continue key is not valid"))?;
                     if rvn < st.compacted_rv {
                         return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
                     }
                     list_rv = rv.to_string();
-                    off.parse::<usize>()
-                        .map_err(|_| ApiError::bad_request("continue key is not valid"))?
+                    off.parse::<usize>().map_err(|_| ApiError::bad_request("continue key is not valid"))?
                 }
                 None => 0,
             };
             items = items.into_iter().skip(offset).collect();
             let mut remaining = None;
-            if let Some(limit) = q
-                .get("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .filter(|l| *l > 0)
-            {
+            if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
                 if items.len() > limit {
                     remaining = Some(items.len() - limit);
                     items.truncate(limit);
@@ -728,10 +604,7 @@ fn serve(
         }
         "watch" => {
             let sel = selectors()?;
-            let timeout = q
-                .get("timeoutSeconds")
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(1800);
+            let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
             let req = watch::WatchRequest {
                 rt: rt.clone(),
                 namespace: t.namespace.clone(),
@@ -741,9 +614,7 @@ fn serve(
                 bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
                 timeout: Duration::from_secs(timeout),
             };
-            if req.send_initial_events
-                && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
-            {
+            if req.send_initial_events && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
                 return Err(ApiError::new(
                     422,
                     "Invalid",
@@ -751,11 +622,7 @@ fn serve(
                 ));
             }
             let body = watch::start(inner.clone(), req)?;
-            Ok(Response::builder()
-                .status(200)
-                .header("content-type", "application/json")
-                .body(body)
-                .unwrap())
+            Ok(Response::builder().status(200).header("content-type", "application/json").body(body).unwrap())
         }
         "create" => {
             let obj = parse_body(body, false)?;
@@ -771,15 +638,8 @@ fn serve(
             Ok(json_response(StatusCode::OK, &updated))
         }
         "patch" => {
-            let ct = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let ct =
+                headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
             let force = q.get("force").is_some_and(|f| f == "true");
             let kind = match ct.as_str() {
                 "application/apply-patch+yaml" => {
@@ -802,7 +662,11 @@ fn serve(
                 }
             };
             if force && !matches!(kind, PatchKind::Apply { .. }) {
-                return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"));
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+                ));
             }
             let is_apply = matches!(kind, PatchKind::Apply { .. });
             let patch = parse_body(body, is_apply)?;
@@ -810,21 +674,15 @@ fn serve(
             let mut st = inner.state.lock().unwrap();
             let existed = st.lookup(rt, &ns, &name).is_some();
             let out = st.patch(rt, &ns, &name, kind, &patch, &sub, &ctx)?;
-            let code = if is_apply && !existed {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
+            let code = if is_apply && !existed { StatusCode::CREATED } else { StatusCode::OK };
             Ok(json_response(code, &out))
         }
         "delete" => {
             let opts_body = parse_body(body, false).unwrap_or(Value::Null);
-            let pp = q.get("propagationPolicy").cloned().or_else(|| {
-                opts_body
-                    .get("propagationPolicy")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            });
+            let pp = q
+                .get("propagationPolicy")
+                .cloned()
+                .or_else(|| opts_body.get("propagationPolicy").and_then(Value::as_str).map(String::from));
             let propagation = match pp.as_deref() {
                 None | Some("") => None,
                 Some("Background") => Some(Propagation::Background),
@@ -840,34 +698,15 @@ fn serve(
             };
             let opts = DeleteOpts {
                 propagation,
-                uid: opts_body
-                    .pointer("/preconditions/uid")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                resource_version: opts_body
-                    .pointer("/preconditions/resourceVersion")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                dry_run: dry_run
-                    || opts_body
-                        .get("dryRun")
-                        .and_then(Value::as_array)
-                        .is_some_and(|a| a.iter().any(|d| d == "All")),
+                uid: opts_body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+                resource_version: opts_body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+                dry_run: dry_run || opts_body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")),
             };
             let mut st = inner.state.lock().unwrap();
             let (obj, gone) = st.delete(rt, &ns, &name, &opts)?;
-            Ok(json_response(
-                if gone {
-                    StatusCode::OK
-                } else {
-                    StatusCode::ACCEPTED
-                },
-                &obj,
-            ))
+            Ok(json_response(if gone { StatusCode::OK } else { StatusCode::ACCEPTED }, &obj))
         }
-        _ => Err(ApiError::method_not_allowed(
-            "deletecollection is not supported by the fake API server",
-        )),
+        _ => Err(ApiError::method_not_allowed("deletecollection is not supported by the fake API server")),
     }
 }
 

@@ -8,9 +8,7 @@ use super::resources::{ListType, ResourceType};
 
 pub fn merge_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request(
-            "json: cannot unmarshal into Go value of type map[string]interface {}",
-        ));
+        return Err(ApiError::bad_request("json: cannot unmarshal into Go value of type map[string]interface {}"));
     }
     let mut out = target.clone();
     json_patch::merge(&mut out, patch);
@@ -20,16 +18,14 @@ pub fn merge_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
 /// RFC 6902. A malformed patch is 400; one that cannot be applied (failed `test`, missing
 /// path) is 422, as on the real server.
 pub fn json_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
-    let p: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    let p: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     // Like the Go implementation the real server uses, `test` with a `null` value passes when
     // the path does not exist (kube's finalizer helper relies on this).
     let ops: Vec<json_patch::PatchOperation> =
         p.0.into_iter()
             .filter(|op| match op {
-                json_patch::PatchOperation::Test(t) => {
-                    !(t.value.is_null() && target.pointer(t.path.as_str()).is_none())
-                }
+                json_patch::PatchOperation::Test(t) => !(t.value.is_null() && target.pointer(t.path.as_str()).is_none()),
                 _ => true,
             })
             .collect();
@@ -54,12 +50,9 @@ pub fn strategic_merge(rt: &ResourceType, target: &Value, patch: &Value) -> ApiR
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
     }
@@ -79,10 +72,7 @@ fn smp(rt: &ResourceType, path: &mut Vec<String>, target: &mut Value, patch: &Va
     }
     for (k, pv) in pm {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (
-                target.get_mut(field).and_then(Value::as_array_mut),
-                pv.as_array(),
-            ) {
+            if let (Some(list), Some(del)) = (target.get_mut(field).and_then(Value::as_array_mut), pv.as_array()) {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -97,9 +87,7 @@ fn smp(rt: &ResourceType, path: &mut Vec<String>, target: &mut Value, patch: &Va
         }
         path.push(k.clone());
         match pv {
-            Value::Object(_) if tm.get(k).is_some_and(Value::is_object) => {
-                smp(rt, path, tm.get_mut(k).unwrap(), pv)
-            }
+            Value::Object(_) if tm.get(k).is_some_and(Value::is_object) => smp(rt, path, tm.get_mut(k).unwrap(), pv),
             Value::Array(items) => {
                 let lt = rt.list_type(path);
                 let existing = tm.get(k).and_then(Value::as_array).cloned();

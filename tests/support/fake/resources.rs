@@ -119,11 +119,7 @@ fn crd_list_type(schema: &Value, path: &[&str]) -> ListType {
         Some("map") => ListType::Map(
             node.get("x-kubernetes-list-map-keys")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|k| k.as_str().map(String::from))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
                 .unwrap_or_default(),
         ),
         _ => ListType::Atomic,
@@ -135,20 +131,14 @@ fn builtin_list_type(kind: &str, path: &[&str]) -> ListType {
     let map = |keys: &[&str]| ListType::Map(keys.iter().map(|k| k.to_string()).collect());
     // Pod template inside workload kinds
     let pod_spec: &[&str] = match kind {
-        "StatefulSet" | "Deployment" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            &["spec", "template", "spec"]
-        }
+        "StatefulSet" | "Deployment" | "DaemonSet" | "ReplicaSet" | "Job" => &["spec", "template", "spec"],
         "Pod" => &["spec"],
         _ => &[],
     };
     if !pod_spec.is_empty() && path.len() > pod_spec.len() && &path[..pod_spec.len()] == pod_spec {
         let rest = &path[pod_spec.len()..];
         return match rest {
-            ["containers"]
-            | ["initContainers"]
-            | ["ephemeralContainers"]
-            | ["volumes"]
-            | ["imagePullSecrets"] => map(&["name"]),
+            ["containers"] | ["initContainers"] | ["ephemeralContainers"] | ["volumes"] | ["imagePullSecrets"] => map(&["name"]),
             ["containers" | "initContainers", "ports"] => map(&["containerPort", "protocol"]),
             ["containers" | "initContainers", "env"] => map(&["name"]),
             ["containers" | "initContainers", "volumeMounts"] => map(&["mountPath"]),
@@ -166,13 +156,7 @@ fn builtin_list_type(kind: &str, path: &[&str]) -> ListType {
     }
 }
 
-fn builtin(
-    group: &str,
-    kind: &str,
-    plural: &str,
-    namespaced: bool,
-    short: &[&str],
-) -> ResourceType {
+fn builtin(group: &str, kind: &str, plural: &str, namespaced: bool, short: &[&str]) -> ResourceType {
     ResourceType {
         group: group.into(),
         version: "v1".into(),
@@ -206,26 +190,14 @@ pub fn builtins() -> Vec<ResourceType> {
     svc.categories = vec!["all".into()];
     svc.name_rule = NameRule::Label1035;
     v.push(svc);
-    let mut pvc = builtin(
-        "",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        true,
-        &["pvc"],
-    );
+    let mut pvc = builtin("", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"]);
     pvc.status = true;
     v.push(pvc);
     v.push(builtin("", "Event", "events", true, &["ev"]));
     let mut rq = builtin("", "ResourceQuota", "resourcequotas", true, &["quota"]);
     rq.status = true;
     v.push(rq);
-    v.push(builtin(
-        "",
-        "ServiceAccount",
-        "serviceaccounts",
-        true,
-        &["sa"],
-    ));
+    v.push(builtin("", "ServiceAccount", "serviceaccounts", true, &["sa"]));
     v.push(builtin("events.k8s.io", "Event", "events", true, &["ev"]));
     let mut sts = builtin("apps", "StatefulSet", "statefulsets", true, &["sts"]);
     sts.status = true;
@@ -236,13 +208,7 @@ pub fn builtins() -> Vec<ResourceType> {
     ing.status = true;
     ing.generation = true;
     v.push(ing);
-    let mut np = builtin(
-        "networking.k8s.io",
-        "NetworkPolicy",
-        "networkpolicies",
-        true,
-        &["netpol"],
-    );
+    let mut np = builtin("networking.k8s.io", "NetworkPolicy", "networkpolicies", true, &["netpol"]);
     np.generation = true;
     v.push(np);
     for (kind, plural, namespaced) in [
@@ -256,13 +222,7 @@ pub fn builtins() -> Vec<ResourceType> {
         v.push(r);
     }
     v.push(builtin("coordination.k8s.io", "Lease", "leases", true, &[]));
-    let mut crd = builtin(
-        "apiextensions.k8s.io",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        false,
-        &["crd", "crds"],
-    );
+    let mut crd = builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"]);
     crd.status = true;
     crd.generation = true;
     crd.categories = vec!["api-extensions".into()];
@@ -274,56 +234,28 @@ pub fn builtins() -> Vec<ResourceType> {
 pub fn from_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
     let bad = |m: &str| ApiError::bad_request(format!("invalid CustomResourceDefinition: {m}"));
     let spec = crd.get("spec").ok_or_else(|| bad("spec missing"))?;
-    let group = spec
-        .get("group")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("spec.group missing"))?;
+    let group = spec.get("group").and_then(Value::as_str).ok_or_else(|| bad("spec.group missing"))?;
     let names = spec.get("names").ok_or_else(|| bad("spec.names missing"))?;
-    let plural = names
-        .get("plural")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("spec.names.plural missing"))?;
-    let kind = names
-        .get("kind")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("spec.names.kind missing"))?;
+    let plural = names.get("plural").and_then(Value::as_str).ok_or_else(|| bad("spec.names.plural missing"))?;
+    let kind = names.get("kind").and_then(Value::as_str).ok_or_else(|| bad("spec.names.kind missing"))?;
     let strs = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
     };
-    let scope = spec
-        .get("scope")
-        .and_then(Value::as_str)
-        .unwrap_or("Namespaced");
-    let versions = spec
-        .get("versions")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("spec.versions missing"))?;
+    let scope = spec.get("scope").and_then(Value::as_str).unwrap_or("Namespaced");
+    let versions = spec.get("versions").and_then(Value::as_array).ok_or_else(|| bad("spec.versions missing"))?;
     let crd_name = format!("{plural}.{group}");
     let mut out = Vec::new();
     for ver in versions {
         if ver.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        let version = ver
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("version name missing"))?;
+        let version = ver.get("name").and_then(Value::as_str).ok_or_else(|| bad("version name missing"))?;
         out.push(ResourceType {
             group: group.into(),
             version: version.into(),
             kind: kind.into(),
             plural: plural.into(),
-            singular: names
-                .get("singular")
-                .and_then(Value::as_str)
-                .unwrap_or(&kind.to_lowercase())
-                .to_string(),
+            singular: names.get("singular").and_then(Value::as_str).unwrap_or(&kind.to_lowercase()).to_string(),
             namespaced: scope == "Namespaced",
             short_names: strs(names.get("shortNames")),
             categories: strs(names.get("categories")),
@@ -346,22 +278,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.types
-            .iter()
-            .find(|t| t.group == group && t.version == version && t.plural == plural)
+        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural)
     }
 
     /// Any version of `group/plural` (storage is shared across versions).
     pub fn find_any(&self, group: &str, plural: &str) -> Option<&ResourceType> {
-        self.types
-            .iter()
-            .find(|t| t.group == group && t.plural == plural)
+        self.types.iter().find(|t| t.group == group && t.plural == plural)
     }
 
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
-        self.types
-            .iter()
-            .find(|t| t.api_version() == api_version && t.kind == kind)
+        self.types.iter().find(|t| t.api_version() == api_version && t.kind == kind)
     }
 
     pub fn remove_crd(&mut self, crd_name: &str) {
@@ -370,9 +296,7 @@ impl Registry {
 
     pub fn add(&mut self, types: Vec<ResourceType>) {
         for t in types {
-            self.types.retain(|x| {
-                !(x.group == t.group && x.version == t.version && x.plural == t.plural)
-            });
+            self.types.retain(|x| !(x.group == t.group && x.version == t.version && x.plural == t.plural));
             self.types.push(t);
         }
     }
@@ -404,53 +328,30 @@ impl Registry {
     }
 
     fn group_doc(group: &str, versions: &[String]) -> Value {
-        let vs: Vec<Value> = versions
-            .iter()
-            .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-            .collect();
+        let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
         json!({ "name": group, "versions": vs, "preferredVersion": vs[0].clone() })
     }
 
     pub fn api_group_list(&self) -> Value {
-        let groups: Vec<Value> = self
-            .group_versions()
-            .iter()
-            .map(|(g, vs)| Self::group_doc(g, vs))
-            .collect();
+        let groups: Vec<Value> = self.group_versions().iter().map(|(g, vs)| Self::group_doc(g, vs)).collect();
         json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
     }
 
     pub fn api_group(&self, group: &str) -> Option<Value> {
-        self.group_versions()
-            .iter()
-            .find(|(g, _)| g == group)
-            .map(|(g, vs)| {
-                let mut d = Self::group_doc(g, vs);
-                d["kind"] = json!("APIGroup");
-                d["apiVersion"] = json!("v1");
-                d
-            })
+        self.group_versions().iter().find(|(g, _)| g == group).map(|(g, vs)| {
+            let mut d = Self::group_doc(g, vs);
+            d["kind"] = json!("APIGroup");
+            d["apiVersion"] = json!("v1");
+            d
+        })
     }
 
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
-        let types: Vec<&ResourceType> = self
-            .types
-            .iter()
-            .filter(|t| t.group == group && t.version == version)
-            .collect();
+        let types: Vec<&ResourceType> = self.types.iter().filter(|t| t.group == group && t.version == version).collect();
         if types.is_empty() {
             return None;
         }
-        let verbs = json!([
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch"
-        ]);
+        let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
         let mut resources = Vec::new();
         for t in types {
             let mut r = json!({
@@ -476,11 +377,7 @@ impl Registry {
             }
             subs.extend(t.extra_subresources.iter().map(String::as_str));
             for s in subs {
-                let verbs = if s == "finalize" {
-                    json!(["update"])
-                } else {
-                    json!(["get", "patch", "update"])
-                };
+                let verbs = if s == "finalize" { json!(["update"]) } else { json!(["get", "patch", "update"]) };
                 resources.push(json!({
                     "name": format!("{}/{}", t.plural, s),
                     "singularName": "",
@@ -490,13 +387,7 @@ impl Registry {
                 }));
             }
         }
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
-        Some(
-            json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }),
-        )
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }))
     }
 }

@@ -35,14 +35,13 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
 fn valid_key(k: &str) -> bool {
-    let re = regex::Regex::new(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$").unwrap();
+    let re =
+        regex::Regex::new(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+            .unwrap();
     !k.is_empty() && re.is_match(k)
 }
 
@@ -65,15 +64,9 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some(i) = part.find(" notin ").or_else(|| part.find(" notin(")) {
-                Req::NotIn(
-                    part[..i].trim().into(),
-                    parse_set(&part[i + 6..]).ok_or_else(|| bad(part.clone()))?,
-                )
+                Req::NotIn(part[..i].trim().into(), parse_set(&part[i + 6..]).ok_or_else(|| bad(part.clone()))?)
             } else if let Some(i) = part.find(" in ").or_else(|| part.find(" in(")) {
-                Req::In(
-                    part[..i].trim().into(),
-                    parse_set(&part[i + 3..]).ok_or_else(|| bad(part.clone()))?,
-                )
+                Req::In(part[..i].trim().into(), parse_set(&part[i + 3..]).ok_or_else(|| bad(part.clone()))?)
             } else {
                 Req::Exists(part.trim().to_string())
             };
@@ -83,7 +76,9 @@ impl LabelSelector {
                 Req::In(k, vs) | Req::NotIn(k, vs) => (k, vs.iter().collect()),
             };
             if !valid_key(key) {
-                return Err(bad(format!("key: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.'")));
+                return Err(bad(format!(
+                    "key: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.'"
+                )));
             }
             if let Some(v) = values.iter().find(|v| !valid_value(v)) {
                 return Err(bad(format!("values[0][{key}]: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'")));
@@ -110,13 +105,7 @@ impl LabelSelector {
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let s = s.trim();
     let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -157,16 +146,11 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
             };
             let k = k.trim();
-            if k != "metadata.name" && k != "metadata.namespace" && !extra_fields(kind).contains(&k)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {k}"
-                )));
+            if k != "metadata.name" && k != "metadata.namespace" && !extra_fields(kind).contains(&k) {
+                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
             }
             out.push((k.to_string(), eq, v.trim().to_string()));
         }

@@ -75,11 +75,7 @@ pub fn apply(
     subresource: &str,
     now: &str,
 ) -> ApiResult<Value> {
-    let name = live
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let name = live.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     let applied_set = fields::field_set(rt, applied);
     let mut entries = fields::read_managed(live);
 
@@ -107,10 +103,7 @@ pub fn apply(
                     let who = if e.subresource.is_empty() {
                         format!("\"{}\" using {}", e.manager, e.api_version)
                     } else {
-                        format!(
-                            "\"{}\" with subresource \"{}\" using {}",
-                            e.manager, e.subresource, e.api_version
-                        )
+                        format!("\"{}\" with subresource \"{}\" using {}", e.manager, e.subresource, e.api_version)
                     };
                     (who, fields::display(p))
                 })
@@ -125,29 +118,16 @@ pub fn apply(
     let mut path = Vec::new();
     let mut merged = merge(rt, &mut path, live, applied);
 
-    let slot = entries
-        .iter()
-        .position(|e| e.same_slot(manager, "Apply", subresource));
+    let slot = entries.iter().position(|e| e.same_slot(manager, "Apply", subresource));
     let old_apply: FieldSet = slot.map(|i| entries[i].fields.clone()).unwrap_or_default();
-    let others: FieldSet = entries
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != slot)
-        .flat_map(|(_, e)| e.fields.iter().cloned())
-        .collect();
-    let mut to_remove: Vec<Path> = old_apply
-        .iter()
-        .filter(|p| !applied_set.contains(*p) && !others.contains(*p))
-        .cloned()
-        .collect();
+    let others: FieldSet =
+        entries.iter().enumerate().filter(|(i, _)| Some(*i) != slot).flat_map(|(_, e)| e.fields.iter().cloned()).collect();
+    let mut to_remove: Vec<Path> = old_apply.iter().filter(|p| !applied_set.contains(*p) && !others.contains(*p)).cloned().collect();
     // shallow first: removing a list item takes its fields along; key fields of an item
     // that survives (still used by someone) are never removed on their own
     to_remove.sort_by_key(|p| p.len());
     for p in to_remove {
-        let still_used = applied_set
-            .iter()
-            .chain(others.iter())
-            .any(|q| q.len() > p.len() && q.starts_with(&p));
+        let still_used = applied_set.iter().chain(others.iter()).any(|q| q.len() > p.len() && q.starts_with(&p));
         if still_used || is_key_field(rt, &p) {
             continue;
         }
@@ -184,19 +164,12 @@ pub fn apply(
 fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[(String, String)]) -> ApiError {
     let n = conflicts.len();
     let word = if n == 1 { "conflict" } else { "conflicts" };
-    let lines: Vec<String> = conflicts
-        .iter()
-        .map(|(who, f)| format!("conflict with {who}: {f}"))
-        .collect();
+    let lines: Vec<String> = conflicts.iter().map(|(who, f)| format!("conflict with {who}: {f}")).collect();
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|(who, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": f}))
         .collect();
-    let mut e = ApiError::new(
-        409,
-        "Conflict",
-        format!("Apply failed with {n} {word}: {}", lines.join("\n")),
-    );
+    let mut e = ApiError::new(409, "Conflict", format!("Apply failed with {n} {word}: {}", lines.join("\n")));
     let mut d = json!({"name": name, "kind": rt.plural, "causes": causes});
     if !rt.group.is_empty() {
         d["group"] = json!(rt.group);

@@ -88,22 +88,13 @@ pub struct State {
 }
 
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn uid() -> String {
     let n: u128 = rand::random();
     let h = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn meta(obj: &Value) -> &Value {
@@ -125,18 +116,12 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .get("finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    meta(obj)
-        .get("deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    meta(obj).get("deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 /// The object without fields that change on every write, for no-op detection.
@@ -173,9 +158,7 @@ impl State {
     pub fn new(notify: tokio::sync::watch::Sender<u64>, history_window: usize) -> Self {
         State {
             rv: 1,
-            registry: Registry {
-                types: resources::builtins(),
-            },
+            registry: Registry { types: resources::builtins() },
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             compacted_rv: 0,
@@ -192,14 +175,7 @@ impl State {
     }
 
     pub fn obj_key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
-        (
-            if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        )
+        (if rt.namespaced { ns.to_string() } else { String::new() }, name.to_string())
     }
 
     /// Present an object as the version `rt` serves.
@@ -211,15 +187,11 @@ impl State {
     }
 
     pub fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
-        self.objects
-            .get(&Self::res_key(rt))
-            .and_then(|m| m.get(&Self::obj_key(rt, ns, name)))
+        self.objects.get(&Self::res_key(rt)).and_then(|m| m.get(&Self::obj_key(rt, ns, name)))
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
-        self.lookup(rt, ns, name)
-            .map(|o| Self::present(rt, o))
-            .ok_or_else(|| ApiError::not_found(rt, name))
+        self.lookup(rt, ns, name).map(|o| Self::present(rt, o)).ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
@@ -241,25 +213,15 @@ impl State {
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-        let etype = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.objects
-            .entry(Self::res_key(rt))
-            .or_default()
-            .insert(Self::obj_key(rt, &ns, &name), obj.clone());
+        let etype = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.objects.entry(Self::res_key(rt)).or_default().insert(Self::obj_key(rt, &ns, &name), obj.clone());
         self.record(rt, ns, etype, obj.clone(), old);
         obj
     }
 
     /// Remove an object (the DELETED event carries a fresh resourceVersion).
     pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self
-            .objects
-            .get_mut(&Self::res_key(rt))?
-            .remove(&Self::obj_key(rt, ns, name))?;
+        let mut obj = self.objects.get_mut(&Self::res_key(rt))?.remove(&Self::obj_key(rt, ns, name))?;
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         self.record(rt, ns.to_string(), EventType::Deleted, obj.clone(), None);
@@ -269,22 +231,8 @@ impl State {
         Some(obj)
     }
 
-    fn record(
-        &mut self,
-        rt: &ResourceType,
-        ns: String,
-        etype: EventType,
-        object: Value,
-        old: Option<Value>,
-    ) {
-        self.history.push_back(HistEvent {
-            rv: self.rv,
-            res: Self::res_key(rt),
-            namespace: ns,
-            etype,
-            object,
-            old,
-        });
+    fn record(&mut self, rt: &ResourceType, ns: String, etype: EventType, object: Value, old: Option<Value>) {
+        self.history.push_back(HistEvent { rv: self.rv, res: Self::res_key(rt), namespace: ns, etype, object, old });
         while self.history.len() > self.history_window {
             if let Some(e) = self.history.pop_front() {
                 self.compacted_rv = e.rv;
@@ -294,25 +242,14 @@ impl State {
     }
 
     pub fn namespace_state(&self, ns: &str) -> Option<&Value> {
-        self.objects
-            .get(&(String::new(), "namespaces".to_string()))
-            .and_then(|m| m.get(&(String::new(), ns.to_string())))
+        self.objects.get(&(String::new(), "namespaces".to_string())).and_then(|m| m.get(&(String::new(), ns.to_string())))
     }
 
     // ---------------------------------------------------------------- create
 
-    pub fn create(
-        &mut self,
-        rt: &ResourceType,
-        ns: &str,
-        mut body: Value,
-        ctx: &WriteCtx,
-        applied: bool,
-    ) -> ApiResult<Value> {
+    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut body: Value, ctx: &WriteCtx, applied: bool) -> ApiResult<Value> {
         if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
+            return Err(ApiError::bad_request("the body of the request must be an object"));
         }
         check_type(rt, &body)?;
         body["apiVersion"] = json!(rt.api_version());
@@ -332,44 +269,23 @@ impl State {
         } else {
             m.remove("namespace");
         }
-        let mut name = m
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let mut name = m.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         if name.is_empty() {
-            let gen = m
-                .get("generateName")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let gen = m.get("generateName").and_then(Value::as_str).unwrap_or_default().to_string();
             if gen.is_empty() {
                 return Err(ApiError::invalid(
                     rt,
                     "",
-                    &[Cause::new(
-                        "FieldValueRequired",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
-                    )],
+                    &[Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
                 ));
             }
             const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-            let suffix: String = (0..5)
-                .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-                .collect();
+            let suffix: String = (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
             name = format!("{gen}{suffix}");
             m.insert("name".into(), json!(name));
         }
-        if m.get("resourceVersion")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(ApiError::new(
-                500,
-                "InternalError",
-                "resourceVersion should not be set on objects to be created",
-            ));
+        if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::new(500, "InternalError", "resourceVersion should not be set on objects to be created"));
         }
         let causes = admission::validate_name(rt, &name, "metadata.name");
         if !causes.is_empty() {
@@ -378,9 +294,7 @@ impl State {
         if rt.namespaced {
             match self.namespace_state(ns) {
                 None => return Err(ApiError::namespace_not_found(ns)),
-                Some(n) if is_deleting(n) => {
-                    return Err(ApiError::namespace_terminating(rt, &name, ns))
-                }
+                Some(n) if is_deleting(n) => return Err(ApiError::namespace_terminating(rt, &name, ns)),
                 _ => {}
             }
         }
@@ -409,8 +323,7 @@ impl State {
         builtin::default_on_create(self, rt, &mut body);
         builtin::default(rt, &mut body, None);
         if rt.is_crd() {
-            admission::admit_custom(&self.validator, rt, &mut body, None)
-                .map_err(|c| ApiError::invalid(rt, &name, &c))?;
+            admission::admit_custom(&self.validator, rt, &mut body, None).map_err(|c| ApiError::invalid(rt, &name, &c))?;
         }
         let causes = builtin::validate(rt, &body, None);
         if !causes.is_empty() {
@@ -444,36 +357,23 @@ impl State {
         managed_done: bool,
         require_rv: bool,
     ) -> ApiResult<Value> {
-        let old = self
-            .lookup(rt, ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = self.lookup(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
         if !new.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
+            return Err(ApiError::bad_request("the body of the request must be an object"));
         }
         check_type(rt, &new)?;
         if let Some(n) = meta_str(&new, "name") {
             if !n.is_empty() && n != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
+                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
             }
         }
         match meta_str(&new, "resourceVersion").filter(|s| !s.is_empty()) {
-            Some(rv) if Some(rv) != meta_str(&old, "resourceVersion") => {
-                return Err(ApiError::conflict(rt, name))
-            }
+            Some(rv) if Some(rv) != meta_str(&old, "resourceVersion") => return Err(ApiError::conflict(rt, name)),
             None if require_rv && rt.is_crd() => {
                 return Err(ApiError::invalid(
                     rt,
                     name,
-                    &[Cause::new(
-                        "FieldValueInvalid",
-                        "metadata.resourceVersion",
-                        "Invalid value: 0: must be specified for an update",
-                    )],
+                    &[Cause::new("FieldValueInvalid", "metadata.resourceVersion", "Invalid value: 0: must be specified for an update")],
                 ))
             }
             _ => {}
@@ -483,10 +383,7 @@ impl State {
                 return Err(ApiError::conflict_uid(
                     rt,
                     name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
-                        meta_str(&old, "uid").unwrap_or("")
-                    ),
+                    &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", meta_str(&old, "uid").unwrap_or("")),
                 ));
             }
         }
@@ -510,10 +407,7 @@ impl State {
             }
             "finalize" => {
                 let mut merged = old.clone();
-                let fins = new
-                    .pointer("/spec/finalizers")
-                    .cloned()
-                    .unwrap_or(json!([]));
+                let fins = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
                 merged["spec"]["finalizers"] = fins;
                 new = merged;
             }
@@ -560,10 +454,7 @@ impl State {
         }
         if is_deleting(&old) {
             let old_f = finalizers(&old);
-            let added: Vec<String> = finalizers(&new)
-                .into_iter()
-                .filter(|f| !old_f.contains(f))
-                .collect();
+            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !old_f.contains(f)).collect();
             if !added.is_empty() {
                 return Err(ApiError::invalid(
                     rt,
@@ -571,25 +462,24 @@ impl State {
                     &[Cause::new(
                         "FieldValueForbidden",
                         "metadata.finalizers",
-                        format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+                        ),
                     )],
                 ));
             }
         }
         builtin::default(rt, &mut new, Some(&old));
         if rt.is_crd() {
-            admission::admit_custom(&self.validator, rt, &mut new, Some(&old))
-                .map_err(|c| ApiError::invalid(rt, name, &c))?;
+            admission::admit_custom(&self.validator, rt, &mut new, Some(&old)).map_err(|c| ApiError::invalid(rt, name, &c))?;
         }
         let causes = builtin::validate(rt, &new, Some(&old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(rt, name, &causes));
         }
         if rt.generation && spec_part(rt, &old) != spec_part(rt, &new) {
-            let g = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         let now = now();
@@ -606,14 +496,8 @@ impl State {
         if ctx.dry_run {
             return Ok(Self::present(rt, &new));
         }
-        if is_deleting(&new)
-            && finalizers(&new).is_empty()
-            && !(rt.kind == "Namespace" && has_spec_finalizers(&new))
-        {
-            self.objects
-                .entry(Self::res_key(rt))
-                .or_default()
-                .insert(Self::obj_key(rt, ns, name), new);
+        if is_deleting(&new) && finalizers(&new).is_empty() && !(rt.kind == "Namespace" && has_spec_finalizers(&new)) {
+            self.objects.entry(Self::res_key(rt)).or_default().insert(Self::obj_key(rt, ns, name), new);
             let gone = self.remove(rt, ns, name).unwrap();
             return Ok(Self::present(rt, &gone));
         }
@@ -637,9 +521,7 @@ impl State {
             PatchKind::Apply { force } => {
                 let mut applied = body.clone();
                 if !applied.is_object() {
-                    return Err(ApiError::bad_request(
-                        "error decoding YAML: the applied configuration must be an object",
-                    ));
+                    return Err(ApiError::bad_request("error decoding YAML: the applied configuration must be an object"));
                 }
                 ssa::strip_nulls(&mut applied);
                 check_type(rt, &applied)?;
@@ -659,13 +541,9 @@ impl State {
                 // status is owned through the /status subresource only (and vice versa)
                 let o = applied.as_object_mut().unwrap();
                 if sub == "status" {
-                    o.retain(|k, _| {
-                        matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
-                    });
+                    o.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
                     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.retain(|k, _| {
-                            matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "uid")
-                        });
+                        m.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "uid"));
                     }
                 } else if rt.status {
                     o.remove("status");
@@ -678,20 +556,11 @@ impl State {
                             return Err(ApiError::not_found(rt, name));
                         }
                         let skeleton = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}});
-                        let merged = ssa::apply(
-                            rt,
-                            &skeleton,
-                            &applied,
-                            &ctx.manager,
-                            force,
-                            sub_name,
-                            &now,
-                        )?;
+                        let merged = ssa::apply(rt, &skeleton, &applied, &ctx.manager, force, sub_name, &now)?;
                         self.create(rt, ns, merged, ctx, true)
                     }
                     Some(live) => {
-                        let merged =
-                            ssa::apply(rt, &live, &applied, &ctx.manager, force, sub_name, &now)?;
+                        let merged = ssa::apply(rt, &live, &applied, &ctx.manager, force, sub_name, &now)?;
                         self.write(rt, ns, name, merged, sub, ctx, true, false)
                     }
                 }
@@ -714,26 +583,14 @@ impl State {
 
     /// Delete: immediate when nothing holds the object, otherwise mark it
     /// (`deletionTimestamp`, finalizers for foreground/orphan). Returns (object, gone_now).
-    pub fn delete(
-        &mut self,
-        rt: &ResourceType,
-        ns: &str,
-        name: &str,
-        opts: &DeleteOpts,
-    ) -> ApiResult<(Value, bool)> {
-        let obj = self
-            .lookup(rt, ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<(Value, bool)> {
+        let obj = self.lookup(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
         if let Some(u) = &opts.uid {
             if Some(u.as_str()) != meta_str(&obj, "uid") {
                 return Err(ApiError::conflict_uid(
                     rt,
                     name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
-                        meta_str(&obj, "uid").unwrap_or("")
-                    ),
+                    &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", meta_str(&obj, "uid").unwrap_or("")),
                 ));
             }
         }
@@ -804,20 +661,14 @@ impl State {
         if let Some(t) = types.first() {
             let expected = format!("{}.{}", t.plural, t.group);
             if name != expected {
-                let rt = self
-                    .registry
-                    .find_any("apiextensions.k8s.io", "customresourcedefinitions")
-                    .unwrap()
-                    .clone();
+                let rt = self.registry.find_any("apiextensions.k8s.io", "customresourcedefinitions").unwrap().clone();
                 return Err(ApiError::invalid(
                     &rt,
                     &name,
                     &[Cause::new(
                         "FieldValueInvalid",
                         "metadata.name",
-                        format!(
-                            "Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
-                        ),
+                        format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
                     )],
                 ));
             }
@@ -850,20 +701,10 @@ impl State {
 
     fn drop_crd(&mut self, crd: &Value) {
         let name = meta_str(crd, "name").unwrap_or_default().to_string();
-        let Some(rt) = self
-            .registry
-            .types
-            .iter()
-            .find(|t| t.crd.as_deref() == Some(name.as_str()))
-            .cloned()
-        else {
+        let Some(rt) = self.registry.types.iter().find(|t| t.crd.as_deref() == Some(name.as_str())).cloned() else {
             return;
         };
-        let keys: Vec<ObjKey> = self
-            .objects
-            .get(&Self::res_key(&rt))
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys: Vec<ObjKey> = self.objects.get(&Self::res_key(&rt)).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         for (ns, n) in keys {
             self.remove(&rt, &ns, &n);
         }
@@ -872,18 +713,12 @@ impl State {
 
     pub fn next_ip(&mut self) -> String {
         self.ip_counter += 1;
-        format!(
-            "10.96.{}.{}",
-            self.ip_counter / 250,
-            self.ip_counter % 250 + 1
-        )
+        format!("10.96.{}.{}", self.ip_counter / 250, self.ip_counter % 250 + 1)
     }
 }
 
 pub fn has_spec_finalizers(obj: &Value) -> bool {
-    obj.pointer("/spec/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
+    obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
 }
 
 fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
@@ -897,10 +732,7 @@ fn check_type(rt: &ResourceType, body: &Value) -> ApiResult<()> {
     }
     if let Some(k) = body.get("kind").and_then(Value::as_str) {
         if k != rt.kind {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({k}) does not match the expected kind ({})",
-                rt.kind
-            )));
+            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", rt.kind)));
         }
     }
     Ok(())

@@ -35,10 +35,7 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> String {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line(
-        "BOOKMARK",
-        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
-    )
+    line("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}))
 }
 
 fn expired(rv: u64, oldest: u64) -> String {
@@ -75,11 +72,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
     let start_rv = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::new(
-                400,
-                "BadRequest",
-                format!("resourceVersion: Invalid value: {s:?}: must be a valid resource version"),
-            )
+            ApiError::new(400, "BadRequest", format!("resourceVersion: Invalid value: {s:?}: must be a valid resource version"))
         })?),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
@@ -101,9 +94,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
                     }
                     (state.rv, lines, false)
                 }
-                Some(rv) if rv < state.compacted_rv => {
-                    (rv, vec![expired(rv, state.compacted_rv + 1)], true)
-                }
+                Some(rv) if rv < state.compacted_rv => (rv, vec![expired(rv, state.compacted_rv + 1)], true),
                 Some(rv) => {
                     let mut lines = Vec::new();
                     if req.send_initial_events {
@@ -127,10 +118,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
         if gone {
             return;
         }
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + bookmark_interval,
-            bookmark_interval,
-        );
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
         loop {
             let (lines, cur) = {
                 let state = inner.state.lock().unwrap();
@@ -138,12 +126,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
                 if last < state.compacted_rv {
                     (vec![expired(last, state.compacted_rv + 1)], None)
                 } else {
-                    let lines: Vec<String> = state
-                        .history
-                        .iter()
-                        .filter(|e| e.rv > last)
-                        .filter_map(|e| transform(&req, e))
-                        .collect();
+                    let lines: Vec<String> = state.history.iter().filter(|e| e.rv > last).filter_map(|e| transform(&req, e)).collect();
                     (lines, Some(state.rv.max(last)))
                 }
             };
@@ -169,12 +152,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|l| {
-            (
-                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(l)),
-                rx,
-            )
-        })
+        rx.recv().await.map(|l| (Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(l)), rx))
     });
     Ok(Body::from_stream(stream))
 }
