@@ -139,6 +139,11 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
         applied.insert((namespace.clone(), binding.name.clone()));
         let cached = shared.caches.get(ChildKind::RoleBinding, Some(&namespace), &binding.name);
         if apply::needs_apply(binding, cached.as_deref()) {
+            // `roleRef` is immutable: a changed role means a new binding, not an update.
+            let role_changed = cached.as_ref().is_some_and(|c| c.data.get("roleRef") != binding.object.get("roleRef"));
+            if role_changed {
+                apply::delete(&shared.client, ChildKind::RoleBinding, Some(&namespace), &binding.name).await?;
+            }
             apply::apply(&shared.client, binding).await?;
             if cached.is_none() {
                 shared.event(&user.object_ref(&()), EventType::Normal, "Created", format!("Created {}", binding.describe())).await;

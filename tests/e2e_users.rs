@@ -1,0 +1,210 @@
+//! End-to-end scenarios of the TenantUser controller (fake API server by default, a real
+//! cluster with `TENANT_OPERATOR_E2E_KUBECONFIG`).
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::{api::ListParams, Api};
+use serde_json::json;
+use support::scenario::Scenario;
+use tenant_operator::types::{Conditions, SystemRole, Tenant, TenantPhase, TenantUser};
+
+fn tenant(slug: &str, environments: &[&str]) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": slug},
+        "spec": {"displayName": "Users Inc", "cluster": "uk", "environments": environments, "database": {"provider": "none"}, "deletionPolicy": "Delete"},
+    }))
+    .expect("test tenant")
+}
+
+fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str], custom: &[&str]) -> TenantUser {
+    serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser",
+        "metadata": {"name": name},
+        "spec": {"tenant": slug, "email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
+    }))
+    .expect("test user")
+}
+
+fn tenant_ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))
+}
+
+fn user_ready(u: &TenantUser) -> bool {
+    u.status.as_ref().is_some_and(|s| s.is_true("Ready") && s.observed_generation == u.metadata.generation)
+}
+
+fn reason(u: &TenantUser) -> String {
+    u.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.reason.clone()).unwrap_or_default()
+}
+
+/// (namespace, binding name, ClusterRole) of a user's RoleBindings.
+async fn bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
+    let api: Api<RoleBinding> = Api::all(s.client());
+    let mut out: Vec<_> = api
+        .list(&ListParams::default().labels(&format!("tenancy.platform.dev/user={user}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .map(|b| (b.metadata.namespace.unwrap_or_default(), b.metadata.name.unwrap_or_default(), b.role_ref.name))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_role_gets_the_role_table_binding_in_every_environment() {
+    let s = Scenario::start().await;
+    let slug = s.slug("roles");
+    s.create_tenant(&tenant(&slug, &["dev", "staging", "prod"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    let expected = [
+        ("AccountAdmin", ["tenancy:account-admin", "tenancy:viewer", "tenancy:account-admin"]),
+        ("FlowAdmin", ["tenancy:editor", "tenancy:viewer", "tenancy:editor"]),
+        ("Designer", ["tenancy:editor", "tenancy:viewer", "tenancy:editor"]),
+        ("Analyst", ["tenancy:viewer", "tenancy:viewer", "tenancy:viewer"]),
+    ];
+    for (role, want) in expected {
+        let name = format!("{slug}-{}", role.to_lowercase());
+        s.create_user(&user(&name, &slug, &format!("{role}@x.example"), &role.to_lowercase(), &[role], &[])).await;
+        s.wait_user(&name, user_ready).await;
+        let got: Vec<String> = bindings(&s, &name).await.into_iter().map(|(_, _, role)| role).collect();
+        // Sorted by namespace: dev, prod, staging.
+        assert_eq!(got, want, "{role}");
+    }
+    for role in ["Supervisor", "Agent"] {
+        let name = format!("{slug}-{}", role.to_lowercase());
+        s.create_user(&user(&name, &slug, &format!("{role}@x.example"), &role.to_lowercase(), &[role], &[])).await;
+        let u = s.wait_user(&name, user_ready).await;
+        let got = bindings(&s, &name).await;
+        assert_eq!(
+            got,
+            [(format!("{slug}-prod"), format!("tenantuser-{}", role.to_lowercase()), format!("tenancy:{}", role.to_lowercase()))]
+        );
+        let message = u.status.and_then(|s| s.condition("Ready").map(|c| c.message.clone())).unwrap_or_default();
+        assert!(message.contains("prod only"), "{message}");
+    }
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
+    let s = Scenario::start().await;
+    let slug = s.slug("mixed");
+    s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    let name = format!("{slug}-jdoe");
+    s.create_user(&user(&name, &slug, "jane@x.example", "jdoe", &["Agent", "Designer", "Analyst"], &["flow-billing-editor"])).await;
+    let u = s.wait_user(&name, user_ready).await;
+    assert_eq!(u.status.as_ref().and_then(|s| s.effective_role), Some(SystemRole::Designer));
+    assert_eq!(
+        bindings(&s, &name).await,
+        [
+            (format!("{slug}-dev"), "tenantuser-jdoe".into(), "tenancy:editor".into()),
+            (format!("{slug}-dev"), "tenantuser-jdoe:flow-billing-editor".into(), "flow-billing-editor".into()),
+            (format!("{slug}-prod"), "tenantuser-jdoe".into(), "tenancy:viewer".into()),
+            (format!("{slug}-prod"), "tenantuser-jdoe:flow-billing-editor".into(), "flow-billing-editor".into()),
+        ]
+    );
+    let users: Api<TenantUser> = Api::all(s.client());
+    users
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"roles": ["Analyst"], "customRoles": null}})),
+        )
+        .await
+        .unwrap();
+    s.wait_for("custom binding removed and role downgraded", || async {
+        bindings(&s, &name).await.iter().map(|(_, _, r)| r.as_str()).collect::<Vec<_>>() == ["tenancy:viewer", "tenancy:viewer"]
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn tenant_gaining_and_losing_prod_moves_the_bindings() {
+    let s = Scenario::start().await;
+    let slug = s.slug("grow");
+    s.create_tenant(&tenant(&slug, &["dev"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    let name = format!("{slug}-agent");
+    s.create_user(&user(&name, &slug, "agent@x.example", "agent", &["Agent"], &[])).await;
+    let u = s.wait_user(&name, |u| reason(u) == "RoleRequiresProd").await;
+    assert!(u.status.unwrap_or_default().bound_namespaces.is_empty());
+    s.patch_spec(&slug, json!({"environments": ["dev", "prod"]})).await;
+    s.wait_user(&name, user_ready).await;
+    assert_eq!(bindings(&s, &name).await.len(), 1);
+    s.patch_spec(&slug, json!({"environments": ["dev"]})).await;
+    s.wait_user(&name, |u| reason(u) == "RoleRequiresProd").await;
+    s.wait_for("the prod binding to go", || async { bindings(&s, &name).await.is_empty() }).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn duplicate_email_and_username_are_refused_until_the_older_user_goes() {
+    let s = Scenario::start().await;
+    let slug = s.slug("dups");
+    s.create_tenant(&tenant(&slug, &["dev"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    let first = format!("{slug}-a");
+    s.create_user(&user(&first, &slug, "Jane.Doe@x.example", "jane", &["Designer"], &[])).await;
+    s.wait_user(&first, user_ready).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creation timestamps have second precision
+    let same_email = format!("{slug}-b");
+    s.create_user(&user(&same_email, &slug, "jane.doe@X.example", "jane2", &["Analyst"], &[])).await;
+    let u = s.wait_user(&same_email, |u| reason(u) == "DuplicateEmail").await;
+    let message = u.status.and_then(|s| s.condition("Ready").map(|c| c.message.clone())).unwrap_or_default();
+    assert!(message.contains(&first), "{message}");
+    let same_name = format!("{slug}-c");
+    s.create_user(&user(&same_name, &slug, "other@x.example", "jane", &["Analyst"], &[])).await;
+    s.wait_user(&same_name, |u| reason(u) == "DuplicateUsername").await;
+    assert!(bindings(&s, &same_email).await.is_empty());
+    assert!(bindings(&s, &same_name).await.is_empty());
+    assert_eq!(bindings(&s, &first).await.len(), 1, "the older user keeps its access");
+
+    Api::<TenantUser>::all(s.client()).delete(&first, &Default::default()).await.unwrap();
+    s.wait_user(&same_email, user_ready).await;
+    s.wait_for("the removed user's binding to go", || async { bindings(&s, &first).await.is_empty() }).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_user_applied_before_its_tenant_waits_and_is_bound_when_it_appears() {
+    let s = Scenario::start().await;
+    let slug = s.slug("late");
+    let name = format!("{slug}-early");
+    s.create_user(&user(&name, &slug, "early@x.example", "early", &["AccountAdmin"], &[])).await;
+    s.wait_user(&name, |u| reason(u) == "TenantNotFound").await;
+    s.create_tenant(&tenant(&slug, &["dev", "staging"])).await;
+    let u = s.wait_user(&name, user_ready).await;
+    assert_eq!(u.status.unwrap_or_default().bound_namespaces, [format!("{slug}-dev"), format!("{slug}-staging")]);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_user_resync_writes_nothing() {
+    let s = Scenario::start().await;
+    let Some(fake) = s.fake() else { return };
+    let slug = s.slug("calm");
+    s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    for i in 0..3 {
+        let name = format!("{slug}-u{i}");
+        s.create_user(&user(&name, &slug, &format!("u{i}@x.example"), &format!("u{i}"), &["Designer"], &[])).await;
+        s.wait_user(&name, user_ready).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.stop_operator().await;
+    let before = fake.request_counts();
+    s.start_operator();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = fake.writes_since(&before);
+    assert_eq!(writes.writes(), 0, "a no-op resync wrote: {:?}", writes.0);
+    s.cleanup().await;
+}
