@@ -208,3 +208,28 @@ async fn an_unchanged_user_resync_writes_nothing() {
     assert_eq!(writes.writes(), 0, "a no-op resync wrote: {:?}", writes.0);
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn two_hundred_users_across_twenty_tenants_converge() {
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        return; // Too heavy for a shared real cluster.
+    }
+    let slugs: Vec<String> = (0..20).map(|i| s.slug(&format!("many{i}"))).collect();
+    for slug in &slugs {
+        s.create_tenant(&tenant(slug, &["dev", "prod"])).await;
+    }
+    let mut names = Vec::new();
+    for slug in &slugs {
+        for i in 0..10 {
+            let name = format!("{slug}-u{i}");
+            s.create_user(&user(&name, slug, &format!("u{i}@{slug}.example"), &format!("u{i}"), &["Designer"], &[])).await;
+            names.push(name);
+        }
+    }
+    for name in &names {
+        let u = s.wait_user(name, user_ready).await;
+        assert_eq!(u.status.unwrap_or_default().bound_namespaces.len(), 2, "{name}");
+    }
+    s.cleanup().await;
+}
