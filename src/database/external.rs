@@ -380,11 +380,11 @@ impl ConnectionInfo {
     pub fn uri(&self, password: &str) -> String {
         let mut uri = format!(
             "postgresql://{}:{}@{}:{}/{}",
-            percent_encode(&self.username),
-            percent_encode(password),
+            crate::desired::database::percent_encode(&self.username),
+            crate::desired::database::percent_encode(password),
             uri_host(&self.host),
             self.port,
-            percent_encode(&self.dbname)
+            crate::desired::database::percent_encode(&self.dbname)
         );
         if self.ssl_mode == SslMode::Require {
             uri.push_str("?sslmode=require");
@@ -399,9 +399,9 @@ impl ConnectionInfo {
             "jdbc:postgresql://{}:{}/{}?user={}&password={}",
             uri_host(&self.host),
             self.port,
-            percent_encode(&self.dbname),
-            percent_encode(&self.username),
-            percent_encode(password)
+            crate::desired::database::percent_encode(&self.dbname),
+            crate::desired::database::percent_encode(&self.username),
+            crate::desired::database::percent_encode(password)
         );
         if self.ssl_mode == SslMode::Require {
             uri.push_str("&sslmode=require");
@@ -440,18 +440,6 @@ fn uri_host(host: &str) -> String {
     } else {
         host.to_owned()
     }
-}
-
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Creates or adopts the tenant environment's roles and database and puts drifted settings

@@ -243,8 +243,13 @@ fn cnpg_cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) 
 /// CloudNativePG accepts it as its bootstrap secret; the extra keys are allowed by that type.
 pub fn credentials_secret(slug: &str, env: Environment, connection: &ConnectionInfo, password: &str) -> Secret {
     let ConnectionInfo { host, port, dbname, username } = connection;
-    let uri = format!("postgresql://{}:{}@{host}:{port}/{}", encode(username), encode(password), encode(dbname));
-    let jdbc = format!("jdbc:postgresql://{host}:{port}/{}?user={}&password={}", encode(dbname), encode(username), encode(password));
+    let uri = format!("postgresql://{}:{}@{host}:{port}/{}", percent_encode(username), percent_encode(password), percent_encode(dbname));
+    let jdbc = format!(
+        "jdbc:postgresql://{host}:{port}/{}?user={}&password={}",
+        percent_encode(dbname),
+        percent_encode(username),
+        percent_encode(password)
+    );
     let data = BTreeMap::from([
         ("username".to_string(), username.clone()),
         ("password".to_string(), password.to_string()),
@@ -269,7 +274,7 @@ pub fn credentials_secret(slug: &str, env: Environment, connection: &ConnectionI
 }
 
 /// Percent-encode everything outside RFC 3986's unreserved set, so any password fits a URI.
-fn encode(value: &str) -> String {
+pub fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
