@@ -58,6 +58,11 @@ impl TestEnv {
         }
     }
 
+    /// The fake, started by the caller (e.g. with extra CRDs registered through its builder).
+    pub fn with_fake(fake: FakeApiServer) -> Self {
+        TestEnv { client: fake.client(), fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
+    }
+
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set).
     pub async fn from_kubeconfig(path: PathBuf) -> Self {
         let client = client_from_kubeconfig(&path).await;

@@ -49,11 +49,15 @@ impl Scenario {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on(TestEnv::new().await, config).await
+    }
+
+    /// Run on a given environment (e.g. a fake with extra CRDs).
+    pub async fn start_on(env: TestEnv, config: Config) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let env = TestEnv::new().await;
         let timeout = if env.fake().is_some() { Duration::from_secs(30) } else { Duration::from_secs(180) };
         let scenario =
             Self { env, config: Arc::new(config), operator: Mutex::new(None), tenants: Mutex::default(), users: Mutex::default(), timeout };

@@ -1,0 +1,220 @@
+//! End-to-end scenarios of the database providers inside the Tenant controller:
+//! `cloudnative-pg` on the fake (with a minimal CloudNativePG CRD registered), and `external`
+//! against a real PostgreSQL server (`TENANT_OPERATOR_TEST_PG_URL`, see `.ci/postgres.sh`).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    core::{ApiResource, GroupVersionKind},
+    Api,
+};
+use serde_json::json;
+use support::{e2e::TestEnv, scenario::Scenario, FakeApiServer};
+use tenant_operator::{
+    database::external::{self, AdminConnection, ExternalNames},
+    types::{Conditions, Environment, Tenant, TenantPhase},
+};
+
+fn tenant(slug: &str, spec: serde_json::Value) -> Tenant {
+    let mut full = json!({"displayName": "Data Corp", "cluster": "uk", "environments": ["dev"], "applications": ["xconsole"]});
+    if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            full.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(
+        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug}, "spec": full}),
+    )
+    .expect("test tenant")
+}
+
+fn ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
+}
+
+fn database_reason(t: &Tenant) -> String {
+    t.status.as_ref().and_then(|s| s.condition("DatabaseReady")).map(|c| c.reason.clone()).unwrap_or_default()
+}
+
+fn cnpg_clusters(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"), "clusters");
+    Api::namespaced_with(client, namespace, &resource)
+}
+
+#[tokio::test]
+async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
+    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
+        return; // Needs the CloudNativePG operator on a real cluster; covered on the fake.
+    }
+    let fake = FakeApiServer::builder().crd(support::fake::CNPG_CLUSTER_CRD).start().await;
+    let s = Scenario::start_on(TestEnv::with_fake(fake), support::scenario::example_config()).await;
+    let slug = s.slug("cnpg");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "cloudnative-pg", "storage": "5Gi"}})))
+        .await;
+    let t = s.wait_tenant(&slug, |t| database_reason(t) == "DatabaseNotReady").await;
+    assert_eq!(t.status.as_ref().and_then(|s| s.phase), Some(TenantPhase::Provisioning));
+    for env in ["dev", "prod"] {
+        let ns = format!("{slug}-{env}");
+        let cluster = cnpg_clusters(s.client(), &ns).get(&format!("{slug}-db")).await.unwrap();
+        assert_eq!(cluster.data["spec"]["storage"]["size"], "5Gi");
+        assert_eq!(cluster.data["spec"]["bootstrap"]["initdb"]["secret"]["name"], format!("{slug}-db-credentials"));
+        let secret = Api::<Secret>::namespaced(s.client(), &ns).get(&format!("{slug}-db-credentials")).await.unwrap();
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"), "CloudNativePG needs a basic-auth bootstrap secret");
+        let host = String::from_utf8(secret.data.unwrap_or_default()["host"].0.clone()).unwrap();
+        assert_eq!(host, format!("{slug}-db-rw.{ns}.svc"));
+    }
+    // CloudNativePG reports the cluster ready.
+    for env in ["dev", "prod"] {
+        cnpg_clusters(s.client(), &format!("{slug}-{env}"))
+            .patch_status(
+                &format!("{slug}-db"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"readyInstances": 1, "phase": "Cluster in healthy state"}})),
+            )
+            .await
+            .unwrap();
+    }
+    let t = s.wait_tenant(&slug, ready).await;
+    assert!(t.status.unwrap_or_default().databases.iter().all(|d| d.ready));
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn cloudnative_pg_without_its_crd_says_so() {
+    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
+        return; // Whether the CRD exists on a real cluster is not ours to decide.
+    }
+    let s = Scenario::start().await;
+    let slug = s.slug("nocnpg");
+    s.create_tenant(&tenant(&slug, json!({"database": {"provider": "cloudnative-pg"}}))).await;
+    let t = s.wait_tenant(&slug, |t| database_reason(t) == "CloudNativePgNotInstalled").await;
+    let message = t.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("clusters.postgresql.cnpg.io"), "{message}");
+    // The rest of the tenant is still provisioned.
+    Api::<Namespace>::all(s.client()).get(&format!("{slug}-dev")).await.unwrap();
+    s.cleanup().await;
+}
+
+/// The test server's admin connection, or None (skipped loudly) when none is configured.
+fn admin() -> Option<AdminConnection> {
+    match std::env::var("TENANT_OPERATOR_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(AdminConnection::from_url(&url).unwrap_or_else(|e| panic!("TENANT_OPERATOR_TEST_PG_URL: {e}"))),
+        _ if std::env::var("TENANT_OPERATOR_REQUIRE_PG").as_deref() == Ok("1") => {
+            panic!("TENANT_OPERATOR_REQUIRE_PG=1 but TENANT_OPERATOR_TEST_PG_URL is not set; run eval \"$(bash .ci/postgres.sh)\"")
+        }
+        _ => {
+            eprintln!(
+                "\n*** e2e_databases: external provider scenario skipped: set TENANT_OPERATOR_TEST_PG_URL (see .ci/postgres.sh) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// Put the admin Secret where the example configuration names it (tenant-operator/postgres-admin).
+async fn write_admin_secret(client: &kube::Client, admin: &AdminConnection, port: u16) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "tenant-operator"}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let data = BTreeMap::from([
+        ("host".to_string(), admin.host.clone()),
+        ("port".to_string(), port.to_string()),
+        ("username".to_string(), admin.username.clone()),
+        ("password".to_string(), admin.password.clone()),
+        ("dbname".to_string(), admin.dbname.clone()),
+        ("sslmode".to_string(), "disable".to_string()),
+    ]);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "postgres-admin", "namespace": "tenant-operator"},
+        "stringData": data,
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "tenant-operator")
+        .patch("postgres-admin", &PatchParams::apply("e2e-databases").force(), &Patch::Apply(&secret))
+        .await
+        .unwrap();
+}
+
+async fn tenant_uri(s: &Scenario, slug: &str, env: &str) -> String {
+    let secret = Api::<Secret>::namespaced(s.client(), &format!("{slug}-{env}")).get(&format!("{slug}-db-credentials")).await.unwrap();
+    String::from_utf8(secret.data.unwrap_or_default()["uri"].0.clone()).unwrap()
+}
+
+async fn connect(uri: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(uri, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect with the tenant's uri: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn external_database_lifecycle_with_outage_retain_and_delete() {
+    let Some(admin) = admin() else { return };
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        return; // Writes a Secret into the operator namespace; keep that to the fake.
+    }
+    write_admin_secret(&s.client(), &admin, admin.port).await;
+    let slug = s.slug("ext");
+    let spec = tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "external"}}));
+    s.create_tenant(&spec).await;
+    let t = s.wait_tenant(&slug, ready).await;
+    let databases = t.status.unwrap_or_default().databases;
+    assert_eq!(databases.len(), 2);
+    assert!(databases.iter().all(|d| d.ready && d.host.as_deref() == Some(admin.host.as_str())));
+
+    // The application's view: connect with the Secret's uri and keep a row.
+    let dev_uri = tenant_uri(&s, &slug, "dev").await;
+    let db = connect(&dev_uri).await;
+    db.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42);").await.unwrap();
+    drop(db);
+
+    // The server becomes unreachable: status says so, nothing is lost, and it recovers.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    write_admin_secret(&s.client(), &admin, closed_port).await;
+    s.patch_spec(&slug, json!({"displayName": "Data Corp (outage)"})).await;
+    let t = s.wait_tenant(&slug, |t| database_reason(t) == "ServerUnreachable").await;
+    assert_eq!(t.status.and_then(|s| s.phase), Some(TenantPhase::Provisioning));
+    write_admin_secret(&s.client(), &admin, admin.port).await;
+    s.patch_spec(&slug, json!({"displayName": "Data Corp"})).await;
+    s.wait_tenant(&slug, ready).await;
+    assert_eq!(tenant_uri(&s, &slug, "dev").await, dev_uri, "credentials survive reconciles");
+
+    // Retain: the database stays, marked, and a re-created tenant reads the old row.
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    let names = ExternalNames::new(&slug, Environment::Dev).unwrap();
+    assert!(external::is_retained(&admin, &names).await.unwrap());
+    s.create_tenant(&spec).await;
+    s.wait_tenant(&slug, ready).await;
+    assert_eq!(tenant_uri(&s, &slug, "dev").await, dev_uri, "a re-created tenant reuses its credentials");
+    let db = connect(&dev_uri).await;
+    let row = db.query_one("SELECT id FROM orders", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    drop(db);
+    assert!(!external::is_retained(&admin, &names).await.unwrap(), "adoption clears the retained mark");
+
+    // Delete: databases and roles are dropped before the finalizer goes.
+    s.patch_spec(&slug, json!({"deletionPolicy": "Delete"})).await;
+    Api::<Tenant>::all(s.client()).delete(&slug, &DeleteParams::default()).await.unwrap();
+    s.wait_tenant_gone(&slug).await;
+    for env in [Environment::Dev, Environment::Prod] {
+        let names = ExternalNames::new(&slug, env).unwrap();
+        let err = tokio_postgres::connect(&format!("{}/{}", admin_base(&admin), names.database()), tokio_postgres::NoTls).await.err();
+        let message = err.map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(message.contains("does not exist"), "database {} still exists: {message}", names.database());
+    }
+    s.cleanup().await;
+}
+
+fn admin_base(admin: &AdminConnection) -> String {
+    format!("postgresql://{}:{}@{}:{}", admin.username, admin.password, admin.host, admin.port)
+}
