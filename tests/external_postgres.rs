@@ -144,8 +144,7 @@ async fn login_role_uses_its_database_through_the_connection_info() {
     let info = connection_info(&admin, &names);
     assert_eq!((info.dbname.as_str(), info.username.as_str()), (names.database(), names.login_role()));
     assert_eq!((info.host.as_str(), info.port), (admin.host.as_str(), admin.port));
-    let data = info.secret_data(&password);
-    let (client, connection) = tokio_postgres::connect(&data["uri"], NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&info.uri(&password), NoTls).await.unwrap();
     tokio::spawn(connection);
     client.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'hello')").await.unwrap();
     let body: String = client.query_one("SELECT body FROM notes WHERE id = 1", &[]).await.unwrap().get(0);

@@ -9,7 +9,7 @@ use kube::{runtime::events::EventType, Api, Resource, ResourceExt};
 use super::{tenant::ensure_credentials, Context, Error};
 use crate::{
     database::external::{self, AdminConnection, ExternalDbError, ExternalNames},
-    desired::{database::ConnectionInfo, tenant::EnvironmentPlan},
+    desired::tenant::EnvironmentPlan,
     types::{DatabaseProvider, DatabaseStatus, Environment, Tenant},
 };
 
@@ -58,9 +58,7 @@ pub(super) async fn reconcile(tenant: &Tenant, env: &EnvironmentPlan, ctx: &Cont
         Ok(names) => names,
         Err(error) => return Ok(not_ready(env.environment, &error)),
     };
-    let info = external::connection_info(&admin, &names);
-    let connection =
-        ConnectionInfo { host: info.host.clone(), port: info.port, dbname: info.dbname.clone(), username: info.username.clone() };
+    let connection = external::connection_info(&admin, &names);
     let password = ensure_credentials(tenant, env, &connection, ctx).await?;
     match external::ensure_database(&admin, &names, &password).await {
         Ok(outcome) => {
@@ -74,7 +72,7 @@ pub(super) async fn reconcile(tenant: &Tenant, env: &EnvironmentPlan, ctx: &Cont
             Ok(DatabaseStatus {
                 environment: env.environment,
                 provider: DatabaseProvider::External,
-                host: Some(info.host),
+                host: Some(connection.host),
                 secret_name: Some(crate::naming::database_secret_name(&slug)),
                 ready: true,
                 message: None,

@@ -365,80 +365,15 @@ pub struct DropOutcome {
     pub dropped_roles: bool,
 }
 
-/// Where applications find their database; the credentials Secret is built from this.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub username: String,
-    pub ssl_mode: SslMode,
-}
-
-impl ConnectionInfo {
-    /// `postgresql://user:password@host:port/dbname[?sslmode=require]`, percent-encoded.
-    pub fn uri(&self, password: &str) -> String {
-        let mut uri = format!(
-            "postgresql://{}:{}@{}:{}/{}",
-            crate::desired::database::percent_encode(&self.username),
-            crate::desired::database::percent_encode(password),
-            uri_host(&self.host),
-            self.port,
-            crate::desired::database::percent_encode(&self.dbname)
-        );
-        if self.ssl_mode == SslMode::Require {
-            uri.push_str("?sslmode=require");
-        }
-        uri
-    }
-
-    /// `jdbc:postgresql://host:port/dbname?user=...&password=...`; the PostgreSQL JDBC driver
-    /// takes credentials as parameters, not in the authority.
-    pub fn jdbc_uri(&self, password: &str) -> String {
-        let mut uri = format!(
-            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
-            uri_host(&self.host),
-            self.port,
-            crate::desired::database::percent_encode(&self.dbname),
-            crate::desired::database::percent_encode(&self.username),
-            crate::desired::database::percent_encode(password)
-        );
-        if self.ssl_mode == SslMode::Require {
-            uri.push_str("&sslmode=require");
-        }
-        uri
-    }
-
-    /// The data of the tenant's credentials Secret (SPEC §4).
-    pub fn secret_data(&self, password: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("username".to_owned(), self.username.clone()),
-            ("password".to_owned(), password.to_owned()),
-            ("host".to_owned(), self.host.clone()),
-            ("port".to_owned(), self.port.to_string()),
-            ("dbname".to_owned(), self.dbname.clone()),
-            ("uri".to_owned(), self.uri(password)),
-            ("jdbc-uri".to_owned(), self.jdbc_uri(password)),
-        ])
-    }
-}
-
 /// Connection details for the tenant's login role: same server as the admin connection.
-pub fn connection_info(admin: &AdminConnection, names: &ExternalNames) -> ConnectionInfo {
+pub fn connection_info(admin: &AdminConnection, names: &ExternalNames) -> crate::desired::database::ConnectionInfo {
+    use crate::desired::database::ConnectionInfo;
     ConnectionInfo {
         host: admin.host.clone(),
         port: admin.port,
         dbname: names.database.clone(),
         username: names.login_role.clone(),
-        ssl_mode: admin.ssl_mode,
-    }
-}
-
-fn uri_host(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+        require_tls: admin.ssl_mode == SslMode::Require,
     }
 }
 
@@ -1131,27 +1066,5 @@ mod tests {
         assert_eq!(admin.ssl_mode, SslMode::Disable);
         assert_eq!(AdminConnection::from_url("postgresql://a:b@h/d").unwrap().ssl_mode, SslMode::Require);
         assert!(AdminConnection::from_url("postgresql://h/d").is_err());
-    }
-
-    #[test]
-    fn connection_info_builds_encoded_uris() {
-        let info = ConnectionInfo {
-            host: "db.example".into(),
-            port: 5432,
-            dbname: "acme_dev".into(),
-            username: "acme_dev_app".into(),
-            ssl_mode: SslMode::Require,
-        };
-        let password = "a:b@c/d?e&f";
-        assert_eq!(info.uri(password), "postgresql://acme_dev_app:a%3Ab%40c%2Fd%3Fe%26f@db.example:5432/acme_dev?sslmode=require");
-        assert_eq!(
-            info.jdbc_uri(password),
-            "jdbc:postgresql://db.example:5432/acme_dev?user=acme_dev_app&password=a%3Ab%40c%2Fd%3Fe%26f&sslmode=require"
-        );
-        let data = info.secret_data(password);
-        let keys: Vec<_> = data.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["dbname", "host", "jdbc-uri", "password", "port", "uri", "username"]);
-        let v6 = ConnectionInfo { host: "::1".into(), ssl_mode: SslMode::Disable, ..info };
-        assert_eq!(v6.uri("p"), "postgresql://acme_dev_app:p@[::1]:5432/acme_dev");
     }
 }

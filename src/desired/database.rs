@@ -37,6 +37,64 @@ pub struct ConnectionInfo {
     pub port: u16,
     pub dbname: String,
     pub username: String,
+    /// The server demands TLS (an external server with `sslmode: require`).
+    pub require_tls: bool,
+}
+
+impl ConnectionInfo {
+    fn uri_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// `postgresql://user:password@host:port/dbname[?sslmode=require]`, percent-encoded.
+    pub fn uri(&self, password: &str) -> String {
+        let mut uri = format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            percent_encode(&self.username),
+            percent_encode(password),
+            self.uri_host(),
+            self.port,
+            percent_encode(&self.dbname)
+        );
+        if self.require_tls {
+            uri.push_str("?sslmode=require");
+        }
+        uri
+    }
+
+    /// `jdbc:postgresql://host:port/dbname?user=...&password=...`: the PostgreSQL JDBC driver
+    /// takes credentials as parameters, not in the authority.
+    pub fn jdbc_uri(&self, password: &str) -> String {
+        let mut uri = format!(
+            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+            self.uri_host(),
+            self.port,
+            percent_encode(&self.dbname),
+            percent_encode(&self.username),
+            percent_encode(password)
+        );
+        if self.require_tls {
+            uri.push_str("&sslmode=require");
+        }
+        uri
+    }
+
+    /// The data of the tenant's credentials Secret (SPEC §4).
+    pub fn secret_data(&self, password: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("username".to_owned(), self.username.clone()),
+            ("password".to_owned(), password.to_owned()),
+            ("host".to_owned(), self.host.clone()),
+            ("port".to_owned(), self.port.to_string()),
+            ("dbname".to_owned(), self.dbname.clone()),
+            ("uri".to_owned(), self.uri(password)),
+            ("jdbc-uri".to_owned(), self.jdbc_uri(password)),
+        ])
+    }
 }
 
 /// The provider a Tenant uses: its own choice, else the configured default.
@@ -66,6 +124,7 @@ pub fn provider_objects(tenant: &Tenant, slug: &str, env: Environment, provider:
                 port: POSTGRES_PORT,
                 dbname: naming::sql_database_name(slug, env),
                 username: naming::sql_user_name(slug),
+                require_tls: false,
             }),
         },
         DatabaseProvider::CloudnativePg => ProviderObjects {
@@ -76,6 +135,7 @@ pub fn provider_objects(tenant: &Tenant, slug: &str, env: Environment, provider:
                 port: POSTGRES_PORT,
                 dbname: naming::sql_database_name(slug, env),
                 username: naming::sql_user_name(slug),
+                require_tls: false,
             }),
         },
     }
@@ -242,23 +302,7 @@ fn cnpg_cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) 
 /// The credentials Secret of one environment. Type `kubernetes.io/basic-auth` so that
 /// CloudNativePG accepts it as its bootstrap secret; the extra keys are allowed by that type.
 pub fn credentials_secret(slug: &str, env: Environment, connection: &ConnectionInfo, password: &str) -> Secret {
-    let ConnectionInfo { host, port, dbname, username } = connection;
-    let uri = format!("postgresql://{}:{}@{host}:{port}/{}", percent_encode(username), percent_encode(password), percent_encode(dbname));
-    let jdbc = format!(
-        "jdbc:postgresql://{host}:{port}/{}?user={}&password={}",
-        percent_encode(dbname),
-        percent_encode(username),
-        percent_encode(password)
-    );
-    let data = BTreeMap::from([
-        ("username".to_string(), username.clone()),
-        ("password".to_string(), password.to_string()),
-        ("host".to_string(), host.clone()),
-        ("port".to_string(), port.to_string()),
-        ("dbname".to_string(), dbname.clone()),
-        ("uri".to_string(), uri),
-        ("jdbc-uri".to_string(), jdbc),
-    ]);
+    let data = connection.secret_data(password);
     Secret {
         metadata: ObjectMeta {
             name: Some(naming::database_secret_name(slug)),
@@ -291,7 +335,13 @@ mod tests {
     use super::*;
 
     fn connection() -> ConnectionInfo {
-        ConnectionInfo { host: "acme-db.acme-dev.svc".into(), port: 5432, dbname: "acme_dev".into(), username: "acme".into() }
+        ConnectionInfo {
+            host: "acme-db.acme-dev.svc".into(),
+            port: 5432,
+            dbname: "acme_dev".into(),
+            username: "acme".into(),
+            require_tls: false,
+        }
     }
 
     fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
@@ -312,6 +362,25 @@ mod tests {
         assert_eq!(secret.metadata.name.as_deref(), Some("acme-db-credentials"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("acme-dev"));
         assert!(secret.metadata.owner_references.is_none(), "database secrets never carry owner references");
+    }
+
+    #[test]
+    fn tls_servers_and_ipv6_hosts_in_uris() {
+        let info = ConnectionInfo {
+            host: "db.example".into(),
+            port: 5432,
+            dbname: "acme_dev".into(),
+            username: "acme_dev_app".into(),
+            require_tls: true,
+        };
+        let password = "a:b@c/d?e&f";
+        assert_eq!(info.uri(password), "postgresql://acme_dev_app:a%3Ab%40c%2Fd%3Fe%26f@db.example:5432/acme_dev?sslmode=require");
+        assert_eq!(
+            info.jdbc_uri(password),
+            "jdbc:postgresql://db.example:5432/acme_dev?user=acme_dev_app&password=a%3Ab%40c%2Fd%3Fe%26f&sslmode=require"
+        );
+        let v6 = ConnectionInfo { host: "::1".into(), require_tls: false, ..info };
+        assert_eq!(v6.uri("p"), "postgresql://acme_dev_app:p@[::1]:5432/acme_dev");
     }
 
     #[test]
