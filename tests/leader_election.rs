@@ -298,3 +298,146 @@ async fn valid_lease_of_another_holder_is_respected() {
     assert_eq!(holder(&fake).as_deref(), Some("other"));
     assert!(!fake.requests().iter().any(|r| r.user.as_deref() == Some("a") && r.verb != "get"), "a follower that never led writes nothing");
 }
+
+// ------------------------------------------------------------------ two operator instances
+
+/// An operator instance wired as `run` in `src/main.rs` wires it: controllers only while
+/// leading, aborted at once when leadership is lost; on stop, controllers finish and the Lease
+/// is released.
+struct Instance {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    leader: watch::Receiver<bool>,
+}
+
+fn instance(fake: &FakeApiServer, identity: &str) -> Instance {
+    use std::sync::Arc;
+    use tenant_operator::operator::{run_controllers, ControllerOptions};
+    let client = fake.client_as(identity);
+    let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
+    let election = LeaderElection::start(client.clone(), config).expect("start");
+    let mut leader = election.subscribe();
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let operator_config = Arc::new(support::scenario::example_config());
+    let leader_rx = election.subscribe();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = leader.wait_for(|l| *l) => {},
+                _ = stopped() => break,
+            }
+            let mut lost = leader.clone();
+            let controllers =
+                tokio::spawn(run_controllers(client.clone(), operator_config.clone(), ControllerOptions::default(), stopped()));
+            let abort = controllers.abort_handle();
+            tokio::select! {
+                _ = controllers => break,
+                _ = lost.wait_for(|l| !*l) => abort.abort(),
+            }
+        }
+        election.release().await.expect("release");
+    });
+    Instance { stop, task, leader: leader_rx }
+}
+
+impl Instance {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("instance stops").expect("instance task");
+    }
+}
+
+/// Writes (create/update/patch/delete) of one instance to anything but the Lease.
+fn operator_writes(fake: &FakeApiServer, identity: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(identity) && r.resource != "leases")
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .count()
+}
+
+async fn wait_ready(fake: &FakeApiServer, slug: &str) {
+    use tenant_operator::types::{Tenant, TenantPhase};
+    let api: Api<Tenant> = Api::all(fake.client_as("test"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(t)) = api.get_opt(slug).await {
+            if t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "tenant {slug} did not become Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_tenant(fake: &FakeApiServer, slug: &str, environments: &[&str]) {
+    use tenant_operator::types::Tenant;
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug},
+        "spec": {"displayName": slug, "cluster": "uk", "environments": environments, "applications": ["xconsole"],
+                 "database": {"provider": "none"}, "deletionPolicy": "Delete"},
+    }))
+    .expect("tenant");
+    Api::<tenant_operator::types::Tenant>::all(fake.client_as("test"))
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_the_standby_takes_over_and_converges() {
+    let fake = api_server().await;
+    let a = instance(&fake, "a");
+    becomes(&a.leader, true, Duration::from_secs(5)).await;
+    let b = instance(&fake, "b");
+    create_tenant(&fake, "first", &["dev", "prod"]).await;
+    wait_ready(&fake, "first").await;
+    assert!(operator_writes(&fake, "a") > 0, "the leader reconciled");
+    assert_eq!(operator_writes(&fake, "b"), 0, "the standby writes nothing");
+    assert!(!*b.leader.borrow());
+
+    // The leader stops (SIGTERM): controllers finish, the Lease is released, the standby takes
+    // over at its next look and converges what changed meanwhile.
+    a.stop().await;
+    let a_writes = operator_writes(&fake, "a");
+    create_tenant(&fake, "second", &["dev"]).await;
+    let took = becomes(&b.leader, true, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_millis(2500), "takeover took {took:?}");
+    wait_ready(&fake, "second").await;
+    assert!(fake.object("v1", "Namespace", "", "second-dev").is_some());
+    assert!(operator_writes(&fake, "b") > 0, "the new leader reconciled");
+    assert_eq!(operator_writes(&fake, "a"), a_writes, "the stopped replica writes nothing");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_lease_stops_writing_and_the_standby_converges() {
+    let fake = api_server().await;
+    let a = instance(&fake, "a");
+    becomes(&a.leader, true, Duration::from_secs(5)).await;
+    let b = instance(&fake, "b");
+    create_tenant(&fake, "first", &["dev"]).await;
+    wait_ready(&fake, "first").await;
+
+    // Only a's Lease requests fail: its controllers could still write, but must not.
+    fake.fail_next_as("a", "*", "leases", 503, FOREVER);
+    becomes(&a.leader, false, Duration::from_secs(4)).await;
+    // A write already on the wire when the controllers were aborted may still land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_writes = operator_writes(&fake, "a");
+    becomes(&b.leader, true, Duration::from_secs(6)).await;
+    create_tenant(&fake, "second", &["dev", "staging"]).await;
+    wait_ready(&fake, "second").await;
+    assert!(operator_writes(&fake, "b") > 0, "the new leader reconciled");
+    assert_eq!(operator_writes(&fake, "a"), a_writes, "the replica that lost its lease writes nothing");
+    fake.clear_faults();
+    a.stop().await;
+    b.stop().await;
+}
