@@ -1,23 +1,21 @@
-//! Leader election against a Lease endpoint that behaves like the API server's: `get`,
-//! `create` (409 AlreadyExists) and `update` with optimistic concurrency (409 Conflict on a
-//! stale `resourceVersion`).
+//! Leader election against the fake API server (`tests/support/`): its Lease `get`, `create`
+//! (409 AlreadyExists) and `update` (409 Conflict on a stale `resourceVersion`) behave like the
+//! real API server's.
 //!
-//! Each elector talks to the store through its own port, so that one replica can be cut off
-//! from the "API server" (errors or hung requests) while the others still reach it.
+//! Each elector uses its own client (`FakeApiServer::client_as(identity)`), so that one replica
+//! can be cut off from the API server (errors or hung requests, `fail_next_as`/`hang_next_as`)
+//! while the others still reach it.
 //! Timings use a 3 s lease: renew deadline 2 s, renewal every 1 s, standbys look every 1 s.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
+use support::FakeApiServer;
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,142 +23,53 @@ use tokio::time::Instant;
 const NS: &str = "tenant-operator";
 const LEASE: &str = "tenant-operator";
 const LEASE_DURATION: Duration = Duration::from_secs(3);
+/// Outlasts every test: a fault that stays until `clear_faults`.
+const FOREVER: usize = 1_000_000;
 
-/// The Lease store shared by every port.
-#[derive(Default)]
-struct Store {
-    lease: Mutex<Option<Value>>,
-    version: AtomicU64,
-    writes: AtomicU64,
+/// The fake, with the operator's namespace.
+async fn api_server() -> FakeApiServer {
+    let fake = FakeApiServer::start().await;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
+    Api::<Namespace>::all(fake.client()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    fake
 }
 
-impl Store {
-    fn lease(&self) -> Option<Lease> {
-        let guard = self.lease.lock().unwrap_or_else(|e| e.into_inner());
-        guard.clone().map(|v| serde_json::from_value(v).expect("stored lease deserialises"))
-    }
-
-    fn holder(&self) -> Option<String> {
-        self.lease().and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty())
-    }
-
-    /// Writes the spec as someone else would (another controller, or a person with kubectl).
-    fn overwrite_spec(&self, spec: Value) {
-        let mut guard = self.lease.lock().unwrap_or_else(|e| e.into_inner());
-        let lease = guard.get_or_insert_with(|| {
-            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                   "metadata": {"name": LEASE, "namespace": NS}})
-        });
-        lease["spec"] = spec;
-        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        lease["metadata"]["resourceVersion"] = json!(version.to_string());
-    }
+fn lease(fake: &FakeApiServer) -> Option<Lease> {
+    fake.object("coordination.k8s.io/v1", "Lease", NS, LEASE).map(|v| serde_json::from_value(v).expect("stored lease deserialises"))
 }
 
-const MODE_OK: u8 = 0;
-const MODE_ERROR: u8 = 1;
-const MODE_HANG: u8 = 2;
-
-#[derive(Clone)]
-struct Port {
-    store: Arc<Store>,
-    mode: Arc<AtomicU8>,
+fn holder(fake: &FakeApiServer) -> Option<String> {
+    lease(fake).and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty())
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                      "status": "Failure", "message": message, "reason": reason, "code": code});
-    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
+/// Successful Lease writes (create/update) by the replicas.
+fn lease_writes(fake: &FakeApiServer) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.resource == "leases" && matches!(r.verb.as_str(), "create" | "update") && matches!(r.code, 200 | 201))
+        .count()
 }
 
-/// Applies the port's fault mode; `Some` is the response to send instead of serving.
-async fn fault(port: &Port) -> Option<Response> {
-    match port.mode.load(Ordering::SeqCst) {
-        MODE_ERROR => Some(status(503, "ServiceUnavailable", "injected outage")),
-        MODE_HANG => {
-            // Never answers while the mode lasts, as a partitioned API server would.
-            while port.mode.load(Ordering::SeqCst) == MODE_HANG {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Some(status(503, "ServiceUnavailable", "injected outage"))
-        }
-        _ => None,
+/// Writes the spec as someone else would (another controller, or a person with kubectl).
+async fn overwrite_spec(fake: &FakeApiServer, spec: Value) {
+    let api: Api<Lease> = Api::namespaced(fake.client_as("intruder"), NS);
+    if api.get_opt(LEASE).await.expect("get lease").is_some() {
+        api.patch(LEASE, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await.expect("patch lease");
+    } else {
+        let lease = serde_json::from_value(json!({"metadata": {"name": LEASE, "namespace": NS}, "spec": spec})).expect("lease");
+        api.create(&PostParams::default(), &lease).await.expect("create lease");
     }
-}
-
-async fn get_lease(State(port): State<Port>, Path((_ns, name)): Path<(String, String)>) -> Response {
-    if let Some(r) = fault(&port).await {
-        return r;
-    }
-    let guard = port.store.lease.lock().unwrap_or_else(|e| e.into_inner());
-    match guard.as_ref() {
-        Some(lease) if name == LEASE => Json(lease.clone()).into_response(),
-        _ => status(404, "NotFound", "lease not found"),
-    }
-}
-
-async fn create_lease(State(port): State<Port>, Path(ns): Path<String>, Json(mut body): Json<Value>) -> Response {
-    if let Some(r) = fault(&port).await {
-        return r;
-    }
-    let mut guard = port.store.lease.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.is_some() {
-        return status(409, "AlreadyExists", "lease already exists");
-    }
-    let version = port.store.version.fetch_add(1, Ordering::SeqCst) + 1;
-    body["metadata"]["resourceVersion"] = json!(version.to_string());
-    body["metadata"]["namespace"] = json!(ns);
-    port.store.writes.fetch_add(1, Ordering::SeqCst);
-    *guard = Some(body.clone());
-    (StatusCode::CREATED, Json(body)).into_response()
-}
-
-async fn replace_lease(State(port): State<Port>, Path((_ns, _name)): Path<(String, String)>, Json(mut body): Json<Value>) -> Response {
-    if let Some(r) = fault(&port).await {
-        return r;
-    }
-    let mut guard = port.store.lease.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(current) = guard.as_ref() else {
-        return status(404, "NotFound", "lease not found");
-    };
-    if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
-        return status(409, "Conflict", "the object has been modified");
-    }
-    let version = port.store.version.fetch_add(1, Ordering::SeqCst) + 1;
-    body["metadata"]["resourceVersion"] = json!(version.to_string());
-    port.store.writes.fetch_add(1, Ordering::SeqCst);
-    *guard = Some(body.clone());
-    Json(body).into_response()
-}
-
-async fn open_port(store: Arc<Store>) -> (SocketAddr, Port) {
-    let port = Port { store, mode: Arc::new(AtomicU8::new(MODE_OK)) };
-    let app = Router::new()
-        .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
-        .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
-        .with_state(port.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, port)
 }
 
 struct Replica {
     election: Option<LeaderElection>,
     leader: watch::Receiver<bool>,
-    port: Port,
     identity: String,
 }
 
 impl Replica {
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
-    }
-
-    fn cut_off(&self, mode: u8) {
-        self.port.mode.store(mode, Ordering::SeqCst);
     }
 
     async fn release(&mut self) {
@@ -170,13 +79,10 @@ impl Replica {
     }
 }
 
-async fn replica(store: &Arc<Store>, identity: &str) -> Replica {
-    let (addr, port) = open_port(store.clone()).await;
-    let url = format!("http://{addr}").parse().expect("url");
-    let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
+fn replica(fake: &FakeApiServer, identity: &str) -> Replica {
     let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
-    let election = LeaderElection::start(client, config).expect("start");
-    Replica { leader: election.subscribe(), election: Some(election), port, identity: identity.to_owned() }
+    let election = LeaderElection::start(fake.client_as(identity), config).expect("start");
+    Replica { leader: election.subscribe(), election: Some(election), identity: identity.to_owned() }
 }
 
 /// Waits until `rx` shows `want`, at most `within`; returns how long it took.
@@ -205,31 +111,36 @@ async fn one_leader(replicas: &[&Replica], within: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_replica_leads_and_holds_the_lease() {
-    let store = Arc::new(Store::default());
-    let a = replica(&store, "a").await;
-    let b = replica(&store, "b").await;
+    let fake = api_server().await;
+    let a = replica(&fake, "a");
+    let b = replica(&fake, "b");
     let first = one_leader(&[&a, &b], Duration::from_secs(5)).await;
     let leader = [&a, &b][first];
+    let writes_before = lease_writes(&fake);
     // Over several renewals, never two leaders, and the Lease names the one that leads.
     for _ in 0..15 {
         assert!(!(a.is_leader() && b.is_leader()), "two leaders");
-        assert_eq!(store.holder().as_deref(), Some(leader.identity.as_str()));
+        assert_eq!(holder(&fake).as_deref(), Some(leader.identity.as_str()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(leader.is_leader(), "leadership must be stable while renewals succeed");
-    let spec = store.lease().and_then(|l| l.spec).expect("lease spec");
+    let spec = lease(&fake).and_then(|l| l.spec).expect("lease spec");
     assert_eq!(spec.lease_duration_seconds, Some(3));
     assert_eq!(spec.lease_transitions, Some(0));
-    let writes = store.writes.load(Ordering::SeqCst);
-    assert!((2..=8).contains(&writes), "a renewal a second, no write storm: {writes} writes in 3 s");
+    let writes = lease_writes(&fake) - writes_before;
+    assert!((2..=5).contains(&writes), "a renewal a second, no write storm: {writes} writes in 3 s");
+    // Only the leader writes; the standby only reads.
+    let standby = [&a, &b][1 - first].identity.as_str();
+    let standby_writes: Vec<_> = fake.requests().into_iter().filter(|r| r.user.as_deref() == Some(standby) && r.verb != "get").collect();
+    assert!(standby_writes.iter().all(|r| r.code == 409), "the standby's writes all lost the race: {standby_writes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_hands_over_at_once() {
-    let store = Arc::new(Store::default());
-    let mut a = replica(&store, "a").await;
+    let fake = api_server().await;
+    let mut a = replica(&fake, "a");
     becomes(&a.leader, true, Duration::from_secs(5)).await;
-    let b = replica(&store, "b").await;
+    let b = replica(&fake, "b");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!b.is_leader());
 
@@ -239,33 +150,44 @@ async fn release_hands_over_at_once() {
     // Sooner than the lease would have expired: the standby's next look (1 s) finds it free.
     let took = becomes(&b.leader, true, LEASE_DURATION).await;
     assert!(took < Duration::from_millis(2500), "takeover took {took:?}");
-    let spec = store.lease().and_then(|l| l.spec).expect("lease spec");
+    let spec = lease(&fake).and_then(|l| l.spec).expect("lease spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_when_the_leader_dies_without_releasing() {
-    let store = Arc::new(Store::default());
-    let mut a = replica(&store, "a").await;
+    let fake = api_server().await;
+    let mut a = replica(&fake, "a");
     becomes(&a.leader, true, Duration::from_secs(5)).await;
-    let b = replica(&store, "b").await;
+    let b = replica(&fake, "b");
     // Dropping the elector is a crash as far as the Lease is concerned: nothing is released.
     drop(a.election.take());
     assert!(!a.is_leader());
     let took = becomes(&b.leader, true, LEASE_DURATION + Duration::from_secs(3)).await;
     assert!(took >= Duration::from_secs(1), "must wait for expiry: {took:?}");
-    assert_eq!(store.holder().as_deref(), Some("b"));
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
 }
 
-async fn leader_cut_off_stops_before_the_standby_starts(mode: u8) {
-    let store = Arc::new(Store::default());
-    let a = replica(&store, "a").await;
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Every Lease request of the leader answers 503.
+    Errors,
+    /// Every Lease request of the leader hangs (longer than the test).
+    Hangs,
+}
+
+async fn leader_cut_off_stops_before_the_standby_starts(cut_mode: Cut) {
+    let fake = api_server().await;
+    let a = replica(&fake, "a");
     becomes(&a.leader, true, Duration::from_secs(5)).await;
-    let b = replica(&store, "b").await;
+    let b = replica(&fake, "b");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    a.cut_off(mode);
+    match cut_mode {
+        Cut::Errors => fake.fail_next_as("a", "*", "leases", 503, FOREVER),
+        Cut::Hangs => fake.hang_next_as("a", "*", "leases", Duration::from_secs(60), FOREVER),
+    }
     let cut = Instant::now();
     let mut a_rx = a.leader.clone();
     let mut b_rx = b.leader.clone();
@@ -290,72 +212,232 @@ async fn leader_cut_off_stops_before_the_standby_starts(mode: u8) {
     );
     // The renew deadline (2 s) after the last successful renewal (at most 1 s before the cut).
     assert!(a_lost - cut <= Duration::from_millis(2300), "{:?}", a_lost - cut);
-    assert_eq!(store.holder().as_deref(), Some("b"));
+    assert_eq!(holder(&fake).as_deref(), Some("b"));
 
     // Reconnected, the old leader follows.
-    a.cut_off(MODE_OK);
+    fake.clear_faults();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!a.is_leader() && b.is_leader());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_whose_requests_fail_steps_down_before_the_lease_expires() {
-    leader_cut_off_stops_before_the_standby_starts(MODE_ERROR).await;
+    leader_cut_off_stops_before_the_standby_starts(Cut::Errors).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_whose_requests_hang_steps_down_before_the_lease_expires() {
-    leader_cut_off_stops_before_the_standby_starts(MODE_HANG).await;
+    leader_cut_off_stops_before_the_standby_starts(Cut::Hangs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stolen_lease_flips_the_old_leader_to_false() {
-    let store = Arc::new(Store::default());
-    let a = replica(&store, "a").await;
+    let fake = api_server().await;
+    let a = replica(&fake, "a");
     becomes(&a.leader, true, Duration::from_secs(5)).await;
     let now = jiff::Timestamp::now().to_string();
-    store.overwrite_spec(json!({
-        "holderIdentity": "intruder", "leaseDurationSeconds": 60,
-        "acquireTime": now, "renewTime": now, "leaseTransitions": 7
-    }));
+    overwrite_spec(
+        &fake,
+        json!({
+            "holderIdentity": "intruder", "leaseDurationSeconds": 60,
+            "acquireTime": now, "renewTime": now, "leaseTransitions": 7
+        }),
+    )
+    .await;
     // Its next renewal (≤ 1 s) hits a 409, re-reads, and finds another holder.
     let took = becomes(&a.leader, false, Duration::from_secs(2)).await;
     assert!(took <= Duration::from_millis(1500), "{took:?}");
+    assert!(
+        fake.requests().iter().any(|r| r.user.as_deref() == Some("a") && r.verb == "update" && r.code == 409),
+        "the renewal was refused with a Conflict"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!a.is_leader());
-    assert_eq!(store.holder().as_deref(), Some("intruder"));
+    assert_eq!(holder(&fake).as_deref(), Some("intruder"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_lease_of_a_dead_holder_is_taken_over() {
-    let store = Arc::new(Store::default());
-    store.overwrite_spec(json!({
-        "holderIdentity": "dead", "leaseDurationSeconds": 3,
-        "acquireTime": "2020-01-01T00:00:00.000000Z",
-        "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 2
-    }));
-    let mut a = replica(&store, "a").await;
+    let fake = api_server().await;
+    overwrite_spec(
+        &fake,
+        json!({
+            "holderIdentity": "dead", "leaseDurationSeconds": 3,
+            "acquireTime": "2020-01-01T00:00:00.000000Z",
+            "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 2
+        }),
+    )
+    .await;
+    let mut a = replica(&fake, "a");
     becomes(&a.leader, true, Duration::from_secs(3)).await;
-    let spec = store.lease().and_then(|l| l.spec).expect("lease spec");
+    let spec = lease(&fake).and_then(|l| l.spec).expect("lease spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
     assert_eq!(spec.lease_transitions, Some(3));
     a.release().await;
-    assert_eq!(store.holder(), None, "release clears the holder");
+    assert_eq!(holder(&fake), None, "release clears the holder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_lease_of_another_holder_is_respected() {
-    let store = Arc::new(Store::default());
+    let fake = api_server().await;
     let now = jiff::Timestamp::now().to_string();
-    store.overwrite_spec(json!({
-        "holderIdentity": "other", "leaseDurationSeconds": 30,
-        "acquireTime": now, "renewTime": now
-    }));
-    let mut a = replica(&store, "a").await;
+    overwrite_spec(
+        &fake,
+        json!({
+            "holderIdentity": "other", "leaseDurationSeconds": 30,
+            "acquireTime": now, "renewTime": now
+        }),
+    )
+    .await;
+    let mut a = replica(&fake, "a");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!a.is_leader());
-    assert_eq!(store.holder().as_deref(), Some("other"));
+    assert_eq!(holder(&fake).as_deref(), Some("other"));
     // Releasing a lease one does not hold leaves it alone.
     a.release().await;
-    assert_eq!(store.holder().as_deref(), Some("other"));
+    assert_eq!(holder(&fake).as_deref(), Some("other"));
+    assert!(!fake.requests().iter().any(|r| r.user.as_deref() == Some("a") && r.verb != "get"), "a follower that never led writes nothing");
+}
+
+// ------------------------------------------------------------------ two operator instances
+
+/// An operator instance wired as `run` in `src/main.rs` wires it: controllers only while
+/// leading, aborted at once when leadership is lost; on stop, controllers finish and the Lease
+/// is released.
+struct Instance {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    leader: watch::Receiver<bool>,
+}
+
+fn instance(fake: &FakeApiServer, identity: &str) -> Instance {
+    use std::sync::Arc;
+    use tenant_operator::operator::{run_controllers, ControllerOptions};
+    let client = fake.client_as(identity);
+    let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
+    let election = LeaderElection::start(client.clone(), config).expect("start");
+    let mut leader = election.subscribe();
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let operator_config = Arc::new(support::scenario::example_config());
+    let leader_rx = election.subscribe();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = leader.wait_for(|l| *l) => {},
+                _ = stopped() => break,
+            }
+            let mut lost = leader.clone();
+            let controllers =
+                tokio::spawn(run_controllers(client.clone(), operator_config.clone(), ControllerOptions::default(), stopped()));
+            let abort = controllers.abort_handle();
+            tokio::select! {
+                _ = controllers => break,
+                _ = lost.wait_for(|l| !*l) => abort.abort(),
+            }
+        }
+        election.release().await.expect("release");
+    });
+    Instance { stop, task, leader: leader_rx }
+}
+
+impl Instance {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("instance stops").expect("instance task");
+    }
+}
+
+/// Writes (create/update/patch/delete) of one instance to anything but the Lease.
+fn operator_writes(fake: &FakeApiServer, identity: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(identity) && r.resource != "leases")
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .count()
+}
+
+async fn wait_ready(fake: &FakeApiServer, slug: &str) {
+    use tenant_operator::types::{Tenant, TenantPhase};
+    let api: Api<Tenant> = Api::all(fake.client_as("test"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(t)) = api.get_opt(slug).await {
+            if t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "tenant {slug} did not become Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_tenant(fake: &FakeApiServer, slug: &str, environments: &[&str]) {
+    use tenant_operator::types::Tenant;
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug},
+        "spec": {"displayName": slug, "cluster": "uk", "environments": environments, "applications": ["xconsole"],
+                 "database": {"provider": "none"}, "deletionPolicy": "Delete"},
+    }))
+    .expect("tenant");
+    Api::<tenant_operator::types::Tenant>::all(fake.client_as("test"))
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_the_standby_takes_over_and_converges() {
+    let fake = api_server().await;
+    let a = instance(&fake, "a");
+    becomes(&a.leader, true, Duration::from_secs(5)).await;
+    let b = instance(&fake, "b");
+    create_tenant(&fake, "first", &["dev", "prod"]).await;
+    wait_ready(&fake, "first").await;
+    assert!(operator_writes(&fake, "a") > 0, "the leader reconciled");
+    assert_eq!(operator_writes(&fake, "b"), 0, "the standby writes nothing");
+    assert!(!*b.leader.borrow());
+
+    // The leader stops (SIGTERM): controllers finish, the Lease is released, the standby takes
+    // over at its next look and converges what changed meanwhile.
+    a.stop().await;
+    let a_writes = operator_writes(&fake, "a");
+    create_tenant(&fake, "second", &["dev"]).await;
+    let took = becomes(&b.leader, true, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_millis(2500), "takeover took {took:?}");
+    wait_ready(&fake, "second").await;
+    assert!(fake.object("v1", "Namespace", "", "second-dev").is_some());
+    assert!(operator_writes(&fake, "b") > 0, "the new leader reconciled");
+    assert_eq!(operator_writes(&fake, "a"), a_writes, "the stopped replica writes nothing");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_lease_stops_writing_and_the_standby_converges() {
+    let fake = api_server().await;
+    let a = instance(&fake, "a");
+    becomes(&a.leader, true, Duration::from_secs(5)).await;
+    let b = instance(&fake, "b");
+    create_tenant(&fake, "first", &["dev"]).await;
+    wait_ready(&fake, "first").await;
+
+    // Only a's Lease requests fail: its controllers could still write, but must not.
+    fake.fail_next_as("a", "*", "leases", 503, FOREVER);
+    becomes(&a.leader, false, Duration::from_secs(4)).await;
+    // A write already on the wire when the controllers were aborted may still land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_writes = operator_writes(&fake, "a");
+    becomes(&b.leader, true, Duration::from_secs(6)).await;
+    create_tenant(&fake, "second", &["dev", "staging"]).await;
+    wait_ready(&fake, "second").await;
+    assert!(operator_writes(&fake, "b") > 0, "the new leader reconciled");
+    assert_eq!(operator_writes(&fake, "a"), a_writes, "the replica that lost its lease writes nothing");
+    fake.clear_faults();
+    a.stop().await;
+    b.stop().await;
 }

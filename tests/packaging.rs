@@ -286,19 +286,16 @@ fn operator_cluster_role_is_least_privilege() {
     let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
     let mut want: Vec<(&str, &str, &[&str])> = vec![
         ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"]),
-        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch"]),
+        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch"]),
         ("tenancy.platform.dev", "tenants/status", &["patch"]),
         ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
-        ("tenancy.platform.dev", "tenants/finalizers", &["update"]),
-        ("tenancy.platform.dev", "tenantusers/finalizers", &["update"]),
-        ("", "persistentvolumeclaims", &["get", "list", "watch", "patch", "delete"]),
+        ("", "secrets", &["get", "list", "watch", "create", "patch"]),
+        ("", "persistentvolumeclaims", &["get", "list", "watch", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
-        ("", "events", &["create", "patch"]),
     ];
     for (group, resource) in [
         ("", "namespaces"),
         ("", "configmaps"),
-        ("", "secrets"),
         ("", "services"),
         ("", "resourcequotas"),
         ("apps", "statefulsets"),

@@ -17,6 +17,9 @@ pub struct RequestRecord {
     pub name: Option<String>,
     /// HTTP status answered (0 for a watch stream or a hang).
     pub code: u16,
+    /// Who asked: the bearer token of the `Authorization` header (see
+    /// `FakeApiServer::client_as`), `None` without one.
+    pub user: Option<String>,
 }
 
 impl RequestRecord {
@@ -82,12 +85,15 @@ pub struct Fault {
     pub resource: String,
     pub action: FaultAction,
     pub remaining: usize,
+    /// Only requests of this caller (`RequestRecord::user`); `None` for any.
+    pub user: Option<String>,
 }
 
 impl Fault {
     pub fn matches(&self, rec: &RequestRecord) -> bool {
         let verb_ok = self.verb == "*" || self.verb == rec.verb;
         let res_ok = self.resource == "*" || self.resource == rec.gr() || self.resource == rec.resource;
-        verb_ok && res_ok && self.remaining > 0
+        let user_ok = self.user.is_none() || self.user == rec.user;
+        verb_ok && res_ok && user_ok && self.remaining > 0
     }
 }

@@ -204,6 +204,17 @@ impl FakeApiServer {
         kube::Client::try_from(config).expect("client for the fake API server")
     }
 
+    /// A client that identifies itself as `user` (sent as a bearer token, recorded in
+    /// [`RequestRecord::user`]), so that tests can tell the requests of several clients apart
+    /// (e.g. the operator's from the test's own, or two replicas') and inject faults for one
+    /// of them ([`FakeApiServer::fail_next_as`]). Nothing is authenticated or authorized.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let mut config = kube::Config::new(self.url().parse().unwrap());
+        let value = format!("Bearer {user}").parse().expect("user is a valid header value");
+        config.headers.push((axum::http::header::AUTHORIZATION, value));
+        kube::Client::try_from(config).expect("client for the fake API server")
+    }
+
     /// A kubeconfig naming the fake (for code that loads kubeconfig files).
     pub fn kubeconfig_yaml(&self) -> String {
         format!(
@@ -247,8 +258,23 @@ impl FakeApiServer {
         self.add_fault(verb, resource, FaultAction::Hang(duration), count);
     }
 
+    /// [`FakeApiServer::fail_next`] for the requests of one [`FakeApiServer::client_as`] user only.
+    pub fn fail_next_as(&self, user: &str, verb: &str, resource: &str, status: u16, count: usize) {
+        self.push_fault(Some(user), verb, resource, FaultAction::Status(status), count);
+    }
+
+    /// [`FakeApiServer::hang_next`] for the requests of one [`FakeApiServer::client_as`] user only.
+    pub fn hang_next_as(&self, user: &str, verb: &str, resource: &str, duration: Duration, count: usize) {
+        self.push_fault(Some(user), verb, resource, FaultAction::Hang(duration), count);
+    }
+
     fn add_fault(&self, verb: &str, resource: &str, action: FaultAction, count: usize) {
-        self.inner.faults.lock().unwrap().push(Fault { verb: verb.into(), resource: resource.into(), action, remaining: count });
+        self.push_fault(None, verb, resource, action, count);
+    }
+
+    fn push_fault(&self, user: Option<&str>, verb: &str, resource: &str, action: FaultAction, count: usize) {
+        let fault = Fault { verb: verb.into(), resource: resource.into(), action, remaining: count, user: user.map(String::from) };
+        self.inner.faults.lock().unwrap().push(fault);
     }
 
     pub fn clear_faults(&self) {
@@ -486,6 +512,11 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
         namespace: t.namespace.clone(),
         name: t.name.clone(),
         code: 0,
+        user: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string()),
     };
     // fault injection
     let fault = {
