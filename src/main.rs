@@ -11,9 +11,9 @@ use kube::{Client, CustomResourceExt};
 use tenant_operator::{
     config::Config,
     http::{self, HttpState, Readiness},
-    leader::{default_identity, LeaderElection, LeaseConfig},
+    leader::{default_identity, LeaderElection, LeaseConfig, DEFAULT_LEASE_NAME},
     metrics::Metrics,
-    operator::{run_controllers, ControllerOptions},
+    operator::{run_controllers, run_with_leader_election, ControllerOptions},
     render::{self, Resources},
     telemetry::{init_tracing, LogFormat},
     types::{Tenant, TenantUser},
@@ -164,42 +164,10 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         metrics.set_leader(true);
         run_controllers(client, config, options, stopped()).await;
     } else {
-        let lease = LeaseConfig::new(&args.lease_namespace, "tenant-operator", default_identity())
+        let lease = LeaseConfig::new(&args.lease_namespace, DEFAULT_LEASE_NAME, default_identity())
             .with_lease_duration(Duration::from_secs(args.lease_duration));
         let election = LeaderElection::start(client.clone(), lease)?;
-        let mut leader = election.subscribe();
-        // A standby holds no caches and is ready as soon as it runs.
-        readiness.set_caches_synced(true);
-        loop {
-            tokio::select! {
-                _ = leader.wait_for(|is_leader| *is_leader) => {},
-                _ = stopped() => break,
-            }
-            tracing::info!(identity = election.identity(), "leading: starting controllers");
-            readiness.set_leader(true);
-            readiness.set_caches_synced(false);
-            metrics.set_leader(true);
-            let mut lost = leader.clone();
-            let controllers = tokio::spawn(run_controllers(client.clone(), config.clone(), options.clone(), stopped()));
-            let abort = controllers.abort_handle();
-            tokio::select! {
-                _ = controllers => break,
-                _ = lost.wait_for(|is_leader| !*is_leader) => {
-                    // Another replica may already be writing: stop at once, not gracefully.
-                    abort.abort();
-                    tracing::warn!("leadership lost: controllers stopped");
-                }
-            }
-            readiness.set_leader(false);
-            readiness.set_caches_synced(true);
-            metrics.set_leader(false);
-            if *stop_rx.borrow() {
-                break;
-            }
-        }
-        if let Err(error) = election.release().await {
-            tracing::warn!(%error, "could not release the leader Lease; a standby takes over when it expires");
-        }
+        run_with_leader_election(client, config, options, election, stop_rx).await;
     }
     let _ = http_task.await;
     Ok(())

@@ -15,6 +15,8 @@ use kube::{
     Client, ResourceExt,
 };
 
+use tokio::sync::watch;
+
 use crate::{
     config::Config,
     controller::{
@@ -24,6 +26,7 @@ use crate::{
     },
     desired::ChildKind,
     http::Readiness,
+    leader::LeaderElection,
     metrics::Metrics,
     naming::{LABEL_TENANT, LABEL_USER},
     types::TenantPhase,
@@ -153,5 +156,57 @@ async fn report_gauges(tenants: Store<GuardedTenant>, users: Store<GuardedUser>,
         }
         ctx.metrics.set_tenant_users_by_role(&roles);
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// Run the controllers only while this replica holds the leader Lease, until `stop` turns
+/// true; then release the Lease so a standby takes over at once. Losing the Lease aborts the
+/// controllers immediately (another replica may already be writing) and waits to lead again.
+pub async fn run_with_leader_election(
+    client: Client,
+    config: Arc<Config>,
+    options: ControllerOptions,
+    election: LeaderElection,
+    stop: watch::Receiver<bool>,
+) {
+    let stopped = || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut leader = election.subscribe();
+    // A standby holds no caches and is ready as soon as it runs.
+    options.readiness.set_caches_synced(true);
+    loop {
+        tokio::select! {
+            _ = leader.wait_for(|is_leader| *is_leader) => {},
+            _ = stopped() => break,
+        }
+        tracing::info!(identity = election.identity(), "leading: starting controllers");
+        options.readiness.set_leader(true);
+        options.readiness.set_caches_synced(false);
+        options.metrics.set_leader(true);
+        let mut lost = leader.clone();
+        let controllers = tokio::spawn(run_controllers(client.clone(), config.clone(), options.clone(), stopped()));
+        let abort = controllers.abort_handle();
+        let finished = tokio::select! {
+            _ = controllers => true,
+            _ = lost.wait_for(|is_leader| !*is_leader) => {
+                abort.abort();
+                tracing::warn!("leadership lost: controllers stopped");
+                false
+            }
+        };
+        options.readiness.set_leader(false);
+        options.readiness.set_controllers_running(false);
+        options.readiness.set_caches_synced(true);
+        options.metrics.set_leader(false);
+        if finished || *stop.borrow() {
+            break;
+        }
+    }
+    if let Err(error) = election.release().await {
+        tracing::warn!(%error, "could not release the leader Lease; a standby takes over when it expires");
     }
 }

@@ -312,37 +312,14 @@ struct Instance {
 
 fn instance(fake: &FakeApiServer, identity: &str) -> Instance {
     use std::sync::Arc;
-    use tenant_operator::operator::{run_controllers, ControllerOptions};
+    use tenant_operator::operator::{run_with_leader_election, ControllerOptions};
     let client = fake.client_as(identity);
     let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
     let election = LeaderElection::start(client.clone(), config).expect("start");
-    let mut leader = election.subscribe();
     let (stop, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let operator_config = Arc::new(support::scenario::example_config());
     let leader_rx = election.subscribe();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = leader.wait_for(|l| *l) => {},
-                _ = stopped() => break,
-            }
-            let mut lost = leader.clone();
-            let controllers =
-                tokio::spawn(run_controllers(client.clone(), operator_config.clone(), ControllerOptions::default(), stopped()));
-            let abort = controllers.abort_handle();
-            tokio::select! {
-                _ = controllers => break,
-                _ = lost.wait_for(|l| !*l) => abort.abort(),
-            }
-        }
-        election.release().await.expect("release");
-    });
+    let operator_config = Arc::new(support::scenario::example_config());
+    let task = tokio::spawn(run_with_leader_election(client, operator_config, ControllerOptions::default(), election, stop_rx));
     Instance { stop, task, leader: leader_rx }
 }
 
