@@ -16,17 +16,43 @@ struct Entry {
     obj: Value,
 }
 
-fn snapshot(state: &State) -> Vec<Entry> {
+/// Copies of the stored objects that `keep` selects. The controllers run after every change
+/// under the store's lock, so they copy only what they act on, never the whole store.
+fn snapshot_where(state: &State, keep: impl Fn(&ResourceType, &str, &Value) -> bool) -> Vec<Entry> {
     let mut out = Vec::new();
     for (res, objs) in &state.objects {
         let Some(rt) = state.registry.find_any(&res.0, &res.1) else {
             continue;
         };
         for ((ns, name), obj) in objs {
-            out.push(Entry { rt: rt.clone(), ns: ns.clone(), name: name.clone(), obj: obj.clone() });
+            if keep(rt, ns, obj) {
+                out.push(Entry { rt: rt.clone(), ns: ns.clone(), name: name.clone(), obj: obj.clone() });
+            }
         }
     }
     out
+}
+
+/// What the garbage collector needs to know about a possible owner.
+struct Owner {
+    deleting: bool,
+    finalizers: Vec<String>,
+}
+
+fn owners_by_uid(state: &State) -> HashMap<String, Owner> {
+    let mut out = HashMap::new();
+    for objs in state.objects.values() {
+        for obj in objs.values() {
+            if let Some(uid) = meta_str(obj, "uid") {
+                out.insert(uid.to_string(), Owner { deleting: is_deleting(obj), finalizers: finalizers(obj) });
+            }
+        }
+    }
+    out
+}
+
+fn has_owner_refs(obj: &Value) -> bool {
+    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| !refs.is_empty())
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
@@ -77,9 +103,13 @@ pub fn run_pass(state: &mut State) -> bool {
 
 fn namespaces(state: &mut State) -> bool {
     let mut changed = false;
-    let all = snapshot(state);
-    for ns in all.iter().filter(|e| e.rt.kind == "Namespace" && e.rt.group.is_empty() && is_deleting(&e.obj)) {
-        let contents: Vec<&Entry> = all.iter().filter(|e| e.rt.namespaced && e.ns == ns.name).collect();
+    let deleting = snapshot_where(state, |rt, _, obj| rt.kind == "Namespace" && rt.group.is_empty() && is_deleting(obj));
+    if deleting.is_empty() {
+        return false;
+    }
+    let all = snapshot_where(state, |rt, ns, _| rt.namespaced && deleting.iter().any(|d| d.name == ns));
+    for ns in &deleting {
+        let contents: Vec<&Entry> = all.iter().filter(|e| e.ns == ns.name).collect();
         for e in &contents {
             if !is_deleting(&e.obj) {
                 delete(state, e, Propagation::Background);
@@ -107,11 +137,11 @@ fn namespaces(state: &mut State) -> bool {
 
 fn garbage_collect(state: &mut State) -> bool {
     let mut changed = false;
-    let all = snapshot(state);
-    let by_uid: HashMap<String, &Entry> = all.iter().filter_map(|e| meta_str(&e.obj, "uid").map(|u| (u.to_string(), e))).collect();
+    let dependents_all = snapshot_where(state, |_, _, obj| has_owner_refs(obj));
+    let by_uid = if dependents_all.is_empty() { HashMap::new() } else { owners_by_uid(state) };
 
     // dependents' side
-    for d in &all {
+    for d in &dependents_all {
         let refs = owner_refs(&d.obj);
         if refs.is_empty() {
             continue;
@@ -121,10 +151,10 @@ fn garbage_collect(state: &mut State) -> bool {
             match by_uid.get(&uid_of(r)) {
                 None => dangling.push(uid_of(r)),
                 Some(owner) => {
-                    let f = finalizers(&owner.obj);
-                    if is_deleting(&owner.obj) && f.iter().any(|x| x == "foregroundDeletion") {
+                    let f = &owner.finalizers;
+                    if owner.deleting && f.iter().any(|x| x == "foregroundDeletion") {
                         waiting.push(uid_of(r));
-                    } else if is_deleting(&owner.obj) && f.iter().any(|x| x == "orphan") {
+                    } else if owner.deleting && f.iter().any(|x| x == "orphan") {
                         // handled from the owner's side
                         solid += 1;
                     } else {
@@ -148,11 +178,15 @@ fn garbage_collect(state: &mut State) -> bool {
     }
 
     // owners' side
-    let all = snapshot(state);
-    for owner in all.iter().filter(|e| is_deleting(&e.obj)) {
+    let deleting = snapshot_where(state, |_, _, obj| is_deleting(obj));
+    if deleting.is_empty() {
+        return changed;
+    }
+    let dependents_all = snapshot_where(state, |_, _, obj| has_owner_refs(obj));
+    for owner in &deleting {
         let uid = meta_str(&owner.obj, "uid").unwrap_or_default().to_string();
         let fins = finalizers(&owner.obj);
-        let dependents: Vec<&Entry> = all.iter().filter(|d| owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid)).collect();
+        let dependents: Vec<&Entry> = dependents_all.iter().filter(|d| owner_refs(&d.obj).iter().any(|r| uid_of(r) == uid)).collect();
         if fins.iter().any(|f| f == "orphan") {
             for d in &dependents {
                 let keep: Vec<Value> = owner_refs(&d.obj).into_iter().filter(|r| uid_of(r) != uid).collect();
@@ -175,11 +209,11 @@ fn garbage_collect(state: &mut State) -> bool {
 
 fn statefulsets(state: &mut State) -> bool {
     let mut changed = false;
-    let all = snapshot(state);
+    let all = snapshot_where(state, |rt, _, obj| rt.kind == "StatefulSet" && rt.group == "apps" && !is_deleting(obj));
     let Some(pvc_rt) = state.registry.find("", "v1", "persistentvolumeclaims").cloned() else {
         return false;
     };
-    for sts in all.iter().filter(|e| e.rt.kind == "StatefulSet" && e.rt.group == "apps" && !is_deleting(&e.obj)) {
+    for sts in &all {
         if state.namespace_state(&sts.ns).is_none_or(is_deleting) {
             continue;
         }
