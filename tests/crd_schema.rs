@@ -97,6 +97,8 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
             "spec.applications[1]",
             "Duplicate value",
         ),
+        ("cpu quota that is no quantity", t("acme", &format!("{base}  quota:\n    cpu: lots\n")), "spec.quota.cpu", "must be a Kubernetes quantity"),
+        ("storage that is no quantity", t("acme", &format!("{base}  database:\n    storage: 1 GB\n")), "spec.database.storage", "must be a Kubernetes quantity"),
         ("negative pod quota", t("acme", &format!("{base}  quota:\n    pods: -1\n")), "spec.quota.pods", "greater than or equal to 0"),
         ("suspend not a boolean", t("acme", &format!("{base}  suspend: sometimes\n")), "spec.suspend", "must be of type boolean"),
         (

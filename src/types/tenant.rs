@@ -105,6 +105,7 @@ pub struct DatabaseSpec {
     pub provider: Option<DatabaseProvider>,
     /// Volume size for `statefulset` and `cloudnative-pg`, e.g. `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub storage: Option<Quantity>,
     /// Storage class for the volume; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,11 +146,13 @@ impl fmt::Display for DatabaseProvider {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaSpec {
-    /// CPU limit summed over the namespace's pods, e.g. `"8"` or `8000m`.
+    /// CPU requests summed over the namespace's pods, e.g. `"8"` or `8000m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub cpu: Option<Quantity>,
-    /// Memory limit summed over the namespace's pods, e.g. `16Gi`.
+    /// Memory requests summed over the namespace's pods, e.g. `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub memory: Option<Quantity>,
     /// Maximum number of pods in the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
