@@ -35,8 +35,12 @@ struct Cli {
 enum Command {
     /// Run the controllers against the current kubeconfig or in-cluster config.
     Run(RunArgs),
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (or write them into a directory).
+    Crd {
+        /// Write `tenants.yaml` and `tenantusers.yaml` into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print, offline, every object the operator would create for Tenants and TenantUsers.
     Render {
         /// Files with Tenant and TenantUser documents (multi-document YAML).
@@ -78,7 +82,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Crd => print_crds(),
+        Command::Crd { dir } => crds(dir.as_deref()),
         Command::Render { files, config } => render_files(&files, &config),
         Command::Run(args) => run(args).await,
     };
@@ -93,8 +97,16 @@ async fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn print_crds() -> Result<(), BoxError> {
-    print!("{}---\n{}", serde_yaml::to_string(&Tenant::crd())?, serde_yaml::to_string(&TenantUser::crd())?);
+fn crds(dir: Option<&Path>) -> Result<(), BoxError> {
+    let tenants = serde_yaml::to_string(&Tenant::crd())?;
+    let users = serde_yaml::to_string(&TenantUser::crd())?;
+    match dir {
+        Some(dir) => {
+            std::fs::write(dir.join("tenants.yaml"), tenants)?;
+            std::fs::write(dir.join("tenantusers.yaml"), users)?;
+        }
+        None => print!("{tenants}---\n{users}"),
+    }
     Ok(())
 }
 

@@ -97,8 +97,18 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
             "spec.applications[1]",
             "Duplicate value",
         ),
-        ("cpu quota that is no quantity", t("acme", &format!("{base}  quota:\n    cpu: lots\n")), "spec.quota.cpu", "must be a Kubernetes quantity"),
-        ("storage that is no quantity", t("acme", &format!("{base}  database:\n    storage: 1 GB\n")), "spec.database.storage", "must be a Kubernetes quantity"),
+        (
+            "cpu quota that is no quantity",
+            t("acme", &format!("{base}  quota:\n    cpu: lots\n")),
+            "spec.quota.cpu",
+            "must be a Kubernetes quantity",
+        ),
+        (
+            "storage that is no quantity",
+            t("acme", &format!("{base}  database:\n    storage: 1 GB\n")),
+            "spec.database.storage",
+            "must be a Kubernetes quantity",
+        ),
         ("negative pod quota", t("acme", &format!("{base}  quota:\n    pods: -1\n")), "spec.quota.pods", "greater than or equal to 0"),
         ("suspend not a boolean", t("acme", &format!("{base}  suspend: sometimes\n")), "spec.suspend", "must be of type boolean"),
         (
@@ -239,7 +249,7 @@ fn committed_crds_match_the_rust_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{file} is out of date with the Rust types in src/types; regenerate it with `cargo run -- crd` and commit the result"
+            "{file} is out of date with the Rust types in src/types; regenerate it with `cargo run -- crd --dir crds` (then `TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging` for the copies) and commit the result"
         );
     }
 }
