@@ -324,6 +324,17 @@ async fn injected_api_errors_are_retried_until_the_tenant_converges() {
     let slug = s.slug("flaky");
     s.create_tenant(&tenant(&slug, json!({}))).await;
     s.wait_tenant(&slug, ready).await;
+    // The failures were reported on the Tenant, not only logged.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(s.client());
+    s.wait_for("a ReconcileFailed event", || async {
+        events.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|e| {
+                e.reason.as_deref() == Some("ReconcileFailed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(slug.as_str())
+            })
+        })
+    })
+    .await;
     s.cleanup().await;
 }
 
@@ -338,5 +349,34 @@ async fn fifty_tenants_created_at_once_all_become_ready() {
     for slug in &slugs {
         s.wait_tenant(slug, ready).await;
     }
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_is_left_alone_until_resumed() {
+    let s = Scenario::start().await;
+    let slug = s.slug("pause");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+    s.patch_spec(&slug, json!({"suspend": true})).await;
+    let t = s
+        .wait_tenant(&slug, |t| {
+            t.status.as_ref().is_some_and(|st| st.phase == Some(TenantPhase::Suspended) && st.observed_generation == t.metadata.generation)
+        })
+        .await;
+    assert_eq!(t.status.and_then(|st| st.condition("Ready").map(|c| c.reason.clone())).as_deref(), Some("Suspended"));
+
+    // Neither drift nor spec changes are acted on while suspended.
+    let ingresses = Api::<Ingress>::namespaced(s.client(), &format!("{slug}-dev"));
+    ingresses.delete("xconsole", &DeleteParams::default()).await.unwrap();
+    s.patch_spec(&slug, json!({"applications": ["xconsole"]})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ingresses.get_opt("xconsole").await.unwrap().is_none(), "a suspended tenant was reconciled");
+    assert!(ingresses.get_opt("u-assist").await.unwrap().is_some(), "a suspended tenant lost an Ingress");
+
+    s.patch_spec(&slug, json!({"suspend": false})).await;
+    s.wait_tenant(&slug, ready).await;
+    s.wait_gone(ingresses.clone(), "u-assist").await;
+    assert!(ingresses.get_opt("xconsole").await.unwrap().is_some());
     s.cleanup().await;
 }

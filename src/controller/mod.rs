@@ -83,6 +83,18 @@ impl Context {
         }
     }
 
+    /// Report a failed reconcile as a Warning Event on the object, without blocking the
+    /// error policy (which is synchronous). Waiting for a deletion is not a failure.
+    pub(crate) fn failure_event(self: &Arc<Self>, reference: ObjectReference, error: &Error) {
+        if error.kind() == "waiting" {
+            return;
+        }
+        let ctx = self.clone();
+        let mut note = error.to_string();
+        note.truncate(1000);
+        tokio::spawn(async move { ctx.event(&reference, EventType::Warning, "ReconcileFailed", note).await });
+    }
+
     pub(crate) fn reset_failures(&self, key: &str) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(key);

@@ -66,7 +66,10 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result
 pub fn error_policy(guarded: Arc<GuardedTenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = guarded.meta().name.clone().unwrap_or_default();
     tracing::warn!(tenant = %name, %error, "reconcile failed");
-    ctx.metrics.reconcile_failed("tenant", error.kind());
+    if error.kind() != "waiting" {
+        ctx.metrics.reconcile_failed("tenant", error.kind());
+    }
+    ctx.failure_event(guarded.object_ref(&()), error);
     ctx.backoff(&format!("tenant/{name}"), error)
 }
 

@@ -54,6 +54,7 @@ pub fn error_policy(guarded: Arc<GuardedUser>, error: &Error, ctx: Arc<UserConte
     if error.kind() != "waiting" {
         ctx.shared.metrics.reconcile_failed("tenantuser", error.kind());
     }
+    ctx.shared.failure_event(guarded.object_ref(&()), error);
     ctx.shared.backoff(&format!("user/{name}"), error)
 }
 
