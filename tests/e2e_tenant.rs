@@ -380,3 +380,33 @@ async fn a_suspended_tenant_is_left_alone_until_resumed() {
     assert!(ingresses.get_opt("xconsole").await.unwrap().is_some());
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_malformed_tenant_in_the_watch_does_not_stop_the_controller() {
+    let s = Scenario::start().await;
+    let Some(fake) = s.fake() else { return };
+    // Store a Tenant the Rust types cannot read, as an older CRD version could have left
+    // behind: loosen the schema, create it, restore the schema.
+    let strict = include_str!("../crds/tenants.yaml");
+    let mut loose: serde_json::Value = serde_yaml::from_str(strict).unwrap();
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"] =
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+    fake.register_crd(&serde_yaml::to_string(&loose).unwrap()).unwrap();
+    let broken = s.slug("broken");
+    let api: Api<kube::core::DynamicObject> = Api::all_with(s.client(), &kube::core::ApiResource::erase::<Tenant>(&()));
+    let object: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": broken},
+        "spec": {"displayName": 42, "environments": "everything"},
+    }))
+    .unwrap();
+    api.create(&kube::api::PostParams::default(), &object).await.unwrap();
+    fake.register_crd(strict).unwrap();
+
+    let slug = s.slug("healthy");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+    let untouched = api.get(&broken).await.unwrap();
+    assert!(untouched.metadata.finalizers.is_none(), "the operator wrote to an object it cannot read");
+    api.delete(&broken, &DeleteParams::default()).await.unwrap();
+    s.cleanup().await;
+}
