@@ -158,6 +158,9 @@ pub struct StatefulSetDatabaseConfig {
     pub storage: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// CPU and memory requests/limits of the PostgreSQL container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 fn default_image() -> String {
@@ -170,7 +173,7 @@ fn default_storage() -> Quantity {
 
 impl Default for StatefulSetDatabaseConfig {
     fn default() -> Self {
-        Self { image: default_image(), storage: default_storage(), storage_class_name: None }
+        Self { image: default_image(), storage: default_storage(), storage_class_name: None, resources: None }
     }
 }
 

@@ -389,8 +389,7 @@ async fn a_malformed_tenant_in_the_watch_does_not_stop_the_controller() {
     // behind: loosen the schema, create it, restore the schema.
     let strict = include_str!("../crds/tenants.yaml");
     let mut loose: serde_json::Value = serde_yaml::from_str(strict).unwrap();
-    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"] =
-        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
     fake.register_crd(&serde_yaml::to_string(&loose).unwrap()).unwrap();
     let broken = s.slug("broken");
     let api: Api<kube::core::DynamicObject> = Api::all_with(s.client(), &kube::core::ApiResource::erase::<Tenant>(&()));

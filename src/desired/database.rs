@@ -220,6 +220,7 @@ fn statefulset(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
             mount_path: "/var/lib/postgresql/data".to_string(),
             ..VolumeMount::default()
         }]),
+        resources: sts_config.resources.clone(),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(vec!["sh".into(), "-c".into(), "pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1".into()]),

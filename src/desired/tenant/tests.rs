@@ -125,6 +125,7 @@ fn statefulset_database_objects() {
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "postgres:17");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
     assert_eq!(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"], "256Mi");
     let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(env[1]["valueFrom"]["secretKeyRef"]["name"], "acme-db-credentials");
     object(&plan, ChildKind::Service, "acme-prod", "acme-db");
