@@ -1,6 +1,11 @@
 //! Wiring: caches, the two controllers and their shared context, run until shutdown.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::{future::Shared, FutureExt, StreamExt};
 use kube::{
@@ -10,9 +15,9 @@ use kube::{
     runtime::{
         controller,
         reflector::{ObjectRef, Store},
-        watcher, Controller,
+        watcher, Controller, WatchStreamExt,
     },
-    Client, ResourceExt,
+    Client, Resource, ResourceExt,
 };
 
 use tokio::sync::watch;
@@ -101,7 +106,7 @@ pub async fn run_controllers(
         })
         // A user created, changed or deleted re-reconciles the other users of its tenant: the
         // owner of a duplicate email may have gone.
-        .watches(Api::<GuardedUser>::all(client.clone()), watcher::Config::default(), move |changed| match &changed.0 {
+        .watches_stream(user_spec_changes(client.clone()), move |changed| match &changed.0 {
             Ok(u) => user::users_of_tenant(&store_for_users, &u.spec.tenant),
             Err(_) => Vec::new(),
         });
@@ -133,6 +138,28 @@ pub async fn run_controllers(
         _ = gauges.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
+}
+
+/// TenantUsers that appeared, changed their spec (generation) or were deleted. Status writes
+/// are left out: each would otherwise re-reconcile every other user of the tenant.
+fn user_spec_changes(client: Client) -> impl futures::Stream<Item = Result<GuardedUser, watcher::Error>> + Send + 'static {
+    let mut generations: HashMap<String, i64> = HashMap::new();
+    watcher(Api::<GuardedUser>::all(client), watcher::Config::default()).default_backoff().filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(user) | watcher::Event::InitApply(user)) => {
+                let key = user.meta().uid.clone().unwrap_or_default();
+                let generation = user.meta().generation.unwrap_or_default();
+                (generations.insert(key, generation) != Some(generation)).then_some(Ok(user))
+            }
+            Ok(watcher::Event::Delete(user)) => {
+                generations.remove(&user.meta().uid.clone().unwrap_or_default());
+                Some(Ok(user))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(error) => Some(Err(error)),
+        };
+        futures::future::ready(changed)
+    })
 }
 
 /// Marks the caches synced once they are, then keeps the tenants-by-phase and
