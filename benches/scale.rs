@@ -137,7 +137,7 @@ fn operator_only(counts: RequestCounts) -> RequestCounts {
 }
 
 fn event_writes(counts: &RequestCounts) -> usize {
-    counts.0.iter().filter(|((verb, gr), _)| verb == "create" && EVENT_RESOURCES.contains(&gr.as_str())).map(|(_, n)| n).sum()
+    counts.0.iter().filter(|((verb, gr), _)| is_write(verb) && EVENT_RESOURCES.contains(&gr.as_str())).map(|(_, n)| n).sum()
 }
 
 fn is_write(verb: &str) -> bool {
@@ -252,6 +252,34 @@ fn kubelet(fake: Arc<FakeApiServer>, client: Client) -> JoinHandle<()> {
     })
 }
 
+/// Kinds stored by the fake during the bench (for the object count in progress lines).
+const STORED_KINDS: [(&str, &str); 11] = [
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "ResourceQuota"),
+    ("apps/v1", "StatefulSet"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("events.k8s.io/v1", "Event"),
+    (TENANT_API, "Tenant"),
+];
+
+/// Where the time goes inside the fake: how long taking its state lock waits, and how long
+/// one pass of its background controllers (GC, namespaces, StatefulSets) takes with this many
+/// objects stored. The fake runs such a pass after every change, holding the lock.
+fn fake_diagnostics(fake: &FakeApiServer) -> String {
+    let objects: usize = STORED_KINDS.iter().map(|(v, k)| fake.objects(v, k).len()).sum();
+    let lock = Instant::now();
+    let _ = fake.resource_version();
+    let lock_wait = lock.elapsed();
+    let pass = Instant::now();
+    fake.settle();
+    format!("fake: {objects} objects, state lock wait {lock_wait:.2?}, one background pass (lock wait + run) {:.2?}", pass.elapsed())
+}
+
 fn per_tenant(count: usize, n: usize) -> String {
     format!("{:.2}", count as f64 / n as f64)
 }
@@ -316,14 +344,17 @@ async fn run(n: usize, opts: &Options, config: Arc<Config>) -> Result<Outcome, S
 
     let started = Instant::now();
     let slugs: Vec<String> = (0..n).map(|i| format!("bench-{i:05}")).collect();
-    let created: Vec<Result<(), String>> = stream::iter(slugs.iter())
-        .map(|slug| {
-            let api = Api::<Tenant>::all(client.clone());
-            async move { api.create(&PostParams::default(), &tenant(slug)).await.map(|_| ()).map_err(|e| format!("create Tenant {slug}: {e}")) }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let created: Vec<Result<(), String>> =
+        stream::iter(slugs.iter())
+            .map(|slug| {
+                let api = Api::<Tenant>::all(client.clone());
+                async move {
+                    api.create(&PostParams::default(), &tenant(slug)).await.map(|_| ()).map_err(|e| format!("create Tenant {slug}: {e}"))
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
     created.into_iter().collect::<Result<Vec<()>, String>>()?;
     println!("created {n} Tenants in {:.2?}", started.elapsed());
 
@@ -336,20 +367,22 @@ async fn run(n: usize, opts: &Options, config: Arc<Config>) -> Result<Outcome, S
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            let lock = Instant::now();
-            let rv = fake.resource_version();
-            let lock_wait = lock.elapsed();
             let (rs, rc) = reconciles(&operator.metrics);
             let so_far = operator_only(fake.request_counts().since(&before));
             println!(
-                "  … {:>6.1?}: {ready}/{n} Ready; reconciles {rs} started / {rc} done, {} errors; {} requests ({} writes) so far; rv {rv}; fake state lock taken in {lock_wait:.2?}",
+                "  … {:>6.1?}: {ready}/{n} Ready; reconciles {rs} started / {rc} done, {} errors; {} requests ({} writes) so far; {}",
                 started.elapsed(),
                 errors_total(&operator.metrics),
                 so_far.0.values().sum::<usize>(),
                 so_far.writes(),
+                fake_diagnostics(&fake),
             );
         }
         if started.elapsed() > opts.timeout {
+            let so_far = operator_only(fake.request_counts().since(&before));
+            println!("TIMEOUT after {:.2?}: {ready}/{n} Ready. Requests so far:", started.elapsed());
+            print_verbs("by verb:", &so_far, n);
+            print_breakdown("writes by verb and resource:", &so_far, n, is_write);
             kubelet.abort();
             operator.stop().await;
             return Err(format!("only {ready}/{n} Tenants Ready after {:?}", opts.timeout));
@@ -394,7 +427,11 @@ async fn run(n: usize, opts: &Options, config: Arc<Config>) -> Result<Outcome, S
         "  after Ready, until idle: {} more requests, {} more writes{}",
         trailing.0.values().sum::<usize>(),
         trailing.writes(),
-        if trailing.writes() > 0 { format!(" ({:?})", trailing.0.iter().filter(|((v, _), _)| is_write(v)).collect::<Vec<_>>()) } else { String::new() }
+        if trailing.writes() > 0 {
+            format!(" ({:?})", trailing.0.iter().filter(|((v, _), _)| is_write(v)).collect::<Vec<_>>())
+        } else {
+            String::new()
+        }
     );
 
     // 4. A full resync: a restarted operator re-lists everything and reconciles every tenant.
@@ -467,7 +504,22 @@ async fn main() -> ExitCode {
         }
     }
     println!("\n=== summary ===");
-    println!("{:>6} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>14} {:>9} {:>8} {:>12}", "N", "all Ready", "get", "list", "watch", "create", "patch", "update", "delete", "writes/tenant", "(no Evts)", "minimum", "resync wr.");
+    println!(
+        "{:>6} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>14} {:>9} {:>8} {:>12}",
+        "N",
+        "all Ready",
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "update",
+        "delete",
+        "writes/tenant",
+        "(no Evts)",
+        "minimum",
+        "resync wr."
+    );
     for o in &outcomes {
         let r = |v: &str| o.requests_per_tenant.get(v).copied().unwrap_or(0.0);
         println!(
