@@ -464,6 +464,9 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     Api::<Namespace>::all(test.clone()).create(&PostParams::default(), &ns).await.expect("operator namespace");
     let mut env = Env { fake, test, implied: BTreeSet::new() };
     let operator = start_operator(&env.fake).await;
+    // Two failed applies: the second ReconcileFailed Event of the same object extends the first
+    // (an Event series is a patch), as repeated failures do in production.
+    env.fake.fail_next_as(OPERATOR, "patch", "configmaps", 500, 2);
 
     // 1. A statefulset tenant in three environments with two applications and a quota → Ready.
     let keep = "rbac-keep";

@@ -75,24 +75,39 @@ impl Context {
         Self { client, config, caches, recorder, metrics, failures: Mutex::new(HashMap::new()) }
     }
 
-    /// Record a Kubernetes Event; a failure to record is logged, never fatal.
-    pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(%error, reason, "could not record event");
-        }
+    /// Record a Kubernetes Event about `regarding`. Recording happens in the background: a
+    /// reconcile does not wait for it, and a failure to record is logged, never fatal.
+    pub fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.publish(regarding, type_, reason, note, None);
+    }
+
+    /// An Event about `regarding` that concerns one of its children (`related`). The recorder
+    /// folds Events with the same regarding/related/reason into one series, so naming the
+    /// child keeps "Created Ingress a" and "Created Ingress b" apart.
+    pub fn child_event(&self, regarding: &ObjectReference, reason: &str, note: String, related: ObjectReference) {
+        self.publish(regarding, EventType::Normal, reason, note, Some(related));
+    }
+
+    fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, mut note: String, related: Option<ObjectReference>) {
+        note.truncate(1000);
+        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: related };
+        let recorder = self.recorder.clone();
+        let regarding = regarding.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(%error, reason, "could not record event");
+            }
+        });
     }
 
     /// Report a failed reconcile as a Warning Event on the object, without blocking the
     /// error policy (which is synchronous). Waiting for a deletion is not a failure.
-    pub(crate) fn failure_event(self: &Arc<Self>, reference: ObjectReference, error: &Error) {
+    pub(crate) fn failure_event(&self, reference: ObjectReference, error: &Error) {
         if error.kind() == "waiting" {
             return;
         }
-        let ctx = self.clone();
-        let mut note = error.to_string();
-        note.truncate(1000);
-        tokio::spawn(async move { ctx.event(&reference, EventType::Warning, "ReconcileFailed", note).await });
+        self.event(&reference, EventType::Warning, "ReconcileFailed", error.to_string());
     }
 
     pub(crate) fn reset_failures(&self, key: &str) {

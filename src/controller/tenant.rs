@@ -23,6 +23,7 @@ use serde_json::json;
 use super::{apply, Context, Error, POLL, RESYNC};
 use crate::{
     desired::{
+        child_reference,
         database::{credentials_secret, ConnectionInfo},
         tenant::{EnvironmentPlan, TenantPlan},
         ChildKind, DesiredObject,
@@ -112,7 +113,7 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             set_condition(&mut status.conditions, condition("Ready", false, spec_error.reason(), message.clone(), generation, &now));
             let changed = write_status(ctx, tenant, &old_status, status).await?;
             if changed {
-                ctx.event(&tenant.object_ref(&()), EventType::Warning, spec_error.reason(), message).await;
+                ctx.event(&tenant.object_ref(&()), EventType::Warning, spec_error.reason(), message);
             }
             return Ok(Action::await_change());
         }
@@ -180,7 +181,7 @@ async fn reconcile_environment(
         match apply::apply(&ctx.client, desired).await {
             Ok(_) => {
                 if cached.is_none() {
-                    ctx.event(&reference, EventType::Normal, "Created", format!("Created {}", desired.describe())).await;
+                    ctx.child_event(&reference, "Created", format!("Created {}", desired.describe()), desired.reference());
                 } else {
                     tracing::info!(tenant = %plan.slug, object = %desired.describe(), "corrected");
                 }
@@ -189,7 +190,7 @@ async fn reconcile_environment(
                 // The server refused this object (e.g. a quota value it cannot parse, or a
                 // namespace that is going away): report it and go on with the others.
                 let message = format!("{}: {}", desired.describe(), status.message);
-                ctx.event(&reference, EventType::Warning, "ApplyFailed", message.clone()).await;
+                ctx.event(&reference, EventType::Warning, "ApplyFailed", message.clone());
                 observed.apply_failures.push(message);
                 if desired.kind == ChildKind::Namespace {
                     return Ok(());
@@ -250,7 +251,8 @@ async fn adopt(tenant: &Tenant, plan: &TenantPlan, env: &EnvironmentPlan, ctx: &
         }
     }
     apply::patch_labels(&ctx.client, ChildKind::Namespace, None, &env.namespace, unmark).await?;
-    ctx.event(&tenant.object_ref(&()), EventType::Normal, "Adopted", format!("Adopted retained namespace {}", env.namespace)).await;
+    let note = format!("Adopted retained namespace {}", env.namespace);
+    ctx.child_event(&tenant.object_ref(&()), "Adopted", note, child_reference(ChildKind::Namespace, None, &env.namespace));
     Ok(())
 }
 
@@ -283,13 +285,8 @@ pub(super) async fn ensure_credentials(
     if apply::needs_apply(&desired, existing.as_ref()) {
         apply::apply(&ctx.client, &desired).await?;
         if generated {
-            ctx.event(
-                &tenant.object_ref(&()),
-                EventType::Normal,
-                "Created",
-                format!("Created {} with a generated password", desired.describe()),
-            )
-            .await;
+            let note = format!("Created {} with a generated password", desired.describe());
+            ctx.child_event(&tenant.object_ref(&()), "Created", note, desired.reference());
         }
     }
     Ok(password)
@@ -354,27 +351,17 @@ async fn remove_unwanted(tenant: &Tenant, plan: &TenantPlan, ctx: &Context, obse
             DeletionPolicy::Retain => {
                 if !is_retained(&ns) {
                     mark_retained(ctx, &plan.slug, &name).await?;
-                    ctx.event(
-                        &reference,
-                        EventType::Normal,
-                        "Retained",
-                        format!(
-                            "Environment {environment} removed: namespace {name} kept and no longer reconciled (deletionPolicy Retain)"
-                        ),
-                    )
-                    .await;
+                    let note = format!(
+                        "Environment {environment} removed: namespace {name} kept and no longer reconciled (deletionPolicy Retain)"
+                    );
+                    ctx.child_event(&reference, "Retained", note, child_reference(ChildKind::Namespace, None, &name));
                 }
                 observed.namespaces.push(NamespaceStatus { environment, name, state: NamespaceState::Retained });
             }
             DeletionPolicy::Delete => {
                 apply::delete(&ctx.client, ChildKind::Namespace, None, &name).await?;
-                ctx.event(
-                    &reference,
-                    EventType::Normal,
-                    "Deleted",
-                    format!("Deleted Namespace {name} (environment {environment} removed)"),
-                )
-                .await;
+                let note = format!("Deleted Namespace {name} (environment {environment} removed)");
+                ctx.child_event(&reference, "Deleted", note, child_reference(ChildKind::Namespace, None, &name));
                 observed.namespaces.push(NamespaceStatus { environment, name, state: NamespaceState::Terminating });
             }
         }
@@ -404,8 +391,8 @@ async fn remove_unwanted(tenant: &Tenant, plan: &TenantPlan, ctx: &Context, obse
                 continue;
             }
             if apply::delete(&ctx.client, kind, Some(ns), &name).await? {
-                ctx.event(&reference, EventType::Normal, "Deleted", format!("Deleted {} {ns}/{name} (no longer in the spec)", kind.name()))
-                    .await;
+                let note = format!("Deleted {} {ns}/{name} (no longer in the spec)", kind.name());
+                ctx.child_event(&reference, "Deleted", note, child_reference(kind, Some(ns), &name));
             }
         }
     }
@@ -541,13 +528,8 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 let name = ns.name_any();
                 if ns.labels().get(LABEL_RETAINED).map(String::as_str) != Some("true") && ns.metadata.deletion_timestamp.is_none() {
                     mark_retained(ctx, &slug, &name).await?;
-                    ctx.event(
-                        &reference,
-                        EventType::Normal,
-                        "Retained",
-                        format!("Tenant deleted: namespace {name} and its data kept (deletionPolicy Retain)"),
-                    )
-                    .await;
+                    let note = format!("Tenant deleted: namespace {name} and its data kept (deletionPolicy Retain)");
+                    ctx.child_event(&reference, "Retained", note, child_reference(ChildKind::Namespace, None, &name));
                 }
             }
             Ok(Action::await_change())
@@ -559,7 +541,8 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 let name = ns.name_any();
                 if ns.metadata.deletion_timestamp.is_none() {
                     apply::delete(&ctx.client, ChildKind::Namespace, None, &name).await?;
-                    ctx.event(&reference, EventType::Normal, "Deleted", format!("Deleted Namespace {name} (tenant deleted)")).await;
+                    let note = format!("Deleted Namespace {name} (tenant deleted)");
+                    ctx.child_event(&reference, "Deleted", note, child_reference(ChildKind::Namespace, None, &name));
                 }
                 remaining.push(name);
             }

@@ -64,10 +64,10 @@ pub(super) async fn reconcile(tenant: &Tenant, env: &EnvironmentPlan, ctx: &Cont
         Ok(outcome) => {
             if outcome.created_database {
                 let note = format!("Created database {} on {}", names.database(), admin.server());
-                ctx.event(&tenant.object_ref(&()), EventType::Normal, "Created", note).await;
+                ctx.event(&tenant.object_ref(&()), EventType::Normal, "Created", note);
             } else if outcome.adopted_retained {
                 let note = format!("Adopted retained database {} on {}", names.database(), admin.server());
-                ctx.event(&tenant.object_ref(&()), EventType::Normal, "Adopted", note).await;
+                ctx.event(&tenant.object_ref(&()), EventType::Normal, "Adopted", note);
             }
             Ok(DatabaseStatus {
                 environment: env.environment,
@@ -121,8 +121,7 @@ pub(super) async fn drop_all(tenant: &Tenant, ctx: &Context) -> Result<(), Error
                 EventType::Normal,
                 "Deleted",
                 format!("Dropped database {} on {}", names.database(), admin.server()),
-            )
-            .await;
+            );
         }
     }
     Ok(())

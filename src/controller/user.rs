@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{apply, Context, Error, POLL, RESYNC};
 use crate::{
-    desired::{rbac::NotBound, user::UserPlan, ChildKind},
+    desired::{child_reference, rbac::NotBound, user::UserPlan, ChildKind},
     naming::{FIELD_MANAGER, LABEL_RETAINED, LABEL_USER},
     types::{condition, set_condition, Tenant, TenantUser, TenantUserStatus},
 };
@@ -114,7 +114,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
             status.bound_namespaces.clear();
             set_condition(&mut status.conditions, condition("Ready", false, reason, message.clone(), generation, &now));
             if write_status(shared, user, &old_status, status).await? && reason != "TenantNotFound" {
-                shared.event(&user.object_ref(&()), EventType::Warning, reason, message).await;
+                shared.event(&user.object_ref(&()), EventType::Warning, reason, message);
             }
             // A missing tenant triggers a reconcile when it appears (the Tenant watch), and a
             // duplicate one when the older user changes or goes (the TenantUser watch).
@@ -147,7 +147,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &UserContext) -> Result<Action, 
             }
             apply::apply(&shared.client, binding).await?;
             if cached.is_none() {
-                shared.event(&user.object_ref(&()), EventType::Normal, "Created", format!("Created {}", binding.describe())).await;
+                shared.child_event(&user.object_ref(&()), "Created", format!("Created {}", binding.describe()), binding.reference());
             }
         }
     }
@@ -206,9 +206,8 @@ async fn remove_bindings(user: &TenantUser, keep: &BTreeSet<(String, String)>, s
             continue;
         }
         if apply::delete(&shared.client, ChildKind::RoleBinding, Some(&namespace), &binding_name).await? {
-            shared
-                .event(&user.object_ref(&()), EventType::Normal, "Deleted", format!("Deleted RoleBinding {namespace}/{binding_name}"))
-                .await;
+            let related = child_reference(ChildKind::RoleBinding, Some(&namespace), &binding_name);
+            shared.child_event(&user.object_ref(&()), "Deleted", format!("Deleted RoleBinding {namespace}/{binding_name}"), related);
         }
     }
     Ok(())

@@ -126,12 +126,29 @@ impl DesiredObject {
         Self { kind, namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default(), object: value }
     }
 
+    /// A reference to this object, for Events that concern it.
+    pub fn reference(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        child_reference(self.kind, self.namespace.as_deref(), &self.name)
+    }
+
     /// `Kind namespace/name`, for logs, events and errors.
     pub fn describe(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind.name(), self.name),
             None => format!("{} {}", self.kind.name(), self.name),
         }
+    }
+}
+
+/// A reference to a child of a kind the operator manages.
+pub fn child_reference(kind: ChildKind, namespace: Option<&str>, name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    let resource = kind.api_resource();
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(resource.api_version),
+        kind: Some(resource.kind),
+        name: Some(name.to_string()),
+        namespace: namespace.filter(|_| kind.is_namespaced()).map(str::to_string),
+        ..Default::default()
     }
 }
 

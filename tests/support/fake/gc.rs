@@ -16,14 +16,17 @@ struct Entry {
     obj: Value,
 }
 
-/// Copies of the stored objects that `keep` selects. The controllers run after every change
-/// under the store's lock, so they copy only what they act on, never the whole store.
-fn snapshot_where(state: &State, keep: impl Fn(&ResourceType, &str, &Value) -> bool) -> Vec<Entry> {
+/// Copies of the stored objects of the kinds `kinds` admits that `keep` selects. The
+/// controllers run under the store's lock, so they copy only what they act on.
+fn snapshot_where(state: &State, kinds: impl Fn(&ResourceType) -> bool, keep: impl Fn(&ResourceType, &str, &Value) -> bool) -> Vec<Entry> {
     let mut out = Vec::new();
     for (res, objs) in &state.objects {
         let Some(rt) = state.registry.find_any(&res.0, &res.1) else {
             continue;
         };
+        if !kinds(rt) {
+            continue;
+        }
         for ((ns, name), obj) in objs {
             if keep(rt, ns, obj) {
                 out.push(Entry { rt: rt.clone(), ns: ns.clone(), name: name.clone(), obj: obj.clone() });
@@ -49,6 +52,10 @@ fn owners_by_uid(state: &State) -> HashMap<String, Owner> {
         }
     }
     out
+}
+
+fn is_namespace(rt: &ResourceType) -> bool {
+    rt.kind == "Namespace" && rt.group.is_empty()
 }
 
 fn has_owner_refs(obj: &Value) -> bool {
@@ -103,11 +110,11 @@ pub fn run_pass(state: &mut State) -> bool {
 
 fn namespaces(state: &mut State) -> bool {
     let mut changed = false;
-    let deleting = snapshot_where(state, |rt, _, obj| rt.kind == "Namespace" && rt.group.is_empty() && is_deleting(obj));
+    let deleting = snapshot_where(state, is_namespace, |_, _, obj| is_deleting(obj));
     if deleting.is_empty() {
         return false;
     }
-    let all = snapshot_where(state, |rt, ns, _| rt.namespaced && deleting.iter().any(|d| d.name == ns));
+    let all = snapshot_where(state, |rt| rt.namespaced, |_, ns, _| deleting.iter().any(|d| d.name == ns));
     for ns in &deleting {
         let contents: Vec<&Entry> = all.iter().filter(|e| e.ns == ns.name).collect();
         for e in &contents {
@@ -137,7 +144,7 @@ fn namespaces(state: &mut State) -> bool {
 
 fn garbage_collect(state: &mut State) -> bool {
     let mut changed = false;
-    let dependents_all = snapshot_where(state, |_, _, obj| has_owner_refs(obj));
+    let dependents_all = snapshot_where(state, |_| true, |_, _, obj| has_owner_refs(obj));
     let by_uid = if dependents_all.is_empty() { HashMap::new() } else { owners_by_uid(state) };
 
     // dependents' side
@@ -178,11 +185,11 @@ fn garbage_collect(state: &mut State) -> bool {
     }
 
     // owners' side
-    let deleting = snapshot_where(state, |_, _, obj| is_deleting(obj));
+    let deleting = snapshot_where(state, |_| true, |_, _, obj| is_deleting(obj));
     if deleting.is_empty() {
         return changed;
     }
-    let dependents_all = snapshot_where(state, |_, _, obj| has_owner_refs(obj));
+    let dependents_all = snapshot_where(state, |_| true, |_, _, obj| has_owner_refs(obj));
     for owner in &deleting {
         let uid = meta_str(&owner.obj, "uid").unwrap_or_default().to_string();
         let fins = finalizers(&owner.obj);
@@ -209,7 +216,7 @@ fn garbage_collect(state: &mut State) -> bool {
 
 fn statefulsets(state: &mut State) -> bool {
     let mut changed = false;
-    let all = snapshot_where(state, |rt, _, obj| rt.kind == "StatefulSet" && rt.group == "apps" && !is_deleting(obj));
+    let all = snapshot_where(state, |rt| rt.kind == "StatefulSet" && rt.group == "apps", |_, _, obj| !is_deleting(obj));
     let Some(pvc_rt) = state.registry.find("", "v1", "persistentvolumeclaims").cloned() else {
         return false;
     };

@@ -138,6 +138,9 @@ impl Builder {
                 if rx.changed().await.is_err() {
                     return;
                 }
+                // Like the real controllers, act a moment after changes rather than after each
+                // one: a burst of writes costs one pass, not one pass per write.
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 for _ in 0..100 {
                     let changed = gc::run_pass(&mut gc_inner.state.lock().unwrap());
                     if !changed {
