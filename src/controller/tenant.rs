@@ -166,37 +166,42 @@ async fn reconcile_environment(
         }
     }
 
-    for desired in &env.objects {
-        let cached = ctx.caches.get(desired.kind, desired.namespace.as_deref(), &desired.name);
-        if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
-            observed.database_problems.push((
-                "CloudNativePgNotInstalled".into(),
-                "the CloudNativePG operator (CRD clusters.postgresql.cnpg.io) is not installed on this cluster".into(),
-            ));
-            continue;
-        }
-        if cached.as_deref().is_some_and(is_terminating) || !apply::needs_apply(desired, cached.as_deref()) {
-            continue;
-        }
-        match apply::apply(&ctx.client, desired).await {
-            Ok(_) => {
-                if cached.is_none() {
-                    ctx.child_event(&reference, "Created", format!("Created {}", desired.describe()), desired.reference());
-                } else {
-                    tracing::info!(tenant = %plan.slug, object = %desired.describe(), "corrected");
-                }
+    // The namespace first (everything else lives in it), then the rest of the environment's
+    // objects at once: they do not depend on each other.
+    let (namespace_objects, contents): (Vec<&DesiredObject>, Vec<&DesiredObject>) =
+        env.objects.iter().partition(|o| o.kind == ChildKind::Namespace);
+    for batch in [namespace_objects, contents] {
+        let mut pending = Vec::new();
+        for desired in batch {
+            if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
+                observed.database_problems.push((
+                    "CloudNativePgNotInstalled".into(),
+                    "the CloudNativePG operator (CRD clusters.postgresql.cnpg.io) is not installed on this cluster".into(),
+                ));
+                continue;
             }
-            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 403 || status.code == 404 => {
-                // The server refused this object (e.g. a quota value it cannot parse, or a
-                // namespace that is going away): report it and go on with the others.
-                let message = format!("{}: {}", desired.describe(), status.message);
-                ctx.event(&reference, EventType::Warning, "ApplyFailed", message.clone());
-                observed.apply_failures.push(message);
-                if desired.kind == ChildKind::Namespace {
-                    return Ok(());
-                }
+            let cached = ctx.caches.get(desired.kind, desired.namespace.as_deref(), &desired.name);
+            if cached.as_deref().is_some_and(is_terminating) || !apply::needs_apply(desired, cached.as_deref()) {
+                continue;
             }
-            Err(other) => return Err(other.into()),
+            pending.push(async move { (desired, cached.is_none(), apply::apply(&ctx.client, desired).await) });
+        }
+        for (desired, created, result) in futures::future::join_all(pending).await {
+            match result {
+                Ok(_) if created => ctx.child_event(&reference, "Created", format!("Created {}", desired.describe()), desired.reference()),
+                Ok(_) => tracing::info!(tenant = %plan.slug, object = %desired.describe(), "corrected"),
+                Err(kube::Error::Api(status)) if status.code == 422 || status.code == 403 || status.code == 404 => {
+                    // The server refused this object (e.g. a value it cannot accept, or a
+                    // namespace that is going away): report it and go on with the others.
+                    let message = format!("{}: {}", desired.describe(), status.message);
+                    ctx.event(&reference, EventType::Warning, "ApplyFailed", message.clone());
+                    observed.apply_failures.push(message);
+                    if desired.kind == ChildKind::Namespace {
+                        return Ok(());
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
     }
     observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
