@@ -216,10 +216,26 @@ fn garbage_collect(state: &mut State) -> bool {
 
 fn statefulsets(state: &mut State) -> bool {
     let mut changed = false;
-    let all = snapshot_where(state, |rt| rt.kind == "StatefulSet" && rt.group == "apps", |_, _, obj| !is_deleting(obj));
     let Some(pvc_rt) = state.registry.find("", "v1", "persistentvolumeclaims").cloned() else {
         return false;
     };
+    // Only StatefulSets that still miss a claim are copied: a pass after an unrelated write
+    // then costs a few lookups, not a copy of every StatefulSet.
+    let missing_claims = |ns: &str, obj: &Value| {
+        let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        obj.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).is_some_and(|templates| {
+            templates
+                .iter()
+                .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                .any(|template| (0..replicas).any(|i| state.lookup(&pvc_rt, ns, &format!("{template}-{name}-{i}")).is_none()))
+        })
+    };
+    let all = snapshot_where(
+        state,
+        |rt| rt.kind == "StatefulSet" && rt.group == "apps",
+        |_, ns, obj| !is_deleting(obj) && missing_claims(ns, obj),
+    );
     for sts in &all {
         if state.namespace_state(&sts.ns).is_none_or(is_deleting) {
             continue;
