@@ -78,6 +78,15 @@ async fn tenant_becomes_ready_with_namespaces_config_ingress_isolation_and_quota
         Api::<NetworkPolicy>::namespaced(s.client(), &ns).get("tenant-isolation").await.unwrap();
         Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client(), &ns).get("tenant-quota").await.unwrap();
     }
+    // What /metrics serves moved with the reconciles (the phase gauge is refreshed every 10 s).
+    let metrics = s.metrics().encode();
+    let reconciles = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tenant_operator_reconciles_total{controller=\"tenant\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(reconciles >= 1.0, "{metrics}");
+    assert!(metrics.contains("tenant_operator_reconcile_duration_seconds_count{controller=\"tenant\"}"), "{metrics}");
     s.cleanup().await;
 }
 

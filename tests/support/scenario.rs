@@ -40,6 +40,7 @@ pub struct Scenario {
     tenants: Mutex<Vec<String>>,
     users: Mutex<Vec<String>>,
     timeout: Duration,
+    metrics: tenant_operator::metrics::Metrics,
 }
 
 impl Scenario {
@@ -59,14 +60,26 @@ impl Scenario {
             .with_test_writer()
             .try_init();
         let timeout = if env.fake().is_some() { Duration::from_secs(30) } else { Duration::from_secs(180) };
-        let scenario =
-            Self { env, config: Arc::new(config), operator: Mutex::new(None), tenants: Mutex::default(), users: Mutex::default(), timeout };
+        let scenario = Self {
+            env,
+            config: Arc::new(config),
+            operator: Mutex::new(None),
+            tenants: Mutex::default(),
+            users: Mutex::default(),
+            timeout,
+            metrics: tenant_operator::metrics::Metrics::new(),
+        };
         scenario.start_operator();
         scenario
     }
 
     pub fn client(&self) -> Client {
         self.env.client()
+    }
+
+    /// The operator's metrics registry (what `/metrics` serves).
+    pub fn metrics(&self) -> &tenant_operator::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn fake(&self) -> Option<&FakeApiServer> {
@@ -82,7 +95,7 @@ impl Scenario {
 
     pub fn start_operator(&self) {
         let (stop, stopped) = oneshot::channel();
-        let options = ControllerOptions { concurrency: 16, ..ControllerOptions::default() };
+        let options = ControllerOptions { concurrency: 16, metrics: self.metrics.clone(), ..ControllerOptions::default() };
         let task = tokio::spawn(run_controllers(self.client(), self.config.clone(), options, async move {
             let _ = stopped.await;
         }));
