@@ -167,7 +167,7 @@ fn user_spec_changes(client: Client) -> impl futures::Stream<Item = Result<Guard
 async fn report_gauges(tenants: Store<GuardedTenant>, users: Store<GuardedUser>, ctx: Arc<Context>, readiness: Readiness) {
     let _ = tenants.wait_until_ready().await;
     let _ = users.wait_until_ready().await;
-    ctx.caches.wait_until_ready().await;
+    ctx.caches_ready().await;
     readiness.set_caches_synced(true);
     loop {
         let mut phases = BTreeMap::new();

@@ -13,6 +13,10 @@ use std::{
     time::Duration,
 };
 
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     runtime::{
@@ -63,6 +67,9 @@ pub struct Context {
     pub client: Client,
     pub config: Arc<Config>,
     pub caches: Caches,
+    /// Resolves once every cache holds its initial list. One shared future for all reconciles:
+    /// awaiting a Store's readiness from many tasks at once left some of them unwoken.
+    caches_ready: Shared<BoxFuture<'static, ()>>,
     pub recorder: Recorder,
     pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
@@ -72,7 +79,17 @@ impl Context {
     pub fn new(client: Client, config: Arc<Config>, caches: Caches, metrics: Metrics) -> Self {
         let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, config, caches, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+        let caches_ready = {
+            let caches = caches.clone();
+            async move { caches.wait_until_ready().await }.boxed().shared()
+        };
+        Self { client, config, caches, caches_ready, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Wait until the caches hold their initial lists. Decisions are made against them:
+    /// before that, a missing object would look deleted and be applied again.
+    pub async fn caches_ready(&self) {
+        self.caches_ready.clone().await;
     }
 
     /// Record a Kubernetes Event about `regarding`. Recording happens in the background: a

@@ -47,9 +47,9 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
-    // Decisions are made against the caches: before they hold their initial lists, a missing
-    // object would look deleted and be applied again (after a restart, thousands of writes).
-    ctx.caches.wait_until_ready().await;
+    // Before the caches hold their initial lists, a missing object would look deleted and be
+    // applied again (after a restart, thousands of writes).
+    ctx.caches_ready().await;
     let _timer = ctx.metrics.reconcile_started("tenant");
     let key = format!("tenant/{}", tenant.name_any());
     let api: Api<Tenant> = Api::all(ctx.client.clone());

@@ -39,7 +39,7 @@ pub async fn reconcile(guarded: Arc<GuardedUser>, ctx: Arc<UserContext>) -> Resu
         // RoleBindings carry an owner reference to the user: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    ctx.shared.caches.wait_until_ready().await;
+    ctx.shared.caches_ready().await;
     let _timer = ctx.shared.metrics.reconcile_started("tenantuser");
     let name = user.name_any();
     let result = reconcile_user(user, &ctx).await;
