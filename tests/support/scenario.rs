@@ -113,6 +113,18 @@ impl Scenario {
         }
     }
 
+    /// Restart the operator once the watches have settled and return the requests it made in
+    /// the following seconds: a full resync (fake only).
+    pub async fn requests_of_a_restart(&self) -> Option<super::RequestCounts> {
+        let fake = self.fake()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.stop_operator().await;
+        let before = fake.request_counts();
+        self.start_operator();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Some(fake.request_counts().since(&before))
+    }
+
     pub async fn create_tenant(&self, tenant: &Tenant) {
         self.create_tenant_ref(tenant.clone()).await;
     }
