@@ -163,14 +163,19 @@ fn db_labels(slug: &str, env: Environment) -> BTreeMap<String, String> {
     labels
 }
 
+/// Metadata of a database object in an environment namespace.
+fn db_meta(name: String, slug: &str, env: Environment) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(naming::namespace_name(slug, env)),
+        labels: Some(db_labels(slug, env)),
+        ..ObjectMeta::default()
+    }
+}
+
 fn statefulset_service(slug: &str, env: Environment) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(naming::database_name(slug)),
-            namespace: Some(naming::namespace_name(slug, env)),
-            labels: Some(db_labels(slug, env)),
-            ..ObjectMeta::default()
-        },
+        metadata: db_meta(naming::database_name(slug), slug, env),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(slug)),
             ports: Some(vec![ServicePort {
@@ -244,12 +249,7 @@ fn statefulset(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
         ..PersistentVolumeClaim::default()
     };
     StatefulSet {
-        metadata: ObjectMeta {
-            name: Some(naming::database_name(slug)),
-            namespace: Some(naming::namespace_name(slug, env)),
-            labels: Some(db_labels(slug, env)),
-            ..ObjectMeta::default()
-        },
+        metadata: db_meta(naming::database_name(slug), slug, env),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(naming::database_name(slug)),
@@ -305,12 +305,7 @@ fn cnpg_cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) 
 pub fn credentials_secret(slug: &str, env: Environment, connection: &ConnectionInfo, password: &str) -> Secret {
     let data = connection.secret_data(password);
     Secret {
-        metadata: ObjectMeta {
-            name: Some(naming::database_secret_name(slug)),
-            namespace: Some(naming::namespace_name(slug, env)),
-            labels: Some(db_labels(slug, env)),
-            ..ObjectMeta::default()
-        },
+        metadata: db_meta(naming::database_secret_name(slug), slug, env),
         type_: Some("kubernetes.io/basic-auth".to_string()),
         string_data: None,
         data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
