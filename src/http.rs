@@ -113,13 +113,6 @@ pub fn router(state: HttpState) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics)).with_state(state)
 }
 
-/// Binds `addr` and serves until `shutdown` completes. Bind errors are returned before any
-/// request is served, so a port conflict fails the start of the operator.
-pub async fn serve(addr: SocketAddr, state: HttpState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HttpError> {
-    let listener = bind(addr).await?;
-    serve_listener(listener, state, shutdown).await
-}
-
 /// Binds the listener separately from serving, so that tests (and `main`, to log the real
 /// port) can bind port 0 and learn the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {

@@ -276,10 +276,6 @@ impl LeaderElection {
         self.leader.subscribe()
     }
 
-    pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
-    }
-
     pub fn identity(&self) -> &str {
         &self.identity
     }

@@ -1,13 +1,18 @@
 //! tenant-operator: Tenants and TenantUsers in, namespaces, ingress, databases and RBAC out.
+//!
+//! What the binary, the tests and the benchmark use is public: the resource types, the
+//! configuration, the pure desired-state builders and `render`, the database providers, the
+//! operator's wiring and its HTTP/metrics/leader-election parts. The controllers themselves
+//! are reached only through [`operator`].
 
 pub mod config;
-pub mod controller;
+pub(crate) mod controller;
 pub mod database;
 pub mod desired;
 pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod naming;
+mod naming;
 pub mod operator;
 pub mod render;
 pub mod telemetry;

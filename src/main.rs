@@ -13,7 +13,7 @@ use tenant_operator::{
     http::{self, HttpState, Readiness},
     leader::{default_identity, LeaderElection, LeaseConfig, DEFAULT_LEASE_NAME},
     metrics::Metrics,
-    operator::{run_controllers, run_with_leader_election, ControllerOptions},
+    operator::{run_controllers, run_with_leader_election, stop_requested, ControllerOptions},
     render::{self, Resources},
     telemetry::{init_tracing, LogFormat},
     types::{Tenant, TenantUser},
@@ -151,12 +151,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let readiness = Readiness::new();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let stopped = || stop_requested(stop_rx.clone());
     let listener = http::bind(args.http_addr).await?;
     let http_task =
         tokio::spawn(http::serve_listener(listener, HttpState { metrics: metrics.clone(), readiness: readiness.clone() }, stopped()));

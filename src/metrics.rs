@@ -14,22 +14,27 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::{
+    controller::ControllerKind,
+    types::{SystemRole, TenantPhase},
+};
+
 /// Content type of [`Metrics::encode`]'s output. Prometheus negotiates OpenMetrics, and the
 /// output is only valid OpenMetrics (counters are typed without `_total`, it ends in `# EOF`),
 /// so announcing the classic `text/plain; version=0.0.4` would make counters untyped.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Every Tenant phase of SPEC §5. Phases without tenants are exported as 0 rather than left
-/// out, so that dashboards and alerts see a tenant leaving a phase.
-pub const TENANT_PHASES: [&str; 6] = ["Pending", "Provisioning", "Ready", "Failed", "Suspended", "Terminating"];
+/// Every Tenant phase. Phases without tenants are exported as 0 rather than left out, so
+/// that dashboards and alerts see a tenant leaving a phase.
+fn tenant_phases() -> Vec<&'static str> {
+    TenantPhase::ALL.iter().map(|phase| phase.as_str()).collect()
+}
 
-/// Every system role a TenantUser's effective role can be (SPEC §1), plus `None` for users
-/// that only hold custom roles.
-pub const EFFECTIVE_ROLES: [&str; 7] = ["AccountAdmin", "FlowAdmin", "Designer", "Analyst", "Supervisor", "Agent", "None"];
-
-/// The controllers whose counters exist from the start, so that `rate()` and `increase()` see
-/// the first reconcile as an increase from 0 (a series that appears at 1 hides it).
-pub const CONTROLLERS: [&str; 2] = ["tenant", "tenantuser"];
+/// Every system role a TenantUser's effective role can be, plus `None` for users that only
+/// hold custom roles.
+fn effective_roles() -> Vec<&'static str> {
+    SystemRole::ALL.iter().map(|role| role.as_str()).chain(["None"]).collect()
+}
 
 /// Reconcile durations range from a no-op (milliseconds) to a database being provisioned
 /// (tens of seconds).
@@ -133,8 +138,10 @@ impl Metrics {
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
         };
-        for controller in CONTROLLERS {
-            let labels = ControllerLabels { controller: controller.to_owned() };
+        // Counters exist from the start, so that `rate()` and `increase()` see the first
+        // reconcile as an increase from 0 (a series that appears at 1 hides it).
+        for controller in ControllerKind::ALL {
+            let labels = ControllerLabels { controller: controller.as_str().to_owned() };
             drop(metrics.inner.reconciles.get_or_create_owned(&labels));
             drop(metrics.inner.duration.get_or_create_owned(&labels));
         }
@@ -162,13 +169,15 @@ impl Metrics {
     /// Sets `tenant_operator_tenants{phase}` from a full snapshot (phase → count). Known phases
     /// missing from the snapshot are set to 0.
     pub fn set_tenants_by_phase(&self, counts: &BTreeMap<String, i64>) {
-        set_snapshot(&self.inner.tenants, &TENANT_PHASES, &self.inner.extra_phases, counts, |phase| PhaseLabels { phase });
+        set_snapshot(&self.inner.tenants, &tenant_phases(), &self.inner.extra_phases, counts, |phase| PhaseLabels { phase });
     }
 
     /// Sets `tenant_operator_tenant_users{effective_role}` from a full snapshot; like
     /// [`Metrics::set_tenants_by_phase`].
     pub fn set_tenant_users_by_role(&self, counts: &BTreeMap<String, i64>) {
-        set_snapshot(&self.inner.users, &EFFECTIVE_ROLES, &self.inner.extra_roles, counts, |effective_role| RoleLabels { effective_role });
+        set_snapshot(&self.inner.users, &effective_roles(), &self.inner.extra_roles, counts, |effective_role| RoleLabels {
+            effective_role,
+        });
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -257,7 +266,7 @@ mod tests {
     #[test]
     fn every_phase_is_exported_and_absent_phases_reset_to_zero() {
         let m = Metrics::new();
-        for phase in TENANT_PHASES {
+        for phase in tenant_phases() {
             let text = m.encode();
             let prefix = format!("tenant_operator_tenants{{phase=\"{phase}\"}}");
             assert_eq!(line(&text, &prefix), Some(format!("{prefix} 0").as_str()));

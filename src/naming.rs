@@ -18,6 +18,14 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Hash of the desired object last applied; lets the operator notice a field it stopped
 /// setting, which a "desired ⊆ observed" comparison alone cannot see.
 pub const ANNOTATION_APPLIED_HASH: &str = "tenancy.platform.dev/applied-hash";
+/// UID of the Tenant that last applied an object: a re-created Tenant (new UID) sees what it
+/// adopts from its predecessor.
+pub const ANNOTATION_TENANT_UID: &str = "tenancy.platform.dev/tenant-uid";
+/// The database provider an environment's credentials Secret was created for: the pin that
+/// refuses a later provider change.
+pub const ANNOTATION_DATABASE_PROVIDER: &str = "tenancy.platform.dev/database-provider";
+/// UID of the Tenant whose retained data a re-created Tenant adopted.
+pub const ANNOTATION_ADOPTED_FROM: &str = "tenancy.platform.dev/adopted-from-uid";
 
 pub const TENANT_CONFIG_MAP: &str = "tenant-config";
 pub const NETWORK_POLICY: &str = "tenant-isolation";

@@ -12,22 +12,18 @@ use kube::{
     api::Api,
     core::DynamicObject,
     discovery::Discovery,
-    runtime::{
-        controller,
-        reflector::{ObjectRef, Store},
-        watcher, Controller, WatchStreamExt,
-    },
+    runtime::{controller, reflector::ObjectRef, watcher, Controller, WatchStreamExt},
     Client, Resource, ResourceExt,
 };
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::Config,
     controller::{
         tenant::{self, GuardedTenant},
-        user::{self, GuardedUser, UserContext},
-        Caches, Context,
+        user::{self, GuardedUser},
+        Caches, Context, ContextParts,
     },
     desired::ChildKind,
     http::Readiness,
@@ -83,11 +79,12 @@ pub async fn run_controllers(
     }
     kinds.push(ChildKind::RoleBinding);
     let (caches, mut streams) = Caches::start(&client, &kinds);
-    let ctx = Arc::new(Context::new(client.clone(), config, caches, options.metrics.clone()));
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
-    let mut tenants =
-        Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default()).with_config(controller_config.clone());
+    let (tenant_trigger, triggered) = mpsc::unbounded_channel();
+    let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default())
+        .with_config(controller_config.clone())
+        .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|tenant| (tenant, rx)) }));
     for kind in kinds.iter().copied().filter(|k| *k != ChildKind::RoleBinding) {
         if let Some(stream) = streams.remove(&kind) {
             tenants = tenants.watches_stream_with(stream, |object| tenant_of(&object), kind.api_resource());
@@ -117,8 +114,16 @@ pub async fn run_controllers(
             ChildKind::RoleBinding.api_resource(),
         );
     }
-    let user_ctx = Arc::new(UserContext { shared: ctx.clone(), users: user_store.clone() });
-    let gauges = report_gauges(tenants.store(), user_store, ctx.clone(), options.readiness.clone());
+    let ctx = Arc::new(Context::new(ContextParts {
+        client: client.clone(),
+        config,
+        caches,
+        tenants: tenants.store(),
+        users: user_store.clone(),
+        tenant_trigger,
+        metrics: options.metrics.clone(),
+    }));
+    let gauges = report_gauges(ctx.clone(), options.readiness.clone());
 
     let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
         |result| async move {
@@ -127,11 +132,12 @@ pub async fn run_controllers(
             }
         },
     );
-    let user_run = users.graceful_shutdown_on(shutdown).run(user::reconcile, user::error_policy, user_ctx).for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "tenant user reconcile did not complete");
-        }
-    });
+    let user_run =
+        users.graceful_shutdown_on(shutdown).run(user::reconcile, user::error_policy, ctx.clone()).for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant user reconcile did not complete");
+            }
+        });
     options.readiness.set_controllers_running(true);
     futures::select! {
         _ = futures::future::join(tenant_run, user_run).fuse() => {},
@@ -164,26 +170,29 @@ fn user_spec_changes(client: Client) -> impl futures::Stream<Item = Result<Guard
 
 /// Marks the caches synced once they are, then keeps the tenants-by-phase and
 /// users-by-role gauges current.
-async fn report_gauges(tenants: Store<GuardedTenant>, users: Store<GuardedUser>, ctx: Arc<Context>, readiness: Readiness) {
-    let _ = tenants.wait_until_ready().await;
-    let _ = users.wait_until_ready().await;
+async fn report_gauges(ctx: Arc<Context>, readiness: Readiness) {
     ctx.caches_ready().await;
     readiness.set_caches_synced(true);
     loop {
         let mut phases = BTreeMap::new();
-        for tenant in tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+        for tenant in ctx.tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
             let phase = tenant.status.as_ref().and_then(|s| s.phase).unwrap_or(TenantPhase::Pending);
             *phases.entry(phase.as_str().to_string()).or_insert(0) += 1;
         }
         ctx.metrics.set_tenants_by_phase(&phases);
         let mut roles = BTreeMap::new();
-        for user in users.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+        for user in ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok()) {
             let role = user.status.as_ref().and_then(|s| s.effective_role).map(|r| r.as_str()).unwrap_or("None");
             *roles.entry(role.to_string()).or_insert(0) += 1;
         }
         ctx.metrics.set_tenant_users_by_role(&roles);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Run the controllers only while this replica holds the leader Lease, until `stop` turns
@@ -196,12 +205,7 @@ pub async fn run_with_leader_election(
     election: LeaderElection,
     stop: watch::Receiver<bool>,
 ) {
-    let stopped = || {
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }
-    };
+    let stopped = || stop_requested(stop.clone());
     let mut leader = election.subscribe();
     // A standby holds no caches and is ready as soon as it runs.
     options.readiness.set_caches_synced(true);

@@ -293,18 +293,21 @@ fn operator_cluster_role_is_least_privilege() {
         ("", "persistentvolumeclaims", &["get", "list", "watch", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];
+    // Deleted only where the operator removes its own objects (removed environments, quota,
+    // applications, user bindings); the rest goes only with its namespace.
+    for (group, resource) in
+        [("", "namespaces"), ("", "resourcequotas"), ("networking.k8s.io", "ingresses"), ("rbac.authorization.k8s.io", "rolebindings")]
+    {
+        want.push((group, resource, &watch_and_write));
+    }
     for (group, resource) in [
-        ("", "namespaces"),
         ("", "configmaps"),
         ("", "services"),
-        ("", "resourcequotas"),
         ("apps", "statefulsets"),
-        ("networking.k8s.io", "ingresses"),
         ("networking.k8s.io", "networkpolicies"),
-        ("rbac.authorization.k8s.io", "rolebindings"),
         ("postgresql.cnpg.io", "clusters"),
     ] {
-        want.push((group, resource, &watch_and_write));
+        want.push((group, resource, &watch_and_write[..5]));
     }
     let want: BTreeMap<(String, String), BTreeSet<String>> =
         want.into_iter().map(|(g, r, v)| ((g.to_owned(), r.to_owned()), v.iter().map(|s| (*s).to_owned()).collect())).collect();

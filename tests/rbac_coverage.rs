@@ -502,8 +502,8 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     env.wait_bindings("designer", &[]).await;
 
     // 3. An application, the quota and an environment removed (Retain: the namespace is kept);
-    //    a ConfigMap and a NetworkPolicy carrying the tenant's label that the operator does not
-    //    want (as an older version could leave behind) are removed.
+    //    a ConfigMap and a NetworkPolicy a person created with a copy of the tenant's label are
+    //    not the operator's: they stay.
     let leftover: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "leftover", "namespace": format!("{keep}-dev"),
         "labels": {"tenancy.platform.dev/tenant": keep, "tenancy.platform.dev/environment": "dev"}}}))
     .expect("configmap");
@@ -522,15 +522,26 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     let staging = format!("{keep}-staging");
     env.wait_tenant(keep, |t| ns_state(t, &staging) == Some(NamespaceState::Retained)).await;
     env.wait_gone(Api::<Ingress>::namespaced(env.test.clone(), &format!("{keep}-dev")), "u-assist").await;
-    env.wait_gone(Api::<ConfigMap>::namespaced(env.test.clone(), &format!("{keep}-dev")), "leftover").await;
-    env.wait_gone(Api::<NetworkPolicy>::namespaced(env.test.clone(), &format!("{keep}-dev")), "leftover").await;
     env.wait_gone(Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(env.test.clone(), &format!("{keep}-dev")), "tenant-quota")
         .await;
     env.wait_ready(keep).await;
+    let dev_configmaps = Api::<ConfigMap>::namespaced(env.test.clone(), &format!("{keep}-dev"));
+    assert!(dev_configmaps.get_opt("leftover").await.expect("get").is_some(), "a person's ConfigMap is not the operator's to delete");
+    let dev_policies = Api::<NetworkPolicy>::namespaced(env.test.clone(), &format!("{keep}-dev"));
+    assert!(dev_policies.get_opt("leftover").await.expect("get").is_some(), "a person's NetworkPolicy is not the operator's to delete");
 
-    // 4. The database provider changed to none: StatefulSet and Service go (data stays).
+    // 4. The database provider changed to none: refused, the StatefulSet (and its data) stays.
     env.patch_spec(keep, json!({"database": {"provider": "none"}})).await;
-    env.wait_gone(Api::<StatefulSet>::namespaced(env.test.clone(), &format!("{keep}-dev")), &format!("{keep}-db")).await;
+    env.wait_tenant(keep, |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+            .is_some_and(|c| c.reason == "ProviderChangeRefused")
+    })
+    .await;
+    let statefulsets = Api::<StatefulSet>::namespaced(env.test.clone(), &format!("{keep}-dev"));
+    assert!(statefulsets.get_opt(&format!("{keep}-db")).await.expect("get").is_some(), "a provider change never deletes a database");
+    env.patch_spec(keep, json!({"database": {"provider": "statefulset"}})).await;
     env.wait_ready(keep).await;
 
     // 5. Deleted under Retain: namespaces and PVCs are labelled retained and kept.
@@ -557,8 +568,8 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     env.delete_tenant(drop).await;
     env.wait_gone(Api::<Namespace>::all(env.test.clone()), &format!("{drop}-dev")).await;
 
-    // 7. A cloudnative-pg tenant: the Cluster is created, reported ready, then removed when the
-    //    provider changes.
+    // 7. A cloudnative-pg tenant: the Cluster is created and reported ready; a provider change
+    //    is refused and leaves it (CloudNativePG would garbage-collect its volumes).
     let cnpg = "rbac-cnpg";
     env.create_tenant(
         cnpg,
@@ -581,8 +592,14 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     env.wait_ready(cnpg).await;
     env.snapshot();
     env.patch_spec(cnpg, json!({"database": {"provider": "none"}})).await;
-    env.wait("the Cluster to be gone", || async { matches!(clusters.get_opt(&cluster_name).await, Ok(None)) }).await;
-    env.wait_ready(cnpg).await;
+    env.wait_tenant(cnpg, |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+            .is_some_and(|c| c.reason == "ProviderChangeRefused")
+    })
+    .await;
+    assert!(clusters.get_opt(&cluster_name).await.expect("get").is_some(), "a provider change never deletes a Cluster");
     env.delete_tenant(cnpg).await;
 
     // 8. An external tenant: the operator reads the admin Secret in its own namespace (absent

@@ -12,9 +12,10 @@ use kube::{
 };
 use serde_json::Value;
 
+use super::Context;
 use crate::{
-    desired::DesiredObject,
-    naming::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER},
+    desired::{ChildKind, DesiredObject},
+    naming::{ANNOTATION_APPLIED_HASH, ANNOTATION_TENANT_UID, FIELD_MANAGER},
 };
 
 /// FNV-1a over the canonical JSON text: stable across builds and Rust versions, unlike
@@ -46,27 +47,29 @@ fn numeric_eq(a: &Value, b: &Value) -> bool {
     matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
 }
 
-/// The object as it will be applied: desired plus the hash annotation.
-pub fn with_hash(desired: &DesiredObject) -> Value {
+/// The object as it will be applied: desired, plus the hash annotation and the stamp naming
+/// the Tenant (by UID) that applied it. The stamp tells a re-created Tenant what it adopts.
+pub fn applied_form(desired: &DesiredObject, owner_uid: &str) -> Value {
     let hash = desired_hash(&desired.object);
     let mut object = desired.object.clone();
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
         if let Some(map) = annotations.as_object_mut() {
             map.insert(ANNOTATION_APPLIED_HASH.to_string(), Value::String(hash));
+            map.insert(ANNOTATION_TENANT_UID.to_string(), Value::String(owner_uid.to_string()));
         }
     }
     object
 }
 
 /// Whether `desired` must be applied given the `observed` object (if any).
-pub fn needs_apply(desired: &DesiredObject, observed: Option<&DynamicObject>) -> bool {
+pub fn needs_apply(desired: &DesiredObject, owner_uid: &str, observed: Option<&DynamicObject>) -> bool {
     let Some(observed) = observed else { return true };
     let Ok(observed) = serde_json::to_value(observed) else { return true };
-    !is_subset(&with_hash(desired), &observed)
+    !is_subset(&applied_form(desired, owner_uid), &observed)
 }
 
-pub fn api_for(client: &Client, kind: crate::desired::ChildKind, namespace: Option<&str>) -> Api<DynamicObject> {
+pub fn api_for(client: &Client, kind: ChildKind, namespace: Option<&str>) -> Api<DynamicObject> {
     let resource = kind.api_resource();
     match namespace {
         Some(ns) if kind.is_namespaced() => Api::namespaced_with(client.clone(), ns, &resource),
@@ -75,15 +78,20 @@ pub fn api_for(client: &Client, kind: crate::desired::ChildKind, namespace: Opti
 }
 
 /// Server-side apply under the operator's field manager. `force` because the operator is the
-/// authority on these fields: a hand edit is drift to be corrected, not a conflict.
-pub async fn apply(client: &Client, desired: &DesiredObject) -> Result<DynamicObject, kube::Error> {
-    let api = api_for(client, desired.kind, desired.namespace.as_deref());
-    api.patch(&desired.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(with_hash(desired))).await
+/// authority on these fields of its own objects: a hand edit is drift to be corrected. Objects
+/// that are not the operator's never get here (see `ownership`).
+pub async fn apply(ctx: &Context, desired: &DesiredObject, owner_uid: &str) -> Result<DynamicObject, kube::Error> {
+    let api = api_for(&ctx.client, desired.kind, desired.namespace.as_deref());
+    let result =
+        api.patch(&desired.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(applied_form(desired, owner_uid))).await;
+    ctx.metrics.kube_write("apply", desired.kind.name());
+    result
 }
 
 /// Delete an object; already gone counts as done.
-pub async fn delete(client: &Client, kind: crate::desired::ChildKind, namespace: Option<&str>, name: &str) -> Result<bool, kube::Error> {
-    let api = api_for(client, kind, namespace);
+pub async fn delete(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<bool, kube::Error> {
+    let api = api_for(&ctx.client, kind, namespace);
+    ctx.metrics.kube_write("delete", kind.name());
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
@@ -91,20 +99,33 @@ pub async fn delete(client: &Client, kind: crate::desired::ChildKind, namespace:
     }
 }
 
-/// Merge-patch labels (a `null` value removes one). Used for the `retained` mark, which must
-/// not become part of the applied configuration: re-applying would otherwise drop it.
-pub async fn patch_labels(
-    client: &Client,
-    kind: crate::desired::ChildKind,
+/// Merge-patch metadata (labels, annotations; a `null` value removes one). Used for the
+/// `retained` mark, which must not become part of the applied configuration: re-applying
+/// would otherwise drop it.
+pub async fn patch_metadata(
+    ctx: &Context,
+    kind: ChildKind,
     namespace: Option<&str>,
     name: &str,
-    labels: Value,
+    metadata: Value,
 ) -> Result<(), kube::Error> {
-    let api = api_for(client, kind, namespace);
-    let patch = serde_json::json!({ "metadata": { "labels": labels } });
+    let api = api_for(&ctx.client, kind, namespace);
+    let patch = serde_json::json!({ "metadata": metadata });
+    ctx.metrics.kube_write("patch", kind.name());
     api.patch(name, &PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() }, &Patch::Merge(patch))
         .await
         .map(|_| ())
+}
+
+/// Read one object from the API server, for decisions the label-narrowed caches cannot make
+/// (an object without the tenant label is not in them).
+pub async fn get_uncached(
+    ctx: &Context,
+    kind: ChildKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<DynamicObject>, kube::Error> {
+    api_for(&ctx.client, kind, namespace).get_opt(name).await
 }
 
 #[cfg(test)]

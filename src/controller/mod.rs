@@ -1,14 +1,23 @@
-//! The controllers: Tenant → namespaces, configuration, ingress, isolation and databases;
-//! TenantUser → RoleBindings. Both share one [`Context`].
+//! The controllers: Tenant → namespaces, configuration, ingress, isolation and databases
+//! ([`tenant`]); TenantUser → RoleBindings ([`user`]). Both share one [`Context`].
+//!
+//! Each reconcile is a sequence of steps, one module each: `validate` (spec + configuration →
+//! a plan, or a refusal a person must act on), build (pure, in `crate::desired`), `apply`
+//! (diff against the caches, server-side apply only what differs), `status` (pure:
+//! observations → status) and, for Tenants, `cleanup` (the finalizer).
 
-pub mod apply;
-pub mod caches;
+mod apply;
+mod caches;
+mod changes;
+mod error;
+mod ownership;
+mod summary;
 pub mod tenant;
-mod tenant_external;
 pub mod user;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    fmt::Debug,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,45 +28,49 @@ use futures::{
 };
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
+    api::{Patch, PatchParams},
+    core::{ApiResource, DynamicObject},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
     },
-    Client,
+    Api, Client, Resource,
 };
 use rand::Rng;
+use serde::Serialize;
+use tokio::sync::mpsc;
 
-use crate::{config::Config, metrics::Metrics};
 pub use caches::Caches;
+pub use changes::Changes;
+pub use error::{Error, ErrorKind};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("waiting for {0} to be deleted")]
-    WaitingForDeletion(String),
-    #[error("database: {reason}: {message}")]
-    Database { reason: String, message: String },
-    #[error("object without a name")]
-    MissingName,
+use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
+use tenant::{GuardedTenant, HostIndex};
+use user::GuardedUser;
+
+/// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
+/// might have missed. It makes no writes when nothing changed.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue interval while waiting for something outside the operator (a database to start).
+pub const POLL: Duration = Duration::from_secs(15);
+/// Longest Event note the API server accepts (1 kB).
+const MAX_NOTE_CHARS: usize = 1000;
+
+/// The two controllers, as named in metrics and back-off keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllerKind {
+    Tenant,
+    TenantUser,
 }
 
-impl Error {
-    /// Short label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+impl ControllerKind {
+    pub const ALL: [ControllerKind; 2] = [ControllerKind::Tenant, ControllerKind::TenantUser];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(status)) if status.code == 429 => "throttled",
-            Error::Kube(_) => "kube",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.kind(),
-                _ => "finalizer",
-            },
-            Error::WaitingForDeletion(_) => "waiting",
-            Error::Database { .. } => "database",
-            Error::MissingName => "invalid",
+            ControllerKind::Tenant => "tenant",
+            ControllerKind::TenantUser => "tenantuser",
         }
     }
 }
@@ -67,23 +80,84 @@ pub struct Context {
     pub client: Client,
     pub config: Arc<Config>,
     pub caches: Caches,
-    /// Resolves once every cache holds its initial list. One shared future for all reconciles:
-    /// awaiting a Store's readiness from many tasks at once left some of them unwoken.
+    /// The Tenant and TenantUser controllers' own caches.
+    pub tenants: Store<GuardedTenant>,
+    pub users: Store<GuardedUser>,
+    /// Resolves once every cache holds its initial list (and the hostname index is filled).
+    /// One shared future for all reconciles: awaiting a Store's readiness from many tasks at
+    /// once left some of them unwoken.
     caches_ready: Shared<BoxFuture<'static, ()>>,
-    pub recorder: Recorder,
+    hosts: Arc<Mutex<HostIndex>>,
+    /// Tenants to reconcile now (a newer Tenant that must give up a hostname).
+    tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
+    recorder: Recorder,
     pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// Everything [`Context::new`] needs.
+pub struct ContextParts {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub caches: Caches,
+    pub tenants: Store<GuardedTenant>,
+    pub users: Store<GuardedUser>,
+    pub tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
+    pub metrics: Metrics,
+}
+
 impl Context {
-    pub fn new(client: Client, config: Arc<Config>, caches: Caches, metrics: Metrics) -> Self {
+    pub fn new(parts: ContextParts) -> Self {
+        let ContextParts { client, config, caches, tenants, users, tenant_trigger, metrics } = parts;
         let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
+        let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {
-            let caches = caches.clone();
-            async move { caches.wait_until_ready().await }.boxed().shared()
+            let (caches, tenants, users, hosts, config) = (caches.clone(), tenants.clone(), users.clone(), hosts.clone(), config.clone());
+            async move {
+                caches.wait_until_ready().await;
+                let _ = tenants.wait_until_ready().await;
+                let _ = users.wait_until_ready().await;
+                // Every Tenant's hosts are known before the first reconcile, so that after a
+                // restart the older Tenant keeps a contested host whatever the order.
+                if let Ok(mut index) = hosts.lock() {
+                    for tenant in tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
+                        index.register(tenant::seniority(tenant), hostnames(tenant, &config));
+                    }
+                }
+            }
+            .boxed()
+            .shared()
         };
-        Self { client, config, caches, caches_ready, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            config,
+            caches,
+            tenants,
+            users,
+            caches_ready,
+            hosts,
+            tenant_trigger,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Register the hosts a Tenant wants; returns those an older Tenant holds (host → that
+    /// Tenant). Newer Tenants that claimed them are reconciled to let them go.
+    pub fn claim_hosts(&self, tenant: tenant::Seniority, hosts: Vec<String>) -> BTreeMap<String, String> {
+        let Ok(mut index) = self.hosts.lock() else { return BTreeMap::new() };
+        for displaced in index.register(tenant.clone(), hosts) {
+            let _ = self.tenant_trigger.send(ObjectRef::new(&displaced));
+        }
+        index.contested(&tenant)
+    }
+
+    pub fn forget_hosts(&self, tenant: &str) {
+        if let Ok(mut index) = self.hosts.lock() {
+            index.unregister(tenant);
+        }
     }
 
     /// Wait until the caches hold their initial lists. Decisions are made against them:
@@ -94,53 +168,53 @@ impl Context {
 
     /// Record a Kubernetes Event about `regarding`. Recording happens in the background: a
     /// reconcile does not wait for it, and a failure to record is logged, never fatal.
-    pub fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        self.publish(regarding, type_, reason, note, None);
-    }
-
-    /// An Event about `regarding` that concerns one of its children (`related`). The recorder
-    /// folds Events with the same regarding/related/reason into one series, so naming the
-    /// child keeps "Created Ingress a" and "Created Ingress b" apart.
-    pub fn child_event(&self, regarding: &ObjectReference, reason: &str, note: String, related: ObjectReference) {
-        self.publish(regarding, EventType::Normal, reason, note, Some(related));
-    }
-
-    fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, mut note: String, related: Option<ObjectReference>) {
-        note.truncate(1000);
-        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: related };
+    pub fn event(&self, regarding: &ObjectReference, type_: EventType, reason: Reason, note: &str) {
+        let event = Event {
+            type_,
+            reason: reason.as_str().to_string(),
+            note: Some(truncate_chars(note, MAX_NOTE_CHARS)),
+            action: reason.as_str().to_string(),
+            secondary: None,
+        };
         let recorder = self.recorder.clone();
         let regarding = regarding.clone();
-        let reason = reason.to_string();
         tokio::spawn(async move {
             if let Err(error) = recorder.publish(&event, &regarding).await {
-                tracing::warn!(%error, reason, "could not record event");
+                tracing::warn!(%error, reason = %reason, "could not record event");
             }
         });
     }
 
-    /// Report a failed reconcile as a Warning Event on the object, without blocking the
-    /// error policy (which is synchronous). Waiting for a deletion is not a failure.
-    pub(crate) fn failure_event(&self, reference: ObjectReference, error: &Error) {
-        if error.kind() == "waiting" {
-            return;
+    /// One Event summarising what a reconcile changed, if it changed anything.
+    pub fn changes_event(&self, regarding: &ObjectReference, changes: &Changes) {
+        if let Some((reason, note)) = changes.summary() {
+            self.event(regarding, EventType::Normal, reason, &note);
         }
-        self.event(&reference, EventType::Warning, "ReconcileFailed", error.to_string());
     }
 
-    pub(crate) fn reset_failures(&self, key: &str) {
+    /// A reconcile completed: the back-off of the object starts again from the beginning.
+    pub fn succeeded(&self, controller: ControllerKind, name: &str) {
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
+            failures.remove(&format!("{}/{name}", controller.as_str()));
         }
     }
 
-    /// Exponential back-off with jitter per object: 1 s, 2 s, 4 s … capped at 5 minutes.
-    pub(crate) fn backoff(&self, key: &str, error: &Error) -> Action {
-        if error.kind() == "waiting" {
+    /// The error policy of both controllers: the metric, a Warning Event on the object and the
+    /// next attempt (exponential back-off with jitter per object: 1 s, 2 s, 4 s … 5 minutes).
+    pub fn failed<K>(&self, controller: ControllerKind, object: &K, error: &Error) -> Action
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        if error.kind() == ErrorKind::Waiting {
             return Action::requeue(Duration::from_secs(2));
         }
+        let key = format!("{}/{}", controller.as_str(), object.meta().name.as_deref().unwrap_or_default());
+        tracing::warn!(object = %key, %error, "reconcile failed");
+        self.metrics.reconcile_failed(controller.as_str(), error.kind().as_str());
+        self.event(&object.object_ref(&()), EventType::Warning, Reason::ReconcileFailed, &error.to_string());
         let attempt = match self.failures.lock() {
             Ok(mut failures) => {
-                let count = failures.entry(key.to_string()).or_insert(0);
+                let count = failures.entry(key).or_insert(0);
                 *count = count.saturating_add(1);
                 *count
             }
@@ -150,10 +224,62 @@ impl Context {
         let jitter = rand::rng().random_range(0.8..1.2);
         Action::requeue(base.mul_f64(jitter))
     }
+
+    /// Write `status` of `object` when it differs from what is stored; returns whether it wrote.
+    pub async fn write_status<K, S>(&self, object: &K, old: Option<&S>, new: &S) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()>,
+        S: Serialize + PartialEq,
+    {
+        if old == Some(new) {
+            return Ok(false);
+        }
+        let resource = ApiResource::erase::<K>(&());
+        let api: Api<DynamicObject> = match object.meta().namespace.as_deref() {
+            Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": new });
+        let name = object.meta().name.clone().ok_or(Error::MissingName)?;
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+        self.metrics.kube_write("apply", &format!("{}/status", K::kind(&())));
+        Ok(true)
+    }
 }
 
-/// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
-/// might have missed. It makes no writes when nothing changed.
-pub const RESYNC: Duration = Duration::from_secs(300);
-/// Requeue interval while waiting for something outside the operator (a database to start).
-pub const POLL: Duration = Duration::from_secs(15);
+/// The Tenant and TenantUser watches deliver objects the types cannot read as errors
+/// instead of failing the whole list; such an object waits until someone fixes it.
+fn readable<K: Clone + Debug>(guarded: &kube::core::DeserializeGuard<K>) -> Option<K> {
+    match &guarded.0 {
+        Ok(object) => Some(object.clone()),
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "object cannot be read; waiting for it to be fixed");
+            None
+        }
+    }
+}
+
+/// `text` cut to at most `max` characters (never inside a character), marked with `…` when cut.
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => format!("{}…", &text[..cut]),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_chars;
+
+    #[test]
+    fn truncation_counts_characters_not_bytes() {
+        let japanese = "株式会社".repeat(500);
+        let cut = truncate_chars(&japanese, 1000);
+        assert_eq!(cut.chars().count(), 1000);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_chars("short", 1000), "short");
+        let exact = "a".repeat(1000);
+        assert_eq!(truncate_chars(&exact, 1000), exact);
+        assert_eq!(truncate_chars(&"a".repeat(1001), 1000).chars().count(), 1000);
+    }
+}

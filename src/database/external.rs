@@ -366,8 +366,8 @@ pub struct DropOutcome {
 }
 
 /// Connection details for the tenant's login role: same server as the admin connection.
-pub fn connection_info(admin: &AdminConnection, names: &ExternalNames) -> crate::desired::database::ConnectionInfo {
-    use crate::desired::database::ConnectionInfo;
+pub fn connection_info(admin: &AdminConnection, names: &ExternalNames) -> crate::database::ConnectionInfo {
+    use crate::database::ConnectionInfo;
     ConnectionInfo {
         host: admin.host.clone(),
         port: admin.port,

@@ -2,7 +2,6 @@
 //! objects the operator wants on the cluster. No client calls here; applying is done by the
 //! controllers, printing by `render`.
 
-pub mod database;
 pub mod rbac;
 pub mod tenant;
 pub mod user;
@@ -79,11 +78,6 @@ impl ChildKind {
         !matches!(self, ChildKind::Namespace | ChildKind::ClusterRole)
     }
 
-    /// Kinds that hold a tenant's data: never owner-referenced, kept under `Retain`.
-    pub fn holds_data(self) -> bool {
-        matches!(self, ChildKind::Namespace | ChildKind::PersistentVolumeClaim | ChildKind::Secret | ChildKind::CnpgCluster)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::Namespace => "Namespace",
@@ -113,17 +107,17 @@ pub struct DesiredObject {
 
 impl DesiredObject {
     /// Wrap a typed object; `apiVersion` and `kind` are filled in from its type.
-    pub fn from_typed<K>(kind: ChildKind, object: &K) -> Self
+    pub fn from_typed<K>(kind: ChildKind, object: &K) -> Result<Self, serde_json::Error>
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
         let meta = object.meta();
-        let mut value = serde_json::to_value(object).unwrap_or(serde_json::Value::Null);
+        let mut value = serde_json::to_value(object)?;
         if let Some(map) = value.as_object_mut() {
             map.insert("apiVersion".into(), K::api_version(&()).into());
             map.insert("kind".into(), K::kind(&()).into());
         }
-        Self { kind, namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default(), object: value }
+        Ok(Self { kind, namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default(), object: value })
     }
 
     /// A reference to this object, for Events that concern it.

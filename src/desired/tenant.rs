@@ -17,11 +17,12 @@ use k8s_openapi::{
 };
 use kube::api::ObjectMeta;
 
-use super::{database, tenant_labels, ChildKind, DesiredObject};
+use super::{tenant_labels, ChildKind, DesiredObject};
 use crate::{
     config::{ClusterConfig, Config},
+    database,
     naming::{self, NETWORK_POLICY, RESOURCE_QUOTA, TENANT_CONFIG_MAP},
-    types::{DatabaseProvider, EndpointStatus, Environment, Tenant},
+    types::{DatabaseProvider, EndpointStatus, Environment, Reason, Tenant},
 };
 
 /// A spec that cannot be built with this operator configuration. Becomes a status reason.
@@ -35,16 +36,24 @@ pub enum SpecError {
     ExternalDatabaseNotConfigured,
     #[error("the Tenant has no name")]
     MissingName,
+    #[error("an object built from the spec cannot be serialized: {0}")]
+    Unserializable(String),
+}
+
+impl From<serde_json::Error> for SpecError {
+    fn from(error: serde_json::Error) -> Self {
+        SpecError::Unserializable(error.to_string())
+    }
 }
 
 impl SpecError {
     /// The `reason` of the status condition that reports this error.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            SpecError::UnknownCluster { .. } => "UnknownCluster",
-            SpecError::UnknownApplication { .. } => "UnknownApplication",
-            SpecError::ExternalDatabaseNotConfigured => "DatabaseProviderNotConfigured",
-            SpecError::MissingName => "InvalidSpec",
+            SpecError::UnknownCluster { .. } => Reason::UnknownCluster,
+            SpecError::UnknownApplication { .. } => Reason::UnknownApplication,
+            SpecError::ExternalDatabaseNotConfigured => Reason::DatabaseProviderNotConfigured,
+            SpecError::MissingName | SpecError::Unserializable(_) => Reason::InvalidSpec,
         }
     }
 }
@@ -107,21 +116,21 @@ impl TenantPlan {
             endpoints.extend(urls.iter().map(|(app, url)| EndpointStatus { application: app.clone(), environment: env, url: url.clone() }));
 
             let mut objects = vec![
-                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env)),
-                DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls)),
-                DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config)),
+                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env))?,
+                DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
+                DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config))?,
             ];
             if let Some(quota) = resource_quota(tenant, &slug, env) {
-                objects.push(DesiredObject::from_typed(ChildKind::ResourceQuota, &quota));
+                objects.push(DesiredObject::from_typed(ChildKind::ResourceQuota, &quota)?);
             }
             for app in &spec.applications {
                 // Presence was checked above; a missing key would be a bug, not user input.
                 if let Some(app_config) = config.applications.get(app) {
                     let host = naming::hostname(&config.hostnames, &slug, env, app, &cluster.domain);
-                    objects.push(DesiredObject::from_typed(ChildKind::Ingress, &ingress(&slug, env, app, app_config, cluster, &host)));
+                    objects.push(DesiredObject::from_typed(ChildKind::Ingress, &ingress(&slug, env, app, app_config, cluster, &host))?);
                 }
             }
-            let db_objects = database::provider_objects(tenant, &slug, env, provider, config);
+            let db_objects = database::desired(tenant, &slug, env, provider, config)?;
             objects.extend(db_objects.objects);
             environments.push(EnvironmentPlan { environment: env, namespace, objects, database: db_objects.connection });
         }
@@ -132,6 +141,38 @@ impl TenantPlan {
     pub fn objects(&self) -> impl Iterator<Item = &DesiredObject> {
         self.environments.iter().flat_map(|env| env.objects.iter())
     }
+
+    /// Leave out the Ingresses (and endpoints) of `hosts`: another tenant holds them.
+    pub fn without_hosts(&mut self, hosts: &std::collections::BTreeSet<String>) {
+        for env in &mut self.environments {
+            env.objects.retain(|object| ingress_host(object).is_none_or(|host| !hosts.contains(host)));
+        }
+        self.endpoints.retain(|endpoint| !hosts.iter().any(|host| endpoint.url.contains(&format!("://{host}/"))));
+    }
+}
+
+/// The host an Ingress of the operator routes.
+fn ingress_host(object: &DesiredObject) -> Option<&str> {
+    (object.kind == ChildKind::Ingress).then(|| object.object.pointer("/spec/rules/0/host").and_then(|h| h.as_str())).flatten()
+}
+
+/// Every hostname a Tenant's Ingresses would route, without building its objects: the cross-
+/// tenant hostname index computes this for every Tenant. Empty for an unknown cluster.
+pub fn hostnames(tenant: &Tenant, config: &Config) -> Vec<String> {
+    let (Some(slug), Some(cluster)) = (tenant.metadata.name.as_deref(), config.clusters.get(&tenant.spec.cluster)) else {
+        return Vec::new();
+    };
+    let mut hosts: Vec<String> = tenant
+        .spec
+        .environments
+        .iter()
+        .flat_map(|env| {
+            tenant.spec.applications.iter().map(move |app| naming::hostname(&config.hostnames, slug, *env, app, &cluster.domain))
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 fn url(cluster: &ClusterConfig, host: &str) -> String {

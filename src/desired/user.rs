@@ -31,7 +31,7 @@ pub fn subject_name(user: &TenantUser, config: &Config) -> String {
 }
 
 impl UserPlan {
-    pub fn build(user: &TenantUser, tenant: &Tenant, config: &Config) -> Self {
+    pub fn build(user: &TenantUser, tenant: &Tenant, config: &Config) -> Result<Self, serde_json::Error> {
         let slug = tenant.metadata.name.clone().unwrap_or_default();
         let role = effective_role(&user.spec.roles);
         let mut environments = tenant.spec.environments.clone();
@@ -47,25 +47,32 @@ impl UserPlan {
             if let Some(role) = role {
                 match cluster_role_for(role, env) {
                     Ok(cluster_role) => {
-                        bindings.push(binding(user, config, &slug, env, &naming::user_binding_name(&user.spec.username), cluster_role));
+                        bindings.push(binding(user, config, &slug, env, &naming::user_binding_name(&user.spec.username), cluster_role)?);
                         bound_here = true;
                     }
                     Err(reason) => not_bound.push((env, reason)),
                 }
             }
             for custom in &user.spec.custom_roles {
-                bindings.push(binding(user, config, &slug, env, &naming::user_custom_binding_name(&user.spec.username, custom), custom));
+                bindings.push(binding(user, config, &slug, env, &naming::user_custom_binding_name(&user.spec.username, custom), custom)?);
                 bound_here = true;
             }
             if bound_here {
                 bound.push(namespace);
             }
         }
-        Self { effective_role: role, bindings, bound_namespaces: bound, not_bound }
+        Ok(Self { effective_role: role, bindings, bound_namespaces: bound, not_bound })
     }
 }
 
-fn binding(user: &TenantUser, config: &Config, slug: &str, env: Environment, name: &str, cluster_role: &str) -> DesiredObject {
+fn binding(
+    user: &TenantUser,
+    config: &Config,
+    slug: &str,
+    env: Environment,
+    name: &str,
+    cluster_role: &str,
+) -> Result<DesiredObject, serde_json::Error> {
     let mut labels: BTreeMap<String, String> = tenant_labels(slug, Some(env));
     labels.insert(LABEL_USER.to_string(), user.metadata.name.clone().unwrap_or_default());
     let rb = RoleBinding {
@@ -123,7 +130,7 @@ mod tests {
 
     #[test]
     fn account_admin_is_admin_outside_prod_and_viewer_in_prod() {
-        let plan = UserPlan::build(&users()[0], &acme(), &example_config());
+        let plan = UserPlan::build(&users()[0], &acme(), &example_config()).unwrap();
         assert_eq!(plan.effective_role, Some(SystemRole::AccountAdmin));
         assert_eq!(
             role_refs(&plan),
@@ -141,7 +148,7 @@ mod tests {
 
     #[test]
     fn custom_roles_are_extra_bindings_everywhere() {
-        let plan = UserPlan::build(&users()[1], &acme(), &example_config());
+        let plan = UserPlan::build(&users()[1], &acme(), &example_config()).unwrap();
         let refs = role_refs(&plan);
         assert_eq!(refs.len(), 6);
         assert!(refs.contains(&("acme-dev".into(), "tenantuser-bsmith".into(), EDITOR.into())));
@@ -151,13 +158,13 @@ mod tests {
 
     #[test]
     fn agent_only_in_prod() {
-        let plan = UserPlan::build(&users()[2], &acme(), &example_config());
+        let plan = UserPlan::build(&users()[2], &acme(), &example_config()).unwrap();
         assert_eq!(role_refs(&plan), [("acme-prod".into(), "tenantuser-alee".into(), AGENT.into())]);
         assert_eq!(plan.not_bound, [(Environment::Dev, NotBound::ProdOnlyRole), (Environment::Staging, NotBound::ProdOnlyRole)]);
 
         let mut no_prod = acme();
         no_prod.spec.environments = vec![Environment::Dev];
-        let plan = UserPlan::build(&users()[2], &no_prod, &example_config());
+        let plan = UserPlan::build(&users()[2], &no_prod, &example_config()).unwrap();
         assert!(plan.bindings.is_empty());
         assert!(plan.bound_namespaces.is_empty());
     }
@@ -166,7 +173,7 @@ mod tests {
     fn subject_prefix_is_applied() {
         let mut config = example_config();
         config.users.subject_prefix = "oidc:".into();
-        let plan = UserPlan::build(&users()[0], &acme(), &config);
+        let plan = UserPlan::build(&users()[0], &acme(), &config).unwrap();
         assert_eq!(plan.bindings[0].object["subjects"][0]["name"], "oidc:jane.doe@acme.example");
     }
 }

@@ -1,14 +1,14 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Read access to a status' conditions by type.
 pub trait Conditions {
     fn conditions(&self) -> &[Condition];
 
-    fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.conditions().iter().find(|c| c.type_ == type_)
+    fn condition(&self, type_: impl AsRef<str>) -> Option<&Condition> {
+        self.conditions().iter().find(|c| c.type_ == type_.as_ref())
     }
 
-    fn is_true(&self, type_: &str) -> bool {
+    fn is_true(&self, type_: impl AsRef<str>) -> bool {
         self.condition(type_).is_some_and(|c| c.status == "True")
     }
 }
@@ -36,17 +36,5 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
             *existing = new;
         }
         None => conditions.push(new),
-    }
-}
-
-/// A condition with the given fields and the transition time `now`.
-pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>, now: &Time) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: now.clone(),
     }
 }

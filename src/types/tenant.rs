@@ -199,6 +199,15 @@ pub enum TenantPhase {
 }
 
 impl TenantPhase {
+    pub const ALL: [TenantPhase; 6] = [
+        TenantPhase::Pending,
+        TenantPhase::Provisioning,
+        TenantPhase::Ready,
+        TenantPhase::Failed,
+        TenantPhase::Suspended,
+        TenantPhase::Terminating,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TenantPhase::Pending => "Pending",

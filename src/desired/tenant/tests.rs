@@ -185,13 +185,13 @@ fn unknown_cluster_and_application_are_typed_errors() {
     let mut tenant = acme();
     tenant.spec.cluster = "mars".into();
     let err = TenantPlan::build(&tenant, &config).unwrap_err();
-    assert_eq!(err.reason(), "UnknownCluster");
+    assert_eq!(err.reason(), crate::types::Reason::UnknownCluster);
     assert_eq!(err.to_string(), "cluster \"mars\" is not in the operator configuration (known: eu, uk, us)");
 
     let mut tenant = acme();
     tenant.spec.applications.push("crm".into());
     let err = TenantPlan::build(&tenant, &config).unwrap_err();
-    assert_eq!(err.reason(), "UnknownApplication");
+    assert_eq!(err.reason(), crate::types::Reason::UnknownApplication);
     assert!(err.to_string().contains("\"crm\""), "{err}");
 }
 

@@ -1,0 +1,280 @@
+//! Step 3: bring the cluster to the plan. Each desired object is compared with what the
+//! caches hold and server-side applied only when it differs; objects that are not the
+//! operator's are never overwritten or deleted (SPEC §8), they are reported instead.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use kube::{core::DynamicObject, ResourceExt};
+use serde_json::json;
+
+use super::{database, status::Observations, validate::ValidatedTenant};
+use crate::{
+    controller::{
+        apply::{self, get_uncached, needs_apply},
+        ownership::{claim, is_ours, is_retained, is_terminating, previous_owner, Claim},
+        Changes, Context, Error,
+    },
+    database::DATA_VOLUME,
+    desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
+    naming::{self, ANNOTATION_ADOPTED_FROM, LABEL_ENVIRONMENT, LABEL_RETAINED},
+    types::{DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
+};
+
+/// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota.
+/// Data holders (Secrets, PVCs, the StatefulSet, the CloudNativePG Cluster) are never among
+/// them: they go only with their environment or Tenant, under `deletionPolicy: Delete`.
+const REMOVABLE: [ChildKind; 2] = [ChildKind::Ingress, ChildKind::ResourceQuota];
+
+/// Apply every environment of the plan and remove what the spec no longer asks for.
+pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<Observations, Error> {
+    let mut observed = Observations::default();
+    for (host, older) in &valid.contested_hosts {
+        observed.ingress_problems.push(Problem::new(
+            Reason::HostnameConflict,
+            format!("host {host} is already routed by the older Tenant {older}; its Ingress is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
+        ));
+    }
+    for env in &valid.plan.environments {
+        apply_environment(tenant, valid, env, ctx, &mut observed, changes).await?;
+    }
+    remove_unwanted(tenant, valid, ctx, &mut observed, changes).await?;
+    Ok(observed)
+}
+
+/// An object under `name` as the API server has it: the label-narrowed caches do not hold
+/// objects without the tenant label, so a miss is confirmed with one GET.
+async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<DynamicObject>, Error> {
+    match ctx.caches.get(kind, namespace, name) {
+        Some(cached) => Ok(Some((*cached).clone())),
+        None => Ok(get_uncached(ctx, kind, namespace, name).await?),
+    }
+}
+
+async fn apply_environment(
+    tenant: &Tenant,
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    ctx: &Context,
+    observed: &mut Observations,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    let namespace = found(ctx, ChildKind::Namespace, None, &env.namespace).await?;
+    let fresh_namespace = match claim(namespace.as_ref(), &valid.slug) {
+        Claim::Foreign => {
+            observed.namespace_problems.push(Problem::new(
+                Reason::NamespaceConflict,
+                format!(
+                    "namespace {} exists and was not created by the operator for tenant {}; nothing in it is touched. \
+                     Delete or rename it, or choose another slug",
+                    env.namespace, valid.slug
+                ),
+            ));
+            return Ok(());
+        }
+        _ if namespace.as_ref().is_some_and(is_terminating) => {
+            observed.namespaces.push(NamespaceStatus {
+                environment: env.environment,
+                name: env.namespace.clone(),
+                state: NamespaceState::Terminating,
+            });
+            observed.namespace_problems.push(Problem::new(
+                Reason::NamespaceTerminating,
+                format!("namespace {} is being deleted; it is re-created once it is gone", env.namespace),
+            ));
+            return Ok(());
+        }
+        Claim::Retained => {
+            adopt(valid, &env.namespace, namespace.as_ref(), ctx, changes).await?;
+            false
+        }
+        Claim::Ours => {
+            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
+                changes.note(Reason::Adopted, format!("adopted namespace {} of the earlier Tenant {previous}", env.namespace));
+            }
+            false
+        }
+        Claim::Free => true,
+    };
+
+    // The namespace first (everything else lives in it), then the rest of the environment's
+    // objects at once: they do not depend on each other.
+    let (namespace_objects, contents): (Vec<&DesiredObject>, Vec<&DesiredObject>) =
+        env.objects.iter().partition(|o| o.kind == ChildKind::Namespace);
+    for batch in [namespace_objects, contents] {
+        let mut pending = Vec::new();
+        for desired in batch {
+            if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
+                observed.database_problems.push(Problem::new(
+                    Reason::CloudNativePgNotInstalled,
+                    "the CloudNativePG operator (CRD clusters.postgresql.cnpg.io) is not installed on this cluster",
+                ));
+                continue;
+            }
+            let current = match desired.kind {
+                ChildKind::Namespace => namespace.clone(),
+                // Nothing can be in a namespace this reconcile is creating.
+                _ if fresh_namespace => None,
+                _ => found(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await?,
+            };
+            if let Some(current) = &current {
+                if desired.kind != ChildKind::Namespace && !is_ours(current, &valid.slug) {
+                    observed.object_problems.push(Problem::new(
+                        Reason::ObjectConflict,
+                        format!(
+                            "{} exists and was not created by the operator; it is left as it is. Rename or delete it",
+                            desired.describe()
+                        ),
+                    ));
+                    continue;
+                }
+                if is_terminating(current) || !needs_apply(desired, &valid.uid, Some(current)) {
+                    continue;
+                }
+            }
+            pending.push(async move { (desired, apply::apply(ctx, desired, &valid.uid).await) });
+        }
+        for (desired, result) in join_all(pending).await {
+            match result {
+                Ok(_) => changes.applied(desired),
+                Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
+                    // The server refused this object (a value it cannot accept, a permission the
+                    // operator lacks, a namespace going away): report it, go on with the others.
+                    observed.object_problems.push(Problem::new(
+                        Reason::ApplyFailed,
+                        format!("the API server refused {}: {}", desired.describe(), status.message),
+                    ));
+                    if desired.kind == ChildKind::Namespace {
+                        return Ok(());
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+    observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
+    database::reconcile_database(tenant, valid, env, ctx, observed, changes).await
+}
+
+/// The PersistentVolumeClaims the database StatefulSet's claim template made: the StatefulSet
+/// controller creates them (so they carry the tenant label but not the operator's field
+/// manager), and they hold the tenant's data.
+fn is_database_volume(object: &DynamicObject, slug: &str) -> bool {
+    object.name_any().starts_with(&format!("{DATA_VOLUME}-{}-", naming::database_name(slug)))
+}
+
+/// The data holders of a namespace that follow its `retained` mark.
+fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String)> {
+    let mut data = Vec::new();
+    for kind in [ChildKind::PersistentVolumeClaim, ChildKind::Secret] {
+        for object in ctx.caches.of_tenant(kind, slug) {
+            let mine = is_ours(&object, slug) || (kind == ChildKind::PersistentVolumeClaim && is_database_volume(&object, slug));
+            if object.namespace().as_deref() == Some(namespace) && mine {
+                data.push((kind, object.name_any()));
+            }
+        }
+    }
+    data
+}
+
+/// A retained namespace of this slug is taken back: the `retained` mark is removed from it
+/// and from the data it holds, and the Tenant it came from is recorded on it.
+async fn adopt(
+    valid: &ValidatedTenant,
+    namespace: &str,
+    found: Option<&DynamicObject>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    for (kind, name) in data_of(ctx, &valid.slug, namespace) {
+        apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
+    }
+    let previous = found.and_then(|ns| previous_owner(ns, &valid.uid));
+    let mut metadata = json!({ "labels": { LABEL_RETAINED: null } });
+    if let Some(previous) = &previous {
+        metadata["annotations"] = json!({ ANNOTATION_ADOPTED_FROM: previous });
+    }
+    apply::patch_metadata(ctx, ChildKind::Namespace, None, namespace, metadata).await?;
+    let from = previous.map(|uid| format!(" of the earlier Tenant {uid}")).unwrap_or_default();
+    changes.note(Reason::Adopted, format!("adopted retained namespace {namespace}{from}"));
+    Ok(())
+}
+
+/// Label a namespace and the data in it as retained.
+pub async fn mark_retained(ctx: &Context, slug: &str, namespace: &str) -> Result<(), Error> {
+    let mark = json!({ "labels": { LABEL_RETAINED: "true" } });
+    for (kind, name) in data_of(ctx, slug, namespace) {
+        apply::patch_metadata(ctx, kind, Some(namespace), &name, mark.clone()).await?;
+    }
+    apply::patch_metadata(ctx, ChildKind::Namespace, None, namespace, mark).await?;
+    Ok(())
+}
+
+/// Children that are no longer desired: namespaces of removed environments (retained or
+/// deleted under the deletion policy) and objects of removed applications or quota. Only the
+/// operator's own objects are considered; retained namespaces are never deleted.
+async fn remove_unwanted(
+    tenant: &Tenant,
+    valid: &ValidatedTenant,
+    ctx: &Context,
+    observed: &mut Observations,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    let slug = &valid.slug;
+    let wanted: BTreeSet<&str> = valid.plan.environments.iter().map(|e| e.namespace.as_str()).collect();
+    for ns in ctx.caches.of_tenant(ChildKind::Namespace, slug) {
+        let name = ns.name_any();
+        if wanted.contains(name.as_str()) || !is_ours(&ns, slug) {
+            continue;
+        }
+        let environment = ns
+            .labels()
+            .get(LABEL_ENVIRONMENT)
+            .and_then(|e| Environment::parse(e))
+            .or_else(|| naming::environment_of_namespace(slug, &name));
+        let Some(environment) = environment else { continue };
+        let state = if is_terminating(&ns) {
+            NamespaceState::Terminating
+        } else if is_retained(&ns) {
+            // Retained data is deleted only by a person, whatever the policy says now.
+            NamespaceState::Retained
+        } else {
+            match tenant.spec.deletion_policy {
+                DeletionPolicy::Retain => {
+                    database::retain_environment(valid, environment, ctx).await?;
+                    mark_retained(ctx, slug, &name).await?;
+                    changes.note(Reason::Retained, format!("environment {environment} removed: namespace {name} and its data kept"));
+                    NamespaceState::Retained
+                }
+                DeletionPolicy::Delete => {
+                    database::drop_environment(valid, environment, ctx, changes).await?;
+                    apply::delete(ctx, ChildKind::Namespace, None, &name).await?;
+                    changes.note(Reason::Deleted, format!("environment {environment} removed: deleted namespace {name}"));
+                    NamespaceState::Terminating
+                }
+            }
+        };
+        observed.namespaces.push(NamespaceStatus { environment, name, state });
+    }
+
+    let desired: BTreeSet<(ChildKind, Option<&str>, &str)> =
+        valid.plan.objects().map(|o| (o.kind, o.namespace.as_deref(), o.name.as_str())).collect();
+    for kind in REMOVABLE {
+        for object in ctx.caches.of_tenant(kind, slug) {
+            let namespace = object.namespace();
+            let Some(ns) = namespace.as_deref() else { continue };
+            let name = object.name_any();
+            if !wanted.contains(ns)
+                || is_terminating(&object)
+                || !is_ours(&object, slug)
+                || desired.contains(&(kind, Some(ns), name.as_str()))
+            {
+                continue;
+            }
+            if apply::delete(ctx, kind, Some(ns), &name).await? {
+                changes.note(Reason::Deleted, format!("deleted {} {ns}/{name} (no longer in the spec)", kind.name()));
+            }
+        }
+    }
+    Ok(())
+}

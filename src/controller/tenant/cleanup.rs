@@ -1,0 +1,64 @@
+//! Step 5: the finalizer. A deleted Tenant's data is kept or removed under its
+//! `deletionPolicy`; the finalizer is released only when that is done, so a Tenant deleted
+//! while the operator was down is handled when it returns.
+
+use jiff::Timestamp;
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{api::ListParams, runtime::controller::Action, Api, Resource, ResourceExt};
+
+use super::{apply::mark_retained, database, status};
+use crate::{
+    controller::{
+        apply,
+        ownership::{is_ours, is_retained},
+        Changes, Context, Error,
+    },
+    desired::ChildKind,
+    naming,
+    types::{DeletionPolicy, Tenant},
+};
+
+pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
+    let slug = tenant.metadata.name.clone().ok_or(Error::MissingName)?;
+    let old = tenant.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let new = status::terminating(&old, tenant.spec.deletion_policy, tenant.metadata.generation, &now);
+    ctx.write_status(tenant, tenant.status.as_ref(), &new).await?;
+    ctx.forget_hosts(&slug);
+
+    // The cache can lag behind; the decision to release the finalizer is made on a fresh list.
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let listed = namespaces.list(&ListParams::default().labels(&format!("{}={slug}", naming::LABEL_TENANT))).await?;
+    let mut changes = Changes::default();
+    let mut remaining = Vec::new();
+    for ns in &listed.items {
+        let object = kube::core::DynamicObject::new(&ns.name_any(), &ChildKind::Namespace.api_resource()).data(serde_json::Value::Null);
+        let object = kube::core::DynamicObject { metadata: ns.metadata.clone(), ..object };
+        // Namespaces someone else made, and data already retained, are not the finalizer's.
+        if !is_ours(&object, &slug) || is_retained(&object) {
+            continue;
+        }
+        let name = ns.name_any();
+        match tenant.spec.deletion_policy {
+            DeletionPolicy::Retain if ns.metadata.deletion_timestamp.is_none() => {
+                mark_retained(ctx, &slug, &name).await?;
+                changes.note(crate::types::Reason::Retained, format!("Tenant deleted: namespace {name} and its data kept"));
+            }
+            DeletionPolicy::Retain => {}
+            DeletionPolicy::Delete => {
+                if ns.metadata.deletion_timestamp.is_none() {
+                    apply::delete(ctx, ChildKind::Namespace, None, &name).await?;
+                    changes.note(crate::types::Reason::Deleted, format!("Tenant deleted: deleted namespace {name}"));
+                }
+                remaining.push(name);
+            }
+        }
+    }
+    database::finish_external(tenant, ctx, tenant.spec.deletion_policy == DeletionPolicy::Delete, &mut changes).await?;
+    ctx.changes_event(&tenant.object_ref(&()), &changes);
+    if remaining.is_empty() {
+        Ok(Action::await_change())
+    } else {
+        Err(Error::WaitingForDeletion(format!("namespaces {}", remaining.join(", "))))
+    }
+}

@@ -1,0 +1,292 @@
+//! The database part of step 3: the credentials Secret (its password generated once, never
+//! replaced, never taken from a Secret the operator did not create) and the provider's
+//! readiness, per environment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+
+use super::{status::Observations, validate::ValidatedTenant};
+use crate::{
+    controller::{
+        apply::{self, get_uncached, needs_apply},
+        ownership::{claim, Claim},
+        Changes, Context, Error,
+    },
+    database::{
+        self, credentials_secret,
+        external::{self, AdminConnection, ExternalDbError, ExternalNames},
+        generate_password, ConnectionInfo,
+    },
+    desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
+    naming::{self, ANNOTATION_DATABASE_PROVIDER},
+    types::{DatabaseProvider, DatabaseStatus, Environment, Problem, Reason, Tenant},
+};
+
+pub async fn reconcile_database(
+    tenant: &Tenant,
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    ctx: &Context,
+    observed: &mut Observations,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    let provider = valid.plan.database_provider;
+    let outcome = match (provider, &env.database) {
+        (DatabaseProvider::None, _) => return Ok(()),
+        (DatabaseProvider::External, _) => reconcile_external(tenant, valid, env, ctx, changes).await?,
+        (_, Some(connection)) => match ensure_credentials(valid, env, connection, provider, ctx, changes).await? {
+            Err(problem) => Err(problem),
+            Ok(_) => {
+                let source = database::readiness_source(provider);
+                let observed_object =
+                    source.and_then(|kind| ctx.caches.get(kind, Some(&env.namespace), &naming::database_name(&valid.slug)));
+                database::readiness(provider, observed_object.as_deref()).map(|()| connection.host.clone())
+            }
+        },
+        (_, None) => Err(Problem::new(Reason::DatabaseNotReady, "no connection details for this provider")),
+    };
+    let status = match outcome {
+        Ok(host) => DatabaseStatus {
+            environment: env.environment,
+            provider,
+            host: Some(host),
+            secret_name: Some(naming::database_secret_name(&valid.slug)),
+            ready: true,
+            message: None,
+        },
+        Err(problem) => {
+            let status = DatabaseStatus {
+                environment: env.environment,
+                provider,
+                host: None,
+                secret_name: None,
+                ready: false,
+                message: Some(problem.message.clone()),
+            };
+            observed.database_problems.push(Problem::new(problem.reason, format!("{}: {}", env.namespace, problem.message)));
+            status
+        }
+    };
+    observed.databases.push(status);
+    Ok(())
+}
+
+/// Make sure the environment's credentials Secret exists and return its password. The
+/// password is read from the operator's existing Secret and generated only when there is
+/// none: never replaced by a reconcile. A Secret of that name the operator did not create is
+/// never read (`SecretConflict`): anyone able to create it could otherwise choose the
+/// password of a future tenant's database.
+async fn ensure_credentials(
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    connection: &ConnectionInfo,
+    provider: DatabaseProvider,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<Result<String, Problem>, Error> {
+    let name = naming::database_secret_name(&valid.slug);
+    let existing = match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
+        Some(cached) => Some((*cached).clone()),
+        // The cache may simply not have seen a Secret created moments ago; ask the server
+        // before generating, so a password can never be generated twice.
+        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?,
+    };
+    if claim(existing.as_ref(), &valid.slug) == Claim::Foreign {
+        return Ok(Err(Problem::new(
+            Reason::SecretConflict,
+            format!(
+                "Secret {}/{name} exists and was not created by the operator; its password is not used and no database is \
+                 created. Delete it so the operator can generate one",
+                env.namespace
+            ),
+        )));
+    }
+    let existing_password = existing
+        .as_ref()
+        .and_then(|object| object.clone().try_parse::<Secret>().ok())
+        .and_then(|secret| secret.data?.get("password").map(|p| String::from_utf8_lossy(&p.0).into_owned()))
+        .filter(|password| !password.is_empty());
+    let (password, generated) = match existing_password {
+        Some(password) => (password, false),
+        None => (generate_password(ctx.config.database.password_length), true),
+    };
+    let mut desired =
+        DesiredObject::from_typed(ChildKind::Secret, &credentials_secret(&valid.slug, env.environment, connection, &password))?;
+    // The provider is pinned on the data it serves: a later provider change is refused.
+    if let Some(metadata) = desired.object.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
+        let annotations = metadata.entry("annotations").or_insert_with(|| serde_json::json!({}));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(ANNOTATION_DATABASE_PROVIDER.into(), provider.as_str().into());
+        }
+    }
+    if needs_apply(&desired, &valid.uid, existing.as_ref()) {
+        apply::apply(ctx, &desired, &valid.uid).await?;
+        if generated {
+            changes.note(Reason::Created, format!("created {} with a generated password", desired.describe()));
+        } else {
+            changes.applied(&desired);
+        }
+    }
+    Ok(Ok(password))
+}
+
+/// The provider each environment's existing database was created with, from the data
+/// holders the operator made (and, for databases outside the cluster, the Secret's pin and
+/// the last status).
+pub fn pinned_providers(tenant: &Tenant, ctx: &Context) -> BTreeMap<Environment, DatabaseProvider> {
+    let slug = tenant.name_any();
+    let ours = |kind: ChildKind, namespace: &str, name: &str| {
+        ctx.caches.get(kind, Some(namespace), name).filter(|o| crate::controller::ownership::is_ours(o, &slug))
+    };
+    let mut pinned = BTreeMap::new();
+    for env in Environment::ALL {
+        let namespace = naming::namespace_name(&slug, env);
+        let database = naming::database_name(&slug);
+        let provider = if ours(ChildKind::StatefulSet, &namespace, &database).is_some() {
+            Some(DatabaseProvider::Statefulset)
+        } else if ours(ChildKind::CnpgCluster, &namespace, &database).is_some() {
+            Some(DatabaseProvider::CloudnativePg)
+        } else {
+            ours(ChildKind::Secret, &namespace, &naming::database_secret_name(&slug))
+                .and_then(|secret| secret.annotations().get(ANNOTATION_DATABASE_PROVIDER).and_then(|p| database::provider_named(p)))
+                .or_else(|| {
+                    let status = tenant.status.as_ref()?;
+                    status.databases.iter().find(|db| db.environment == env).map(|db| db.provider)
+                })
+        };
+        if let Some(provider) = provider.filter(|p| *p != DatabaseProvider::None) {
+            pinned.insert(env, provider);
+        }
+    }
+    pinned
+}
+
+/// The admin connection, read from its Secret on every use so a rotated admin password is
+/// picked up without a restart.
+async fn admin_connection(ctx: &Context) -> Result<AdminConnection, ExternalDbError> {
+    let Some(external) = &ctx.config.database.external else {
+        return Err(ExternalDbError::InvalidAdminSecret { key: "database.external", message: "not configured".into() });
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &external.admin_secret.namespace);
+    let secret = secrets.get_opt(&external.admin_secret.name).await.map_err(|e| ExternalDbError::InvalidAdminSecret {
+        key: "secret",
+        message: format!(
+            "cannot read Secret {}/{}: {}",
+            external.admin_secret.namespace,
+            external.admin_secret.name,
+            crate::controller::error::describe_kube_error(&e)
+        ),
+    })?;
+    let Some(secret) = secret else {
+        return Err(ExternalDbError::InvalidAdminSecret {
+            key: "secret",
+            message: format!("Secret {}/{} does not exist", external.admin_secret.namespace, external.admin_secret.name),
+        });
+    };
+    let mut data: BTreeMap<String, String> =
+        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+    data.extend(secret.string_data.unwrap_or_default());
+    AdminConnection::from_secret_data(&data)
+}
+
+fn problem_of(error: &ExternalDbError) -> Problem {
+    let reason = match error {
+        ExternalDbError::InvalidAdminSecret { .. } => Reason::InvalidAdminSecret,
+        ExternalDbError::InvalidName(_) => Reason::InvalidDatabaseName,
+        ExternalDbError::InvalidPassword(_) => Reason::InvalidDatabasePassword,
+        ExternalDbError::ServerUnreachable { .. } => Reason::ServerUnreachable,
+        ExternalDbError::Tls { .. } => Reason::TlsHandshakeFailed,
+        ExternalDbError::AdminAuthenticationFailed { .. } => Reason::AdminAuthenticationFailed,
+        ExternalDbError::TenantLoginFailed { .. } => Reason::TenantLoginFailed,
+        ExternalDbError::InsufficientPrivilege { .. } => Reason::InsufficientPrivilege,
+        ExternalDbError::Database { .. } => Reason::DatabaseError,
+    };
+    Problem::new(reason, error.to_string())
+}
+
+/// Create or adopt the environment's database on the external server and keep its
+/// credentials Secret; the outcome is the host, or what keeps it from being ready.
+async fn reconcile_external(
+    tenant: &Tenant,
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<Result<String, Problem>, Error> {
+    let admin = match admin_connection(ctx).await {
+        Ok(admin) => admin,
+        Err(error) => return Ok(Err(problem_of(&error))),
+    };
+    let names = match ExternalNames::new(&valid.slug, env.environment) {
+        Ok(names) => names,
+        Err(error) => return Ok(Err(problem_of(&error))),
+    };
+    let connection = external::connection_info(&admin, &names);
+    let password = match ensure_credentials(valid, env, &connection, DatabaseProvider::External, ctx, changes).await? {
+        Ok(password) => password,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    match external::ensure_database(&admin, &names, &password).await {
+        Ok(outcome) => {
+            if outcome.created_database {
+                changes.note(Reason::Created, format!("created database {} on {}", names.database(), admin.server()));
+            } else if outcome.adopted_retained {
+                changes.note(Reason::Adopted, format!("adopted retained database {} on {}", names.database(), admin.server()));
+            }
+            Ok(Ok(connection.host))
+        }
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.name_any(), environment = %env.environment, %error, "external database not ready");
+            Ok(Err(problem_of(&error)))
+        }
+    }
+}
+
+fn uses_external(valid_provider: DatabaseProvider) -> bool {
+    valid_provider == DatabaseProvider::External
+}
+
+/// Mark the external database of a removed environment as retained.
+pub async fn retain_environment(valid: &ValidatedTenant, env: Environment, ctx: &Context) -> Result<(), Error> {
+    if !uses_external(valid.plan.database_provider) {
+        return Ok(());
+    }
+    let admin = admin_connection(ctx).await?;
+    external::mark_retained(&admin, &ExternalNames::new(&valid.slug, env)?).await?;
+    Ok(())
+}
+
+/// Drop the external database of a removed environment (deletionPolicy Delete).
+pub async fn drop_environment(valid: &ValidatedTenant, env: Environment, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
+    if !uses_external(valid.plan.database_provider) {
+        return Ok(());
+    }
+    let admin = admin_connection(ctx).await?;
+    let names = ExternalNames::new(&valid.slug, env)?;
+    if external::drop_database(&admin, &names).await?.dropped_database {
+        changes.note(Reason::Deleted, format!("dropped database {} on {}", names.database(), admin.server()));
+    }
+    Ok(())
+}
+
+/// Every environment's external database of a deleted Tenant: retained or dropped.
+pub async fn finish_external(tenant: &Tenant, ctx: &Context, delete: bool, changes: &mut Changes) -> Result<(), Error> {
+    if database::provider_of(tenant, &ctx.config) != DatabaseProvider::External {
+        return Ok(());
+    }
+    let slug = tenant.name_any();
+    let admin = admin_connection(ctx).await?;
+    for env in &tenant.spec.environments {
+        let names = ExternalNames::new(&slug, *env)?;
+        if delete {
+            if external::drop_database(&admin, &names).await?.dropped_database {
+                changes.note(Reason::Deleted, format!("dropped database {} on {}", names.database(), admin.server()));
+            }
+        } else {
+            external::mark_retained(&admin, &names).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Tenant reconciler: the finalizer dispatches to the apply path (validate → build → apply →
+//! status) and to [`cleanup`] when the Tenant is deleted.
+
+mod apply;
+mod cleanup;
+mod database;
+mod hosts;
+mod status;
+mod validate;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{finalizer, Event as FinalizerEvent},
+    },
+    Api, Resource, ResourceExt,
+};
+
+pub use hosts::{HostIndex, Seniority};
+
+use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
+use crate::{
+    desired::tenant::hostnames,
+    naming::FINALIZER,
+    types::{Tenant, TenantPhase},
+};
+
+/// A Tenant as the controller receives it: a malformed object in the watch must not stop the
+/// controller, so deserialization errors arrive here instead of failing the whole list.
+pub type GuardedTenant = kube::core::DeserializeGuard<Tenant>;
+
+pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(tenant) = readable(&guarded) else { return Ok(Action::await_change()) };
+    // Before the caches hold their initial lists, a missing object would look deleted and be
+    // applied again (after a restart, thousands of writes).
+    ctx.caches_ready().await;
+    let _timer = ctx.metrics.reconcile_started(ControllerKind::Tenant.as_str());
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, Arc::new(tenant.clone()), |event| async {
+        match event {
+            FinalizerEvent::Apply(tenant) => reconcile_tenant(&tenant, &ctx).await,
+            FinalizerEvent::Cleanup(tenant) => cleanup::cleanup(&tenant, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    match &result {
+        Ok(_) => ctx.succeeded(ControllerKind::Tenant, &tenant.name_any()),
+        Err(error) => report_failure(&tenant, error, &ctx).await,
+    }
+    result
+}
+
+pub fn error_policy(guarded: Arc<GuardedTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.failed(ControllerKind::Tenant, guarded.as_ref(), error)
+}
+
+/// A failed reconcile never leaves `Ready=True` behind: the status says it failed and why.
+async fn report_failure(tenant: &Tenant, error: &Error, ctx: &Context) {
+    if error.kind() == ErrorKind::Waiting || tenant.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let old = tenant.status.clone().unwrap_or_default();
+    let new = status::failed(&old, &error.to_string(), tenant.metadata.generation, &Time(Timestamp::now()));
+    if let Err(write_error) = ctx.write_status(tenant, tenant.status.as_ref(), &new).await {
+        tracing::debug!(tenant = %tenant.name_any(), %write_error, "could not record the failure in status");
+    }
+}
+
+/// The seniority of a Tenant in the hostname index.
+pub fn seniority(tenant: &Tenant) -> Seniority {
+    Seniority { created: tenant.metadata.creation_timestamp.as_ref().map(|t| t.0), name: tenant.name_any() }
+}
+
+async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
+    let now = Time(Timestamp::now());
+    let generation = tenant.metadata.generation;
+    let old = tenant.status.clone().unwrap_or_default();
+    if tenant.spec.suspend {
+        ctx.write_status(tenant, tenant.status.as_ref(), &status::suspended(&old, generation, &now)).await?;
+        return Ok(Action::await_change());
+    }
+
+    let contested = ctx.claim_hosts(seniority(tenant), hostnames(tenant, &ctx.config));
+    let pinned = database::pinned_providers(tenant, ctx);
+    let valid = match validate::validate(tenant, &ctx.config, &pinned, contested) {
+        Ok(valid) => valid,
+        Err(problem) => {
+            let new = status::refused(&old, &problem, generation, &now);
+            if ctx.write_status(tenant, tenant.status.as_ref(), &new).await? {
+                ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
+            }
+            return Ok(Action::await_change());
+        }
+    };
+
+    let mut changes = Changes::default();
+    let observed = apply::apply_tenant(tenant, &valid, ctx, &mut changes).await?;
+    ctx.changes_event(&tenant.object_ref(&()), &changes);
+    let (new, stalled) = status::reconciled(&old, &valid.plan, observed, generation, &now);
+    let ready = new.phase == Some(TenantPhase::Ready);
+    let contested = !valid.contested_hosts.is_empty();
+    if ctx.write_status(tenant, tenant.status.as_ref(), &new).await? {
+        if let Some(problem) = stalled {
+            ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
+        }
+    }
+    // A contested host is polled: it becomes free when the older Tenant lets it go.
+    Ok(Action::requeue(if ready && !contested { RESYNC } else { POLL }))
+}

@@ -1,0 +1,82 @@
+//! Step 4 for a TenantUser (pure): which bindings exist → the user's status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::{
+    controller::summary::Summary,
+    desired::{rbac::NotBound, user::UserPlan},
+    types::{Problem, Reason, TenantUserStatus},
+};
+
+/// What applying a user's bindings found.
+#[derive(Debug, Default)]
+pub struct BindingObservations {
+    /// Environment namespaces that do not exist (yet) or are not the tenant's live ones.
+    pub waiting: Vec<String>,
+    /// Bindings the API server refused, one problem each.
+    pub refused: Vec<Problem>,
+}
+
+pub fn bound(
+    old: &TenantUserStatus,
+    plan: &UserPlan,
+    slug: &str,
+    observed: BindingObservations,
+    generation: Option<i64>,
+    now: &Time,
+) -> TenantUserStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    let mut waiting = observed.waiting;
+    waiting.sort();
+    waiting.dedup();
+    status.effective_role = plan.effective_role;
+    status.bound_namespaces = plan.bound_namespaces.iter().filter(|ns| !waiting.contains(ns)).cloned().collect();
+    let role = plan.effective_role.map(|r| r.to_string()).unwrap_or_default();
+    let prod_only: Vec<String> =
+        plan.not_bound.iter().filter(|(_, why)| *why == NotBound::ProdOnlyRole).map(|(env, _)| env.to_string()).collect();
+
+    let problem = if let Some(first) = observed.refused.first() {
+        // Every refused binding is named; the others are in place.
+        let message = observed.refused.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        Some(Problem::new(first.reason, message))
+    } else if !waiting.is_empty() {
+        Some(Problem::new(Reason::WaitingForNamespaces, format!("namespaces {} of tenant {slug} do not exist yet", waiting.join(", "))))
+    } else if plan.bindings.is_empty() && !prod_only.is_empty() {
+        Some(Problem::new(
+            Reason::RoleRequiresProd,
+            format!("{role} accounts are only supported in prod, and tenant {slug} has no prod environment"),
+        ))
+    } else {
+        None
+    };
+    match &problem {
+        Some(problem) => Summary::of(problem).apply(&mut status.conditions, generation, now),
+        None => {
+            let mut message = format!("bound in {}", status.bound_namespaces.join(", "));
+            if !prod_only.is_empty() {
+                message.push_str(&format!("; {role} is not bound in {} (prod only)", prod_only.join(", ")));
+            }
+            Summary::Ready(&message).apply(&mut status.conditions, generation, now);
+        }
+    }
+    status
+}
+
+/// Status of a user the validate step refused: no bindings.
+pub fn refused(old: &TenantUserStatus, problem: &Problem, generation: Option<i64>, now: &Time) -> TenantUserStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    status.effective_role = None;
+    status.bound_namespaces.clear();
+    Summary::of(problem).apply(&mut status.conditions, generation, now);
+    status
+}
+
+/// Status after a reconcile that failed with an error it retries.
+pub fn failed(old: &TenantUserStatus, message: &str, generation: Option<i64>, now: &Time) -> TenantUserStatus {
+    let mut status = old.clone();
+    let problem = Problem::new(Reason::ReconcileFailed, format!("{message}; retrying"));
+    Summary::Progressing(&problem).apply(&mut status.conditions, generation, now);
+    status
+}

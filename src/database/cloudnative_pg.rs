@@ -1,0 +1,71 @@
+//! The `cloudnative-pg` provider: a CloudNativePG `Cluster` per environment, bootstrapped
+//! from the tenant's credentials Secret; CloudNativePG runs the database.
+
+use kube::core::DynamicObject;
+use serde_json::json;
+
+use super::{db_labels, storage, storage_class, ConnectionInfo, ProviderObjects, POSTGRES_PORT};
+use crate::{
+    config::Config,
+    desired::{ChildKind, DesiredObject},
+    naming,
+    types::{Environment, Problem, Reason, Tenant},
+};
+
+/// The Cluster; reachable through CloudNativePG's read-write Service `<cluster>-rw`.
+pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> Result<ProviderObjects, serde_json::Error> {
+    let namespace = naming::namespace_name(slug, env);
+    Ok(ProviderObjects {
+        objects: vec![cluster(tenant, slug, env, config)],
+        connection: Some(ConnectionInfo {
+            host: format!("{}-rw.{namespace}.svc", naming::database_name(slug)),
+            port: POSTGRES_PORT,
+            dbname: naming::sql_database_name(slug, env),
+            username: naming::sql_user_name(slug),
+            require_tls: false,
+        }),
+    })
+}
+
+/// Ready when CloudNativePG reports a ready instance; its phase says what it is doing.
+pub fn readiness(observed: Option<&DynamicObject>) -> Result<(), Problem> {
+    let Some(cluster) = observed else {
+        return Err(Problem::new(Reason::DatabaseNotReady, "CloudNativePG Cluster not created yet"));
+    };
+    let ready = cluster.data.pointer("/status/readyInstances").and_then(|v| v.as_i64()).unwrap_or(0);
+    if ready >= 1 {
+        return Ok(());
+    }
+    let phase = cluster.data.pointer("/status/phase").and_then(|v| v.as_str()).unwrap_or("");
+    let message = if phase.is_empty() { "waiting for CloudNativePG".to_string() } else { format!("CloudNativePG: {phase}") };
+    Err(Problem::new(Reason::DatabaseNotReady, message))
+}
+
+fn cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> DesiredObject {
+    let cnpg = &config.database.cloudnative_pg;
+    let name = naming::database_name(slug);
+    let namespace = naming::namespace_name(slug, env);
+    let mut storage_spec = json!({ "size": storage(tenant, &cnpg.storage).0 });
+    if let Some(class) = storage_class(tenant, &None) {
+        storage_spec["storageClass"] = json!(class);
+    }
+    let mut spec = json!({
+        "instances": cnpg.instances,
+        "storage": storage_spec,
+        "bootstrap": { "initdb": {
+            "database": naming::sql_database_name(slug, env),
+            "owner": naming::sql_user_name(slug),
+            "secret": { "name": naming::database_secret_name(slug) },
+        }},
+    });
+    if let Some(image) = &cnpg.image_name {
+        spec["imageName"] = json!(image);
+    }
+    let object = json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": { "name": name, "namespace": namespace, "labels": db_labels(slug, env) },
+        "spec": spec,
+    });
+    DesiredObject { kind: ChildKind::CnpgCluster, namespace: Some(namespace), name, object }
+}

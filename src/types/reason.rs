@@ -1,0 +1,249 @@
+//! The vocabulary of status: condition types, the reasons documented for them, and a
+//! [`Problem`] (a reason with a message a person can act on).
+//!
+//! Reasons are an enum so that a decision (is this stalled? is this a database problem?) is
+//! made on a variant, never by comparing or parsing strings.
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The condition types the operator writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
+    /// Everything the resource asks for exists and works.
+    Ready,
+    /// The operator is still working towards the spec (kstatus).
+    Reconciling,
+    /// The operator cannot make progress without a change by a person (kstatus).
+    Stalled,
+    NamespacesReady,
+    IngressReady,
+    DatabaseReady,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
+            ConditionType::NamespacesReady => "NamespacesReady",
+            ConditionType::IngressReady => "IngressReady",
+            ConditionType::DatabaseReady => "DatabaseReady",
+        }
+    }
+}
+
+impl AsRef<str> for ConditionType {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident ),* $(,)?) => {
+        /// Every reason the operator writes into a condition or an Event. `docs/` documents
+        /// each one (what it means, what to do).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Reason::$variant => stringify!($variant), )*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // Progress and success.
+    /// All environments, endpoints and databases are ready.
+    Ready,
+    /// The environment's objects are applied.
+    Applied,
+    /// Work is in progress (Reconciling).
+    Provisioning,
+    /// The database provider is `none`.
+    NoDatabase,
+    /// A user's RoleBindings are in place.
+    Bound,
+    /// `spec.suspend` is true.
+    Suspended,
+    /// The resource is being deleted.
+    Terminating,
+    /// The last reconcile failed; it is retried with back-off.
+    ReconcileFailed,
+    /// Waiting for the environment namespaces before routing.
+    NamespacesNotReady,
+    /// A namespace of the tenant is being deleted; it is re-created once gone.
+    NamespaceTerminating,
+    /// The database exists but does not accept connections yet.
+    DatabaseNotReady,
+
+    // Refusals that need a person (Stalled).
+    /// `spec.cluster` is not in the operator configuration.
+    UnknownCluster,
+    /// An application is not in the operator configuration's catalogue.
+    UnknownApplication,
+    /// The `external` provider is chosen but not configured.
+    DatabaseProviderNotConfigured,
+    /// The resource cannot be read (no name).
+    InvalidSpec,
+    /// The API server refused an object.
+    ApplyFailed,
+    /// The CloudNativePG operator is not installed.
+    CloudNativePgNotInstalled,
+    /// An environment namespace exists and was not created by the operator for this tenant.
+    NamespaceConflict,
+    /// The credentials Secret exists and was not created by the operator.
+    SecretConflict,
+    /// An object the operator wants to create exists and is someone else's.
+    ObjectConflict,
+    /// An external database or role of that name exists and is not the operator's.
+    DatabaseConflict,
+    /// An older Tenant already routes one of this Tenant's hostnames.
+    HostnameConflict,
+    /// The database provider of an environment changed after its database was created.
+    ProviderChangeRefused,
+
+    // External database provider.
+    InvalidAdminSecret,
+    InvalidDatabaseName,
+    InvalidDatabasePassword,
+    ServerUnreachable,
+    TlsHandshakeFailed,
+    AdminAuthenticationFailed,
+    TenantLoginFailed,
+    InsufficientPrivilege,
+    DatabaseError,
+
+    // TenantUser.
+    /// The user's tenant does not exist (yet).
+    TenantNotFound,
+    /// The user's tenant is being deleted.
+    TenantTerminating,
+    /// Another, older user of the tenant has this email.
+    DuplicateEmail,
+    /// Another, older user of the tenant has this username.
+    DuplicateUsername,
+    /// Some environment namespaces of the tenant do not exist yet.
+    WaitingForNamespaces,
+    /// Supervisor and Agent are only bound in prod, and the tenant has none.
+    RoleRequiresProd,
+    /// The API server refused a RoleBinding to a custom role (the operator may not bind it).
+    CustomRoleRefused,
+    /// A custom role does not exist.
+    CustomRoleNotFound,
+
+    // Events.
+    Created,
+    Deleted,
+    Retained,
+    Adopted,
+}
+
+impl Reason {
+    /// Whether a resource held up for this reason waits for a person (kstatus `Stalled`)
+    /// rather than for time (a database starting, a namespace going away).
+    pub fn needs_a_person(self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownCluster
+                | Reason::UnknownApplication
+                | Reason::DatabaseProviderNotConfigured
+                | Reason::InvalidSpec
+                | Reason::ApplyFailed
+                | Reason::CloudNativePgNotInstalled
+                | Reason::NamespaceConflict
+                | Reason::SecretConflict
+                | Reason::ObjectConflict
+                | Reason::DatabaseConflict
+                | Reason::HostnameConflict
+                | Reason::ProviderChangeRefused
+                | Reason::InvalidAdminSecret
+                | Reason::InvalidDatabaseName
+                | Reason::InvalidDatabasePassword
+                | Reason::TlsHandshakeFailed
+                | Reason::AdminAuthenticationFailed
+                | Reason::InsufficientPrivilege
+                | Reason::DuplicateEmail
+                | Reason::DuplicateUsername
+                | Reason::RoleRequiresProd
+                | Reason::CustomRoleRefused
+                | Reason::CustomRoleNotFound
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that keeps a resource from being ready, as it is reported in a condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// A condition with the transition time `now`; [`super::set_condition`] keeps the previous
+/// transition time when the status did not change.
+pub fn condition(
+    type_: ConditionType,
+    status: bool,
+    reason: Reason,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.as_str().to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: reason.as_str().to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_camel_case_and_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for reason in Reason::ALL {
+            let text = reason.as_str();
+            assert!(text.starts_with(|c: char| c.is_ascii_uppercase()) && text.chars().all(|c| c.is_ascii_alphanumeric()), "{text}");
+            assert!(seen.insert(text), "{text} twice");
+        }
+    }
+}
