@@ -35,6 +35,69 @@ pub struct Config {
     pub users: UserConfig,
     #[serde(default)]
     pub network_policy: NetworkPolicyConfig,
+    #[serde(default)]
+    pub namespaces: NamespaceConfig,
+}
+
+/// What every tenant namespace gets besides the tenant's own objects.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceConfig {
+    #[serde(default)]
+    pub pod_security: PodSecurityConfig,
+    /// Default container requests and limits (a LimitRange) in namespaces with a quota: a quota
+    /// on `requests.cpu`/`requests.memory` makes the API server refuse pods that set none.
+    #[serde(default)]
+    pub default_container_resources: ContainerDefaults,
+}
+
+/// Pod Security Admission levels (`privileged`, `baseline`, `restricted`) of tenant namespaces.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurityConfig {
+    #[serde(default = "default_enforce")]
+    pub enforce: String,
+    #[serde(default = "default_restricted")]
+    pub warn: String,
+    #[serde(default = "default_restricted")]
+    pub audit: String,
+}
+
+fn default_enforce() -> String {
+    "baseline".to_string()
+}
+
+fn default_restricted() -> String {
+    "restricted".to_string()
+}
+
+impl Default for PodSecurityConfig {
+    fn default() -> Self {
+        Self { enforce: default_enforce(), warn: default_restricted(), audit: default_restricted() }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerDefaults {
+    #[serde(default = "default_requests")]
+    pub default_request: BTreeMap<String, Quantity>,
+    #[serde(default = "default_limits")]
+    pub default: BTreeMap<String, Quantity>,
+}
+
+fn default_requests() -> BTreeMap<String, Quantity> {
+    BTreeMap::from([("cpu".to_string(), Quantity("100m".into())), ("memory".to_string(), Quantity("128Mi".into()))])
+}
+
+fn default_limits() -> BTreeMap<String, Quantity> {
+    BTreeMap::from([("cpu".to_string(), Quantity("1".into())), ("memory".to_string(), Quantity("512Mi".into()))])
+}
+
+impl Default for ContainerDefaults {
+    fn default() -> Self {
+        Self { default_request: default_requests(), default: default_limits() }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -321,7 +384,39 @@ impl Config {
         if !is_dns_label(&self.network_policy.ingress_controller_namespace) {
             return Err(("networkPolicy.ingressControllerNamespace".into(), "is not a valid namespace name".into()));
         }
+        let levels = ["privileged", "baseline", "restricted"];
+        let pod_security = &self.namespaces.pod_security;
+        for (field, level) in [("enforce", &pod_security.enforce), ("warn", &pod_security.warn), ("audit", &pod_security.audit)] {
+            if !levels.contains(&level.as_str()) {
+                return Err((format!("namespaces.podSecurity.{field}"), format!("{level:?} is not one of {}", levels.join(", "))));
+            }
+        }
         Ok(())
+    }
+
+    /// Hostname templates that can give two tenants (or two applications) the same host. Not
+    /// errors, because a platform may know its slugs and application keys never collide, but
+    /// logged at start. Slugs and application keys may contain `-`, so after `{tenant}` or
+    /// `{app}` only a `.` (or, after `{tenant}`, `-{env}`: slugs cannot end in an environment
+    /// name) keeps the parts apart.
+    pub fn hostname_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (field, template) in [("hostnames.prod", &self.hostnames.prod), ("hostnames.nonProd", &self.hostnames.non_prod)] {
+            for placeholder in ["{tenant}", "{app}"] {
+                for (at, _) in template.match_indices(placeholder) {
+                    let rest = &template[at + placeholder.len()..];
+                    let separated = rest.is_empty() || rest.starts_with('.') || (placeholder == "{tenant}" && rest.starts_with("-{env}"));
+                    if !separated {
+                        warnings.push(format!(
+                            "{field}: {template:?} does not separate {placeholder} from what follows by a '.', so two tenants or \
+                             applications may get the same hostname; the operator refuses the newer Tenant's contested hosts \
+                             (HostnameConflict)"
+                        ));
+                    }
+                }
+            }
+        }
+        warnings
     }
 }
 
@@ -385,6 +480,24 @@ mod tests {
         assert_eq!(config.clusters.len(), 3);
         assert_eq!(config.applications["u-assist"].service_port, 8080);
         assert_eq!(config.database.default_provider, DatabaseProvider::Statefulset);
+    }
+
+    #[test]
+    fn default_hostname_templates_are_injective_and_others_are_warned_about() {
+        let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+        assert_eq!(config.hostname_warnings(), Vec::<String>::new());
+        let loose = Config::parse(&format!("{MINIMAL}hostnames:\n  prod: \"{{tenant}}-{{app}}.{{domain}}\"\n"), "c.yaml").unwrap();
+        let warnings = loose.hostname_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("hostnames.prod"), "{warnings:?}");
+    }
+
+    #[test]
+    fn pod_security_levels_are_checked() {
+        assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    enforce: strict\n")).contains("namespaces.podSecurity.enforce"));
+        let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+        assert_eq!(config.namespaces.pod_security.enforce, "baseline");
+        assert_eq!(config.namespaces.pod_security.warn, "restricted");
     }
 
     #[test]

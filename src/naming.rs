@@ -30,6 +30,7 @@ pub const ANNOTATION_ADOPTED_FROM: &str = "tenancy.platform.dev/adopted-from-uid
 pub const TENANT_CONFIG_MAP: &str = "tenant-config";
 pub const NETWORK_POLICY: &str = "tenant-isolation";
 pub const RESOURCE_QUOTA: &str = "tenant-quota";
+pub const LIMIT_RANGE: &str = "tenant-defaults";
 
 /// Namespace of one environment of a tenant.
 pub fn namespace_name(slug: &str, env: Environment) -> String {

@@ -7,8 +7,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
-            Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-            PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+            ServiceSpec, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -22,6 +23,9 @@ use crate::{
     naming,
     types::{Environment, Problem, Reason, Tenant},
 };
+
+/// User and group of the `postgres` user in the official PostgreSQL images.
+const POSTGRES_UID: i64 = 999;
 
 /// The StatefulSet and its Service; reachable at `<slug>-db.<namespace>.svc`.
 pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> Result<ProviderObjects, serde_json::Error> {
@@ -107,6 +111,16 @@ fn statefulset(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
             ..VolumeMount::default()
         }]),
         resources: sts_config.resources.clone(),
+        // Compatible with the `restricted` Pod Security level: the official image runs as the
+        // `postgres` user (999) when started as it.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), add: None }),
+            run_as_non_root: Some(true),
+            run_as_user: Some(POSTGRES_UID),
+            run_as_group: Some(POSTGRES_UID),
+            ..SecurityContext::default()
+        }),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(vec!["sh".into(), "-c".into(), "pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1".into()]),
@@ -143,7 +157,16 @@ fn statefulset(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(db_labels(slug, env)), ..ObjectMeta::default() }),
-                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(POSTGRES_UID),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
             },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()

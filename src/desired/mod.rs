@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service},
+    core::v1::{ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service},
     networking::v1::{Ingress, NetworkPolicy},
     rbac::v1::{ClusterRole, RoleBinding},
 };
@@ -35,6 +35,7 @@ pub enum ChildKind {
     Ingress,
     NetworkPolicy,
     ResourceQuota,
+    LimitRange,
     RoleBinding,
     ClusterRole,
     CnpgCluster,
@@ -42,7 +43,7 @@ pub enum ChildKind {
 
 impl ChildKind {
     /// Kinds a Tenant owns (RoleBindings belong to TenantUsers, ClusterRoles to the install).
-    pub const TENANT_CHILDREN: [ChildKind; 10] = [
+    pub const TENANT_CHILDREN: [ChildKind; 11] = [
         ChildKind::Namespace,
         ChildKind::ConfigMap,
         ChildKind::Secret,
@@ -52,6 +53,7 @@ impl ChildKind {
         ChildKind::Ingress,
         ChildKind::NetworkPolicy,
         ChildKind::ResourceQuota,
+        ChildKind::LimitRange,
         ChildKind::CnpgCluster,
     ];
 
@@ -66,6 +68,7 @@ impl ChildKind {
             ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
             ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
             ChildKind::ResourceQuota => ApiResource::erase::<ResourceQuota>(&()),
+            ChildKind::LimitRange => ApiResource::erase::<LimitRange>(&()),
             ChildKind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
             ChildKind::ClusterRole => ApiResource::erase::<ClusterRole>(&()),
             ChildKind::CnpgCluster => {
@@ -89,6 +92,7 @@ impl ChildKind {
             ChildKind::Ingress => "Ingress",
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::ResourceQuota => "ResourceQuota",
+            ChildKind::LimitRange => "LimitRange",
             ChildKind::RoleBinding => "RoleBinding",
             ChildKind::ClusterRole => "ClusterRole",
             ChildKind::CnpgCluster => "Cluster",

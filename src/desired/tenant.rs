@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Namespace, ResourceQuota, ResourceQuotaSpec},
+        core::v1::{ConfigMap, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec},
         networking::v1::{
             HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, IngressTLS,
             NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
@@ -21,7 +21,7 @@ use super::{tenant_labels, ChildKind, DesiredObject};
 use crate::{
     config::{ClusterConfig, Config},
     database,
-    naming::{self, NETWORK_POLICY, RESOURCE_QUOTA, TENANT_CONFIG_MAP},
+    naming::{self, LIMIT_RANGE, NETWORK_POLICY, RESOURCE_QUOTA, TENANT_CONFIG_MAP},
     types::{DatabaseProvider, EndpointStatus, Environment, Reason, Tenant},
 };
 
@@ -116,12 +116,15 @@ impl TenantPlan {
             endpoints.extend(urls.iter().map(|(app, url)| EndpointStatus { application: app.clone(), environment: env, url: url.clone() }));
 
             let mut objects = vec![
-                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env))?,
+                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
                 DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config))?,
             ];
             if let Some(quota) = resource_quota(tenant, &slug, env) {
                 objects.push(DesiredObject::from_typed(ChildKind::ResourceQuota, &quota)?);
+            }
+            if let Some(limits) = limit_range(tenant, &slug, env, config) {
+                objects.push(DesiredObject::from_typed(ChildKind::LimitRange, &limits)?);
             }
             for app in &spec.applications {
                 // Presence was checked above; a missing key would be a bug, not user input.
@@ -184,8 +187,33 @@ fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -
     ObjectMeta { name: Some(name.to_string()), namespace: namespace.map(str::to_string), labels: Some(labels), ..ObjectMeta::default() }
 }
 
-pub fn namespace_object(slug: &str, env: Environment) -> Namespace {
-    Namespace { metadata: meta(&naming::namespace_name(slug, env), None, tenant_labels(slug, Some(env))), ..Namespace::default() }
+/// An environment namespace, with the Pod Security Admission levels of the configuration.
+pub fn namespace_object(slug: &str, env: Environment, config: &Config) -> Namespace {
+    let mut labels = tenant_labels(slug, Some(env));
+    let pod_security = &config.namespaces.pod_security;
+    for (mode, level) in [("enforce", &pod_security.enforce), ("warn", &pod_security.warn), ("audit", &pod_security.audit)] {
+        labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.clone());
+    }
+    Namespace { metadata: meta(&naming::namespace_name(slug, env), None, labels), ..Namespace::default() }
+}
+
+/// Default container requests and limits where a quota is set: the quota makes the API server
+/// refuse pods without requests, the tenant's own database pod included.
+fn limit_range(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> Option<LimitRange> {
+    tenant.spec.quota.as_ref()?;
+    let defaults = &config.namespaces.default_container_resources;
+    let namespace = naming::namespace_name(slug, env);
+    Some(LimitRange {
+        metadata: meta(LIMIT_RANGE, Some(&namespace), tenant_labels(slug, Some(env))),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".to_string(),
+                default: Some(defaults.default.clone()),
+                default_request: Some(defaults.default_request.clone()),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    })
 }
 
 fn tenant_config_map(

@@ -21,10 +21,11 @@ use crate::{
     types::{DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
 
-/// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota.
+/// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota
+/// and its LimitRange.
 /// Data holders (Secrets, PVCs, the StatefulSet, the CloudNativePG Cluster) are never among
 /// them: they go only with their environment or Tenant, under `deletionPolicy: Delete`.
-const REMOVABLE: [ChildKind; 2] = [ChildKind::Ingress, ChildKind::ResourceQuota];
+const REMOVABLE: [ChildKind; 3] = [ChildKind::Ingress, ChildKind::ResourceQuota, ChildKind::LimitRange];
 
 /// Apply every environment of the plan and remove what the spec no longer asks for.
 pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<Observations, Error> {
