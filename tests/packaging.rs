@@ -295,9 +295,13 @@ fn operator_cluster_role_is_least_privilege() {
     ];
     // Deleted only where the operator removes its own objects (removed environments, quota,
     // applications, user bindings); the rest goes only with its namespace.
-    for (group, resource) in
-        [("", "namespaces"), ("", "resourcequotas"), ("networking.k8s.io", "ingresses"), ("rbac.authorization.k8s.io", "rolebindings")]
-    {
+    for (group, resource) in [
+        ("", "namespaces"),
+        ("", "resourcequotas"),
+        ("", "limitranges"),
+        ("networking.k8s.io", "ingresses"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
         want.push((group, resource, &watch_and_write));
     }
     for (group, resource) in [

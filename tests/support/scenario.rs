@@ -35,7 +35,7 @@ struct Running {
 
 pub struct Scenario {
     env: TestEnv,
-    config: Arc<Config>,
+    config: Mutex<Arc<Config>>,
     operator: Mutex<Option<Running>>,
     tenants: Mutex<Vec<String>>,
     users: Mutex<Vec<String>>,
@@ -62,7 +62,7 @@ impl Scenario {
         let timeout = if env.fake().is_some() { Duration::from_secs(30) } else { Duration::from_secs(180) };
         let scenario = Self {
             env,
-            config: Arc::new(config),
+            config: Mutex::new(Arc::new(config)),
             operator: Mutex::new(None),
             tenants: Mutex::default(),
             users: Mutex::default(),
@@ -96,12 +96,22 @@ impl Scenario {
     pub fn start_operator(&self) {
         let (stop, stopped) = oneshot::channel();
         let options = ControllerOptions { concurrency: 16, metrics: self.metrics.clone(), ..ControllerOptions::default() };
-        let task = tokio::spawn(run_controllers(self.client(), self.config.clone(), options, async move {
+        let config = self.config.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone());
+        let task = tokio::spawn(run_controllers(self.client(), config, options, async move {
             let _ = stopped.await;
         }));
         if let Ok(mut operator) = self.operator.lock() {
             *operator = Some(Running { stop, task });
         }
+    }
+
+    /// Stop the operator and start it again with another configuration.
+    pub async fn restart_operator_with(&self, config: Config) {
+        self.stop_operator().await;
+        if let Ok(mut current) = self.config.lock() {
+            *current = Arc::new(config);
+        }
+        self.start_operator();
     }
 
     /// Stop the operator, letting in-flight reconciles finish.

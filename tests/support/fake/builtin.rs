@@ -85,7 +85,21 @@ pub fn default(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
             }
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
-        ("", "Secret") => set_default(obj, "/type", json!("Opaque")),
+        ("", "Secret") => {
+            set_default(obj, "/type", json!("Opaque"));
+            // Like the real server (pkg/apis/core/v1 conversion): stringData is write-only,
+            // merged into data base64-encoded, and never stored.
+            if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+                if !obj.get("data").is_some_and(Value::is_object) {
+                    obj["data"] = json!({});
+                }
+                for (key, value) in string_data {
+                    let text = value.as_str().unwrap_or_default();
+                    let encoded = serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap_or_default();
+                    obj["data"][key] = encoded;
+                }
+            }
+        }
         ("", "Service") => {
             set_default(obj, "/spec/type", json!("ClusterIP"));
             set_default(obj, "/spec/sessionAffinity", json!("None"));

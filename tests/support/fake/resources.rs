@@ -197,6 +197,7 @@ pub fn builtins() -> Vec<ResourceType> {
     let mut rq = builtin("", "ResourceQuota", "resourcequotas", true, &["quota"]);
     rq.status = true;
     v.push(rq);
+    v.push(builtin("", "LimitRange", "limitranges", true, &["limits"]));
     v.push(builtin("", "ServiceAccount", "serviceaccounts", true, &["sa"]));
     v.push(builtin("events.k8s.io", "Event", "events", true, &["ev"]));
     let mut sts = builtin("apps", "StatefulSet", "statefulsets", true, &["sts"]);

@@ -1,0 +1,274 @@
+//! Ownership and data safety (the product's "What the operator deletes, and when"): the
+//! operator changes or deletes only what it created, and deletes data only on an explicit
+//! Delete. Fake by default; a real cluster with `TENANT_OPERATOR_E2E_KUBECONFIG`.
+
+mod support;
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Namespace, Secret},
+    networking::v1::Ingress,
+};
+use kube::{
+    api::{DeleteParams, PostParams},
+    Api, ResourceExt,
+};
+use serde_json::json;
+use support::scenario::{example_config, Scenario};
+use tenant_operator::types::{Conditions, NamespaceState, Tenant, TenantPhase};
+
+fn tenant(slug: &str, extra: serde_json::Value) -> Tenant {
+    let mut spec = json!({
+        "displayName": "Safe Corp",
+        "cluster": "uk",
+        "environments": ["dev"],
+        "applications": ["xconsole"],
+        "database": {"provider": "none"},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(
+        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug}, "spec": spec}),
+    )
+    .expect("test tenant")
+}
+
+fn ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
+}
+
+/// The Tenant is stalled for `reason` at its current generation.
+fn stalled(reason: &'static str) -> impl Fn(&Tenant) -> bool {
+    move |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.observed_generation == t.metadata.generation
+                && s.is_true("Stalled")
+                && s.condition("Stalled").is_some_and(|c| c.reason == reason)
+                && s.condition("Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
+        })
+    }
+}
+
+fn namespace_state(t: &Tenant, name: &str) -> Option<NamespaceState> {
+    t.status.as_ref()?.namespaces.iter().find(|n| n.name == name).map(|n| n.state)
+}
+
+/// A ConfigMap a person creates in a tenant namespace, with a copy of the tenant's label.
+async fn user_configmap(s: &Scenario, namespace: &str, slug: &str) {
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "team-notes", "namespace": namespace, "labels": {"tenancy.platform.dev/tenant": slug}},
+        "data": {"owner": "a person"},
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(s.client(), namespace).create(&PostParams::default(), &cm).await.expect("create user ConfigMap");
+}
+
+async fn configmap_exists(s: &Scenario, namespace: &str, name: &str) -> bool {
+    Api::<ConfigMap>::namespaced(s.client(), namespace).get_opt(name).await.ok().flatten().is_some()
+}
+
+#[tokio::test]
+async fn a_policy_flip_never_deletes_a_retained_namespace() {
+    let s = Scenario::start().await;
+    let slug = s.slug("flap");
+    let staging = format!("{slug}-staging");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "staging"], "deletionPolicy": "Retain"}))).await;
+    s.wait_tenant(&slug, ready).await;
+    user_configmap(&s, &staging, &slug).await;
+
+    s.patch_spec(&slug, json!({"environments": ["dev"]})).await;
+    s.wait_tenant(&slug, |t| ready(t) && namespace_state(t, &staging) == Some(NamespaceState::Retained)).await;
+
+    // The flip that used to delete the retained namespace at once.
+    s.patch_spec(&slug, json!({"deletionPolicy": "Delete"})).await;
+    let t = s.wait_tenant(&slug, ready).await;
+    assert_eq!(namespace_state(&t, &staging), Some(NamespaceState::Retained), "still reported as retained");
+    let ns = Api::<Namespace>::all(s.client()).get(&staging).await.expect("retained namespace still there");
+    assert!(ns.metadata.deletion_timestamp.is_none(), "retained namespace must not be deleted by a policy change");
+    assert!(configmap_exists(&s, &staging, "team-notes").await, "the data in it stays");
+
+    // Nor by the Tenant's deletion under Delete: retained data is deleted only by a person.
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    let ns = Api::<Namespace>::all(s.client()).get(&staging).await.expect("retained namespace survives the Tenant");
+    assert!(ns.metadata.deletion_timestamp.is_none());
+    let _ = Api::<Namespace>::all(s.client()).delete(&staging, &DeleteParams::default()).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_namespace_the_operator_did_not_create_is_never_adopted() {
+    let s = Scenario::start().await;
+    let slug = s.slug("squat");
+    let dev = format!("{slug}-dev");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": dev, "labels": {"team": "someone-else"}}})).expect("ns");
+    Api::<Namespace>::all(s.client()).create(&PostParams::default(), &ns).await.expect("create foreign namespace");
+
+    s.create_tenant(&tenant(&slug, json!({"deletionPolicy": "Delete"}))).await;
+    let t = s.wait_tenant(&slug, stalled("NamespaceConflict")).await;
+    let message = t.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains(&dev), "the message names the namespace: {message}");
+    let ns = Api::<Namespace>::all(s.client()).get(&dev).await.expect("namespace");
+    assert!(!ns.labels().contains_key("tenancy.platform.dev/tenant"), "no label was forced onto it");
+    assert!(!configmap_exists(&s, &dev, "tenant-config").await, "nothing was created in it");
+
+    // Deleting the Tenant under Delete leaves the namespace alone.
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    let ns = Api::<Namespace>::all(s.client()).get(&dev).await.expect("foreign namespace survives");
+    assert!(ns.metadata.deletion_timestamp.is_none());
+    let _ = Api::<Namespace>::all(s.client()).delete(&dev, &DeleteParams::default()).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_persons_objects_survive_and_only_an_environment_delete_removes_them() {
+    let s = Scenario::start().await;
+    let slug = s.slug("mixed");
+    let dev = format!("{slug}-dev");
+    let staging = format!("{slug}-staging");
+    s.create_tenant(&tenant(
+        &slug,
+        json!({"environments": ["dev", "staging"], "applications": ["xconsole", "u-assist"], "deletionPolicy": "Delete"}),
+    ))
+    .await;
+    s.wait_tenant(&slug, ready).await;
+    user_configmap(&s, &dev, &slug).await;
+    user_configmap(&s, &staging, &slug).await;
+
+    // An application removed: its Ingress goes, the person's ConfigMap stays.
+    s.patch_spec(&slug, json!({"applications": ["xconsole"]})).await;
+    s.wait_gone(Api::<Ingress>::namespaced(s.client(), &dev), "u-assist").await;
+    s.wait_tenant(&slug, ready).await;
+    assert!(configmap_exists(&s, &dev, "team-notes").await);
+
+    // A hand edit of the person's ConfigMap is not "drift" of the operator's.
+    assert!(configmap_exists(&s, &dev, "tenant-config").await);
+
+    // An environment removed under Delete: the only path that removes what is in it.
+    s.patch_spec(&slug, json!({"environments": ["dev"]})).await;
+    s.wait_gone(Api::<Namespace>::all(s.client()), &staging).await;
+    s.wait_tenant(&slug, ready).await;
+    assert!(configmap_exists(&s, &dev, "team-notes").await);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_secret_the_operator_did_not_create_is_never_read_for_a_password() {
+    let s = Scenario::start().await;
+    let slug = s.slug("seed");
+    let dev = format!("{slug}-dev");
+    s.create_tenant(&tenant(&slug, json!({}))).await;
+    s.wait_tenant(&slug, ready).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{slug}-db-credentials"), "namespace": dev, "labels": {"tenancy.platform.dev/tenant": slug}},
+        "stringData": {"password": "chosen-by-someone-else"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(s.client(), &dev).create(&PostParams::default(), &secret).await.expect("pre-seed secret");
+
+    s.patch_spec(&slug, json!({"database": {"provider": "statefulset"}})).await;
+    s.wait_tenant(&slug, stalled("SecretConflict")).await;
+    let kept = Api::<Secret>::namespaced(s.client(), &dev).get(&format!("{slug}-db-credentials")).await.expect("secret");
+    let password = kept.data.unwrap_or_default().get("password").map(|p| String::from_utf8_lossy(&p.0).into_owned());
+    assert_eq!(password.as_deref(), Some("chosen-by-someone-else"), "the Secret is left as it is");
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_provider_change_is_refused_and_deletes_nothing() {
+    let s = Scenario::start().await;
+    let slug = s.slug("pin");
+    let dev = format!("{slug}-dev");
+    s.create_tenant(&tenant(&slug, json!({"database": {"provider": "statefulset"}}))).await;
+    s.mark_statefulsets_ready(&slug).await;
+    s.wait_tenant(&slug, ready).await;
+    let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);
+
+    s.patch_spec(&slug, json!({"database": {"provider": "none"}})).await;
+    let t = s.wait_tenant(&slug, stalled("ProviderChangeRefused")).await;
+    let message = t.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("statefulset") && message.contains("migrate"), "the message says how to migrate: {message}");
+    assert!(statefulsets.get_opt(&format!("{slug}-db")).await.expect("get").is_some(), "the database is still there");
+    assert!(Api::<Secret>::namespaced(s.client(), &dev).get_opt(&format!("{slug}-db-credentials")).await.expect("get").is_some());
+
+    // Setting it back is all it takes.
+    s.patch_spec(&slug, json!({"database": {"provider": "statefulset"}})).await;
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_default_provider_change_in_the_configuration_moves_no_tenant() {
+    let s = Scenario::start().await;
+    let slug = s.slug("dflt");
+    let dev = format!("{slug}-dev");
+    // No provider of its own: the configured default (statefulset) applies.
+    let mut t = tenant(&slug, json!({}));
+    t.spec.database = None;
+    s.create_tenant(&t).await;
+    s.mark_statefulsets_ready(&slug).await;
+    s.wait_tenant(&slug, ready).await;
+
+    let mut config = example_config();
+    config.database.default_provider = tenant_operator::types::DatabaseProvider::None;
+    s.restart_operator_with(config).await;
+    s.wait_tenant(&slug, stalled("ProviderChangeRefused")).await;
+    let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);
+    assert!(statefulsets.get_opt(&format!("{slug}-db")).await.expect("get").is_some(), "the database is still there");
+    s.restart_operator_with(example_config()).await;
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn no_two_tenants_share_a_hostname() {
+    // A template that does not keep tenant and application apart: "<tenant>-<app>".
+    let mut config = example_config();
+    config.hostnames.prod = "{tenant}-{app}.{domain}".to_string();
+    config.applications.insert("assist".to_string(), config.applications["u-assist"].clone());
+    let s = Scenario::start_with(config).await;
+    let older = s.slug("flip");
+    let newer = format!("{older}-u");
+    s.create_tenant(&tenant(&older, json!({"environments": ["prod"], "applications": ["u-assist"]}))).await;
+    s.wait_tenant(&older, ready).await;
+    s.create_tenant(&tenant(&newer, json!({"environments": ["prod"], "applications": ["assist", "xconsole"]}))).await;
+    let t = s.wait_tenant(&newer, stalled("HostnameConflict")).await;
+    let message = t.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains(&older), "names the Tenant that holds the host: {message}");
+
+    // The newer Tenant gets its other Ingress but none for the contested host.
+    let newer_prod = Api::<Ingress>::namespaced(s.client(), &format!("{newer}-prod"));
+    s.wait_for("the uncontested Ingress", || async { newer_prod.get_opt("xconsole").await.is_ok_and(|i| i.is_some()) }).await;
+    assert!(newer_prod.get_opt("assist").await.expect("get").is_none(), "no Ingress for the contested host");
+    let older_prod = Api::<Ingress>::namespaced(s.client(), &format!("{older}-prod"));
+    assert!(older_prod.get_opt("u-assist").await.expect("get").is_some(), "the older Tenant keeps it");
+
+    // Once the older Tenant lets the host go, the newer one gets it.
+    s.patch_spec(&older, json!({"applications": ["xconsole"]})).await;
+    s.wait_tenant(&newer, ready).await;
+    assert!(newer_prod.get_opt("assist").await.expect("get").is_some());
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_long_multibyte_display_name_is_handled_without_a_panic() {
+    let s = Scenario::start().await;
+    let slug = s.slug("kanji");
+    // The longest name the CRD admits, three bytes a character, with an unknown cluster so the
+    // refusal goes into a condition and a Warning Event.
+    let name: String = "株式会社テナント".chars().cycle().take(128).collect();
+    s.create_tenant(&tenant(&slug, json!({"displayName": name, "cluster": "mars"}))).await;
+    s.wait_tenant(&slug, stalled("UnknownCluster")).await;
+    // Longer names are refused by the API server, not by a crash.
+    let too_long: String = "株".repeat(2000);
+    let refused =
+        Api::<Tenant>::all(s.client()).create(&PostParams::default(), &tenant(&s.slug("kanji"), json!({"displayName": too_long}))).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 422), "{refused:?}");
+    s.patch_spec(&slug, json!({"cluster": "uk"})).await;
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}
