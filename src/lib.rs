@@ -5,6 +5,7 @@ pub mod controller;
 pub mod database;
 pub mod desired;
 pub mod http;
+pub mod kube_version;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
