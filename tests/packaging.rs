@@ -736,3 +736,44 @@ fn chart_is_usable_as_a_subchart_and_its_options_render() {
         .unwrap_or_else(|e| panic!("python3: {e}"));
     assert!(!output.status.success(), "a misspelt key must fail the schema");
 }
+
+/// Targets of the Markdown links `[text](target)` in `text`.
+fn markdown_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        if let Some(end) = rest.find(')') {
+            links.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+#[test]
+fn readme_and_docs_stand_alone() {
+    let mut files = vec![root().join("README.md")];
+    for entry in std::fs::read_dir(root().join("docs")).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "md") {
+            files.push(entry.path());
+        }
+    }
+    assert!(files.len() >= 4, "README.md and docs/*.md");
+    let repo = root().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!text.contains("shared/SPEC"), "{} refers to the spec outside the repository", file.display());
+        for link in markdown_links(&text) {
+            let name = file.display();
+            assert!(!link.starts_with("http://") && !link.starts_with("https://"), "{name}: external link {link}");
+            let path = link.split('#').next().unwrap_or_default();
+            if path.is_empty() {
+                continue;
+            }
+            let base = file.parent().unwrap_or(&repo);
+            let target = base.join(path).canonicalize().unwrap_or_else(|e| panic!("{name}: link {link} points nowhere: {e}"));
+            assert!(target.starts_with(&repo), "{name}: link {link} leaves the repository");
+        }
+    }
+}
