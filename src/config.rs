@@ -316,10 +316,16 @@ impl Config {
 
     /// Parse and check configuration text; `file` names its origin in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let field = err.path().to_string();
-            ConfigError::Invalid { file: file.to_string(), field, message: err.into_inner().to_string() }
+        // The tracked path survives the YAML deserializer's own error type, so the message can
+        // name the bad field whatever the YAML crate reports.
+        let mut track = serde_path_to_error::Track::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+            Config::deserialize(serde_path_to_error::Deserializer::new(deserializer, &mut track))
+        });
+        let config = parsed.map_err(|err| ConfigError::Invalid {
+            file: file.to_string(),
+            field: track.path().to_string(),
+            message: err.to_string(),
         })?;
         config.check().map_err(|(field, message)| ConfigError::Invalid { file: file.to_string(), field, message })?;
         Ok(config)

@@ -10,6 +10,7 @@ pub(crate) mod controller;
 pub mod database;
 pub mod desired;
 pub mod http;
+pub mod kube_version;
 pub mod leader;
 pub mod metrics;
 mod naming;

@@ -11,6 +11,7 @@ use kube::{Client, CustomResourceExt};
 use tenant_operator::{
     config::Config,
     http::{self, HttpState, Readiness},
+    kube_version,
     leader::{default_identity, LeaderElection, LeaseConfig, DEFAULT_LEASE_NAME},
     metrics::Metrics,
     operator::{run_controllers, run_with_leader_election, stop_requested, ControllerOptions},
@@ -72,6 +73,10 @@ struct RunArgs {
     /// Lease duration in seconds; a standby takes over at most this long after a leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Run even when the API server is older than the oldest supported Kubernetes (1.30): its
+    /// CRD validation is then incomplete.
+    #[arg(long, env = kube_version::SKIP_ENV)]
+    skip_version_check: bool,
 }
 
 #[tokio::main]
@@ -98,8 +103,8 @@ async fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn crds(dir: Option<&Path>) -> Result<(), BoxError> {
-    let tenants = serde_yaml::to_string(&Tenant::crd())?;
-    let users = serde_yaml::to_string(&TenantUser::crd())?;
+    let tenants = serde_saphyr::to_string(&Tenant::crd())?;
+    let users = serde_saphyr::to_string(&TenantUser::crd())?;
     match dir {
         Some(dir) => {
             std::fs::write(dir.join("tenants.yaml"), tenants)?;
@@ -147,6 +152,13 @@ async fn termination() {
 async fn run(args: RunArgs) -> Result<(), BoxError> {
     let config = Arc::new(Config::load(&args.config)?);
     let client = Client::try_default().await?;
+    if args.skip_version_check {
+        tracing::warn!("Kubernetes version check skipped");
+    } else {
+        let info = client.apiserver_version().await.map_err(|e| format!("cannot read the API server's /version: {e}"))?;
+        let version = kube_version::check(&info.major, &info.minor, &info.git_version)?;
+        tracing::info!(%version, git_version = %info.git_version, "Kubernetes API server");
+    }
     let metrics = Metrics::new();
     let readiness = Readiness::new();
 

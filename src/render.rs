@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use crate::{
     config::Config,
     database::credentials_secret,
@@ -28,7 +26,7 @@ pub enum RenderError {
     #[error("cannot serialize an object: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot print YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::SerializeError),
 }
 
 /// Tenants and TenantUsers read from input files.
@@ -41,10 +39,14 @@ pub struct Resources {
 impl Resources {
     /// Add every document of a multi-document YAML text; `source_name` names it in errors.
     pub fn add_yaml(&mut self, text: &str, source_name: &str) -> Result<(), RenderError> {
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| RenderError::Document {
+            source_name: source_name.to_string(),
+            index: 0,
+            message: e.to_string(),
+        })?;
+        for (index, value) in documents.into_iter().enumerate() {
             let index = index + 1;
             let error = |message: String| RenderError::Document { source_name: source_name.to_string(), index, message };
-            let value = serde_yaml::Value::deserialize(document).map_err(|e| error(e.to_string()))?;
             if value.is_null() {
                 continue;
             }
@@ -55,7 +57,7 @@ impl Resources {
             }
             let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>").to_string();
             let parse_error =
-                |e: serde_path_to_error::Error<serde_yaml::Error>| error(format!("{kind} {name}: field `{}`: {}", e.path(), e.inner()));
+                |e: serde_path_to_error::Error<serde_json::Error>| error(format!("{kind} {name}: field `{}`: {}", e.path(), e.inner()));
             match kind.as_str() {
                 "Tenant" => self.tenants.push(serde_path_to_error::deserialize(value).map_err(parse_error)?),
                 "TenantUser" => self.users.push(serde_path_to_error::deserialize(value).map_err(parse_error)?),
@@ -116,7 +118,7 @@ pub fn to_yaml(objects: &[DesiredObject]) -> Result<String, RenderError> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&object.object)?);
+        out.push_str(&serde_saphyr::to_string(&object.object)?);
     }
     Ok(out)
 }

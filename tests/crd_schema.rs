@@ -1,6 +1,8 @@
 //! The committed CRDs (`crds/*.yaml`) against the fake API server's admission: invalid
 //! Tenants/TenantUsers are rejected with 422 naming the field, valid ones are accepted with
-//! defaults, and the committed YAML matches what the Rust types generate.
+//! defaults, and the committed YAML matches what the Rust types generate. Also what `kubectl`
+//! and GitOps tools read from the CRDs: a description on every field (`kubectl explain`), the
+//! `-o wide` columns and the annotations that keep the CRDs from being pruned.
 
 mod support;
 
@@ -63,6 +65,9 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
             "spec.environments[1]",
             "Unsupported value: \"qa\": supported values: \"dev\", \"staging\", \"prod\"",
         ),
+        // Set uniqueness is the API server's own check for `x-kubernetes-list-type: set`
+        // (apiextensions-apiserver's listtype validation, "Duplicate value"), so the CRD carries
+        // no CEL rule repeating it.
         (
             "duplicate environment",
             t("acme", "  displayName: Acme\n  cluster: uk\n  environments: [dev, dev]\n"),
@@ -242,8 +247,8 @@ async fn valid_documents_are_accepted_with_defaults() {
 #[test]
 fn committed_crds_match_the_rust_types() {
     for (file, generated) in [
-        ("crds/tenants.yaml", serde_yaml::to_string(&Tenant::crd()).unwrap()),
-        ("crds/tenantusers.yaml", serde_yaml::to_string(&TenantUser::crd()).unwrap()),
+        ("crds/tenants.yaml", serde_saphyr::to_string(&Tenant::crd()).unwrap()),
+        ("crds/tenantusers.yaml", serde_saphyr::to_string(&TenantUser::crd()).unwrap()),
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -251,5 +256,122 @@ fn committed_crds_match_the_rust_types() {
             committed == generated,
             "{file} is out of date with the Rust types in src/types; regenerate it with `cargo run -- crd --dir crds` (then `TENANT_OPERATOR_UPDATE_MANIFESTS=1 cargo test --test packaging` for the copies) and commit the result"
         );
+    }
+}
+
+fn committed_crd(file: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// Paths (`spec.database.provider`, `status.conditions[].reason` …) of every property under
+/// `schema` without a non-empty description, as `kubectl explain` would print them.
+fn undocumented(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, property) in properties {
+            let child = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            let described = property.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.trim().is_empty());
+            if !described {
+                out.push(child.clone());
+            }
+            undocumented(property, &child, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undocumented(items, &format!("{path}[]"), out);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        undocumented(values, &format!("{path}.*"), out);
+    }
+}
+
+#[test]
+fn every_field_of_both_kinds_has_a_description() {
+    for file in ["tenants.yaml", "tenantusers.yaml"] {
+        let crd = committed_crd(file);
+        let versions = crd["spec"]["versions"].as_array().expect("versions");
+        assert!(!versions.is_empty());
+        for version in versions {
+            let schema = &version["schema"]["openAPIV3Schema"];
+            let mut missing = Vec::new();
+            undocumented(schema, "", &mut missing);
+            assert!(missing.is_empty(), "{file}: fields without a description (add a doc comment in src/types): {missing:?}");
+            // The walk must actually see the fields, or an empty schema would pass.
+            assert!(schema.pointer("/properties/spec/properties").and_then(|p| p.as_object()).is_some_and(|p| p.len() >= 5), "{file}");
+            assert!(schema.pointer("/properties/status/properties/conditions/items/properties/reason").is_some(), "{file}");
+        }
+    }
+    // The two fields the issue names, by `kubectl explain` path.
+    let tenant = committed_crd("tenants.yaml");
+    let schema = &tenant["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    for (pointer, needle) in [
+        ("/properties/spec/properties/database/properties/provider/description", "cloudnative-pg"),
+        ("/properties/status/properties/phase/description", "Provisioning"),
+        ("/properties/status/properties/conditions/description", "Stalled"),
+    ] {
+        let text = schema.pointer(pointer).and_then(|d| d.as_str()).unwrap_or_default();
+        assert!(text.contains(needle), "{pointer}: {text:?} should mention {needle}");
+    }
+}
+
+#[test]
+fn phases_are_the_documented_five() {
+    let tenant = committed_crd("tenants.yaml");
+    let phases = tenant.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/phase/enum").cloned();
+    assert_eq!(phases, Some(json!(["Provisioning", "Ready", "Failed", "Suspended", "Terminating"])));
+}
+
+#[test]
+fn wide_output_shows_the_ready_reason_and_message() {
+    for file in ["tenants.yaml", "tenantusers.yaml"] {
+        let crd = committed_crd(file);
+        let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
+        for (name, path) in
+            [("Reason", ".status.conditions[?(@.type==\"Ready\")].reason"), ("Message", ".status.conditions[?(@.type==\"Ready\")].message")]
+        {
+            let column = columns.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{file}: no {name} column"));
+            assert_eq!(column["jsonPath"], path, "{file}: {name}");
+            assert_eq!(column["priority"], 1, "{file}: {name} belongs to -o wide only");
+        }
+        // The default columns stay priority 0 (absent).
+        let ready = columns.iter().find(|c| c["name"] == "Ready").unwrap_or_else(|| panic!("{file}: no Ready column"));
+        assert!(ready.get("priority").is_none(), "{file}: Ready is a default column");
+    }
+}
+
+#[test]
+fn crds_are_never_pruned_by_helm_argo_cd_or_flux() {
+    for file in ["tenants.yaml", "tenantusers.yaml"] {
+        let crd = committed_crd(file);
+        let annotations = &crd["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/resource-policy"], "keep", "{file}");
+        assert_eq!(annotations["kustomize.toolkit.fluxcd.io/prune"], "disabled", "{file}");
+        let argo = annotations["argocd.argoproj.io/sync-options"].as_str().unwrap_or_default();
+        let options: Vec<&str> = argo.split(',').map(str::trim).collect();
+        assert!(options.contains(&"Prune=false") && options.contains(&"Delete=false"), "{file}: {argo:?}");
+    }
+}
+
+#[test]
+fn no_cel_rule_repeats_the_set_uniqueness_the_api_server_enforces() {
+    fn walk(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if schema.get("x-kubernetes-list-type").and_then(|t| t.as_str()) == Some("set") {
+            for rule in schema.get("x-kubernetes-validations").and_then(|v| v.as_array()).into_iter().flatten() {
+                let text = rule["rule"].as_str().unwrap_or_default();
+                if text.contains("exists_one") {
+                    out.push(format!("{path}: {text}"));
+                }
+            }
+        }
+        for (name, child) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+            walk(child, &format!("{path}.{name}"), out);
+        }
+    }
+    for file in ["tenants.yaml", "tenantusers.yaml"] {
+        let crd = committed_crd(file);
+        let mut redundant = Vec::new();
+        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut redundant);
+        assert!(redundant.is_empty(), "{file}: {redundant:?}");
     }
 }

@@ -6,10 +6,13 @@
 //! - `deploy/crds/*` and `charts/tenant-operator/files/crds/*` = `crds/*`
 //! - `deploy/config/config.yaml` = `examples/config.yaml`
 //! - `deploy/rbac/tenancy-clusterroles.yaml` and its chart copy = `system_cluster_roles()`
+//! - `charts/tenant-operator/files/aggregated-clusterroles.yaml` = `deploy/rbac/aggregated-clusterroles.yaml`
 //!
 //! The chart is compared with `deploy/` by rendering it with Helm's own engine through
-//! `scripts/render-chart.py` (PyPI `helm-python-sdk`); where that is not installed the
-//! comparison is skipped with a message, and every other check still runs.
+//! `scripts/render-chart.py` (PyPI `helm-python-sdk`), and `deploy/` is built with
+//! `kubectl kustomize`. Where those tools are missing the comparisons are skipped with a
+//! message, unless `CI` or `TENANT_OPERATOR_REQUIRE_RENDERERS` is set: then a missing tool fails
+//! the test, so CI never passes without having rendered the chart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +36,18 @@ fn read(path: impl AsRef<Path>) -> String {
 
 fn update_mode() -> bool {
     std::env::var("TENANT_OPERATOR_UPDATE_MANIFESTS").is_ok_and(|v| v == "1")
+}
+
+/// Whether a missing renderer (Helm's engine, kubectl) must fail rather than skip.
+fn renderers_required() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set("CI") || set("TENANT_OPERATOR_REQUIRE_RENDERERS")
+}
+
+/// Skips a check whose tool is missing, or fails it where renderers are required.
+fn skip_or_fail(why: String) {
+    assert!(!renderers_required(), "{why} (required because CI or TENANT_OPERATOR_REQUIRE_RENDERERS is set)");
+    eprintln!("SKIPPED: {why}");
 }
 
 /// Every non-empty YAML document of `text`, as JSON values.
@@ -83,6 +98,18 @@ fn assert_copy(source: &str, copy: &str) {
 
 fn kustomization() -> Value {
     yaml(&read("deploy/kustomization.yaml"), "deploy/kustomization.yaml")
+}
+
+fn crds_kustomization() -> Value {
+    yaml(&read("deploy/crds/kustomization.yaml"), "deploy/crds/kustomization.yaml")
+}
+
+/// What `kubectl apply -k deploy/crds` applies.
+fn crd_objects() -> Vec<Value> {
+    string_list(&crds_kustomization(), "/resources")
+        .iter()
+        .flat_map(|file| docs(&read(Path::new("deploy/crds").join(file)), file))
+        .collect()
 }
 
 fn string_list(v: &Value, pointer: &str) -> Vec<String> {
@@ -164,6 +191,10 @@ fn every_deploy_file_parses_and_is_listed() {
     }
     listed.insert(format!("{component}/kustomization.yaml"));
     listed.insert("kustomization.yaml".to_owned());
+    for file in string_list(&crds_kustomization(), "/resources") {
+        listed.insert(format!("crds/{file}"));
+    }
+    listed.insert("crds/kustomization.yaml".to_owned());
 
     let present: BTreeSet<String> =
         files.iter().filter_map(|f| f.strip_prefix(&deploy).ok()).map(|f| f.to_string_lossy().into_owned()).collect();
@@ -199,9 +230,9 @@ fn copies_equal_their_sources() {
     }
     assert_copy("examples/config.yaml", "deploy/config/config.yaml");
     assert_copy("deploy/rbac/tenancy-clusterroles.yaml", "charts/tenant-operator/files/tenancy-clusterroles.yaml");
-    // Every CRD in crds/ is shipped.
-    let shipped: BTreeSet<String> =
-        string_list(&kustomization(), "/resources").into_iter().filter_map(|r| r.strip_prefix("crds/").map(str::to_owned)).collect();
+    assert_copy("deploy/rbac/aggregated-clusterroles.yaml", "charts/tenant-operator/files/aggregated-clusterroles.yaml");
+    // Every CRD in crds/ is shipped, by deploy/crds.
+    let shipped: BTreeSet<String> = string_list(&crds_kustomization(), "/resources").into_iter().collect();
     let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -445,12 +476,12 @@ fn render_chart(extra_args: &[&str]) -> Option<String> {
     match output {
         Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
         Ok(o) if o.status.code() == Some(3) => {
-            eprintln!("SKIPPED: chart rendering needs `pip install helm-python-sdk` ({})", String::from_utf8_lossy(&o.stderr).trim());
+            skip_or_fail(format!("chart rendering needs `pip install helm-python-sdk` ({})", String::from_utf8_lossy(&o.stderr).trim()));
             None
         }
         Ok(o) => panic!("rendering the chart failed:\n{}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            eprintln!("SKIPPED: chart rendering needs python3: {e}");
+            skip_or_fail(format!("chart rendering needs python3: {e}"));
             None
         }
     }
@@ -462,7 +493,8 @@ fn chart_default_rendering_equals_deploy() {
         return;
     };
     let chart = by_key(docs(&rendered, "rendered chart"));
-    let mut deploy = by_key(deploy_objects());
+    // The chart installs the CRDs too (installCRDs); deploy/ keeps them in deploy/crds.
+    let mut deploy = by_key(deploy_objects().into_iter().chain(crd_objects()).collect());
     // Helm installs into a namespace it is given (`--create-namespace`); it does not own it.
     deploy.remove("Namespace//tenant-operator");
 
@@ -535,7 +567,7 @@ fn kustomize_build_matches_the_file_list() {
     let output = match Command::new("kubectl").args(["kustomize", "deploy"]).current_dir(root()).output() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("SKIPPED: kubectl not available: {e}");
+            skip_or_fail(format!("kubectl not available: {e}"));
             return;
         }
     };
@@ -559,5 +591,196 @@ fn kustomize_build_matches_the_file_list() {
     assert_eq!(built.keys().collect::<Vec<_>>(), mine.keys().collect::<Vec<_>>());
     for (k, v) in &mine {
         assert!(&built[k] == v, "{k} differs between kustomize and the files");
+    }
+}
+
+#[test]
+fn kustomize_builds_the_crds_apart() {
+    let output = match Command::new("kubectl").args(["kustomize", "deploy/crds"]).current_dir(root()).output() {
+        Ok(o) => o,
+        Err(e) => {
+            skip_or_fail(format!("kubectl not available: {e}"));
+            return;
+        }
+    };
+    assert!(output.status.success(), "kubectl kustomize deploy/crds failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let built = by_key(docs(&String::from_utf8_lossy(&output.stdout), "kustomize output"));
+    let mine = by_key(crd_objects());
+    assert_eq!(built.keys().collect::<Vec<_>>(), mine.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn deleting_the_operator_never_deletes_the_crds() {
+    // `kubectl delete -k deploy/` deletes exactly what deploy/kustomization.yaml lists: a CRD
+    // there would take every Tenant with it.
+    let operator = deploy_objects();
+    let kinds: BTreeSet<&str> = operator.iter().map(|o| str_at(o, "/kind")).collect();
+    assert!(!kinds.contains("CustomResourceDefinition"), "deploy/ must not contain the CRDs: {kinds:?}");
+    assert!(
+        !string_list(&kustomization(), "/resources").iter().any(|r| r.starts_with("crds")),
+        "deploy/kustomization.yaml must not include crds/ (install them with kubectl apply -k deploy/crds)"
+    );
+    let crds = crd_objects();
+    assert_eq!(crds.len(), 2);
+    for crd in &crds {
+        assert_eq!(str_at(crd, "/kind"), "CustomResourceDefinition");
+        assert!(crd.pointer("/metadata/namespace").is_none());
+    }
+    // Nothing but the CRDs in deploy/crds: no namespace, no generator to delete with them.
+    let ck = crds_kustomization();
+    let keys: BTreeSet<String> = ck.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    assert_eq!(keys, ["apiVersion", "kind", "resources"].map(str::to_owned).into_iter().collect());
+}
+
+#[test]
+fn shipped_crds_carry_the_keep_annotations() {
+    for crd in crd_objects() {
+        let name = str_at(&crd, "/metadata/name").to_owned();
+        assert_eq!(str_at(&crd, "/metadata/annotations/helm.sh~1resource-policy"), "keep", "{name}");
+        assert_eq!(str_at(&crd, "/metadata/annotations/kustomize.toolkit.fluxcd.io~1prune"), "disabled", "{name}");
+        let argo = str_at(&crd, "/metadata/annotations/argocd.argoproj.io~1sync-options");
+        assert!(argo.contains("Prune=false") && argo.contains("Delete=false"), "{name}: {argo}");
+    }
+}
+
+/// Verbs on `tenancy.platform.dev` resources granted by one ClusterRole.
+fn tenancy_grants(role: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in rules_of(role) {
+        assert_eq!(string_list(&rule, "/apiGroups"), ["tenancy.platform.dev"], "{rule}");
+        assert!(string_list(&rule, "/resourceNames").is_empty(), "{rule}");
+        for resource in string_list(&rule, "/resources") {
+            granted.entry(resource).or_default().extend(string_list(&rule, "/verbs"));
+        }
+    }
+    granted
+}
+
+#[test]
+fn built_in_view_edit_and_admin_roles_see_tenants() {
+    let objects = deploy_objects();
+    let set = |verbs: &[&str]| -> BTreeSet<String> { verbs.iter().map(|v| (*v).to_owned()).collect() };
+    let role = |name: &str, aggregate: &str| {
+        let role = find(&objects, "ClusterRole", name);
+        assert_eq!(
+            str_at(role, &format!("/metadata/labels/rbac.authorization.k8s.io~1aggregate-to-{aggregate}")),
+            "true",
+            "{name} must aggregate into {aggregate}"
+        );
+        tenancy_grants(role)
+    };
+    let read = set(&["get", "list", "watch"]);
+    let view = role("tenant-operator:aggregate-to-view", "view");
+    assert_eq!(view, BTreeMap::from([("tenants".to_owned(), read.clone()), ("tenantusers".to_owned(), read.clone())]));
+
+    // `edit` aggregates `view`, `admin` aggregates `edit`: each adds to the one below.
+    let edit = role("tenant-operator:aggregate-to-edit", "edit");
+    assert_eq!(edit["tenants"], set(&["create", "update", "patch"]), "edit must not delete Tenants");
+    assert_eq!(edit["tenantusers"], set(&["create", "update", "patch", "delete", "deletecollection"]));
+    let admin = role("tenant-operator:aggregate-to-admin", "admin");
+    assert_eq!(admin, BTreeMap::from([("tenants".to_owned(), set(&["delete", "deletecollection"]))]));
+
+    // Status belongs to the operator alone.
+    for grants in [&view, &edit, &admin] {
+        assert!(grants.keys().all(|r| !r.contains('/')), "{grants:?}");
+    }
+}
+
+#[test]
+fn a_disruption_budget_keeps_a_standby() {
+    let objects = deploy_objects();
+    let pdb = find(&objects, "PodDisruptionBudget", "tenant-operator");
+    let deployment = find(&objects, "Deployment", "tenant-operator");
+    assert_eq!(pdb["spec"]["selector"], deployment["spec"]["selector"]);
+    assert_eq!(pdb.pointer("/spec/maxUnavailable"), Some(&json!(1)));
+    assert!(pdb.pointer("/spec/minAvailable").is_none(), "minAvailable would block drains of a single replica");
+    let replicas = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    assert!(replicas >= 2, "one replica disrupted must leave a standby");
+    // The operations guide mentions the budget: it must exist, and it does.
+    assert!(read("docs/operations.md").contains("PodDisruptionBudget"));
+}
+
+#[test]
+fn the_minimum_kubernetes_version_is_stated_everywhere() {
+    let minimum = tenant_operator::kube_version::MINIMUM.to_string();
+    let chart = yaml(&read("charts/tenant-operator/Chart.yaml"), "Chart.yaml");
+    assert_eq!(chart["kubeVersion"], json!(format!(">={minimum}.0-0")), "Chart.yaml kubeVersion");
+    assert!(read("README.md").contains(&format!("Kubernetes {minimum} or newer")), "README must state Kubernetes {minimum} or newer");
+    assert!(read("docs/reference.md").contains(&format!("Kubernetes {minimum}")), "docs/reference.md must state the minimum");
+}
+
+#[test]
+fn chart_is_usable_as_a_subchart_and_its_options_render() {
+    // Helm hands a parent's `global` values to every subchart; the schema must accept them.
+    let Some(rendered) =
+        render_chart(&["--set-json", r#"{"global": {"imageRegistry": "registry.example.com", "labels": {"team": "platform"}}}"#])
+    else {
+        return;
+    };
+    assert!(!docs(&rendered, "rendered chart").is_empty());
+
+    let Some(rendered) =
+        render_chart(&["--set-json", r#"{"podDisruptionBudget": {"enabled": false}, "rbac": {"aggregateToDefaultRoles": false}}"#])
+    else {
+        return;
+    };
+    let objects = docs(&rendered, "rendered chart");
+    let kinds: Vec<&str> = objects.iter().map(|o| str_at(o, "/kind")).collect();
+    assert!(!kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
+    assert!(!objects.iter().any(|o| str_at(o, "/metadata/name").starts_with("tenant-operator:aggregate-to")));
+
+    let Some(rendered) = render_chart(&["--set-json", r#"{"podDisruptionBudget": {"maxUnavailable": "50%"}}"#]) else {
+        return;
+    };
+    let objects = docs(&rendered, "rendered chart");
+    assert_eq!(find(&objects, "PodDisruptionBudget", "tenant-operator")["spec"]["maxUnavailable"], "50%");
+
+    // Unknown keys are still refused.
+    let output = Command::new("python3")
+        .arg(root().join("scripts/render-chart.py"))
+        .args(["--set-json", r#"{"podDisruptionBudget": {"minAvailble": 1}}"#])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(!output.status.success(), "a misspelt key must fail the schema");
+}
+
+/// Targets of the Markdown links `[text](target)` in `text`.
+fn markdown_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        if let Some(end) = rest.find(')') {
+            links.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+#[test]
+fn readme_and_docs_stand_alone() {
+    let mut files = vec![root().join("README.md")];
+    for entry in std::fs::read_dir(root().join("docs")).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "md") {
+            files.push(entry.path());
+        }
+    }
+    assert!(files.len() >= 4, "README.md and docs/*.md");
+    let repo = root().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!text.contains("shared/SPEC"), "{} refers to the spec outside the repository", file.display());
+        for link in markdown_links(&text) {
+            let name = file.display();
+            assert!(!link.starts_with("http://") && !link.starts_with("https://"), "{name}: external link {link}");
+            let path = link.split('#').next().unwrap_or_default();
+            if path.is_empty() {
+                continue;
+            }
+            let base = file.parent().unwrap_or(&repo);
+            let target = base.join(path).canonicalize().unwrap_or_else(|e| panic!("{name}: link {link} points nowhere: {e}"));
+            assert!(target.starts_with(&repo), "{name}: link {link} leaves the repository");
+        }
     }
 }

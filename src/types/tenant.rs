@@ -23,55 +23,73 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1, description = "Reason of the Ready condition"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1, description = "Message of the Ready condition"),
+    annotation("helm.sh/resource-policy", "keep"),
+    annotation("argocd.argoproj.io/sync-options", "Prune=false,Delete=false"),
+    annotation("kustomize.toolkit.fluxcd.io/prune", "disabled"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name (the tenant slug) must be at most 40 characters"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name (the tenant slug) must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
-    /// The customer's account name, shown to people.
+    /// The customer's account name ("Account Name"), shown to people; 1 to 128 characters.
     #[schemars(length(min = 1, max = 128))]
     pub display_name: String,
 
-    /// Region key the tenant is served from; must name a cluster of the operator configuration.
+    /// Region key the tenant is served from; must name a cluster of the operator configuration
+    /// (otherwise the Tenant is `Stalled` with reason `UnknownCluster` and nothing is deleted).
     /// Changing it moves every application hostname.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub cluster: String,
 
-    /// Environments to provision, each becoming the namespace `<slug>-<env>`.
+    /// Environments to provision (`dev`, `staging`, `prod`), each becoming the namespace
+    /// `<slug>-<env>`. A set: the API server rejects a repeated item. Removing an environment
+    /// removes its namespace, or detaches it under `deletionPolicy: Retain`.
     #[schemars(length(min = 1, max = 3), extend("x-kubernetes-list-type" = "set"))]
-    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f == e))").message("environments must not repeat"))]
     pub environments: Vec<Environment>,
 
-    /// Keys of the operator's application catalogue that this tenant may use.
+    /// Keys of the operator's application catalogue that this tenant may use; each gets an
+    /// Ingress in every environment namespace. A key missing from the configuration makes the
+    /// Tenant `Stalled` with reason `UnknownApplication`. A set: the API server rejects a
+    /// repeated item.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
-    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b == a))").message("applications must not repeat"))]
     pub applications: Vec<String>,
 
-    /// Per-environment database; defaults come from the operator configuration.
+    /// The tenant's own database, one instance per environment; absent fields take the
+    /// defaults of the operator configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
 
-    /// Resource quota applied to every environment namespace.
+    /// Resource quota applied to every environment namespace (a ResourceQuota
+    /// `tenant-quota`); no quota when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSpec>,
 
-    /// What happens to namespaces, volumes and databases when the Tenant (or one of its
-    /// environments) is removed. `Retain` keeps them for a later re-creation to adopt.
+    /// What happens to namespaces, volumes, credentials and databases when the Tenant (or one
+    /// of its environments) is removed: `Retain` (default) keeps them, labelled
+    /// `tenancy.platform.dev/retained=true`, for a re-created Tenant to adopt; `Delete` removes
+    /// them, external databases included.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
-    /// Stop reconciling: nothing is created, changed or deleted until this is false again.
+    /// Stop reconciling: nothing is created, changed or deleted until this is false again; the
+    /// phase is `Suspended` meanwhile. Status is still written.
     #[serde(default)]
     pub suspend: bool,
 }
 
-/// A deployment stage of a tenant.
+/// A deployment stage of a tenant: `dev` (development and early testing), `staging`
+/// (simulates prod, fixes prod defects) or `prod` (no configuration changes).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
+    /// Development and early testing.
     Dev,
+    /// Simulates prod; where prod defects are fixed.
     Staging,
+    /// Production: no configuration changes are made here.
     Prod,
 }
 
@@ -97,22 +115,32 @@ impl fmt::Display for Environment {
     }
 }
 
+/// The tenant's per-environment database.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// Where the database lives; the operator configuration names the default.
+    /// Where the database lives; the operator configuration names the default. The CRD shows
+    /// the description of [`DatabaseProvider`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<DatabaseProvider>,
-    /// Volume size for `statefulset` and `cloudnative-pg`, e.g. `1Gi`.
+    /// Volume size for `statefulset` and `cloudnative-pg`, a Kubernetes quantity such as
+    /// `1Gi`; the configuration's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub storage: Option<Quantity>,
-    /// Storage class for the volume; the cluster default when absent.
+    /// Storage class of the database volume; the cluster's default storage class when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
 }
 
+/// Where a tenant's database lives: `statefulset` (a PostgreSQL StatefulSet in each
+/// environment namespace), `external` (a database and role on an existing PostgreSQL server),
+/// `cloudnative-pg` (a CloudNativePG `Cluster` per environment) or `none`. A Tenant that names
+/// none gets the operator configuration's default. The provider of an environment is pinned
+/// when its database is created: a later change is refused (`Stalled`, reason
+/// `ProviderChangeRefused`) and never deletes a database.
+// Option<enum> fields take this description into the CRD, not the field's own.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatabaseProvider {
@@ -143,23 +171,27 @@ impl fmt::Display for DatabaseProvider {
     }
 }
 
+/// Limits per environment namespace, enforced by a ResourceQuota.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaSpec {
-    /// CPU requests summed over the namespace's pods, e.g. `"8"` or `8000m`.
+    /// Upper bound of the CPU requests summed over the namespace's pods (`requests.cpu`), a
+    /// Kubernetes quantity such as `"8"` or `8000m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub cpu: Option<Quantity>,
-    /// Memory requests summed over the namespace's pods, e.g. `16Gi`.
+    /// Upper bound of the memory requests summed over the namespace's pods
+    /// (`requests.memory`), a Kubernetes quantity such as `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub memory: Option<Quantity>,
-    /// Maximum number of pods in the namespace.
+    /// Maximum number of pods in the namespace (0 to 100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub pods: Option<i32>,
 }
 
+/// What removing a Tenant or one of its environments does to its data: `Retain` or `Delete`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeletionPolicy {
     /// Keep namespaces, volumes, credentials and external databases (labelled retained).
@@ -169,32 +201,63 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// What the operator observed when it last reconciled the Tenant.
+/// What the operator observed when it last reconciled the Tenant. Follows kstatus: the
+/// Tenant is current when `observedGeneration` equals `metadata.generation`, `Ready` is True
+/// and neither `Reconciling` nor `Stalled` is True.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
+    /// The `metadata.generation` of the spec this status describes. While it is lower than
+    /// `metadata.generation` the operator has not yet acted on the latest change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// One-word summary for people; the CRD shows the description of [`TenantPhase`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TenantPhase>,
+    /// Standard conditions, one per type: `Ready` (True when everything exists and matches the
+    /// spec; False with the reason after any failed reconcile), `Reconciling` (True while work is
+    /// in progress; the reason names the step, e.g. `Provisioning`, `WaitingForDatabase`,
+    /// `Terminating`), `Stalled` (True when the operator cannot progress without a change by a
+    /// person; reasons such as `UnknownCluster`, `UnknownApplication`, `NamespaceConflict`,
+    /// `SecretConflict`, `DatabaseConflict`, `HostnameConflict`, `ProviderChangeRefused`,
+    /// `ApplyFailed`), and `NamespacesReady`, `IngressReady`, `DatabaseReady` for the parts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The tenant's namespaces, one per environment, including retained ones that are no
+    /// longer reconciled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<NamespaceStatus>,
+    /// The URL of every application in every environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointStatus>,
+    /// The database of every environment: provider, host, credentials Secret and readiness.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseStatus>,
 }
 
+/// One-word summary of the Tenant's state for people: `Provisioning` (work in progress),
+/// `Ready` (everything exists and matches the spec), `Failed` (the last reconcile failed, or the
+/// operator cannot progress without a change; the `Ready` and `Stalled` conditions say why),
+/// `Suspended` (`spec.suspend` is true) or `Terminating` (being deleted under its
+/// `deletionPolicy`). Tools should read the conditions rather than the phase.
+// Option<enum> fields take this description into the CRD, not the field's own.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum TenantPhase {
+    /// Never written to a Tenant: stands for "not reconciled yet" in the operator's metrics.
+    /// Kept out of the API schema.
+    #[schemars(skip)]
     Pending,
+    /// Work is in progress (`Reconciling=True`).
     Provisioning,
+    /// Everything exists and matches the spec (`Ready=True`).
     Ready,
+    /// The last reconcile failed or the operator cannot progress without a change (`Ready=False`,
+    /// often `Stalled=True`); the `Ready` condition's reason and message say why.
     Failed,
+    /// `spec.suspend` is true: nothing is written but status.
     Suspended,
+    /// The Tenant is being deleted; its `deletionPolicy` is being carried out.
     Terminating,
 }
 
@@ -220,14 +283,20 @@ impl TenantPhase {
     }
 }
 
+/// One namespace of the tenant.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceStatus {
+    /// The environment the namespace serves.
     pub environment: Environment,
+    /// The namespace's name, `<slug>-<env>`.
     pub name: String,
+    /// `Active` (reconciled), `Terminating` (being deleted) or `Retained` (removed from the
+    /// spec and kept under `deletionPolicy: Retain`; no longer reconciled).
     pub state: NamespaceState,
 }
 
+/// Whether a tenant namespace is reconciled, being deleted or retained.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum NamespaceState {
     /// Reconciled by the operator.
@@ -238,24 +307,37 @@ pub enum NamespaceState {
     Retained,
 }
 
+/// Where one application of the tenant is reached in one environment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStatus {
+    /// The application's catalogue key.
     pub application: String,
+    /// The environment.
     pub environment: Environment,
+    /// The application's URL for this tenant and environment, e.g.
+    /// `https://acme.xconsole.uk.cloud.example.com/`.
     pub url: String,
 }
 
+/// The database of one environment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseStatus {
+    /// The environment the database serves.
     pub environment: Environment,
+    /// The provider the database was created with (pinned: later spec changes do not move it).
     pub provider: DatabaseProvider,
+    /// Host name applications connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Name of the Secret in the environment namespace with the keys `username`, `password`,
+    /// `host`, `port`, `dbname`, `uri` and `jdbc-uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// True when the database accepts connections.
     pub ready: bool,
+    /// What the database is waiting for or why it failed, when it is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
