@@ -151,6 +151,9 @@ async fn termination() {
 
 async fn run(args: RunArgs) -> Result<(), BoxError> {
     let config = Arc::new(Config::load(&args.config)?);
+    for warning in config.hostname_warnings() {
+        tracing::warn!(config = %args.config.display(), "{warning}");
+    }
     let client = Client::try_default().await?;
     if args.skip_version_check {
         tracing::warn!("Kubernetes version check skipped");

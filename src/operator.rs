@@ -176,7 +176,8 @@ async fn report_gauges(ctx: Arc<Context>, readiness: Readiness) {
     loop {
         let mut phases = BTreeMap::new();
         for tenant in ctx.tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
-            let phase = tenant.status.as_ref().and_then(|s| s.phase).unwrap_or(TenantPhase::Pending);
+            // Not reconciled yet counts as work in progress.
+            let phase = tenant.status.as_ref().and_then(|s| s.phase).unwrap_or(TenantPhase::Provisioning);
             *phases.entry(phase.as_str().to_string()).or_insert(0) += 1;
         }
         ctx.metrics.set_tenants_by_phase(&phases);

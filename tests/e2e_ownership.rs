@@ -10,12 +10,12 @@ use k8s_openapi::api::{
     networking::v1::Ingress,
 };
 use kube::{
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     Api, ResourceExt,
 };
 use serde_json::json;
 use support::scenario::{example_config, Scenario};
-use tenant_operator::types::{Conditions, NamespaceState, Tenant, TenantPhase};
+use tenant_operator::types::{Conditions, DatabaseProvider, NamespaceState, Tenant, TenantPhase};
 
 fn tenant(slug: &str, extra: serde_json::Value) -> Tenant {
     let mut spec = json!({
@@ -158,10 +158,16 @@ async fn a_persons_objects_survive_and_only_an_environment_delete_removes_them()
 
 #[tokio::test]
 async fn a_secret_the_operator_did_not_create_is_never_read_for_a_password() {
-    let s = Scenario::start().await;
+    // Without a database first (default provider none), so that a person can put a Secret
+    // under the credentials name before the operator wants one.
+    let mut no_database = example_config();
+    no_database.database.default_provider = DatabaseProvider::None;
+    let s = Scenario::start_with(no_database).await;
     let slug = s.slug("seed");
     let dev = format!("{slug}-dev");
-    s.create_tenant(&tenant(&slug, json!({}))).await;
+    let mut t = tenant(&slug, json!({}));
+    t.spec.database = None;
+    s.create_tenant(&t).await;
     s.wait_tenant(&slug, ready).await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": format!("{slug}-db-credentials"), "namespace": dev, "labels": {"tenancy.platform.dev/tenant": slug}},
@@ -170,33 +176,55 @@ async fn a_secret_the_operator_did_not_create_is_never_read_for_a_password() {
     .expect("secret");
     Api::<Secret>::namespaced(s.client(), &dev).create(&PostParams::default(), &secret).await.expect("pre-seed secret");
 
-    s.patch_spec(&slug, json!({"database": {"provider": "statefulset"}})).await;
+    // The platform turns databases on: the operator wants the Secret and finds someone else's.
+    s.restart_operator_with(example_config()).await;
     s.wait_tenant(&slug, stalled("SecretConflict")).await;
     let kept = Api::<Secret>::namespaced(s.client(), &dev).get(&format!("{slug}-db-credentials")).await.expect("secret");
     let password = kept.data.unwrap_or_default().get("password").map(|p| String::from_utf8_lossy(&p.0).into_owned());
     assert_eq!(password.as_deref(), Some("chosen-by-someone-else"), "the Secret is left as it is");
+    let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);
+    assert!(statefulsets.get_opt(&format!("{slug}-db")).await.expect("get").is_none(), "no database on someone else's password");
     s.cleanup().await;
 }
 
 #[tokio::test]
-async fn a_provider_change_is_refused_and_deletes_nothing() {
+async fn a_provider_change_is_refused_by_the_api_server_and_by_the_operator() {
     let s = Scenario::start().await;
+    let tenants = Api::<Tenant>::all(s.client());
+    let change = |provider: &str| Patch::Merge(json!({"spec": {"database": {"provider": provider}}}));
+
+    // A provider once set is immutable (CEL): statefulset -> none, cloudnative-pg -> external.
+    for (from, to) in [("statefulset", "none"), ("cloudnative-pg", "external")] {
+        let slug = s.slug("cel");
+        s.create_tenant(&tenant(&slug, json!({"database": {"provider": from}}))).await;
+        match tenants.patch(&slug, &PatchParams::default(), &change(to)).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(status.message.contains("cannot be changed once set"), "{}", status.message);
+            }
+            other => panic!("{from} -> {to} must be refused at admission: {other:?}"),
+        }
+    }
+
+    // Without a provider of its own the Tenant follows the default (statefulset); naming
+    // another one later passes admission but the operator refuses it, deleting nothing.
     let slug = s.slug("pin");
     let dev = format!("{slug}-dev");
-    s.create_tenant(&tenant(&slug, json!({"database": {"provider": "statefulset"}}))).await;
+    let mut t = tenant(&slug, json!({}));
+    t.spec.database = None;
+    s.create_tenant(&t).await;
     s.mark_statefulsets_ready(&slug).await;
     s.wait_tenant(&slug, ready).await;
-    let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);
-
     s.patch_spec(&slug, json!({"database": {"provider": "none"}})).await;
     let t = s.wait_tenant(&slug, stalled("ProviderChangeRefused")).await;
     let message = t.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
     assert!(message.contains("statefulset") && message.contains("migrate"), "the message says how to migrate: {message}");
+    let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);
     assert!(statefulsets.get_opt(&format!("{slug}-db")).await.expect("get").is_some(), "the database is still there");
     assert!(Api::<Secret>::namespaced(s.client(), &dev).get_opt(&format!("{slug}-db-credentials")).await.expect("get").is_some());
 
-    // Setting it back is all it takes.
-    s.patch_spec(&slug, json!({"database": {"provider": "statefulset"}})).await;
+    // Unsetting it again is all it takes.
+    tenants.patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"spec": {"database": null}}))).await.expect("unset provider");
     s.wait_tenant(&slug, ready).await;
     s.cleanup().await;
 }
@@ -214,7 +242,7 @@ async fn a_default_provider_change_in_the_configuration_moves_no_tenant() {
     s.wait_tenant(&slug, ready).await;
 
     let mut config = example_config();
-    config.database.default_provider = tenant_operator::types::DatabaseProvider::None;
+    config.database.default_provider = DatabaseProvider::None;
     s.restart_operator_with(config).await;
     s.wait_tenant(&slug, stalled("ProviderChangeRefused")).await;
     let statefulsets = Api::<StatefulSet>::namespaced(s.client(), &dev);

@@ -530,20 +530,6 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     let dev_policies = Api::<NetworkPolicy>::namespaced(env.test.clone(), &format!("{keep}-dev"));
     assert!(dev_policies.get_opt("leftover").await.expect("get").is_some(), "a person's NetworkPolicy is not the operator's to delete");
 
-    // 4. The database provider changed to none: refused, the StatefulSet (and its data) stays.
-    env.patch_spec(keep, json!({"database": {"provider": "none"}})).await;
-    env.wait_tenant(keep, |t| {
-        t.status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
-            .is_some_and(|c| c.reason == "ProviderChangeRefused")
-    })
-    .await;
-    let statefulsets = Api::<StatefulSet>::namespaced(env.test.clone(), &format!("{keep}-dev"));
-    assert!(statefulsets.get_opt(&format!("{keep}-db")).await.expect("get").is_some(), "a provider change never deletes a database");
-    env.patch_spec(keep, json!({"database": {"provider": "statefulset"}})).await;
-    env.wait_ready(keep).await;
-
     // 5. Deleted under Retain: namespaces and PVCs are labelled retained and kept.
     env.snapshot();
     env.delete_tenant(keep).await;
@@ -568,8 +554,7 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     env.delete_tenant(drop).await;
     env.wait_gone(Api::<Namespace>::all(env.test.clone()), &format!("{drop}-dev")).await;
 
-    // 7. A cloudnative-pg tenant: the Cluster is created and reported ready; a provider change
-    //    is refused and leaves it (CloudNativePG would garbage-collect its volumes).
+    // 7. A cloudnative-pg tenant: the Cluster is created and reported ready.
     let cnpg = "rbac-cnpg";
     env.create_tenant(
         cnpg,

@@ -37,7 +37,7 @@ use kube::{
     },
     Api, Client, Resource,
 };
-use rand::Rng;
+use rand::RngExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
     annotation("argocd.argoproj.io/sync-options", "Prune=false,Delete=false"),
     annotation("kustomize.toolkit.fluxcd.io/prune", "disabled"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name (the tenant slug) must be at most 40 characters"),
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name (the tenant slug) must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit")
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name (the tenant slug) must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"),
+    validation = Rule::new("!(self.metadata.name in ['kube', 'default', 'openshift'])").message("metadata.name: kube, default and openshift are reserved: their namespaces would mix with the cluster's own"),
+    validation = Rule::new("!self.metadata.name.endsWith('-dev') && !self.metadata.name.endsWith('-staging') && !self.metadata.name.endsWith('-prod')").message("metadata.name must not end in -dev, -staging or -prod: another tenant's environment namespaces and hostnames end that way")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -122,6 +124,7 @@ pub struct DatabaseSpec {
     /// Where the database lives; the operator configuration names the default. The CRD shows
     /// the description of [`DatabaseProvider`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.database.provider cannot be changed once set: each environment's database stays with the provider it was created with (to migrate, remove the environment or the Tenant and add it again)"))]
     pub provider: Option<DatabaseProvider>,
     /// Volume size for `statefulset` and `cloudnative-pg`, a Kubernetes quantity such as
     /// `1Gi`; the configuration's default when absent.
@@ -236,24 +239,22 @@ pub struct TenantStatus {
     pub databases: Vec<DatabaseStatus>,
 }
 
-/// One-word summary of the Tenant's state for people: `Provisioning` (work in progress),
-/// `Ready` (everything exists and matches the spec), `Failed` (the last reconcile failed, or the
-/// operator cannot progress without a change; the `Ready` and `Stalled` conditions say why),
+/// One-word summary of the Tenant's state for people: `Provisioning` (work in progress, or a
+/// retry after an error), `Ready` (everything exists and matches the spec), `Failed` (the
+/// operator cannot progress without a change by a person; the `Ready` and `Stalled` conditions
+/// say why),
 /// `Suspended` (`spec.suspend` is true) or `Terminating` (being deleted under its
 /// `deletionPolicy`). Tools should read the conditions rather than the phase.
 // Option<enum> fields take this description into the CRD, not the field's own.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum TenantPhase {
-    /// Never written to a Tenant: stands for "not reconciled yet" in the operator's metrics.
-    /// Kept out of the API schema.
-    #[schemars(skip)]
-    Pending,
-    /// Work is in progress (`Reconciling=True`).
+    /// Work is in progress (`Reconciling=True`), including a retry after a failed reconcile
+    /// (`Ready=False`, reason `ReconcileFailed`).
     Provisioning,
     /// Everything exists and matches the spec (`Ready=True`).
     Ready,
-    /// The last reconcile failed or the operator cannot progress without a change (`Ready=False`,
-    /// often `Stalled=True`); the `Ready` condition's reason and message say why.
+    /// The operator cannot progress without a change by a person (`Stalled=True`); the `Ready`
+    /// condition's reason and message say why and what to do.
     Failed,
     /// `spec.suspend` is true: nothing is written but status.
     Suspended,
@@ -262,18 +263,11 @@ pub enum TenantPhase {
 }
 
 impl TenantPhase {
-    pub const ALL: [TenantPhase; 6] = [
-        TenantPhase::Pending,
-        TenantPhase::Provisioning,
-        TenantPhase::Ready,
-        TenantPhase::Failed,
-        TenantPhase::Suspended,
-        TenantPhase::Terminating,
-    ];
+    pub const ALL: [TenantPhase; 5] =
+        [TenantPhase::Provisioning, TenantPhase::Ready, TenantPhase::Failed, TenantPhase::Suspended, TenantPhase::Terminating];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            TenantPhase::Pending => "Pending",
             TenantPhase::Provisioning => "Provisioning",
             TenantPhase::Ready => "Ready",
             TenantPhase::Failed => "Failed",

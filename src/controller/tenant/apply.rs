@@ -98,10 +98,15 @@ async fn apply_environment(
         Claim::Free => true,
     };
 
+    // A database must not start on a password someone else chose: with a foreign credentials
+    // Secret, the database objects wait (the database step reports the conflict).
+    let foreign_secret = !fresh_namespace && database::secret_is_foreign(valid, env, ctx).await?;
+    let database_kinds = [ChildKind::StatefulSet, ChildKind::CnpgCluster, ChildKind::Service];
+
     // The namespace first (everything else lives in it), then the rest of the environment's
     // objects at once: they do not depend on each other.
     let (namespace_objects, contents): (Vec<&DesiredObject>, Vec<&DesiredObject>) =
-        env.objects.iter().partition(|o| o.kind == ChildKind::Namespace);
+        env.objects.iter().filter(|o| !(foreign_secret && database_kinds.contains(&o.kind))).partition(|o| o.kind == ChildKind::Namespace);
     for batch in [namespace_objects, contents] {
         let mut pending = Vec::new();
         for desired in batch {

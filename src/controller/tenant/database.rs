@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
+use kube::{core::DynamicObject, Api, ResourceExt};
 
 use super::{status::Observations, validate::ValidatedTenant};
 use crate::{
@@ -73,6 +73,24 @@ pub async fn reconcile_database(
     Ok(())
 }
 
+/// The environment's credentials Secret, wherever it is known (the label-narrowed cache does
+/// not hold an unlabelled one).
+async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<DynamicObject>, Error> {
+    let name = naming::database_secret_name(&valid.slug);
+    Ok(match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
+        Some(cached) => Some((*cached).clone()),
+        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?,
+    })
+}
+
+/// Whether a Secret under the credentials name exists that the operator did not create.
+pub async fn secret_is_foreign(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<bool, Error> {
+    if env.database.is_none() && valid.plan.database_provider != DatabaseProvider::External {
+        return Ok(false);
+    }
+    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_ref(), &valid.slug) == Claim::Foreign)
+}
+
 /// Make sure the environment's credentials Secret exists and return its password. The
 /// password is read from the operator's existing Secret and generated only when there is
 /// none: never replaced by a reconcile. A Secret of that name the operator did not create is
@@ -87,12 +105,9 @@ async fn ensure_credentials(
     changes: &mut Changes,
 ) -> Result<Result<String, Problem>, Error> {
     let name = naming::database_secret_name(&valid.slug);
-    let existing = match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
-        Some(cached) => Some((*cached).clone()),
-        // The cache may simply not have seen a Secret created moments ago; ask the server
-        // before generating, so a password can never be generated twice.
-        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?,
-    };
+    // The cache may simply not have seen a Secret created moments ago: the server is asked
+    // before generating, so a password can never be generated twice.
+    let existing = credentials_secret_of(valid, env, ctx).await?;
     if claim(existing.as_ref(), &valid.slug) == Claim::Foreign {
         return Ok(Err(Problem::new(
             Reason::SecretConflict,
