@@ -8,7 +8,7 @@ use kube::{runtime::events::EventType, Api, Resource, ResourceExt};
 
 use super::{tenant::ensure_credentials, Context, Error};
 use crate::{
-    database::external::{self, AdminConnection, ExternalDbError, ExternalNames},
+    database::external::{self, AdminConnection, ExternalDbError, ExternalNames, Stamp},
     desired::tenant::EnvironmentPlan,
     types::{DatabaseProvider, DatabaseStatus, Environment, Tenant},
 };
@@ -36,6 +36,11 @@ async fn admin_connection(ctx: &Context) -> Result<AdminConnection, ExternalDbEr
     AdminConnection::from_secret_data(&data)
 }
 
+/// The Tenant's ownership stamp for what it creates on the server (SPEC §8 rule 5).
+fn stamp(tenant: &Tenant) -> Result<Stamp, ExternalDbError> {
+    Stamp::new(&tenant.name_any(), tenant.metadata.uid.as_deref().unwrap_or_default())
+}
+
 fn not_ready(env: Environment, error: &ExternalDbError) -> DatabaseStatus {
     DatabaseStatus {
         environment: env,
@@ -58,9 +63,13 @@ pub(super) async fn reconcile(tenant: &Tenant, env: &EnvironmentPlan, ctx: &Cont
         Ok(names) => names,
         Err(error) => return Ok(not_ready(env.environment, &error)),
     };
+    let stamp = match stamp(tenant) {
+        Ok(stamp) => stamp,
+        Err(error) => return Ok(not_ready(env.environment, &error)),
+    };
     let connection = external::connection_info(&admin, &names);
     let password = ensure_credentials(tenant, env, &connection, ctx).await?;
-    match external::ensure_database(&admin, &names, &password).await {
+    match external::ensure_database(&admin, &names, &stamp, &password).await {
         Ok(outcome) => {
             if outcome.created_database {
                 let note = format!("Created database {} on {}", names.database(), admin.server());
@@ -99,9 +108,13 @@ pub(super) async fn retain_all(tenant: &Tenant, ctx: &Context) -> Result<(), Err
         return Ok(());
     }
     let admin = admin_connection(ctx).await.map_err(database_error)?;
+    let stamp = stamp(tenant).map_err(database_error)?;
     for env in &tenant.spec.environments {
         let names = ExternalNames::new(&tenant.name_any(), *env).map_err(database_error)?;
-        external::mark_retained(&admin, &names).await.map_err(database_error)?;
+        let outcome = external::mark_retained(&admin, &names, &stamp).await.map_err(database_error)?;
+        for object in outcome.left_alone {
+            tracing::warn!(tenant = %tenant.name_any(), %object, "external database object not marked retained");
+        }
     }
     Ok(())
 }
@@ -112,9 +125,13 @@ pub(super) async fn drop_all(tenant: &Tenant, ctx: &Context) -> Result<(), Error
         return Ok(());
     }
     let admin = admin_connection(ctx).await.map_err(database_error)?;
+    let stamp = stamp(tenant).map_err(database_error)?;
     for env in &tenant.spec.environments {
         let names = ExternalNames::new(&tenant.name_any(), *env).map_err(database_error)?;
-        let outcome = external::drop_database(&admin, &names).await.map_err(database_error)?;
+        let outcome = external::drop_database(&admin, &names, &stamp).await.map_err(database_error)?;
+        for object in &outcome.left_alone {
+            tracing::warn!(tenant = %tenant.name_any(), %object, "external database object not dropped");
+        }
         if outcome.dropped_database {
             ctx.event(
                 &tenant.object_ref(&()),
