@@ -357,3 +357,6 @@ fn literal(record: &StampRecord) -> String {
     // A stamp holds neither quotes nor NUL (checked when parsed or built).
     quote_literal(&record.to_string()).unwrap_or_else(|_| format!("'{record}'"))
 }
+
+#[cfg(test)]
+mod tests;
