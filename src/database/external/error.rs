@@ -36,7 +36,7 @@ pub enum ExternalDbError {
 
     /// A database or role with the tenant's name exists and is not this Tenant's (SPEC §8
     /// rule 5); nothing about it was changed.
-    #[error("{object} is not this Tenant's: {found}; it was left untouched. {remedy}")]
+    #[error("{object} cannot be claimed by this Tenant: {found}; it was left untouched. {remedy}")]
     DatabaseConflict { object: String, found: String, remedy: String },
 }
 

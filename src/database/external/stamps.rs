@@ -192,7 +192,7 @@ fn shorten(text: &str) -> String {
 
 /// A database or role as found on the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Database,
     Role,
 }
@@ -208,7 +208,7 @@ impl Kind {
 
 /// One existing object and its comment.
 #[derive(Clone, Debug)]
-pub struct Found<'a> {
+pub(super) struct Found<'a> {
     pub kind: Kind,
     pub name: &'a str,
     pub comment: Option<&'a str>,
@@ -229,7 +229,7 @@ impl Found<'_> {
 
 /// What [`assess`] allows: the objects found may be taken on as this Tenant's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Claim {
+pub(super) struct Claim {
     /// Some object is unstamped: the login role must first accept the Tenant's password.
     pub needs_proof: bool,
     /// Some object was retained (stamped by this slug, or with the legacy mark).
@@ -240,7 +240,7 @@ pub struct Claim {
 
 /// The state of the tenant environment's objects, as read before anything is changed.
 #[derive(Clone, Debug)]
-pub struct Inventory<'a> {
+pub(super) struct Inventory<'a> {
     pub database: Option<Found<'a>>,
     /// Owner of the database (`pg_database.datdba`), when it exists.
     pub database_owner: Option<&'a str>,
@@ -259,7 +259,7 @@ impl<'a> Inventory<'a> {
 /// adopting it; unstamped → only after the login role proves the Tenant's password (and an
 /// unstamped database must belong to the Tenant's owner role, as the stamp-less operator
 /// version left it); stamped by another Tenant → [`ExternalDbError::DatabaseConflict`].
-pub fn assess(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Inventory<'_>) -> Result<Claim, ExternalDbError> {
+pub(super) fn assess(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Inventory<'_>) -> Result<Claim, ExternalDbError> {
     let mut claim = Claim::default();
     for object in found.existing() {
         match object.mark() {
@@ -298,13 +298,13 @@ pub fn assess(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Invent
 }
 
 /// The conflict when the login role did not accept the Tenant's password.
-pub fn unproven_conflict(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Inventory<'_>) -> ExternalDbError {
+pub(super) fn unproven_conflict(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Inventory<'_>) -> ExternalDbError {
     let object = found.existing().find(|object| matches!(object.mark(), Mark::Unstamped | Mark::LegacyRetained));
     let Some(object) = object else {
         return ExternalDbError::DatabaseConflict {
             object: format!("login role `{}` on {server}", names.login_role()),
             found: "it does not accept the password in the Tenant's credentials Secret".to_owned(),
-            remedy: String::new(),
+            remedy: "Set its password to the one in the Tenant's credentials Secret.".to_owned(),
         };
     };
     let why = format!(
