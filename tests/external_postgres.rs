@@ -186,6 +186,17 @@ fn is_conflict(result: Result<EnsureOutcome, ExternalDbError>) -> String {
     }
 }
 
+/// A Tenant whose dev database exists, with `sql` run in it by the tenant's application,
+/// whose session is returned still open.
+async fn provisioned(admin: &AdminConnection, tag: &str, sql: &str) -> (Tenant, String, Client) {
+    let tenant = Tenant::new(tag);
+    let password = password();
+    ensure_database(admin, &tenant.names, &tenant.stamp, &password).await.unwrap();
+    let app = connect_as(admin, tenant.names.login_role(), &password, tenant.names.database()).await.unwrap();
+    app.batch_execute(sql).await.unwrap();
+    (tenant, password, app)
+}
+
 #[tokio::test]
 async fn creates_stamped_database_and_roles_then_changes_nothing() {
     let admin = admin_or_skip!();
@@ -307,13 +318,9 @@ async fn password_survives_repeated_ensure_and_drift_is_repaired() {
 #[tokio::test]
 async fn retained_database_is_adopted_by_the_recreated_tenant_which_records_the_previous_uid() {
     let admin = admin_or_skip!();
-    let first = Tenant::new("retain");
-    let names = &first.names;
-    let password = password();
-    ensure_database(&admin, names, &first.stamp, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
-    app.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await.unwrap();
+    let (first, password, app) = provisioned(&admin, "retain", "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await;
     drop(app);
+    let names = &first.names;
 
     // The Tenant is deleted with deletionPolicy Retain...
     let marked = mark_retained(&admin, names, &first.stamp).await.unwrap();
@@ -358,11 +365,7 @@ async fn retained_database_is_adopted_by_the_recreated_tenant_which_records_the_
 #[tokio::test]
 async fn drop_removes_database_and_roles_despite_open_sessions() {
     let admin = admin_or_skip!();
-    let Tenant { stamp, names, .. } = Tenant::new("drop");
-    let password = password();
-    ensure_database(&admin, &names, &stamp, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
-    app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    let (Tenant { stamp, names, .. }, _, app) = provisioned(&admin, "drop", "CREATE TABLE t (id int)").await;
 
     let started = Instant::now();
     let outcome = drop_database(&admin, &names, &stamp).await.unwrap();
@@ -504,11 +507,8 @@ async fn another_tenant_uids_objects_are_a_conflict_and_left_untouched() {
 #[tokio::test]
 async fn upgrade_from_unstamped_objects_adopts_them_only_with_the_tenants_password() {
     let admin = admin_or_skip!();
-    let Tenant { stamp, names, .. } = Tenant::new("upgrade");
-    let password = password();
-    ensure_database(&admin, &names, &stamp, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
-    app.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await.unwrap();
+    let sql = "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)";
+    let (Tenant { stamp, names, .. }, password, app) = provisioned(&admin, "upgrade", sql).await;
     drop(app);
     remove_stamps(&admin, &names).await;
 

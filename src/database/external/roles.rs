@@ -56,13 +56,7 @@ pub(super) async fn ensure_roles(
             session.execute(&sql, "create the owner role").await?;
             outcome.created_roles = true;
         }
-        Some(role) => {
-            restamp(session, names.owner_role(), &role, stamp).await?;
-            if !role.matches(false) {
-                session.execute(&format!("ALTER ROLE {owner} {OWNER_ATTRIBUTES}"), "reset the owner role's attributes").await?;
-                outcome.repaired = true;
-            }
-        }
+        Some(role) => converge(session, names.owner_role(), &role, false, stamp, outcome).await?,
     }
     session.ensure_admin_member(names.owner_role()).await?;
 
@@ -76,13 +70,7 @@ pub(super) async fn ensure_roles(
             outcome.created_roles = true;
             outcome.password_set = true;
         }
-        Some(role) => {
-            restamp(session, names.login_role(), &role, stamp).await?;
-            if !role.matches(true) {
-                session.execute(&format!("ALTER ROLE {login} {LOGIN_ATTRIBUTES}"), "reset the login role's attributes").await?;
-                outcome.repaired = true;
-            }
-        }
+        Some(role) => converge(session, names.login_role(), &role, true, stamp, outcome).await?,
     }
     let has_owner_privileges: bool = session
         .query_one("SELECT pg_has_role($1, $2, 'USAGE')", &[&names.login_role(), &names.owner_role()], "check the login role's membership")
@@ -94,9 +82,22 @@ pub(super) async fn ensure_roles(
     Ok(())
 }
 
-async fn restamp(session: &Session<'_>, name: &str, role: &RoleState, stamp: &Stamp) -> Result<(), ExternalDbError> {
+/// Re-stamps a role [`super::stamps::assess`] allowed to take on and resets drifted attributes.
+async fn converge(
+    session: &Session<'_>,
+    name: &str,
+    role: &RoleState,
+    login: bool,
+    stamp: &Stamp,
+    outcome: &mut EnsureOutcome,
+) -> Result<(), ExternalDbError> {
     if Mark::read(role.comment.as_deref()) != Mark::Stamped(stamp.record()) {
         session.stamp(Kind::Role, name, &stamp.record()).await?;
+    }
+    if !role.matches(login) {
+        let attributes = if login { LOGIN_ATTRIBUTES } else { OWNER_ATTRIBUTES };
+        session.execute(&format!("ALTER ROLE {} {attributes}", quote_ident(name)), "reset a role's attributes").await?;
+        outcome.repaired = true;
     }
     Ok(())
 }
