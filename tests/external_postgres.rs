@@ -8,9 +8,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use tenant_operator::database::external::stamps::{Mark, StampRecord};
 use tenant_operator::database::external::{
-    check_ready, connection_info, drop_database, ensure_database, is_retained, mark_retained, quote_ident, quote_literal, AdminConnection,
-    DropOutcome, EnsureOutcome, ExternalDbError, ExternalNames, SslMode,
+    check_ready, connection_info, drop_database, ensure_database, is_retained, mark_retained, quote_ident, quote_literal,
+    stamped_databases, AdminConnection, DropOutcome, EnsureOutcome, ExternalDbError, ExternalNames, SslMode, Stamp, LEGACY_RETAINED_MARK,
 };
 use tenant_operator::types::Environment;
 use tokio_postgres::error::SqlState;
@@ -53,8 +54,48 @@ fn slug(tag: &str) -> String {
     format!("{tag}-{:08x}", rand::random::<u32>())
 }
 
+fn uid() -> String {
+    let h = format!("{:032x}", rand::random::<u128>());
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A Tenant with a fresh slug and UID, and the names of its dev environment's objects.
+struct Tenant {
+    slug: String,
+    stamp: Stamp,
+    names: ExternalNames,
+}
+
+impl Tenant {
+    fn new(tag: &str) -> Self {
+        let slug = slug(tag);
+        Self::with_slug(&slug)
+    }
+
+    fn with_slug(slug: &str) -> Self {
+        Tenant {
+            slug: slug.to_owned(),
+            stamp: Stamp::new(slug, &uid()).unwrap(),
+            names: ExternalNames::new(slug, Environment::Dev).unwrap(),
+        }
+    }
+
+    fn names(&self, env: Environment) -> ExternalNames {
+        ExternalNames::new(&self.slug, env).unwrap()
+    }
+
+    /// The same slug re-created: a new Tenant object with a new UID.
+    fn recreated(&self) -> Self {
+        Self::with_slug(&self.slug)
+    }
+}
+
 fn names(tag: &str) -> ExternalNames {
-    ExternalNames::new(&slug(tag), Environment::Dev).unwrap()
+    Tenant::new(tag).names
+}
+
+fn any_stamp() -> Stamp {
+    Stamp::new("any", &uid()).unwrap()
 }
 
 async fn connect_as(admin: &AdminConnection, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
@@ -83,9 +124,15 @@ async fn role_exists(admin: &AdminConnection, name: &str) -> bool {
     one_bool(&client, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name]).await
 }
 
+/// Drops whatever a test left, stamped or not; only the test's own random names are touched.
 async fn cleanup(admin: &AdminConnection, names: &ExternalNames) {
-    if let Err(err) = drop_database(admin, names).await {
-        eprintln!("cleanup of {} failed: {err}", names.database());
+    let client = superuser(admin, &admin.dbname).await;
+    let database = quote_ident(names.database());
+    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
+    for role in [names.login_role(), names.owner_role()] {
+        let role = quote_ident(role);
+        let _ = client.batch_execute(&format!("DROP OWNED BY {role}")).await;
+        let _ = client.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
     }
 }
 
@@ -93,15 +140,73 @@ fn password() -> String {
     format!("pw-{:032x}", rand::random::<u128>())
 }
 
+async fn database_comment(admin: &AdminConnection, name: &str) -> Option<String> {
+    let client = superuser(admin, &admin.dbname).await;
+    let row = client.query_one("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", &[&name]).await.unwrap();
+    row.get(0)
+}
+
+async fn role_comment(admin: &AdminConnection, name: &str) -> Option<String> {
+    let client = superuser(admin, &admin.dbname).await;
+    let row = client.query_one("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", &[&name]).await.unwrap();
+    row.get(0)
+}
+
+/// The stamps on the database and both roles, in that order.
+async fn marks(admin: &AdminConnection, names: &ExternalNames) -> [Mark; 3] {
+    [
+        Mark::read(database_comment(admin, names.database()).await.as_deref()),
+        Mark::read(role_comment(admin, names.owner_role()).await.as_deref()),
+        Mark::read(role_comment(admin, names.login_role()).await.as_deref()),
+    ]
+}
+
+/// What the operator version without stamps left behind: the same objects, no comments.
+async fn remove_stamps(admin: &AdminConnection, names: &ExternalNames) {
+    let client = superuser(admin, &admin.dbname).await;
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS NULL; COMMENT ON ROLE {} IS NULL; COMMENT ON ROLE {} IS NULL",
+            quote_ident(names.database()),
+            quote_ident(names.owner_role()),
+            quote_ident(names.login_role())
+        ))
+        .await
+        .unwrap();
+}
+
+fn is_conflict(result: Result<EnsureOutcome, ExternalDbError>) -> String {
+    match result {
+        Err(err @ ExternalDbError::DatabaseConflict { .. }) => {
+            assert_eq!(err.reason().as_str(), "DatabaseConflict");
+            assert!(!err.is_transient());
+            err.to_string()
+        }
+        other => panic!("expected DatabaseConflict, got {other:?}"),
+    }
+}
+
+/// A Tenant whose dev database exists, with `sql` run in it by the tenant's application,
+/// whose session is returned still open.
+async fn provisioned(admin: &AdminConnection, tag: &str, sql: &str) -> (Tenant, String, Client) {
+    let tenant = Tenant::new(tag);
+    let password = password();
+    ensure_database(admin, &tenant.names, &tenant.stamp, &password).await.unwrap();
+    let app = connect_as(admin, tenant.names.login_role(), &password, tenant.names.database()).await.unwrap();
+    app.batch_execute(sql).await.unwrap();
+    (tenant, password, app)
+}
+
 #[tokio::test]
-async fn creates_database_and_roles_then_changes_nothing() {
+async fn creates_stamped_database_and_roles_then_changes_nothing() {
     let admin = admin_or_skip!();
-    let names = names("create");
+    let Tenant { stamp, names, .. } = Tenant::new("create");
     let password = password();
 
-    let first = ensure_database(&admin, &names, &password).await.unwrap();
+    let first = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
     assert!(first.created_database && first.created_roles && first.password_set, "{first:?}");
-    assert!(!first.adopted_retained && !first.repaired, "{first:?}");
+    assert!(!first.adopted_retained && !first.adopted_unstamped && !first.repaired, "{first:?}");
+    assert_eq!(marks(&admin, &names).await, [0, 1, 2].map(|_| Mark::Stamped(stamp.record())), "everything created is stamped");
 
     let client = superuser(&admin, &admin.dbname).await;
     let row = client
@@ -127,7 +232,7 @@ async fn creates_database_and_roles_then_changes_nothing() {
     assert!(!one_bool(&inside, "SELECT has_schema_privilege('public', 'public', 'CREATE')", &[]).await);
 
     for _ in 0..2 {
-        let again = ensure_database(&admin, &names, &password).await.unwrap();
+        let again = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
         assert_eq!(again, EnsureOutcome::default(), "a second run must find everything in place");
     }
     cleanup(&admin, &names).await;
@@ -136,9 +241,9 @@ async fn creates_database_and_roles_then_changes_nothing() {
 #[tokio::test]
 async fn login_role_uses_its_database_through_the_connection_info() {
     let admin = admin_or_skip!();
-    let names = names("login");
+    let Tenant { stamp, names, .. } = Tenant::new("login");
     let password = password();
-    ensure_database(&admin, &names, &password).await.unwrap();
+    ensure_database(&admin, &names, &stamp, &password).await.unwrap();
     check_ready(&admin, &names, &password).await.unwrap();
 
     let info = connection_info(&admin, &names);
@@ -156,12 +261,12 @@ async fn login_role_uses_its_database_through_the_connection_info() {
 #[tokio::test]
 async fn login_role_cannot_connect_to_another_tenants_database() {
     let admin = admin_or_skip!();
-    let (mine, theirs) = (names("mine"), names("theirs"));
+    let (mine, theirs) = (Tenant::new("mine"), Tenant::new("theirs"));
     let (my_password, their_password) = (password(), password());
-    ensure_database(&admin, &mine, &my_password).await.unwrap();
-    ensure_database(&admin, &theirs, &their_password).await.unwrap();
+    ensure_database(&admin, &mine.names, &mine.stamp, &my_password).await.unwrap();
+    ensure_database(&admin, &theirs.names, &theirs.stamp, &their_password).await.unwrap();
 
-    let err = connect_as(&admin, mine.login_role(), &my_password, theirs.database())
+    let err = connect_as(&admin, mine.names.login_role(), &my_password, theirs.names.database())
         .await
         .expect_err("connecting to another tenant's database must fail");
     let db_error = err.as_db_error().expect("the server must refuse, not the network");
@@ -169,24 +274,24 @@ async fn login_role_cannot_connect_to_another_tenants_database() {
     assert!(db_error.message().starts_with("permission denied for database"), "{}", db_error.message());
 
     // Nor with the other tenant's login name and the wrong password.
-    let err = connect_as(&admin, theirs.login_role(), &my_password, theirs.database()).await.err().unwrap();
+    let err = connect_as(&admin, theirs.names.login_role(), &my_password, theirs.names.database()).await.err().unwrap();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD));
-    let err = check_ready(&admin, &theirs, &my_password).await.unwrap_err();
-    assert_eq!(err.reason(), "TenantLoginFailed", "{err}");
+    let err = check_ready(&admin, &theirs.names, &my_password).await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "TenantLoginFailed", "{err}");
 
-    cleanup(&admin, &mine).await;
-    cleanup(&admin, &theirs).await;
+    cleanup(&admin, &mine.names).await;
+    cleanup(&admin, &theirs.names).await;
 }
 
 #[tokio::test]
 async fn password_survives_repeated_ensure_and_drift_is_repaired() {
     let admin = admin_or_skip!();
-    let names = names("pass");
+    let Tenant { stamp, names, .. } = Tenant::new("pass");
     // Quotes, backslashes and semicolons must neither break nor inject anything.
     let password = format!("p'\\\"; ALTER ROLE x SUPERUSER; --{}", rand::random::<u32>());
-    ensure_database(&admin, &names, &password).await.unwrap();
+    ensure_database(&admin, &names, &stamp, &password).await.unwrap();
     for _ in 0..3 {
-        let outcome = ensure_database(&admin, &names, &password).await.unwrap();
+        let outcome = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
         assert!(!outcome.password_set, "a working password must not be rewritten");
         connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     }
@@ -201,7 +306,7 @@ async fn password_survives_repeated_ensure_and_drift_is_repaired() {
         ))
         .await
         .unwrap();
-    let outcome = ensure_database(&admin, &names, &password).await.unwrap();
+    let outcome = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
     assert!(outcome.password_set && outcome.repaired && !outcome.created_database, "{outcome:?}");
     connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     assert!(!one_bool(&client, "SELECT has_database_privilege('public', $1, 'CONNECT')", &[&names.database()]).await);
@@ -211,58 +316,303 @@ async fn password_survives_repeated_ensure_and_drift_is_repaired() {
 }
 
 #[tokio::test]
-async fn retained_database_is_adopted_with_its_data() {
+async fn retained_database_is_adopted_by_the_recreated_tenant_which_records_the_previous_uid() {
     let admin = admin_or_skip!();
-    let names = names("retain");
-    let password = password();
-    ensure_database(&admin, &names, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
-    app.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await.unwrap();
+    let (first, password, app) = provisioned(&admin, "retain", "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)").await;
     drop(app);
+    let names = &first.names;
 
     // The Tenant is deleted with deletionPolicy Retain...
-    assert!(mark_retained(&admin, &names).await.unwrap());
-    assert!(is_retained(&admin, &names).await.unwrap());
+    let marked = mark_retained(&admin, names, &first.stamp).await.unwrap();
+    assert!(marked.marked_database && marked.marked_roles && marked.left_alone.is_empty(), "{marked:?}");
+    assert!(is_retained(&admin, names).await.unwrap());
+    for mark in marks(&admin, names).await {
+        assert!(mark.is_by(&first.stamp) && mark.is_retained(), "{mark:?}");
+    }
+    let again = mark_retained(&admin, names, &first.stamp).await.unwrap();
+    assert!(!again.marked_database && !again.marked_roles && again.left_alone.is_empty(), "marking twice writes nothing: {again:?}");
     assert!(database_exists(&admin, names.database()).await);
 
-    // ...and re-created with the same credentials Secret.
-    let outcome = ensure_database(&admin, &names, &password).await.unwrap();
+    // ...not even a Delete of the same Tenant drops retained data...
+    let kept = drop_database(&admin, names, &first.stamp).await.unwrap();
+    assert!(!kept.dropped_database && !kept.dropped_roles && kept.left_alone.len() == 3, "{kept:?}");
+    assert!(database_exists(&admin, names.database()).await);
+
+    // ...and a Tenant re-created with the same slug and credentials adopts it.
+    let second = first.recreated();
+    let outcome = ensure_database(&admin, names, &second.stamp, &password).await.unwrap();
     assert!(outcome.adopted_retained && !outcome.created_database && !outcome.created_roles, "{outcome:?}");
-    assert!(!is_retained(&admin, &names).await.unwrap());
+    assert_eq!(outcome.previous_tenant_uid.as_deref(), Some(first.stamp.tenant_uid()));
+    assert!(!outcome.adopted_unstamped, "stamped objects need no proof");
+    assert!(!is_retained(&admin, names).await.unwrap());
+    assert_eq!(marks(&admin, names).await, [0, 1, 2].map(|_| Mark::Stamped(second.stamp.record())), "re-stamped with the new UID");
     let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     let id: i32 = app.query_one("SELECT id FROM orders", &[]).await.unwrap().get(0);
     assert_eq!(id, 42);
     drop(app);
+    assert_eq!(ensure_database(&admin, names, &second.stamp, &password).await.unwrap(), EnsureOutcome::default());
 
-    let gone = names_for_missing();
-    assert!(!mark_retained(&admin, &gone).await.unwrap(), "nothing to mark is not an error");
-    assert!(!is_retained(&admin, &gone).await.unwrap());
-    cleanup(&admin, &names).await;
-}
+    // The first Tenant's UID no longer owns anything here.
+    let stale = drop_database(&admin, names, &first.stamp).await.unwrap();
+    assert!(!stale.dropped_database && database_exists(&admin, names.database()).await, "{stale:?}");
 
-fn names_for_missing() -> ExternalNames {
-    names("missing")
+    let gone = Tenant::new("missing");
+    assert_eq!(mark_retained(&admin, &gone.names, &gone.stamp).await.unwrap(), Default::default(), "nothing to mark is not an error");
+    assert!(!is_retained(&admin, &gone.names).await.unwrap());
+    cleanup(&admin, names).await;
 }
 
 #[tokio::test]
 async fn drop_removes_database_and_roles_despite_open_sessions() {
     let admin = admin_or_skip!();
-    let names = names("drop");
-    let password = password();
-    ensure_database(&admin, &names, &password).await.unwrap();
-    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
-    app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    let (Tenant { stamp, names, .. }, _, app) = provisioned(&admin, "drop", "CREATE TABLE t (id int)").await;
 
     let started = Instant::now();
-    let outcome = drop_database(&admin, &names).await.unwrap();
-    assert_eq!(outcome, DropOutcome { dropped_database: true, dropped_roles: true });
+    let outcome = drop_database(&admin, &names, &stamp).await.unwrap();
+    assert_eq!(outcome, DropOutcome { dropped_database: true, dropped_roles: true, left_alone: Vec::new() });
     assert!(started.elapsed() < Duration::from_secs(10), "an open session must not stall the drop");
     assert!(!database_exists(&admin, names.database()).await);
     assert!(!role_exists(&admin, names.login_role()).await);
     assert!(!role_exists(&admin, names.owner_role()).await);
     assert!(app.simple_query("SELECT 1").await.is_err(), "the open session must have been ended");
 
-    assert_eq!(drop_database(&admin, &names).await.unwrap(), DropOutcome::default(), "dropping twice is fine");
+    assert_eq!(drop_database(&admin, &names, &stamp).await.unwrap(), DropOutcome::default(), "dropping twice is fine");
+}
+
+/// Someone else's database and login-named role, with a table, a comment and a password.
+struct Foreign {
+    owner: String,
+    password: String,
+}
+
+async fn create_foreign(admin: &AdminConnection, names: &ExternalNames, with_database: bool) -> Foreign {
+    let foreign = Foreign { owner: slug("bob").replace('-', "_"), password: password() };
+    let client = superuser(admin, &admin.dbname).await;
+    let (owner, login) = (quote_ident(&foreign.owner), quote_ident(names.login_role()));
+    let password = quote_literal(&foreign.password).unwrap();
+    client.batch_execute(&format!("CREATE ROLE {owner} LOGIN PASSWORD {password}")).await.unwrap();
+    client.batch_execute(&format!("CREATE ROLE {login} LOGIN PASSWORD {password}; COMMENT ON ROLE {login} IS 'bob''s app'")).await.unwrap();
+    if with_database {
+        let database = quote_ident(names.database());
+        client.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}")).await.unwrap();
+        client.batch_execute(&format!("COMMENT ON DATABASE {database} IS 'bob''s data'")).await.unwrap();
+        let inside = connect_as(admin, &foreign.owner, &foreign.password, names.database()).await.unwrap();
+        inside.batch_execute("CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (7)").await.unwrap();
+    }
+    foreign
+}
+
+/// Everything [`create_foreign`] made is exactly as it was.
+async fn assert_foreign_untouched(admin: &AdminConnection, names: &ExternalNames, foreign: &Foreign, with_database: bool) {
+    assert_eq!(role_comment(admin, names.login_role()).await.as_deref(), Some("bob's app"));
+    connect_as(admin, names.login_role(), &foreign.password, &admin.dbname).await.expect("the foreign role's password is unchanged");
+    let client = superuser(admin, &admin.dbname).await;
+    let attributes = "SELECT rolcanlogin AND NOT rolsuper AND rolinherit FROM pg_roles WHERE rolname = $1";
+    assert!(one_bool(&client, attributes, &[&names.login_role()]).await, "attributes unchanged");
+    let member = "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1)";
+    assert!(!one_bool(&client, member, &[&names.login_role()]).await, "no membership granted");
+    assert!(!role_exists(admin, names.owner_role()).await, "no owner role created next to a foreign object");
+    if with_database {
+        let owner: String = client
+            .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&names.database()])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(owner, foreign.owner);
+        assert_eq!(database_comment(admin, names.database()).await.as_deref(), Some("bob's data"));
+        assert!(one_bool(&client, "SELECT has_database_privilege('public', $1, 'CONNECT')", &[&names.database()]).await);
+        let inside = connect_as(admin, &foreign.owner, &foreign.password, names.database()).await.unwrap();
+        let id: i32 = inside.query_one("SELECT id FROM ledger", &[]).await.unwrap().get(0);
+        assert_eq!(id, 7);
+    } else {
+        assert!(!database_exists(admin, names.database()).await, "no database created next to a foreign role");
+    }
+}
+
+async fn drop_foreign(admin: &AdminConnection, names: &ExternalNames, foreign: &Foreign) {
+    cleanup(admin, names).await;
+    let client = superuser(admin, &admin.dbname).await;
+    client.batch_execute(&format!("DROP ROLE {}", quote_ident(&foreign.owner))).await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_unstamped_database_is_left_untouched_by_ensure_mark_and_drop() {
+    let admin = admin_or_skip!();
+    let Tenant { stamp, names, .. } = Tenant::new("foreign");
+    let foreign = create_foreign(&admin, &names, true).await;
+
+    let message = is_conflict(ensure_database(&admin, &names, &stamp, &password()).await);
+    assert!(message.contains(&format!("database `{}`", names.database())) && message.contains("bob's data"), "{message}");
+    assert!(message.contains("COMMENT ON"), "the message says what to do: {message}");
+    // The foreign role's own password proves nothing either: the database is not the owner role's.
+    is_conflict(ensure_database(&admin, &names, &stamp, &foreign.password).await);
+
+    let retained = mark_retained(&admin, &names, &stamp).await.unwrap();
+    assert!(!retained.marked_database && !retained.marked_roles, "{retained:?}");
+    let left: Vec<&str> = retained.left_alone.iter().map(|left| left.object.as_str()).collect();
+    assert_eq!(left, [format!("database `{}`", names.database()), format!("role `{}`", names.login_role())]);
+    assert!(!is_retained(&admin, &names).await.unwrap());
+
+    let dropped = drop_database(&admin, &names, &stamp).await.unwrap();
+    assert!(!dropped.dropped_database && !dropped.dropped_roles && dropped.left_alone.len() == 2, "{dropped:?}");
+    assert!(stamped_databases(&admin, &stamp).await.unwrap().is_empty());
+
+    assert_foreign_untouched(&admin, &names, &foreign, true).await;
+    drop_foreign(&admin, &names, &foreign).await;
+}
+
+#[tokio::test]
+async fn foreign_role_alone_is_a_conflict_and_left_untouched() {
+    let admin = admin_or_skip!();
+    let Tenant { stamp, names, .. } = Tenant::new("lonely");
+    let foreign = create_foreign(&admin, &names, false).await;
+
+    let message = is_conflict(ensure_database(&admin, &names, &stamp, &password()).await);
+    assert!(message.contains(&format!("role `{}`", names.login_role())), "{message}");
+    let dropped = drop_database(&admin, &names, &stamp).await.unwrap();
+    assert!(!dropped.dropped_roles && dropped.left_alone.len() == 1, "{dropped:?}");
+    let retained = mark_retained(&admin, &names, &stamp).await.unwrap();
+    assert!(!retained.marked_roles && retained.left_alone.len() == 1, "{retained:?}");
+
+    assert_foreign_untouched(&admin, &names, &foreign, false).await;
+    drop_foreign(&admin, &names, &foreign).await;
+}
+
+#[tokio::test]
+async fn another_tenant_uids_objects_are_a_conflict_and_left_untouched() {
+    let admin = admin_or_skip!();
+    // The same slug on another cluster sharing this server, or a Tenant whose finalizer was
+    // removed by hand.
+    let owner = Tenant::new("twin");
+    let twin = owner.recreated();
+    let password = password();
+    ensure_database(&admin, &owner.names, &owner.stamp, &password).await.unwrap();
+
+    let message = is_conflict(ensure_database(&admin, &owner.names, &twin.stamp, &password).await);
+    assert!(message.contains(owner.stamp.tenant_uid()) && message.contains(twin.stamp.tenant_uid()), "{message}");
+    assert!(message.contains("retained=true"), "the way out is to mark it retained: {message}");
+
+    let retained = mark_retained(&admin, &owner.names, &twin.stamp).await.unwrap();
+    assert!(!retained.marked_database && retained.left_alone.len() == 3, "{retained:?}");
+    let dropped = drop_database(&admin, &owner.names, &twin.stamp).await.unwrap();
+    assert!(!dropped.dropped_database && !dropped.dropped_roles && dropped.left_alone.len() == 3, "{dropped:?}");
+    assert!(stamped_databases(&admin, &twin.stamp).await.unwrap().is_empty());
+
+    assert_eq!(marks(&admin, &owner.names).await, [0, 1, 2].map(|_| Mark::Stamped(owner.stamp.record())), "stamps unchanged");
+    check_ready(&admin, &owner.names, &password).await.unwrap();
+    assert_eq!(ensure_database(&admin, &owner.names, &owner.stamp, &password).await.unwrap(), EnsureOutcome::default());
+    cleanup(&admin, &owner.names).await;
+}
+
+#[tokio::test]
+async fn upgrade_from_unstamped_objects_adopts_them_only_with_the_tenants_password() {
+    let admin = admin_or_skip!();
+    let sql = "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)";
+    let (Tenant { stamp, names, .. }, password, app) = provisioned(&admin, "upgrade", sql).await;
+    drop(app);
+    remove_stamps(&admin, &names).await;
+
+    // A wrong password proves nothing: nothing is stamped, nothing re-passworded.
+    let message = is_conflict(ensure_database(&admin, &names, &stamp, "not-the-tenants-password").await);
+    assert!(message.contains("does not accept the password"), "{message}");
+    assert_eq!(marks(&admin, &names).await, [Mark::Unstamped, Mark::Unstamped, Mark::Unstamped]);
+    check_ready(&admin, &names, &password).await.expect("the password was not changed");
+    assert!(drop_database(&admin, &names, &stamp).await.unwrap().left_alone.len() == 3);
+    assert!(database_exists(&admin, names.database()).await);
+
+    // The password from the tenant's credentials Secret proves the objects are the tenant's.
+    let outcome = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
+    assert!(outcome.adopted_unstamped && !outcome.adopted_retained && !outcome.password_set, "{outcome:?}");
+    assert!(!outcome.created_database && !outcome.created_roles, "{outcome:?}");
+    assert_eq!(marks(&admin, &names).await, [0, 1, 2].map(|_| Mark::Stamped(stamp.record())));
+    let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
+    assert_eq!(app.query_one("SELECT id FROM orders", &[]).await.unwrap().get::<_, i32>(0), 42);
+    drop(app);
+    assert_eq!(ensure_database(&admin, &names, &stamp, &password).await.unwrap(), EnsureOutcome::default());
+    cleanup(&admin, &names).await;
+}
+
+#[tokio::test]
+async fn upgrade_from_the_old_retained_mark_adopts_with_the_tenants_password() {
+    let admin = admin_or_skip!();
+    let old = Tenant::new("legacy");
+    let password = password();
+    ensure_database(&admin, &old.names, &old.stamp, &password).await.unwrap();
+    remove_stamps(&admin, &old.names).await;
+    let legacy = format!("{LEGACY_RETAINED_MARK}; the Tenant was deleted with deletionPolicy Retain at 2024-05-01T00:00:00Z");
+    let client = superuser(&admin, &admin.dbname).await;
+    let sql = format!("COMMENT ON DATABASE {} IS {}", quote_ident(old.names.database()), quote_literal(&legacy).unwrap());
+    client.batch_execute(&sql).await.unwrap();
+    assert!(is_retained(&admin, &old.names).await.unwrap());
+
+    let new = old.recreated();
+    is_conflict(ensure_database(&admin, &new.names, &new.stamp, "wrong-password").await);
+    assert_eq!(database_comment(&admin, old.names.database()).await, Some(legacy), "a failed proof changes nothing");
+
+    let outcome = ensure_database(&admin, &new.names, &new.stamp, &password).await.unwrap();
+    assert!(outcome.adopted_retained && outcome.adopted_unstamped && outcome.previous_tenant_uid.is_none(), "{outcome:?}");
+    assert!(!is_retained(&admin, &new.names).await.unwrap());
+    assert_eq!(marks(&admin, &new.names).await, [0, 1, 2].map(|_| Mark::Stamped(new.stamp.record())));
+    cleanup(&admin, &new.names).await;
+}
+
+#[tokio::test]
+async fn stamped_databases_lists_exactly_what_the_tenant_owns() {
+    let admin = admin_or_skip!();
+    let tenant = Tenant::new("list");
+    let password = password();
+    for env in [Environment::Dev, Environment::Prod] {
+        ensure_database(&admin, &tenant.names(env), &tenant.stamp, &password).await.unwrap();
+    }
+    // Staging's name is taken by someone else's database.
+    let staging = tenant.names(Environment::Staging);
+    let client = superuser(&admin, &admin.dbname).await;
+    client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(staging.database()))).await.unwrap();
+
+    assert_eq!(stamped_databases(&admin, &tenant.stamp).await.unwrap(), [Environment::Dev, Environment::Prod]);
+    assert!(stamped_databases(&admin, &tenant.recreated().stamp).await.unwrap().is_empty(), "another UID owns nothing");
+    assert!(stamped_databases(&admin, &any_stamp()).await.unwrap().is_empty());
+
+    // Retained databases are no longer the Tenant's to drop or mark.
+    mark_retained(&admin, &tenant.names(Environment::Prod), &tenant.stamp).await.unwrap();
+    assert_eq!(stamped_databases(&admin, &tenant.stamp).await.unwrap(), [Environment::Dev]);
+
+    for env in Environment::ALL {
+        cleanup(&admin, &tenant.names(env)).await;
+    }
+}
+
+#[tokio::test]
+async fn removed_environments_database_is_dropped_under_delete_and_kept_under_retain() {
+    let admin = admin_or_skip!();
+    let tenant = Tenant::new("removed");
+    let password = password();
+    for env in Environment::ALL {
+        ensure_database(&admin, &tenant.names(env), &tenant.stamp, &password).await.unwrap();
+    }
+    // Staging was removed from the spec earlier under Retain; prod was removed later, under
+    // Delete; dev is still in the spec. The controller asks the server what the Tenant owns.
+    mark_retained(&admin, &tenant.names(Environment::Staging), &tenant.stamp).await.unwrap();
+    let spec = [Environment::Dev];
+    let removed: Vec<Environment> =
+        stamped_databases(&admin, &tenant.stamp).await.unwrap().into_iter().filter(|env| !spec.contains(env)).collect();
+    assert_eq!(removed, [Environment::Prod]);
+    for env in removed {
+        let outcome = drop_database(&admin, &tenant.names(env), &tenant.stamp).await.unwrap();
+        assert!(outcome.dropped_database && outcome.dropped_roles && outcome.left_alone.is_empty(), "{outcome:?}");
+    }
+    assert!(!database_exists(&admin, tenant.names(Environment::Prod).database()).await);
+    assert!(database_exists(&admin, tenant.names(Environment::Dev).database()).await);
+
+    // A Delete of the whole Tenant later still keeps the retained environment.
+    for env in Environment::ALL {
+        drop_database(&admin, &tenant.names(env), &tenant.stamp).await.unwrap();
+    }
+    assert!(!database_exists(&admin, tenant.names(Environment::Dev).database()).await);
+    let staging = tenant.names(Environment::Staging);
+    assert!(database_exists(&admin, staging.database()).await && role_exists(&admin, staging.login_role()).await);
+    check_ready(&admin, &staging, &password).await.expect("retained credentials still work");
+    cleanup(&admin, &staging).await;
 }
 
 #[tokio::test]
@@ -272,18 +622,20 @@ async fn closed_port_is_server_unreachable_quickly() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let dead = AdminConnection { host: "127.0.0.1".into(), port, ..admin };
+    let stamp = any_stamp();
 
     let started = Instant::now();
-    let err = ensure_database(&dead, &names("down"), "pw").await.unwrap_err();
-    assert_eq!(err.reason(), "ServerUnreachable", "{err}");
+    let err = ensure_database(&dead, &names("down"), &stamp, "pw").await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "ServerUnreachable", "{err}");
     assert!(err.is_transient());
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     for result in [
-        mark_retained(&dead, &names("down")).await.map(|_| ()),
-        drop_database(&dead, &names("down")).await.map(|_| ()),
+        mark_retained(&dead, &names("down"), &stamp).await.map(|_| ()),
+        drop_database(&dead, &names("down"), &stamp).await.map(|_| ()),
+        stamped_databases(&dead, &stamp).await.map(|_| ()),
         check_ready(&dead, &names("down"), "pw").await,
     ] {
-        assert_eq!(result.unwrap_err().reason(), "ServerUnreachable");
+        assert_eq!(result.unwrap_err().reason().as_str(), "ServerUnreachable");
     }
 }
 
@@ -302,8 +654,8 @@ async fn silent_server_times_out_as_unreachable() {
     let silent = AdminConnection { host: "127.0.0.1".into(), port, connect_timeout: Duration::from_secs(1), ..admin };
 
     let started = Instant::now();
-    let err = ensure_database(&silent, &names("silent"), "pw").await.unwrap_err();
-    assert_eq!(err.reason(), "ServerUnreachable", "{err}");
+    let err = ensure_database(&silent, &names("silent"), &any_stamp(), "pw").await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "ServerUnreachable", "{err}");
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     holder.abort();
 }
@@ -312,8 +664,8 @@ async fn silent_server_times_out_as_unreachable() {
 async fn wrong_admin_password_is_an_authentication_failure() {
     let admin = admin_or_skip!();
     let wrong = AdminConnection { password: "not-the-password".into(), ..admin };
-    let err = ensure_database(&wrong, &names("auth"), "pw").await.unwrap_err();
-    assert_eq!(err.reason(), "AdminAuthenticationFailed", "{err}");
+    let err = ensure_database(&wrong, &names("auth"), &any_stamp(), "pw").await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "AdminAuthenticationFailed", "{err}");
     assert!(!err.to_string().contains("not-the-password"));
 }
 
@@ -322,8 +674,8 @@ async fn tls_that_cannot_be_verified_fails_clearly() {
     let admin = admin_or_skip!();
     // The test server either speaks no TLS or has a certificate no system root vouches for.
     let tls = AdminConnection { ssl_mode: SslMode::Require, root_cert_pem: None, ..admin };
-    let err = ensure_database(&tls, &names("tls"), "pw").await.unwrap_err();
-    assert_eq!(err.reason(), "TlsHandshakeFailed", "{err}");
+    let err = ensure_database(&tls, &names("tls"), &any_stamp(), "pw").await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "TlsHandshakeFailed", "{err}");
 }
 
 #[tokio::test]
@@ -335,17 +687,17 @@ async fn tls_with_a_trusted_ca_works_end_to_end() {
     };
     let pem = std::fs::read_to_string(&ca).unwrap();
     let tls = AdminConnection { ssl_mode: SslMode::Require, root_cert_pem: Some(pem), ..admin };
-    let names = names("tls-ok");
+    let Tenant { stamp, names, .. } = Tenant::new("tls-ok");
     let password = password();
-    ensure_database(&tls, &names, &password).await.unwrap();
+    ensure_database(&tls, &names, &stamp, &password).await.unwrap();
     check_ready(&tls, &names, &password).await.unwrap();
     // tokio-postgres with sslmode=require refuses to continue without TLS, so success above
     // means the sessions were encrypted and the certificate verified against the CA.
-    drop_database(&tls, &names).await.unwrap();
+    assert!(drop_database(&tls, &names, &stamp).await.unwrap().dropped_database);
 
     let wrong_ca = AdminConnection { root_cert_pem: Some("not a certificate".into()), ..tls };
     let err = check_ready(&wrong_ca, &names, &password).await.unwrap_err();
-    assert_eq!(err.reason(), "TlsHandshakeFailed", "{err}");
+    assert_eq!(err.reason().as_str(), "TlsHandshakeFailed", "{err}");
 }
 
 /// Creates a LOGIN role with the given attributes, returning an admin connection for it.
@@ -370,9 +722,9 @@ async fn drop_extra_admin(admin: &AdminConnection, extra: &AdminConnection) {
 async fn admin_without_privileges_gets_insufficient_privilege() {
     let admin = admin_or_skip!();
     let weak = extra_admin(&admin, "weak", "").await;
-    let names = names("weak");
-    let err = ensure_database(&weak, &names, "pw").await.unwrap_err();
-    assert_eq!(err.reason(), "InsufficientPrivilege", "{err}");
+    let Tenant { stamp, names, .. } = Tenant::new("weak");
+    let err = ensure_database(&weak, &names, &stamp, "pw").await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "InsufficientPrivilege", "{err}");
     assert!(!role_exists(&admin, names.owner_role()).await);
     drop_extra_admin(&admin, &weak).await;
 }
@@ -381,18 +733,25 @@ async fn admin_without_privileges_gets_insufficient_privilege() {
 async fn managed_service_style_admin_without_superuser_works() {
     let admin = admin_or_skip!();
     let managed = extra_admin(&admin, "managed", "CREATEDB CREATEROLE").await;
-    let names = names("managed");
+    let tenant = Tenant::new("managed");
+    let names = &tenant.names;
     let password = password();
-    let outcome = ensure_database(&managed, &names, &password).await.unwrap();
+    let outcome = ensure_database(&managed, names, &tenant.stamp, &password).await.unwrap();
     assert!(outcome.created_database && outcome.created_roles, "{outcome:?}");
-    assert_eq!(ensure_database(&managed, &names, &password).await.unwrap(), EnsureOutcome::default());
+    assert_eq!(ensure_database(&managed, names, &tenant.stamp, &password).await.unwrap(), EnsureOutcome::default());
     let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
     drop(app);
-    assert!(mark_retained(&managed, &names).await.unwrap());
-    assert!(ensure_database(&managed, &names, &password).await.unwrap().adopted_retained);
-    let dropped = drop_database(&managed, &names).await.unwrap();
-    assert_eq!(dropped, DropOutcome { dropped_database: true, dropped_roles: true });
+    let marked = mark_retained(&managed, names, &tenant.stamp).await.unwrap();
+    assert!(marked.marked_database && marked.marked_roles, "{marked:?}");
+    let recreated = tenant.recreated();
+    let adopted = ensure_database(&managed, names, &recreated.stamp, &password).await.unwrap();
+    assert!(adopted.adopted_retained, "{adopted:?}");
+    // The upgrade path works without superuser too.
+    remove_stamps(&admin, names).await;
+    assert!(ensure_database(&managed, names, &recreated.stamp, &password).await.unwrap().adopted_unstamped);
+    let dropped = drop_database(&managed, names, &recreated.stamp).await.unwrap();
+    assert_eq!(dropped, DropOutcome { dropped_database: true, dropped_roles: true, left_alone: Vec::new() });
     assert!(!database_exists(&admin, names.database()).await);
     drop_extra_admin(&admin, &managed).await;
 }
@@ -402,7 +761,8 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
     let admin = admin_or_skip!();
     for slug in ["a\"; DROP DATABASE postgres; --", "x'; DROP ROLE admin; --", "Robert'); --", "a b"] {
         let err = ExternalNames::new(slug, Environment::Prod).unwrap_err();
-        assert_eq!(err.reason(), "InvalidDatabaseName", "{slug}");
+        assert_eq!(err.reason().as_str(), "InvalidDatabaseName", "{slug}");
+        assert_eq!(Stamp::new(slug, &uid()).unwrap_err().reason().as_str(), "InvalidDatabaseName", "{slug}");
     }
 
     // Names passed straight in must create exactly those objects and touch nothing else.
@@ -421,19 +781,22 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
     )
     .unwrap();
     let password = format!("'); DROP ROLE {canary}; --\\'");
+    let stamp = any_stamp();
 
-    let outcome = ensure_database(&admin, &names, &password).await.unwrap();
+    let outcome = ensure_database(&admin, &names, &stamp, &password).await.unwrap();
     assert!(outcome.created_database && outcome.created_roles);
     assert!(database_exists(&admin, names.database()).await, "the database has exactly the given name");
     assert!(role_exists(&admin, names.owner_role()).await && role_exists(&admin, names.login_role()).await);
     assert!(database_exists(&admin, &canary).await && role_exists(&admin, &canary).await, "canary survives");
     assert!(!one_bool(&client, "SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&names.login_role()]).await);
+    assert_eq!(marks(&admin, &names).await, [0, 1, 2].map(|_| Mark::Stamped(stamp.record())));
     let app = connect_as(&admin, names.login_role(), &password, names.database()).await.unwrap();
     app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
     drop(app);
-    assert!(mark_retained(&admin, &names).await.unwrap());
+    assert!(mark_retained(&admin, &names, &stamp).await.unwrap().marked_database);
     assert!(is_retained(&admin, &names).await.unwrap());
-    drop_database(&admin, &names).await.unwrap();
+    assert!(ensure_database(&admin, &names, &stamp, &password).await.unwrap().adopted_retained);
+    drop_database(&admin, &names, &stamp).await.unwrap();
     assert!(!database_exists(&admin, names.database()).await);
     assert!(database_exists(&admin, &canary).await && role_exists(&admin, &canary).await, "canary survives");
     for sql in ["DROP DATABASE", "DROP ROLE"] {
@@ -445,19 +808,38 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
 async fn quoting_round_trips_through_the_server() {
     let admin = admin_or_skip!();
     let client = superuser(&admin, &admin.dbname).await;
-    for text in ["plain", "it's", "back\\slash", "\\'", "\"double\"", "semi; colon --", "ünï", "''''", "$$x$$"] {
+    let texts = ["plain", "it's", "back\\slash", "\\'", "\"double\"", "semi; colon --", "ünï", "''''", "$$x$$", "\\\\'\\"];
+    for text in texts {
         let sql = format!("SELECT {} AS {}", quote_literal(text).unwrap(), quote_ident(text));
-        let messages = client.simple_query(&sql).await.unwrap();
-        let row = messages
-            .iter()
-            .find_map(|message| match message {
-                SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(row.get(0), Some(text), "literal {text:?}");
-        assert_eq!(row.columns()[0].name(), text, "identifier {text:?}");
+        for conforming in ["on", "off"] {
+            // E'' literals mean the same under either setting.
+            client.batch_execute(&format!("SET standard_conforming_strings = {conforming}")).await.unwrap();
+            let messages = client.simple_query(&sql).await.unwrap();
+            let row = messages
+                .iter()
+                .find_map(|message| match message {
+                    SimpleQueryMessage::Row(row) => Some(row),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(row.get(0), Some(text), "literal {text:?} with standard_conforming_strings={conforming}");
+            assert_eq!(row.columns()[0].name(), text, "identifier {text:?}");
+        }
     }
+}
+
+#[tokio::test]
+async fn stamps_survive_the_server_unchanged() {
+    let admin = admin_or_skip!();
+    let Tenant { stamp, names, .. } = Tenant::new("roundtrip");
+    ensure_database(&admin, &names, &stamp, &password()).await.unwrap();
+    mark_retained(&admin, &names, &stamp).await.unwrap();
+    let comment = database_comment(&admin, names.database()).await.unwrap();
+    let record = StampRecord::parse(&comment).unwrap();
+    assert_eq!((record.slug.as_str(), record.tenant_uid.as_str(), record.retained), (stamp.slug(), stamp.tenant_uid(), true));
+    assert!(record.retained_at.is_some());
+    assert_eq!(record.to_string(), comment);
+    cleanup(&admin, &names).await;
 }
 
 #[tokio::test]
@@ -471,12 +853,13 @@ async fn admin_secret_errors_name_the_key() {
             None => data.remove(key),
         };
         let err = AdminConnection::from_secret_data(&data).unwrap_err();
-        assert_eq!(err.reason(), "InvalidAdminSecret");
+        assert_eq!(err.reason().as_str(), "InvalidAdminSecret");
         assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
     }
     let err = ensure_database(
         &AdminConnection::from_url("postgresql://a:b@127.0.0.1:1/postgres?sslmode=disable").unwrap(),
         &ExternalNames::new("fine", Environment::Dev).unwrap(),
+        &any_stamp(),
         "",
     )
     .await

@@ -247,13 +247,13 @@ async fn remove_unwanted(
         } else {
             match tenant.spec.deletion_policy {
                 DeletionPolicy::Retain => {
-                    database::retain_environment(valid, environment, ctx).await?;
+                    database::retain_environment(tenant, valid, environment, ctx).await?;
                     mark_retained(ctx, slug, &name).await?;
                     changes.note(Reason::Retained, format!("environment {environment} removed: namespace {name} and its data kept"));
                     NamespaceState::Retained
                 }
                 DeletionPolicy::Delete => {
-                    database::drop_environment(valid, environment, ctx, changes).await?;
+                    database::drop_environment(tenant, valid, environment, ctx, changes).await?;
                     apply::delete(ctx, ChildKind::Namespace, None, &name).await?;
                     changes.note(Reason::Deleted, format!("environment {environment} removed: deleted namespace {name}"));
                     NamespaceState::Terminating

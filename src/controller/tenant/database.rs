@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{core::DynamicObject, Api, ResourceExt};
+use kube::{core::DynamicObject, runtime::events::EventType, Api, Resource, ResourceExt};
 
 use super::{status::Observations, validate::ValidatedTenant};
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
     },
     database::{
         self, credentials_secret,
-        external::{self, AdminConnection, ExternalDbError, ExternalNames},
+        external::{self, AdminConnection, ExternalDbError, ExternalNames, LeftAlone, Stamp},
         generate_password, ConnectionInfo,
     },
     desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
@@ -207,18 +207,19 @@ async fn admin_connection(ctx: &Context) -> Result<AdminConnection, ExternalDbEr
 }
 
 fn problem_of(error: &ExternalDbError) -> Problem {
-    let reason = match error {
-        ExternalDbError::InvalidAdminSecret { .. } => Reason::InvalidAdminSecret,
-        ExternalDbError::InvalidName(_) => Reason::InvalidDatabaseName,
-        ExternalDbError::InvalidPassword(_) => Reason::InvalidDatabasePassword,
-        ExternalDbError::ServerUnreachable { .. } => Reason::ServerUnreachable,
-        ExternalDbError::Tls { .. } => Reason::TlsHandshakeFailed,
-        ExternalDbError::AdminAuthenticationFailed { .. } => Reason::AdminAuthenticationFailed,
-        ExternalDbError::TenantLoginFailed { .. } => Reason::TenantLoginFailed,
-        ExternalDbError::InsufficientPrivilege { .. } => Reason::InsufficientPrivilege,
-        ExternalDbError::Database { .. } => Reason::DatabaseError,
-    };
-    Problem::new(reason, error.to_string())
+    Problem::new(error.reason(), error.to_string())
+}
+
+/// What the external provider stamps on what it creates: the tenant and its UID.
+fn stamp(valid_slug: &str, uid: &str) -> Result<Stamp, ExternalDbError> {
+    Stamp::new(valid_slug, uid)
+}
+
+/// Objects on the shared server that are not this Tenant's are left alone and reported.
+fn report_left_alone(ctx: &Context, tenant: &Tenant, left_alone: &[LeftAlone]) {
+    for item in left_alone {
+        ctx.event(&tenant.object_ref(&()), EventType::Warning, Reason::DatabaseConflict, &format!("left {item} alone"));
+    }
 }
 
 /// Create or adopt the environment's database on the external server and keep its
@@ -243,12 +244,17 @@ async fn reconcile_external(
         Ok(password) => password,
         Err(problem) => return Ok(Err(problem)),
     };
-    match external::ensure_database(&admin, &names, &password).await {
+    let stamp = match stamp(&valid.slug, &valid.uid) {
+        Ok(stamp) => stamp,
+        Err(error) => return Ok(Err(problem_of(&error))),
+    };
+    match external::ensure_database(&admin, &names, &stamp, &password).await {
         Ok(outcome) => {
             if outcome.created_database {
                 changes.note(Reason::Created, format!("created database {} on {}", names.database(), admin.server()));
-            } else if outcome.adopted_retained {
-                changes.note(Reason::Adopted, format!("adopted retained database {} on {}", names.database(), admin.server()));
+            } else if outcome.adopted_retained || outcome.adopted_unstamped {
+                let from = outcome.previous_tenant_uid.map(|uid| format!(" of the earlier Tenant {uid}")).unwrap_or_default();
+                changes.note(Reason::Adopted, format!("adopted database {} on {}{from}", names.database(), admin.server()));
             }
             Ok(Ok(connection.host))
         }
@@ -264,44 +270,67 @@ fn uses_external(valid_provider: DatabaseProvider) -> bool {
 }
 
 /// Mark the external database of a removed environment as retained.
-pub async fn retain_environment(valid: &ValidatedTenant, env: Environment, ctx: &Context) -> Result<(), Error> {
+pub async fn retain_environment(tenant: &Tenant, valid: &ValidatedTenant, env: Environment, ctx: &Context) -> Result<(), Error> {
     if !uses_external(valid.plan.database_provider) {
         return Ok(());
     }
     let admin = admin_connection(ctx).await?;
-    external::mark_retained(&admin, &ExternalNames::new(&valid.slug, env)?).await?;
+    let outcome = external::mark_retained(&admin, &ExternalNames::new(&valid.slug, env)?, &stamp(&valid.slug, &valid.uid)?).await?;
+    report_left_alone(ctx, tenant, &outcome.left_alone);
     Ok(())
 }
 
 /// Drop the external database of a removed environment (deletionPolicy Delete).
-pub async fn drop_environment(valid: &ValidatedTenant, env: Environment, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
+pub async fn drop_environment(
+    tenant: &Tenant,
+    valid: &ValidatedTenant,
+    env: Environment,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(), Error> {
     if !uses_external(valid.plan.database_provider) {
         return Ok(());
     }
     let admin = admin_connection(ctx).await?;
     let names = ExternalNames::new(&valid.slug, env)?;
-    if external::drop_database(&admin, &names).await?.dropped_database {
+    let outcome = external::drop_database(&admin, &names, &stamp(&valid.slug, &valid.uid)?).await?;
+    if outcome.dropped_database {
         changes.note(Reason::Deleted, format!("dropped database {} on {}", names.database(), admin.server()));
+    }
+    report_left_alone(ctx, tenant, &outcome.left_alone);
+    Ok(())
+}
+
+/// Every external database this Tenant stamped, of current and of removed environments: kept
+/// (marked retained) or dropped when the Tenant is deleted.
+pub async fn finish_external(tenant: &Tenant, ctx: &Context, delete: bool, changes: &mut Changes) -> Result<(), Error> {
+    if database::provider_of(tenant, &ctx.config) != DatabaseProvider::External && !stamped_in_status(tenant) {
+        return Ok(());
+    }
+    let slug = tenant.name_any();
+    let uid = tenant.uid().ok_or(Error::MissingName)?;
+    let stamp = stamp(&slug, &uid)?;
+    let admin = admin_connection(ctx).await?;
+    for env in external::stamped_databases(&admin, &stamp).await? {
+        let names = ExternalNames::new(&slug, env)?;
+        if delete {
+            let outcome = external::drop_database(&admin, &names, &stamp).await?;
+            if outcome.dropped_database {
+                changes.note(Reason::Deleted, format!("dropped database {} on {}", names.database(), admin.server()));
+            }
+            report_left_alone(ctx, tenant, &outcome.left_alone);
+        } else {
+            let outcome = external::mark_retained(&admin, &names, &stamp).await?;
+            if outcome.marked_database {
+                changes.note(Reason::Retained, format!("kept database {} on {}", names.database(), admin.server()));
+            }
+            report_left_alone(ctx, tenant, &outcome.left_alone);
+        }
     }
     Ok(())
 }
 
-/// Every environment's external database of a deleted Tenant: retained or dropped.
-pub async fn finish_external(tenant: &Tenant, ctx: &Context, delete: bool, changes: &mut Changes) -> Result<(), Error> {
-    if database::provider_of(tenant, &ctx.config) != DatabaseProvider::External {
-        return Ok(());
-    }
-    let slug = tenant.name_any();
-    let admin = admin_connection(ctx).await?;
-    for env in &tenant.spec.environments {
-        let names = ExternalNames::new(&slug, *env)?;
-        if delete {
-            if external::drop_database(&admin, &names).await?.dropped_database {
-                changes.note(Reason::Deleted, format!("dropped database {} on {}", names.database(), admin.server()));
-            }
-        } else {
-            external::mark_retained(&admin, &names).await?;
-        }
-    }
-    Ok(())
+/// Whether the last status recorded an external database (the provider is pinned).
+fn stamped_in_status(tenant: &Tenant) -> bool {
+    tenant.status.as_ref().is_some_and(|s| s.databases.iter().any(|db| db.provider == DatabaseProvider::External))
 }
