@@ -284,6 +284,11 @@ pub struct UserConfig {
     /// API server's `--oidc-username-prefix`.
     #[serde(default)]
     pub subject_prefix: String,
+    /// ClusterRoles a TenantUser may name in `customRoles` besides those labelled
+    /// `tenancy.platform.dev/assignable=true`. Anything else (`cluster-admin`, say) is refused,
+    /// whatever the operator itself may bind.
+    #[serde(default)]
+    pub assignable_roles: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

@@ -10,7 +10,13 @@ pub const FINALIZER: &str = "tenancy.platform.dev/cleanup";
 
 pub const LABEL_TENANT: &str = "tenancy.platform.dev/tenant";
 pub const LABEL_ENVIRONMENT: &str = "tenancy.platform.dev/environment";
+/// The TenantUser a RoleBinding is for; a label value holds at most 63 characters, so longer
+/// names are shortened (see [`user_label_value`]) and [`ANNOTATION_USER`] holds the full name.
 pub const LABEL_USER: &str = "tenancy.platform.dev/user";
+pub const ANNOTATION_USER: &str = "tenancy.platform.dev/user-name";
+/// ClusterRoles labelled `tenancy.platform.dev/assignable=true` may be named in a TenantUser's
+/// `customRoles`.
+pub const LABEL_ASSIGNABLE_TRUE: &str = "tenancy.platform.dev/assignable=true";
 pub const LABEL_RETAINED: &str = "tenancy.platform.dev/retained";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "tenant-operator";
@@ -67,6 +73,21 @@ pub fn user_custom_binding_name(username: &str, cluster_role: &str) -> String {
     format!("tenantuser-{username}:{cluster_role}")
 }
 
+/// A TenantUser name as a label value: itself when it fits 63 characters, else its first 52
+/// characters and a hash of the whole name (names are DNS subdomains: up to 253 characters).
+pub fn user_label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let prefix: String = name.chars().take(52).collect();
+    format!("{}-{:010x}", prefix.trim_end_matches(['-', '.']), hash & 0xff_ffff_ffff)
+}
+
 /// Hostname of an application of a tenant in one environment.
 pub fn hostname(templates: &HostnameTemplates, slug: &str, env: Environment, app: &str, domain: &str) -> String {
     templates
@@ -85,6 +106,20 @@ pub fn environment_of_namespace(slug: &str, namespace: &str) -> Option<Environme
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_label_values_fit_63_characters_and_stay_distinct() {
+        assert_eq!(user_label_value("acme-jdoe"), "acme-jdoe");
+        let long_a = format!("acme-{}.example.com", "a".repeat(200));
+        let long_b = format!("acme-{}.example.org", "a".repeat(200));
+        let (a, b) = (user_label_value(&long_a), user_label_value(&long_b));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.ends_with(|c: char| c.is_ascii_alphanumeric()));
+        let dotted = format!("{}.{}", "b".repeat(51), "c".repeat(100));
+        let value = user_label_value(&dotted);
+        assert!(!value.contains(".-") && value.len() <= 63, "{value}");
+    }
 
     #[test]
     fn namespaces_are_slug_dash_environment() {

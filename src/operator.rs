@@ -29,7 +29,7 @@ use crate::{
     http::Readiness,
     leader::LeaderElection,
     metrics::Metrics,
-    naming::{LABEL_TENANT, LABEL_USER},
+    naming::LABEL_TENANT,
     types::TenantPhase,
 };
 
@@ -78,6 +78,7 @@ pub async fn run_controllers(
         kinds.push(ChildKind::CnpgCluster);
     }
     kinds.push(ChildKind::RoleBinding);
+    kinds.push(ChildKind::ClusterRole);
     let (caches, mut streams) = Caches::start(&client, &kinds);
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
@@ -85,7 +86,7 @@ pub async fn run_controllers(
     let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default())
         .with_config(controller_config.clone())
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|tenant| (tenant, rx)) }));
-    for kind in kinds.iter().copied().filter(|k| *k != ChildKind::RoleBinding) {
+    for kind in kinds.iter().copied().filter(|k| !matches!(k, ChildKind::RoleBinding | ChildKind::ClusterRole)) {
         if let Some(stream) = streams.remove(&kind) {
             tenants = tenants.watches_stream_with(stream, |object| tenant_of(&object), kind.api_resource());
         }
@@ -96,6 +97,7 @@ pub async fn run_controllers(
     let user_store = users_controller.store();
     let store_for_tenants = user_store.clone();
     let store_for_users = user_store.clone();
+    let store_for_roles = user_store.clone();
     let mut users = users_controller
         // A tenant created, changed (environments) or deleted re-reconciles its users.
         .watches(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
@@ -110,8 +112,16 @@ pub async fn run_controllers(
     if let Some(stream) = streams.remove(&ChildKind::RoleBinding) {
         users = users.watches_stream_with(
             stream,
-            |binding| binding.labels().get(LABEL_USER).map(|name| ObjectRef::<GuardedUser>::new(name)),
+            |binding| user::user_of_binding(&binding).map(|name| ObjectRef::<GuardedUser>::new(&name)),
             ChildKind::RoleBinding.api_resource(),
+        );
+    }
+    // A ClusterRole becoming assignable (or ceasing to be) re-reconciles the users naming it.
+    if let Some(stream) = streams.remove(&ChildKind::ClusterRole) {
+        users = users.watches_stream_with(
+            stream,
+            move |role| user::users_naming_role(&store_for_roles, &role.name_any()),
+            ChildKind::ClusterRole.api_resource(),
         );
     }
     let ctx = Arc::new(Context::new(ContextParts {

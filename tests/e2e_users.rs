@@ -93,8 +93,37 @@ async fn every_role_gets_the_role_table_binding_in_every_environment() {
 }
 
 #[tokio::test]
-async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
+async fn a_custom_role_that_is_not_assignable_is_refused_and_the_system_role_is_still_bound() {
     let s = Scenario::start().await;
+    let slug = s.slug("esc");
+    s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    let name = format!("{slug}-mallory");
+    s.create_user(&user(&name, &slug, "mallory@x.example", "mallory", &["Designer"], &["cluster-admin"])).await;
+    let u = s
+        .wait_user(&name, |u| {
+            u.status.as_ref().and_then(|st| st.condition("Ready")).is_some_and(|c| c.status == "False" && c.reason == "CustomRoleRefused")
+        })
+        .await;
+    let message = u.status.as_ref().and_then(|st| st.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("cluster-admin") && message.contains("assignable"), "names the role and what to do: {message}");
+    assert!(u.status.as_ref().is_some_and(|st| st.is_true("Stalled")), "a person must act: {:?}", u.status);
+    s.wait_for("the system-role bindings in every environment", || async {
+        bindings(&s, &name).await
+            == [
+                (format!("{slug}-dev"), "tenantuser-mallory".to_string(), "tenancy:editor".to_string()),
+                (format!("{slug}-prod"), "tenantuser-mallory".to_string(), "tenancy:viewer".to_string()),
+            ]
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
+    let mut config = support::scenario::example_config();
+    config.users.assignable_roles = vec!["flow-billing-editor".to_string()];
+    let s = Scenario::start_with(config).await;
     let slug = s.slug("mixed");
     s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
     s.wait_tenant(&slug, tenant_ready).await;

@@ -16,7 +16,10 @@ use kube::{
     Api, Client, ResourceExt,
 };
 
-use crate::{desired::ChildKind, naming::LABEL_TENANT};
+use crate::{
+    desired::ChildKind,
+    naming::{LABEL_ASSIGNABLE_TRUE, LABEL_TENANT},
+};
 
 /// Read access to the caches, shared by the controllers.
 #[derive(Clone, Default)]
@@ -38,7 +41,9 @@ impl Caches {
             let writer: Writer<DynamicObject> = Writer::new(resource.clone());
             let store = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            let config = watcher::Config::default().labels(LABEL_TENANT);
+            // ClusterRoles are not a tenant's: the cache holds those a TenantUser may name.
+            let selector = if kind == ChildKind::ClusterRole { LABEL_ASSIGNABLE_TRUE } else { LABEL_TENANT };
+            let config = watcher::Config::default().labels(selector);
             let stream = watcher(api, config)
                 .default_backoff()
                 .reflect(writer)

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    naming::{self, LABEL_USER},
+    naming::{self, ANNOTATION_USER, LABEL_USER},
     types::{Environment, SystemRole, Tenant, TenantUser},
 };
 
@@ -74,12 +74,14 @@ fn binding(
     cluster_role: &str,
 ) -> Result<DesiredObject, serde_json::Error> {
     let mut labels: BTreeMap<String, String> = tenant_labels(slug, Some(env));
-    labels.insert(LABEL_USER.to_string(), user.metadata.name.clone().unwrap_or_default());
+    let user_name = user.metadata.name.clone().unwrap_or_default();
+    labels.insert(LABEL_USER.to_string(), naming::user_label_value(&user_name));
     let rb = RoleBinding {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(naming::namespace_name(slug, env)),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(ANNOTATION_USER.to_string(), user_name)])),
             // Lightweight child: collected with the TenantUser if the operator is not around.
             owner_references: user.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..ObjectMeta::default()

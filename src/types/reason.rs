@@ -237,6 +237,24 @@ pub fn condition(
 mod tests {
     use super::*;
 
+    /// docs/troubleshooting.md documents every reason, and says Stalled exactly for those that
+    /// need a person.
+    #[test]
+    fn every_reason_is_documented_with_the_right_kind() {
+        let doc = include_str!("../../docs/troubleshooting.md");
+        for reason in Reason::ALL {
+            let name = format!("`{}`", reason.as_str());
+            let row = doc.lines().find(|line| line.starts_with('|') && line.split('|').nth(1).is_some_and(|cell| cell.contains(&name)));
+            let Some(row) = row else { panic!("{name} is not in docs/troubleshooting.md") };
+            let kind = row.split('|').nth(3).map(str::trim).unwrap_or_default();
+            match kind {
+                "Stalled" => assert!(reason.needs_a_person(), "{name} is documented as Stalled"),
+                "Reconciling" => assert!(!reason.needs_a_person(), "{name} is documented as Reconciling"),
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn reasons_are_camel_case_and_unique() {
         let mut seen = std::collections::BTreeSet::new();

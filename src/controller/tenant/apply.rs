@@ -40,7 +40,26 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
         apply_environment(tenant, valid, env, ctx, &mut observed, changes).await?;
     }
     remove_unwanted(tenant, valid, ctx, &mut observed, changes).await?;
+    sweep_orphaned_bindings(valid, ctx, changes).await?;
     Ok(observed)
+}
+
+/// RoleBindings of TenantUsers that no longer exist: a user deleted with
+/// `propagationPolicy: Orphan`, or while the operator was down, must not keep access.
+async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
+    for binding in ctx.caches.of_tenant(ChildKind::RoleBinding, &valid.slug) {
+        let Some(user) = crate::controller::user::user_of_binding(&binding) else { continue };
+        let exists = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&user)).is_some();
+        if exists || is_terminating(&binding) || !is_ours(&binding, &valid.slug) {
+            continue;
+        }
+        let (namespace, name) = (binding.namespace().unwrap_or_default(), binding.name_any());
+        if apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &name).await? {
+            changes
+                .note(Reason::Deleted, format!("deleted RoleBinding {namespace}/{name} of the TenantUser {user}, which no longer exists"));
+        }
+    }
+    Ok(())
 }
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold

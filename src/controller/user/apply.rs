@@ -14,7 +14,7 @@ use crate::{
         Changes, Context, Error,
     },
     desired::ChildKind,
-    naming::LABEL_USER,
+    naming::{self, LABEL_ASSIGNABLE_TRUE},
     types::{Problem, Reason, TenantUser},
 };
 
@@ -27,8 +27,23 @@ pub async fn apply_bindings(
     let mut observed = BindingObservations::default();
     let mut kept = BTreeSet::new();
     let owner_uid = valid.tenant.uid().unwrap_or_default();
+    let system_binding = naming::user_binding_name(&user.spec.username);
     for binding in &valid.plan.bindings {
         let namespace = binding.namespace.clone().unwrap_or_default();
+        let role = binding.object.pointer("/roleRef/name").and_then(|r| r.as_str()).unwrap_or_default();
+        if binding.name != system_binding && !assignable(ctx, role) {
+            let problem = Problem::new(
+                Reason::CustomRoleRefused,
+                format!(
+                    "custom role {role} is not assignable to TenantUsers: label the ClusterRole {LABEL_ASSIGNABLE_TRUE} or list it \
+                     in the configuration's users.assignableRoles; no RoleBinding to it is made"
+                ),
+            );
+            if !observed.refused.contains(&problem) {
+                observed.refused.push(problem);
+            }
+            continue;
+        }
         let usable = ctx.caches.get(ChildKind::Namespace, None, &namespace).is_some_and(|ns| !is_terminating(&ns) && !is_retained(&ns));
         if !usable {
             observed.waiting.push(namespace);
@@ -46,7 +61,6 @@ pub async fn apply_bindings(
         match apply::apply(ctx, binding, &owner_uid).await {
             Ok(_) => changes.applied(binding),
             Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
-                let role = binding.object.pointer("/roleRef/name").and_then(|r| r.as_str()).unwrap_or_default();
                 let reason = if status.code == 404 { Reason::CustomRoleNotFound } else { Reason::CustomRoleRefused };
                 observed.refused.push(Problem::new(
                     reason,
@@ -60,11 +74,17 @@ pub async fn apply_bindings(
     Ok(observed)
 }
 
+/// Whether a TenantUser may name `role` in `customRoles`: listed in the configuration, or
+/// labelled assignable (the ClusterRole cache holds only those).
+fn assignable(ctx: &Context, role: &str) -> bool {
+    ctx.config.users.assignable_roles.iter().any(|r| r == role) || ctx.caches.get(ChildKind::ClusterRole, None, role).is_some()
+}
+
 /// Delete the user's RoleBindings that are not in `keep` (namespace, name).
 pub async fn revoke(user: &TenantUser, keep: &BTreeSet<(String, String)>, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
     let name = user.name_any();
     for binding in ctx.caches.of_tenant(ChildKind::RoleBinding, &user.spec.tenant) {
-        if binding.labels().get(LABEL_USER) != Some(&name) || is_terminating(&binding) {
+        if super::user_of_binding(&binding).as_deref() != Some(name.as_str()) || is_terminating(&binding) {
             continue;
         }
         let namespace = binding.namespace().unwrap_or_default();

@@ -11,6 +11,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
+    core::DynamicObject,
     runtime::{
         controller::Action,
         events::EventType,
@@ -20,7 +21,10 @@ use kube::{
 };
 
 use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
-use crate::types::{Reason, TenantUser};
+use crate::{
+    naming::{ANNOTATION_USER, LABEL_USER},
+    types::{Reason, TenantUser},
+};
 
 pub type GuardedUser = kube::core::DeserializeGuard<TenantUser>;
 
@@ -84,6 +88,22 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     }
     let ready = new.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     Ok(Action::requeue(if ready { RESYNC } else { POLL }))
+}
+
+/// The TenantUser a RoleBinding of the operator is for: the full name is in an annotation
+/// (a label value is cut at 63 characters).
+pub fn user_of_binding(binding: &DynamicObject) -> Option<String> {
+    binding.annotations().get(ANNOTATION_USER).or_else(|| binding.labels().get(LABEL_USER)).cloned()
+}
+
+/// TenantUsers that name `role` among their custom roles.
+pub fn users_naming_role(users: &Store<GuardedUser>, role: &str) -> Vec<ObjectRef<GuardedUser>> {
+    users
+        .state()
+        .iter()
+        .filter(|g| g.0.as_ref().is_ok_and(|u| u.spec.custom_roles.iter().any(|r| r == role)))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
 }
 
 /// TenantUsers of a tenant, from the controller's cache.
