@@ -324,6 +324,7 @@ fn operator_cluster_role_is_least_privilege() {
         ("", "persistentvolumeclaims", &["get", "list", "watch", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
         ("rbac.authorization.k8s.io", "clusterroles", &["get", "list", "watch"]),
+        ("", "events", &["list"]),
     ];
     // Deleted only where the operator removes its own objects (removed environments, quota,
     // applications, user bindings); the rest goes only with its namespace.

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{core::DynamicObject, runtime::events::EventType, Api, Resource, ResourceExt};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
+use kube::{api::ListParams, core::DynamicObject, runtime::events::EventType, Api, Resource, ResourceExt};
 
 use super::{status::Observations, validate::ValidatedTenant};
 use crate::{
@@ -42,7 +42,13 @@ pub async fn reconcile_database(
                 let source = database::readiness_source(provider);
                 let observed_object =
                     source.and_then(|kind| ctx.caches.get(kind, Some(&env.namespace), &naming::database_name(&valid.slug)));
-                database::readiness(provider, observed_object.as_deref()).map(|()| connection.host.clone())
+                match database::readiness(provider, observed_object.as_deref()) {
+                    Ok(()) => Ok(connection.host.clone()),
+                    Err(problem) if provider == DatabaseProvider::Statefulset && observed_object.is_some() => {
+                        Err(pod_refusal(ctx, &env.namespace, &naming::database_name(&valid.slug)).await.unwrap_or(problem))
+                    }
+                    Err(problem) => Err(problem),
+                }
             }
         },
         (_, None) => Err(Problem::new(Reason::DatabaseNotReady, "no connection details for this provider")),
@@ -71,6 +77,24 @@ pub async fn reconcile_database(
     };
     observed.databases.push(status);
     Ok(())
+}
+
+/// Why the database StatefulSet has no pod, when the API server refused to create it (a
+/// quota without requests, a Pod Security level): the StatefulSet controller's latest
+/// `FailedCreate` Event, quoted. A failure to read Events only loses the detail.
+async fn pod_refusal(ctx: &Context, namespace: &str, statefulset: &str) -> Option<Problem> {
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("involvedObject.kind=StatefulSet,involvedObject.name={statefulset},reason=FailedCreate");
+    let listed = match events.list(&ListParams::default().fields(&selector)).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::debug!(%namespace, %statefulset, %error, "cannot read the StatefulSet's events");
+            return None;
+        }
+    };
+    let latest = listed.items.into_iter().max_by_key(|e| e.last_timestamp.clone().map(|t| t.0))?;
+    let message = latest.message?;
+    Some(Problem::new(Reason::DatabaseNotReady, format!("the API server refused the database pod of StatefulSet {statefulset}: {message}")))
 }
 
 /// The environment's credentials Secret, wherever it is known (the label-narrowed cache does
