@@ -8,26 +8,9 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::{api::ListParams, Api};
 use serde_json::json;
+use support::fixtures::{user, users_tenant as tenant};
 use support::scenario::Scenario;
 use tenant_operator::types::{Conditions, SystemRole, Tenant, TenantPhase, TenantUser};
-
-fn tenant(slug: &str, environments: &[&str]) -> Tenant {
-    serde_json::from_value(json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": slug},
-        "spec": {"displayName": "Users Inc", "cluster": "uk", "environments": environments, "database": {"provider": "none"}, "deletionPolicy": "Delete"},
-    }))
-    .expect("test tenant")
-}
-
-fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str], custom: &[&str]) -> TenantUser {
-    serde_json::from_value(json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser",
-        "metadata": {"name": name},
-        "spec": {"tenant": slug, "email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
-    }))
-    .expect("test user")
-}
 
 fn tenant_ready(t: &Tenant) -> bool {
     t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))

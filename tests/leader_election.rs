@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::FakeApiServer;
+use fake_apiserver::FakeApiServer;
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -318,7 +318,7 @@ fn instance(fake: &FakeApiServer, identity: &str) -> Instance {
     let election = LeaderElection::start(client.clone(), config).expect("start");
     let (stop, stop_rx) = watch::channel(false);
     let leader_rx = election.subscribe();
-    let operator_config = Arc::new(support::scenario::example_config());
+    let operator_config = Arc::new(support::fixtures::example_config());
     let task = tokio::spawn(run_with_leader_election(client, operator_config, ControllerOptions::default(), election, stop_rx));
     Instance { stop, task, leader: leader_rx }
 }

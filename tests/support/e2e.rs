@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::fake::FakeApiServer;
+use fake_apiserver::FakeApiServer;
 
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
 const FIELD_MANAGER: &str = "tenant-operator-e2e";

@@ -22,11 +22,9 @@ use tenant_operator::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{e2e::TestEnv, FakeApiServer};
+use super::{e2e::TestEnv, fixtures::example_config};
+use fake_apiserver::FakeApiServer;
 
-pub fn example_config() -> Config {
-    Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").expect("example config")
-}
 
 struct Running {
     stop: oneshot::Sender<()>,
@@ -115,7 +113,7 @@ impl Scenario {
 
     /// Restart the operator once the watches have settled and return the requests it made in
     /// the following seconds: a full resync (fake only).
-    pub async fn requests_of_a_restart(&self) -> Option<super::RequestCounts> {
+    pub async fn requests_of_a_restart(&self) -> Option<fake_apiserver::RequestCounts> {
         let fake = self.fake()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.stop_operator().await;

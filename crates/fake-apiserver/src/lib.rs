@@ -1,9 +1,11 @@
-//! An in-process fake Kubernetes API server for integration tests. See `tests/support/README.md`.
+//! An in-process fake Kubernetes API server for tenant-operator's tests: real `kube::Client`s
+//! talk to it over HTTP. What it implements, and where it is simpler than the real server, is
+//! in this crate's `README.md`.
 
 mod admission;
 mod builtin;
 mod errors;
-pub mod faults;
+mod faults;
 mod fields;
 mod gc;
 mod patch;
@@ -27,7 +29,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 pub use errors::{ApiError, Cause};
-pub use faults::{FaultAction, RequestCounts, RequestRecord};
+pub use faults::{FaultAction, RequestCounts, RequestRecord, WRITE_VERBS};
 pub use store::Propagation;
 
 use errors::ApiResult;
@@ -35,9 +37,6 @@ use faults::Fault;
 use resources::ResourceType;
 use selectors::{FieldSelector, LabelSelector, Selectors};
 use store::{DeleteOpts, PatchKind, State, WriteCtx};
-
-/// The CloudNativePG `Cluster` CRD used by tests (`tests/data/cnpg-cluster-crd.yaml`).
-pub const CNPG_CLUSTER_CRD: &str = include_str!("../../data/cnpg-cluster-crd.yaml");
 
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
@@ -154,8 +153,9 @@ impl Builder {
     }
 }
 
+/// The workspace's `crds/*.yaml`: the CRDs the operator ships, which nearly every test needs.
 fn repo_crds() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect())
         .unwrap_or_default();
@@ -744,7 +744,3 @@ fn serve(
     }
 }
 
-/// Path of the repository (for tests that read files).
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
