@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fake_apiserver::{FakeApiServer, RequestCounts};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::{
@@ -38,7 +39,6 @@ use kube::{
     Api, Client,
 };
 use serde_json::{json, Value};
-use fake_apiserver::{FakeApiServer, RequestCounts};
 use tenant_operator::{
     config::Config,
     desired::tenant::TenantPlan,

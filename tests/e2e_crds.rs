@@ -9,8 +9,8 @@ use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::ResourceExt;
 use serde_json::json;
-use support::fixtures::minimal_tenant_json as tenant;
 use support::e2e::TestEnv;
+use support::fixtures::minimal_tenant_json as tenant;
 use tenant_operator::types::{DeletionPolicy, Tenant};
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
@@ -14,7 +15,6 @@ use kube::{
 };
 use serde_json::json;
 use support::fixtures::{data_tenant as tenant, example_config, ready};
-use fake_apiserver::FakeApiServer;
 use support::{e2e::TestEnv, scenario::Scenario, CNPG_CLUSTER_CRD};
 use tenant_operator::{
     database::external::{self, AdminConnection, ExternalNames},

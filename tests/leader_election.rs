@@ -11,11 +11,11 @@ mod support;
 
 use std::time::Duration;
 
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use fake_apiserver::FakeApiServer;
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -39,7 +40,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use support::fixtures::example_config;
 use support::{repo_path, CNPG_CLUSTER_CRD};
-use fake_apiserver::FakeApiServer;
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tenant_operator::operator::{run_controllers, ControllerOptions};
 use tenant_operator::types::{NamespaceState, Tenant, TenantPhase, TenantUser};

@@ -14,7 +14,6 @@ pub mod scenario;
 
 use std::path::{Path, PathBuf};
 
-
 /// The CloudNativePG `Cluster` CRD used by tests (`tests/data/cnpg-cluster-crd.yaml`).
 pub const CNPG_CLUSTER_CRD: &str = include_str!("../data/cnpg-cluster-crd.yaml");
 

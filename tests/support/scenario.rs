@@ -25,7 +25,6 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use super::{e2e::TestEnv, fixtures::example_config};
 use fake_apiserver::FakeApiServer;
 
-
 struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,

@@ -268,7 +268,7 @@ fn statefulsets(state: &mut State) -> bool {
                     "metadata": {"name": name, "namespace": sts.ns, "labels": labels},
                     "spec": spec,
                 });
-                let ctx = WriteCtx { manager: "kube-controller-manager".into(), dry_run: false };
+                let ctx = WriteCtx::internal("kube-controller-manager");
                 if state.create(&pvc_rt, &sts.ns, body, &ctx, false).is_ok() {
                     changed = true;
                 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fake_apiserver::FakeApiServer;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -11,11 +12,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Discovery, Resource, ResourceExt};
-use serde_json::{json, Value};
-use fake_apiserver::FakeApiServer;
 use kube::CustomResource;
+use kube::{Client, Discovery, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 const CNPG_CLUSTER_CRD: &str = include_str!("../../../tests/data/cnpg-cluster-crd.yaml");
 
