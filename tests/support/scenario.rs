@@ -1,4 +1,5 @@
-//! Operator scenarios: the real controllers, in-process, against the test environment (the fake
+//! Operator scenarios: the real controllers, in-process, as the operator's ServiceAccount
+//! (`deploy/` RBAC), against the test environment (the fake
 //! API server, or a real cluster when `TENANT_OPERATOR_E2E_KUBECONFIG` is set).
 
 use std::{
@@ -70,6 +71,7 @@ impl Scenario {
         scenario
     }
 
+    /// The administrator's client (the operator runs as its ServiceAccount).
     pub fn client(&self) -> Client {
         self.env.client()
     }
@@ -93,7 +95,7 @@ impl Scenario {
     pub fn start_operator(&self) {
         let (stop, stopped) = oneshot::channel();
         let options = ControllerOptions { concurrency: 16, metrics: self.metrics.clone(), ..ControllerOptions::default() };
-        let task = tokio::spawn(run_controllers(self.client(), self.config.clone(), options, async move {
+        let task = tokio::spawn(run_controllers(self.env.operator_client(), self.config.clone(), options, async move {
             let _ = stopped.await;
         }));
         if let Ok(mut operator) = self.operator.lock() {
