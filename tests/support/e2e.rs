@@ -278,7 +278,9 @@ pub async fn apply_manifests(client: &Client, yaml: &str) -> Result<(), String> 
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await.map_err(|e| format!("{kind} {name}: {e}"))?;
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+            .await
+            .map_err(|e| format!("{kind} {name}: {e}"))?;
     }
     Ok(())
 }
