@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Namespace};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Namespace, Pod},
+};
 use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     Api, Client, Resource, ResourceExt,
@@ -212,8 +215,10 @@ impl Scenario {
         self.wait_for(&format!("{} {name} to be gone", K::kind(&())), || async { matches!(api.get_opt(name).await, Ok(None)) }).await;
     }
 
-    /// On the fake, report the tenant's database StatefulSets ready (there are no pods); on a
-    /// real cluster the pods become ready on their own.
+    /// On the fake, play the kubelet: once a database StatefulSet's pod exists (the fake creates
+    /// it through quota admission; a refused one is a `FailedCreate` Event and this times out),
+    /// report the pod running and the StatefulSet ready. On a real cluster the pods become ready
+    /// on their own.
     pub async fn mark_statefulsets_ready(&self, slug: &str) {
         if self.fake().is_none() {
             return;
@@ -224,6 +229,16 @@ impl Scenario {
         self.wait_for("the database StatefulSets", || async { api.list(&list).await.is_ok_and(|l| l.items.len() >= environments) }).await;
         for sts in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
             let ns = sts.namespace().unwrap_or_default();
+            let pod = format!("{}-0", sts.name_any());
+            let pods: Api<Pod> = Api::namespaced(self.client(), &ns);
+            self.wait_for(&format!("pod {ns}/{pod} (refused? see the FailedCreate Events of its StatefulSet)"), || async {
+                pods.get_opt(&pod).await.is_ok_and(|p| p.is_some())
+            })
+            .await;
+            let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+            pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
+                .await
+                .unwrap_or_else(|e| panic!("mark pod {ns}/{pod} running: {e}"));
             let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
             Api::<StatefulSet>::namespaced(self.client(), &ns)
                 .patch_status(&sts.name_any(), &PatchParams::default(), &Patch::Merge(status))

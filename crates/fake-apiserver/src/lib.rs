@@ -9,6 +9,7 @@ mod faults;
 mod fields;
 mod gc;
 mod patch;
+mod pods;
 mod rbac;
 mod resources;
 mod selectors;

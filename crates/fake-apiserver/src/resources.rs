@@ -198,6 +198,11 @@ pub fn builtins() -> Vec<ResourceType> {
     rq.status = true;
     v.push(rq);
     v.push(builtin("", "ServiceAccount", "serviceaccounts", true, &["sa"]));
+    let mut pod = builtin("", "Pod", "pods", true, &["po"]);
+    pod.status = true;
+    pod.categories = vec!["all".into()];
+    v.push(pod);
+    v.push(builtin("", "LimitRange", "limitranges", true, &["limits"]));
     v.push(builtin("events.k8s.io", "Event", "events", true, &["ev"]));
     let mut sts = builtin("apps", "StatefulSet", "statefulsets", true, &["sts"]);
     sts.status = true;

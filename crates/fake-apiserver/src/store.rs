@@ -10,6 +10,7 @@ use super::admission;
 use super::builtin;
 use super::errors::{ApiError, ApiResult, Cause};
 use super::fields;
+use super::pods;
 use super::rbac::{self, Attributes, UserInfo};
 use super::resources::{self, Registry, ResourceType};
 use super::selectors::Selectors;
@@ -333,6 +334,9 @@ impl State {
         }
         builtin::default_on_create(self, rt, &mut body);
         builtin::default(rt, &mut body, None);
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            pods::admit(self, ns, &name, &mut body)?;
+        }
         if rt.is_crd() {
             admission::admit_custom(&self.validator, rt, &mut body, None).map_err(|c| ApiError::invalid(rt, &name, &c))?;
         }
