@@ -30,16 +30,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
-pub use errors::{ApiError, Cause};
-pub use faults::{FaultAction, RequestCounts, RequestRecord, WRITE_VERBS};
+pub use faults::{RequestCounts, RequestRecord, WRITE_VERBS};
 pub use rbac::UserInfo;
-pub use store::Propagation;
 
-use errors::ApiResult;
+use errors::{ApiError, ApiResult};
 use faults::Fault;
+use faults::FaultAction;
 use rbac::Attributes;
 use resources::ResourceType;
 use selectors::{FieldSelector, LabelSelector, Selectors};
+use store::Propagation;
 use store::{DeleteOpts, PatchKind, State, WriteCtx};
 
 pub(crate) struct Inner {

@@ -67,15 +67,6 @@ impl ResourceType {
         }
     }
 
-    /// `group/plural` key used for accounting (`plural` for the core group).
-    pub fn gr(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}/{}", self.group, self.plural)
-        }
-    }
-
     pub fn is_crd(&self) -> bool {
         self.crd.is_some()
     }
