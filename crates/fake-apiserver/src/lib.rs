@@ -15,6 +15,7 @@ mod resources;
 mod selectors;
 mod ssa;
 mod store;
+mod vap;
 mod watch;
 
 use std::collections::HashMap;

@@ -218,6 +218,11 @@ pub fn builtins() -> Vec<ResourceType> {
         v.push(r);
     }
     v.push(builtin("coordination.k8s.io", "Lease", "leases", true, &[]));
+    let mut vap = builtin("admissionregistration.k8s.io", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false, &[]);
+    vap.status = true;
+    vap.generation = true;
+    v.push(vap);
+    v.push(builtin("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", false, &[]));
     let mut crd = builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"]);
     crd.status = true;
     crd.generation = true;

@@ -15,6 +15,7 @@ use super::rbac::{self, Attributes, UserInfo};
 use super::resources::{self, Registry, ResourceType};
 use super::selectors::Selectors;
 use super::ssa;
+use super::vap;
 
 pub type ObjKey = (String, String);
 pub type ResKey = (String, String);
@@ -346,6 +347,17 @@ impl State {
         }
         if let Some(user) = &ctx.user {
             rbac::check_escalation(self, rt, &body, None, user)?;
+            let req = vap::Request {
+                rt,
+                operation: "CREATE",
+                subresource: "",
+                namespace: ns,
+                name: &name,
+                object: &body,
+                old_object: None,
+                user,
+            };
+            vap::admit(self, &req)?;
         }
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.install_crd(&mut body)?;
@@ -498,6 +510,9 @@ impl State {
         }
         if let Some(user) = &ctx.user {
             rbac::check_escalation(self, rt, &new, Some(&old), user)?;
+            let req =
+                vap::Request { rt, operation: "UPDATE", subresource: sub, namespace: ns, name, object: &new, old_object: Some(&old), user };
+            vap::admit(self, &req)?;
         }
         if rt.generation && spec_part(rt, &old) != spec_part(rt, &new) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
