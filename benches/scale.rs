@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fake_apiserver::{FakeApiServer, RequestCounts};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::{
@@ -38,7 +39,6 @@ use kube::{
     Api, Client,
 };
 use serde_json::{json, Value};
-use support::{FakeApiServer, RequestCounts};
 use tenant_operator::{
     config::Config,
     desired::tenant::TenantPlan,
@@ -141,7 +141,7 @@ fn event_writes(counts: &RequestCounts) -> usize {
 }
 
 fn is_write(verb: &str) -> bool {
-    support::fake::faults::WRITE_VERBS.contains(&verb)
+    fake_apiserver::WRITE_VERBS.contains(&verb)
 }
 
 /// A sample of the operator's Prometheus text: `tenant_operator_<name>{controller="tenant"}`.

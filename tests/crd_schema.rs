@@ -6,11 +6,11 @@
 
 mod support;
 
+use fake_apiserver::FakeApiServer;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::CustomResourceExt;
 use serde_json::json;
-use support::FakeApiServer;
 use tenant_operator::types::{Tenant, TenantUser};
 
 fn api(fake: &FakeApiServer, kind: &str) -> Api<DynamicObject> {

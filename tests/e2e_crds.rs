@@ -9,16 +9,9 @@ use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::ResourceExt;
 use serde_json::json;
-use support::TestEnv;
+use support::e2e::TestEnv;
+use support::fixtures::minimal_tenant_json as tenant;
 use tenant_operator::types::{DeletionPolicy, Tenant};
-
-fn tenant(slug: &str, envs: serde_json::Value) -> serde_json::Value {
-    json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": slug},
-        "spec": {"displayName": "E2E Corp", "cluster": "uk", "environments": envs}
-    })
-}
 
 #[tokio::test]
 async fn crds_installed_tenant_accepted_invalid_rejected() {
@@ -90,7 +83,7 @@ async fn crds_installed_tenant_accepted_invalid_rejected() {
 /// exercised against the fake through its kubeconfig.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeconfig_path_installs_crds_and_cleans_up_on_drop() {
-    let fake = support::FakeApiServer::builder().without_repo_crds().start().await;
+    let fake = fake_apiserver::FakeApiServer::builder().without_repo_crds().start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, fake.kubeconfig_yaml()).unwrap();

@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
@@ -13,28 +14,12 @@ use kube::{
     Api,
 };
 use serde_json::json;
-use support::{e2e::TestEnv, scenario::Scenario, FakeApiServer};
+use support::fixtures::{data_tenant as tenant, example_config, ready};
+use support::{e2e::TestEnv, scenario::Scenario, CNPG_CLUSTER_CRD};
 use tenant_operator::{
     database::external::{self, AdminConnection, ExternalNames},
     types::{Conditions, Environment, Tenant, TenantPhase},
 };
-
-fn tenant(slug: &str, spec: serde_json::Value) -> Tenant {
-    let mut full = json!({"displayName": "Data Corp", "cluster": "uk", "environments": ["dev"], "applications": ["xconsole"]});
-    if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
-        for (k, v) in extra {
-            full.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(
-        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug}, "spec": full}),
-    )
-    .expect("test tenant")
-}
-
-fn ready(t: &Tenant) -> bool {
-    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
-}
 
 fn database_reason(t: &Tenant) -> String {
     t.status.as_ref().and_then(|s| s.condition("DatabaseReady")).map(|c| c.reason.clone()).unwrap_or_default()
@@ -50,8 +35,8 @@ async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
     if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
         return; // Needs the CloudNativePG operator on a real cluster; covered on the fake.
     }
-    let fake = FakeApiServer::builder().crd(support::fake::CNPG_CLUSTER_CRD).start().await;
-    let s = Scenario::start_on(TestEnv::with_fake(fake), support::scenario::example_config()).await;
+    let fake = FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await;
+    let s = Scenario::start_on(TestEnv::with_fake(fake), example_config()).await;
     let slug = s.slug("cnpg");
     s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "cloudnative-pg", "storage": "5Gi"}})))
         .await;

@@ -14,31 +14,11 @@ use kube::{
     Api, ResourceExt,
 };
 use serde_json::json;
-use support::scenario::{example_config, Scenario};
-use tenant_operator::types::{Conditions, DatabaseProvider, NamespaceState, Tenant, TenantPhase};
-
-fn tenant(slug: &str, extra: serde_json::Value) -> Tenant {
-    let mut spec = json!({
-        "displayName": "Safe Corp",
-        "cluster": "uk",
-        "environments": ["dev"],
-        "applications": ["xconsole"],
-        "database": {"provider": "none"},
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            spec.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(
-        json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": slug}, "spec": spec}),
-    )
-    .expect("test tenant")
-}
-
-fn ready(t: &Tenant) -> bool {
-    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
-}
+use support::{
+    fixtures::{example_config, ready, small_tenant as tenant},
+    scenario::Scenario,
+};
+use tenant_operator::types::{Conditions, DatabaseProvider, NamespaceState, Tenant};
 
 /// The Tenant is stalled for `reason` at its current generation.
 fn stalled(reason: &'static str) -> impl Fn(&Tenant) -> bool {

@@ -16,35 +16,9 @@ use kube::{
     Api, ResourceExt,
 };
 use serde_json::json;
+use support::fixtures::{acme_tenant as tenant, ready};
 use support::scenario::Scenario;
 use tenant_operator::types::{Conditions, NamespaceState, Tenant, TenantPhase};
-
-fn tenant(slug: &str, extra: serde_json::Value) -> Tenant {
-    let mut spec = json!({
-        "displayName": "Acme Corp",
-        "cluster": "uk",
-        "environments": ["dev", "staging", "prod"],
-        "applications": ["xconsole", "u-assist"],
-        "database": {"provider": "none"},
-        "quota": {"cpu": "8", "memory": "16Gi", "pods": 50},
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            spec.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1",
-        "kind": "Tenant",
-        "metadata": {"name": slug},
-        "spec": spec,
-    }))
-    .expect("test tenant")
-}
-
-fn ready(t: &Tenant) -> bool {
-    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
-}
 
 #[tokio::test]
 async fn tenant_becomes_ready_with_namespaces_config_ingress_isolation_and_quota() {

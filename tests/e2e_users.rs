@@ -8,26 +8,9 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::{api::ListParams, Api};
 use serde_json::json;
+use support::fixtures::{user, users_tenant as tenant};
 use support::scenario::Scenario;
 use tenant_operator::types::{Conditions, SystemRole, Tenant, TenantPhase, TenantUser};
-
-fn tenant(slug: &str, environments: &[&str]) -> Tenant {
-    serde_json::from_value(json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": slug},
-        "spec": {"displayName": "Users Inc", "cluster": "uk", "environments": environments, "database": {"provider": "none"}, "deletionPolicy": "Delete"},
-    }))
-    .expect("test tenant")
-}
-
-fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str], custom: &[&str]) -> TenantUser {
-    serde_json::from_value(json!({
-        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser",
-        "metadata": {"name": name},
-        "spec": {"tenant": slug, "email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
-    }))
-    .expect("test user")
-}
 
 fn tenant_ready(t: &Tenant) -> bool {
     t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))
@@ -92,6 +75,33 @@ async fn every_role_gets_the_role_table_binding_in_every_environment() {
     s.cleanup().await;
 }
 
+/// An assignable custom ClusterRole and `bind` on it for the operator's ServiceAccount.
+async fn grant_custom_role(s: &Scenario, role: &str) {
+    let objects = [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": role, "labels": {"tenancy.platform.dev/assignable": "true"}},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": format!("bind-{role}")},
+               "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": [role]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": format!("bind-{role}")},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("bind-{role}")},
+               "subjects": [{"kind": "ServiceAccount", "name": "tenant-operator", "namespace": "tenant-operator"}]}),
+    ];
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let resource = if kind == "ClusterRole" { "clusterroles" } else { "clusterrolebindings" };
+        let api: Api<kube::core::DynamicObject> = Api::all_with(
+            s.client(),
+            &kube::core::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", &kind),
+                resource,
+            ),
+        );
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        api.patch(&name, &kube::api::PatchParams::apply("e2e").force(), &kube::api::Patch::Apply(object)).await.expect("grant custom role");
+    }
+}
+
 #[tokio::test]
 async fn a_custom_role_that_is_not_assignable_is_refused_and_the_system_role_is_still_bound() {
     let s = Scenario::start().await;
@@ -121,23 +131,25 @@ async fn a_custom_role_that_is_not_assignable_is_refused_and_the_system_role_is_
 
 #[tokio::test]
 async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
-    let mut config = support::scenario::example_config();
-    config.users.assignable_roles = vec!["flow-billing-editor".to_string()];
-    let s = Scenario::start_with(config).await;
+    let s = Scenario::start().await;
+    // What a platform admin does for a custom role: the ClusterRole, labelled assignable, and
+    // `bind` on it for the operator (which does not hold its permissions itself).
+    let role = format!("flow-billing-editor-{}", s.slug("r"));
+    grant_custom_role(&s, &role).await;
     let slug = s.slug("mixed");
     s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
     s.wait_tenant(&slug, tenant_ready).await;
     let name = format!("{slug}-jdoe");
-    s.create_user(&user(&name, &slug, "jane@x.example", "jdoe", &["Agent", "Designer", "Analyst"], &["flow-billing-editor"])).await;
+    s.create_user(&user(&name, &slug, "jane@x.example", "jdoe", &["Agent", "Designer", "Analyst"], &[&role])).await;
     let u = s.wait_user(&name, user_ready).await;
     assert_eq!(u.status.as_ref().and_then(|s| s.effective_role), Some(SystemRole::Designer));
     assert_eq!(
         bindings(&s, &name).await,
         [
             (format!("{slug}-dev"), "tenantuser-jdoe".into(), "tenancy:editor".into()),
-            (format!("{slug}-dev"), "tenantuser-jdoe:flow-billing-editor".into(), "flow-billing-editor".into()),
+            (format!("{slug}-dev"), format!("tenantuser-jdoe:{role}"), role.clone()),
             (format!("{slug}-prod"), "tenantuser-jdoe".into(), "tenancy:viewer".into()),
-            (format!("{slug}-prod"), "tenantuser-jdoe:flow-billing-editor".into(), "flow-billing-editor".into()),
+            (format!("{slug}-prod"), format!("tenantuser-jdoe:{role}"), role.clone()),
         ]
     );
     let users: Api<TenantUser> = Api::all(s.client());

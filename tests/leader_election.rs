@@ -2,20 +2,21 @@
 //! (409 AlreadyExists) and `update` (409 Conflict on a stale `resourceVersion`) behave like the
 //! real API server's.
 //!
-//! Each elector uses its own client (`FakeApiServer::client_as(identity)`), so that one replica
-//! can be cut off from the API server (errors or hung requests, `fail_next_as`/`hang_next_as`)
-//! while the others still reach it.
+//! Each elector uses its own identity (a user in group `tenant-operator-replicas`, which the
+//! test binds to `deploy/`'s ClusterRole and Role of the operator, loaded into the fake), so that
+//! one replica can be cut off from the API server (errors or hung requests,
+//! `fail_next_as`/`hang_next_as`) while the others still reach it, and every replica is
+//! authorized by the permissions users install.
 //! Timings use a 3 s lease: renew deadline 2 s, renewal every 1 s, standbys look every 1 s.
 
 mod support;
 
 use std::time::Duration;
 
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::FakeApiServer;
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -26,12 +27,39 @@ const LEASE_DURATION: Duration = Duration::from_secs(3);
 /// Outlasts every test: a fault that stays until `clear_faults`.
 const FOREVER: usize = 1_000_000;
 
-/// The fake, with the operator's namespace.
+/// Replicas of one Deployment share a ServiceAccount; here each is its own user in this group,
+/// bound to the same roles, so the fake can tell their requests apart.
+const REPLICAS: &str = "tenant-operator-replicas";
+
+/// The fake, with the operator's namespace, ServiceAccount and RBAC from `deploy/`, and the
+/// replicas' group bound to the operator's roles.
 async fn api_server() -> FakeApiServer {
     let fake = FakeApiServer::start().await;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
-    Api::<Namespace>::all(fake.client()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    for (file, yaml) in support::e2e::deploy_manifests() {
+        fake.apply_manifests(&yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let bindings = format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: replicas}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tenant-operator}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {REPLICAS}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: replicas, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant-operator}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {REPLICAS}}}]
+"#
+    );
+    fake.apply_manifests(&bindings).expect("replica bindings");
     fake
+}
+
+/// A replica's client: its own user, the operator's permissions.
+fn replica_client(fake: &FakeApiServer, identity: &str) -> kube::Client {
+    fake.client_as_user(identity, &[REPLICAS])
 }
 
 fn lease(fake: &FakeApiServer) -> Option<Lease> {
@@ -52,7 +80,7 @@ fn lease_writes(fake: &FakeApiServer) -> usize {
 
 /// Writes the spec as someone else would (another controller, or a person with kubectl).
 async fn overwrite_spec(fake: &FakeApiServer, spec: Value) {
-    let api: Api<Lease> = Api::namespaced(fake.client_as("intruder"), NS);
+    let api: Api<Lease> = Api::namespaced(fake.client(), NS);
     if api.get_opt(LEASE).await.expect("get lease").is_some() {
         api.patch(LEASE, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await.expect("patch lease");
     } else {
@@ -81,7 +109,7 @@ impl Replica {
 
 fn replica(fake: &FakeApiServer, identity: &str) -> Replica {
     let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
-    let election = LeaderElection::start(fake.client_as(identity), config).expect("start");
+    let election = LeaderElection::start(replica_client(fake, identity), config).expect("start");
     Replica { leader: election.subscribe(), election: Some(election), identity: identity.to_owned() }
 }
 
@@ -313,12 +341,12 @@ struct Instance {
 fn instance(fake: &FakeApiServer, identity: &str) -> Instance {
     use std::sync::Arc;
     use tenant_operator::operator::{run_with_leader_election, ControllerOptions};
-    let client = fake.client_as(identity);
+    let client = replica_client(fake, identity);
     let config = LeaseConfig::new(NS, LEASE, identity).with_lease_duration(LEASE_DURATION);
     let election = LeaderElection::start(client.clone(), config).expect("start");
     let (stop, stop_rx) = watch::channel(false);
     let leader_rx = election.subscribe();
-    let operator_config = Arc::new(support::scenario::example_config());
+    let operator_config = Arc::new(support::fixtures::example_config());
     let task = tokio::spawn(run_with_leader_election(client, operator_config, ControllerOptions::default(), election, stop_rx));
     Instance { stop, task, leader: leader_rx }
 }
@@ -341,7 +369,7 @@ fn operator_writes(fake: &FakeApiServer, identity: &str) -> usize {
 
 async fn wait_ready(fake: &FakeApiServer, slug: &str) {
     use tenant_operator::types::{Tenant, TenantPhase};
-    let api: Api<Tenant> = Api::all(fake.client_as("test"));
+    let api: Api<Tenant> = Api::all(fake.client());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(t)) = api.get_opt(slug).await {
@@ -362,10 +390,7 @@ async fn create_tenant(fake: &FakeApiServer, slug: &str, environments: &[&str]) 
                  "database": {"provider": "none"}, "deletionPolicy": "Delete"},
     }))
     .expect("tenant");
-    Api::<tenant_operator::types::Tenant>::all(fake.client_as("test"))
-        .create(&PostParams::default(), &tenant)
-        .await
-        .expect("create tenant");
+    Api::<tenant_operator::types::Tenant>::all(fake.client()).create(&PostParams::default(), &tenant).await.expect("create tenant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

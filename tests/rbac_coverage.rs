@@ -1,7 +1,8 @@
 //! The operator's RBAC in `deploy/` against what the operator really does.
 //!
-//! The real controllers and leader election run against the fake API server with their own
-//! client (`FakeApiServer::client_as(OPERATOR)`), through representative scenarios: tenants with
+//! The real controllers and leader election run against the fake API server as the operator's
+//! ServiceAccount, authorized by the fake with the RBAC of `deploy/` (loaded from the very files
+//! users install), through representative scenarios: tenants with
 //! the statefulset, cloudnative-pg and external providers becoming Ready, environments removed
 //! under Retain and under Delete, an application and the quota removed,
 //! tenants deleted under Retain and Delete, TenantUsers of every role-table ClusterRole and a
@@ -18,8 +19,13 @@
 //!
 //! Then (a) every check must be allowed by ClusterRole `tenant-operator`
 //! (`deploy/rbac/operator-clusterrole.yaml`, cluster-wide) or Role `tenant-operator`
-//! (`deploy/rbac/operator-role.yaml`, in the operator's namespace), and (b) every permission
-//! those grant must have been needed, except what `unused_on_purpose` lists with the reason.
+//! (`deploy/rbac/operator-role.yaml`, in the operator's namespace) — by this file's reading of
+//! the rules and by the fake's authorizer alike, and no request of the operator was refused —
+//! and (b) every permission those grant must have been needed, except what
+//! `unused_on_purpose` lists with the reason.
+//!
+//! A second test loads `deploy/` with one rule removed and shows the operator can then no
+//! longer converge a Tenant: a missing permission fails the suite.
 
 mod support;
 
@@ -28,6 +34,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fake_apiserver::{FakeApiServer, UserInfo};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -37,9 +44,10 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use support::fake::{repo_path, CNPG_CLUSTER_CRD};
-use support::scenario::example_config;
-use support::FakeApiServer;
+use support::e2e::{deploy_manifests, TestEnv};
+use support::fixtures::{acme_tenant, example_config, ready};
+use support::scenario::Scenario;
+use support::{repo_path, CNPG_CLUSTER_CRD};
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tenant_operator::operator::{run_controllers, ControllerOptions};
 use tenant_operator::types::{NamespaceState, Tenant, TenantPhase, TenantUser};
@@ -47,8 +55,6 @@ use tokio::time::Instant;
 
 /// The operator's user, as the API server would see its ServiceAccount.
 const OPERATOR: &str = "system:serviceaccount:tenant-operator:tenant-operator";
-/// The test's own requests (setup, checks).
-const TEST: &str = "test";
 const OPERATOR_NS: &str = "tenant-operator";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -433,7 +439,7 @@ struct Operator {
 }
 
 async fn start_operator(fake: &FakeApiServer) -> Operator {
-    let client = fake.client_as(OPERATOR);
+    let client = fake.client_as_service_account(OPERATOR_NS, "tenant-operator");
     let lease = LeaseConfig::new(OPERATOR_NS, "tenant-operator", "rbac-test").with_lease_duration(Duration::from_secs(6));
     let election = LeaderElection::start(client.clone(), lease).expect("leader election");
     let mut leader = election.subscribe();
@@ -462,9 +468,10 @@ fn ns_state(t: &Tenant, ns: &str) -> Option<NamespaceState> {
 
 async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     let fake = FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await;
-    let test = fake.client_as(TEST);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": OPERATOR_NS}})).expect("namespace");
-    Api::<Namespace>::all(test.clone()).create(&PostParams::default(), &ns).await.expect("operator namespace");
+    for (file, yaml) in deploy_manifests() {
+        fake.apply_manifests(&yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let test = fake.client();
     let mut env = Env { fake, test, implied: BTreeSet::new() };
     let operator = start_operator(&env.fake).await;
     // Two failed applies: the second ReconcileFailed Event of the same object extends the first
@@ -484,11 +491,16 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     env.wait_ready(keep).await;
     env.snapshot();
 
-    // 2. Users of every role-table ClusterRole, one with a custom role; then changed, deleted.
-    env.create_user("designer", keep, &["Designer"], &["flow-billing-editor"]).await;
+    // 2. Users of every role-table ClusterRole; then changed, deleted. A custom role: deploy/
+    //    does not let the operator bind it, and the API server refuses its RoleBinding.
+    env.create_user("custom", keep, &[], &["flow-billing-editor"]).await;
+    env.wait("the custom role's RoleBinding to be refused", || async { custom_binding_refusal(&env.fake).is_some() }).await;
+    env.users().delete("custom", &DeleteParams::default()).await.expect("delete user");
+    env.wait_gone(env.users(), "custom").await;
+    env.create_user("designer", keep, &["Designer"], &[]).await;
     env.create_user("supervisor", keep, &["Supervisor"], &[]).await;
     env.create_user("agent", keep, &["Agent"], &[]).await;
-    env.wait_bindings("designer", &["tenancy:editor", "tenancy:viewer", "flow-billing-editor"]).await;
+    env.wait_bindings("designer", &["tenancy:editor", "tenancy:viewer"]).await;
     env.wait_bindings("supervisor", &["tenancy:supervisor"]).await;
     env.wait_bindings("agent", &["tenancy:agent"]).await;
     env.snapshot();
@@ -607,6 +619,17 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     (fake, implied)
 }
 
+/// The operator's request for a RoleBinding to the custom role, answered with the 404 the
+/// registry gives a binding to a missing ClusterRole the requester may not `bind`.
+fn custom_binding_refusal(fake: &FakeApiServer) -> Option<fake_apiserver::RequestRecord> {
+    fake.requests().into_iter().find(|r| {
+        r.user.as_deref() == Some(OPERATOR)
+            && r.resource == "rolebindings"
+            && r.name.as_deref().is_some_and(|n| n.contains("flow-billing-editor"))
+            && r.code == 404
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
     let _ = tracing_subscriber::fmt()
@@ -622,7 +645,7 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
     let policy = Policy::deploy();
 
     // Custom roles: binding one needs `bind` on it, which deploy/ grants only for the role-table
-    // ClusterRoles; the operator then reports the API server's 403 on the TenantUser
+    // ClusterRoles; the API server refused the operator's RoleBinding
     // (docs/operations.md#custom-roles). The optional component grants it.
     let custom = Check {
         verb: "bind".into(),
@@ -631,14 +654,34 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
         namespace: None,
         name: Some("flow-billing-editor".into()),
     };
-    assert!(implied.contains(&custom), "the custom role was bound: {implied:#?}");
+    assert!(custom_binding_refusal(&fake).is_some(), "the custom role's RoleBinding was refused");
     assert!(!policy.allows(&custom), "deploy/ must not let the operator bind arbitrary ClusterRoles");
     let mut with_component = Policy::deploy();
     with_component.add_file("deploy/components/bind-any-clusterrole/bind-any-clusterrole.yaml");
     assert!(with_component.allows(&custom), "components/bind-any-clusterrole allows custom roles");
 
-    let all: BTreeSet<Check> = requested.keys().cloned().chain(implied.iter().filter(|c| **c != custom).cloned()).collect();
+    let all: BTreeSet<Check> = requested.keys().cloned().chain(implied.iter().cloned()).collect();
     let denied: Vec<String> = all.iter().filter(|c| !policy.allows(c)).map(|c| format!("  {c}")).collect();
+    // The fake's authorizer, which refused nothing the operator asked, reads deploy/ the same way.
+    let operator_user = UserInfo::service_account(OPERATOR_NS, "tenant-operator");
+    let refused: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(OPERATOR) && r.code == 403)
+        .map(|r| format!("  {} {} {:?} {:?}", r.verb, r.gr(), r.namespace, r.name))
+        .collect();
+    assert!(refused.is_empty(), "the fake refused operator requests deploy/ should allow:\n{}", refused.join("\n"));
+    for c in &all {
+        let by_fake = fake.allows(
+            &operator_user,
+            &c.verb,
+            &c.group,
+            &c.resource,
+            c.namespace.as_deref().unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default(),
+        );
+        assert_eq!(by_fake, policy.allows(c), "the fake's authorizer and this test disagree on {c}");
+    }
 
     // (b) Every permission granted was needed by some check.
     let mut unused = Vec::new();
@@ -668,6 +711,46 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
     eprintln!("implied checks:\n{}", implied.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"));
     assert!(denied.is_empty(), "the operator needs permissions deploy/ does not grant:\n{}", denied.join("\n"));
     assert!(unused.is_empty(), "deploy/ grants permissions no scenario needed:\n{}", unused.join("\n"));
+}
+
+/// `yaml` (a ClusterRole) without `resource` of the core group in any of its rules.
+fn without_core_resource(yaml: &str, resource: &str) -> String {
+    let mut role: Value = serde_yaml::from_str(yaml).expect("ClusterRole YAML");
+    for rule in role["rules"].as_array_mut().expect("rules") {
+        if rule["apiGroups"].as_array().is_some_and(|g| g.iter().any(|g| g == "")) {
+            if let Some(resources) = rule["resources"].as_array_mut() {
+                resources.retain(|r| r != resource);
+            }
+        }
+    }
+    serde_yaml::to_string(&role).expect("YAML")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permission_missing_from_deploy_stops_the_operator_converging() {
+    let manifests: Vec<String> = deploy_manifests()
+        .into_iter()
+        .map(|(path, yaml)| if path.ends_with("operator-clusterrole.yaml") { without_core_resource(&yaml, "configmaps") } else { yaml })
+        .collect();
+    let env = TestEnv::with_fake_and_manifests(FakeApiServer::start().await, &manifests);
+    let s = Scenario::start_on(env, example_config()).await;
+    let slug = s.slug("no-configmaps");
+    s.create_tenant(&acme_tenant(&slug, json!({"environments": ["dev"]}))).await;
+    let fake = s.fake().expect("the fake");
+    let refused = || {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.user.as_deref() == Some(OPERATOR) && r.resource == "configmaps" && r.code == 403)
+            .collect::<Vec<_>>()
+    };
+    s.wait_for("the operator's ConfigMap requests to be refused", || async { !refused().is_empty() }).await;
+    // Long enough for the operator to have converged with the permission (a few hundred ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tenant = Api::<Tenant>::all(s.client()).get(&slug).await.expect("tenant");
+    assert!(!ready(&tenant), "the Tenant must not become Ready without the permission: {:#?}", tenant.status);
+    assert!(fake.object("v1", "ConfigMap", &format!("{slug}-dev"), "tenant-config").is_none());
+    eprintln!("refused: {:#?}\nstatus: {:#?}", refused().first(), tenant.status);
+    s.cleanup().await;
 }
 
 #[test]

@@ -1,6 +1,12 @@
 //! One environment for end-to-end scenarios: a real cluster when
 //! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the in-process fake otherwise.
 //!
+//! The operator's own manifests — `deploy/namespace.yaml`, `deploy/serviceaccount.yaml` and every
+//! `deploy/rbac/*.yaml`, the files users install — are loaded first, and
+//! [`TestEnv::operator_client`] acts as its ServiceAccount (a token on the fake, impersonation on
+//! a real cluster), so the scenarios go through the RBAC users get. [`TestEnv::client`] is the
+//! administrator's, for the tests' own setup and checks.
+//!
 //! On a real cluster the CRDs in `crds/*.yaml` are installed (server-side apply) and awaited,
 //! every object a test creates through [`TestEnv::create`] (or registers with
 //! [`TestEnv::track`]) is deleted by [`TestEnv::cleanup`] (or on drop), and nothing else is
@@ -17,10 +23,39 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::fake::FakeApiServer;
+use fake_apiserver::FakeApiServer;
 
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
 const FIELD_MANAGER: &str = "tenant-operator-e2e";
+/// Where `deploy/` installs the operator and its ServiceAccount.
+pub const OPERATOR_NAMESPACE: &str = "tenant-operator";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenant-operator";
+
+/// The user name the API server gives the operator's ServiceAccount.
+pub fn operator_user() -> String {
+    format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}")
+}
+
+/// The files of `deploy/` that give the operator its identity and permissions, as installed:
+/// `(path, content)` of `namespace.yaml`, `serviceaccount.yaml` and `rbac/*.yaml`.
+pub fn deploy_manifests() -> Vec<(String, String)> {
+    let mut paths = vec!["deploy/namespace.yaml".to_string(), "deploy/serviceaccount.yaml".to_string()];
+    let mut rbac: Vec<String> = std::fs::read_dir(super::repo_path("deploy/rbac"))
+        .expect("deploy/rbac")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter_map(|p| p.file_name().map(|n| format!("deploy/rbac/{}", n.to_string_lossy())))
+        .collect();
+    rbac.sort();
+    paths.extend(rbac);
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(super::repo_path(&p)).unwrap_or_else(|e| panic!("read {p}: {e}"));
+            (p, text)
+        })
+        .collect()
+}
 
 #[derive(Clone, Debug)]
 struct Tracked {
@@ -31,6 +66,7 @@ struct Tracked {
 
 pub struct TestEnv {
     client: Client,
+    operator: Client,
     fake: Option<FakeApiServer>,
     kubeconfig: Option<PathBuf>,
     created: Mutex<Vec<Tracked>>,
@@ -51,27 +87,48 @@ impl TestEnv {
     pub async fn new() -> Self {
         match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
             Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
-            None => {
-                let fake = FakeApiServer::start().await;
-                TestEnv { client: fake.client(), fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
-            }
+            None => Self::with_fake(FakeApiServer::start().await),
         }
     }
 
-    /// The fake, started by the caller (e.g. with extra CRDs registered through its builder).
+    /// The fake, started by the caller (e.g. with extra CRDs registered through its builder),
+    /// with the operator's manifests of `deploy/` loaded.
     pub fn with_fake(fake: FakeApiServer) -> Self {
-        TestEnv { client: fake.client(), fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
+        let manifests: Vec<String> = deploy_manifests().into_iter().map(|(_, text)| text).collect();
+        Self::with_fake_and_manifests(fake, &manifests)
     }
 
-    /// Use the cluster a kubeconfig names (what `new` does when the variable is set).
+    /// The fake with these manifests in place of `deploy/`'s (e.g. its RBAC with a rule
+    /// removed, to see the operator fail without it).
+    pub fn with_fake_and_manifests(fake: FakeApiServer, manifests: &[String]) -> Self {
+        for yaml in manifests {
+            fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
+        }
+        let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
+        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
+    }
+
+    /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
+    /// and `deploy/`'s identity and RBAC are server-side applied, the operator impersonates its
+    /// ServiceAccount (the kubeconfig's user needs `impersonate` on it, as cluster admins have).
     pub async fn from_kubeconfig(path: PathBuf) -> Self {
         let client = client_from_kubeconfig(&path).await;
         install_crds(&client).await;
-        TestEnv { client, fake: None, kubeconfig: Some(path), created: Mutex::new(Vec::new()) }
+        for (file, yaml) in deploy_manifests() {
+            apply_manifests(&client, &yaml).await.unwrap_or_else(|e| panic!("installing {file}: {e}"));
+        }
+        let operator = impersonating_client(&path, &operator_user()).await;
+        TestEnv { client, operator, fake: None, kubeconfig: Some(path), created: Mutex::new(Vec::new()) }
     }
 
+    /// The administrator's client, for the test's own setup and checks.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A client acting as the operator's ServiceAccount, for the operator under test.
+    pub fn operator_client(&self) -> Client {
+        self.operator.clone()
     }
 
     /// The fake, when not running against a real cluster. Tests of fake-only features
@@ -190,6 +247,42 @@ impl Drop for TestEnv {
         })
         .join();
     }
+}
+
+/// A client of the kubeconfig's user impersonating `user` (its groups added by the API server).
+async fn impersonating_client(path: &PathBuf, user: &str) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: bad kubeconfig: {e}", path.display()));
+    cfg.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(cfg).expect("impersonating client from kubeconfig")
+}
+
+/// Server-side apply every object of a multi-document YAML of namespaces, ServiceAccounts and
+/// RBAC objects (the kinds `deploy/` gives the operator its identity with).
+pub async fn apply_manifests(client: &Client, yaml: &str) -> Result<(), String> {
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let obj: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+        if obj.is_null() {
+            continue;
+        }
+        let api_version = obj["apiVersion"].as_str().ok_or("an object without apiVersion")?;
+        let kind = obj["kind"].as_str().ok_or("an object without kind")?;
+        let name = obj["metadata"]["name"].as_str().ok_or("an object without metadata.name")?;
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()));
+        let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+            .await
+            .map_err(|e| format!("{kind} {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Server-side apply `crds/*.yaml` and wait until each CRD is Established.

@@ -1,13 +1,23 @@
-//! Test support shared by the integration test binaries (`mod support;`).
+//! Test support shared by the integration test binaries (`mod support;`). See `tests/README.md`.
 //!
-//! - [`fake`]: an in-process fake Kubernetes API server.
+//! - the fake API server is the `fake-apiserver` workspace crate (`crates/fake-apiserver`);
 //! - [`e2e`]: a test environment that uses a real cluster when
-//!   `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig, and the fake otherwise.
-#![allow(dead_code, unused_imports)]
+//!   `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig, and the fake otherwise;
+//! - [`scenario`]: the real controllers, in-process, as the operator's ServiceAccount;
+//! - [`fixtures`]: Tenants, TenantUsers and the example configuration.
+// Every test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
 
 pub mod e2e;
-pub mod fake;
+pub mod fixtures;
 pub mod scenario;
 
-pub use e2e::TestEnv;
-pub use fake::{FakeApiServer, RequestCounts, RequestRecord};
+use std::path::{Path, PathBuf};
+
+/// The CloudNativePG `Cluster` CRD used by tests (`tests/data/cnpg-cluster-crd.yaml`).
+pub const CNPG_CLUSTER_CRD: &str = include_str!("../data/cnpg-cluster-crd.yaml");
+
+/// A path inside the repository (for tests that read its files).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

@@ -1,4 +1,5 @@
-//! Operator scenarios: the real controllers, in-process, against the test environment (the fake
+//! Operator scenarios: the real controllers, in-process, as the operator's ServiceAccount
+//! (`deploy/` RBAC), against the test environment (the fake
 //! API server, or a real cluster when `TENANT_OPERATOR_E2E_KUBECONFIG` is set).
 
 use std::{
@@ -7,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Namespace};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Namespace, Pod},
+};
 use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     Api, Client, Resource, ResourceExt,
@@ -22,11 +26,8 @@ use tenant_operator::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{e2e::TestEnv, FakeApiServer};
-
-pub fn example_config() -> Config {
-    Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").expect("example config")
-}
+use super::{e2e::TestEnv, fixtures::example_config};
+use fake_apiserver::FakeApiServer;
 
 struct Running {
     stop: oneshot::Sender<()>,
@@ -73,6 +74,7 @@ impl Scenario {
         scenario
     }
 
+    /// The administrator's client (the operator runs as its ServiceAccount).
     pub fn client(&self) -> Client {
         self.env.client()
     }
@@ -97,7 +99,7 @@ impl Scenario {
         let (stop, stopped) = oneshot::channel();
         let options = ControllerOptions { concurrency: 16, metrics: self.metrics.clone(), ..ControllerOptions::default() };
         let config = self.config.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone());
-        let task = tokio::spawn(run_controllers(self.client(), config, options, async move {
+        let task = tokio::spawn(run_controllers(self.env.operator_client(), config, options, async move {
             let _ = stopped.await;
         }));
         if let Ok(mut operator) = self.operator.lock() {
@@ -125,7 +127,7 @@ impl Scenario {
 
     /// Restart the operator once the watches have settled and return the requests it made in
     /// the following seconds: a full resync (fake only).
-    pub async fn requests_of_a_restart(&self) -> Option<super::RequestCounts> {
+    pub async fn requests_of_a_restart(&self) -> Option<fake_apiserver::RequestCounts> {
         let fake = self.fake()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.stop_operator().await;
@@ -223,8 +225,10 @@ impl Scenario {
         self.wait_for(&format!("{} {name} to be gone", K::kind(&())), || async { matches!(api.get_opt(name).await, Ok(None)) }).await;
     }
 
-    /// On the fake, report the tenant's database StatefulSets ready (there are no pods); on a
-    /// real cluster the pods become ready on their own.
+    /// On the fake, play the kubelet: once a database StatefulSet's pod exists (the fake creates
+    /// it through quota admission; a refused one is a `FailedCreate` Event and this times out),
+    /// report the pod running and the StatefulSet ready. On a real cluster the pods become ready
+    /// on their own.
     pub async fn mark_statefulsets_ready(&self, slug: &str) {
         if self.fake().is_none() {
             return;
@@ -235,6 +239,16 @@ impl Scenario {
         self.wait_for("the database StatefulSets", || async { api.list(&list).await.is_ok_and(|l| l.items.len() >= environments) }).await;
         for sts in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
             let ns = sts.namespace().unwrap_or_default();
+            let pod = format!("{}-0", sts.name_any());
+            let pods: Api<Pod> = Api::namespaced(self.client(), &ns);
+            self.wait_for(&format!("pod {ns}/{pod} (refused? see the FailedCreate Events of its StatefulSet)"), || async {
+                pods.get_opt(&pod).await.is_ok_and(|p| p.is_some())
+            })
+            .await;
+            let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+            pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
+                .await
+                .unwrap_or_else(|e| panic!("mark pod {ns}/{pod} running: {e}"));
             let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
             Api::<StatefulSet>::namespaced(self.client(), &ns)
                 .patch_status(&sts.name_any(), &PatchParams::default(), &Patch::Merge(status))

@@ -139,6 +139,29 @@ impl ApiError {
         .with_details(d)
     }
 
+    /// `apierrors.NewForbidden`: 403 on `resource.group "name"` because of `err`.
+    pub fn forbidden(group: &str, resource: &str, name: &str, err: &str) -> Self {
+        let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+        let message = match (qualified.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {err}"),
+            (false, true) => format!("{qualified} is forbidden: {err}"),
+            (false, false) => format!("{qualified} {name:?} is forbidden: {err}"),
+        };
+        let mut d = json!({"kind": resource});
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        if !name.is_empty() {
+            d["name"] = json!(name);
+        }
+        Self::new(403, "Forbidden", message).with_details(d)
+    }
+
+    /// 401 for a bearer token the server does not know.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }

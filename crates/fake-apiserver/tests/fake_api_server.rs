@@ -1,10 +1,9 @@
-//! Tests of the fake API server itself (tests/support/fake): each behaviour the operator relies
-//! on, checked through a real `kube::Client` over HTTP.
-
-mod support;
+//! Tests of the fake API server itself: each behaviour the operator relies on, checked through
+//! a real `kube::Client` over HTTP. The repository's CRDs (`crds/`) are served by default.
 
 use std::time::Duration;
 
+use fake_apiserver::FakeApiServer;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,11 +12,44 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::CustomResource;
 use kube::{Client, Discovery, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use support::fake::CNPG_CLUSTER_CRD;
-use support::FakeApiServer;
-use tenant_operator::types::{Tenant, TenantUser};
+
+const CNPG_CLUSTER_CRD: &str = include_str!("../../../tests/data/cnpg-cluster-crd.yaml");
+
+/// The fields of the operator's Tenant these tests read; the fake serves its real CRD.
+#[derive(CustomResource, Clone, Debug, Serialize, Deserialize)]
+#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "Tenant", status = "TenantStatus", schema = "disabled")]
+#[serde(rename_all = "camelCase")]
+struct TenantSpec {
+    display_name: String,
+    cluster: String,
+    environments: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+}
+
+/// The operator's TenantUser, as far as these tests write it.
+#[derive(CustomResource, Clone, Debug, Serialize, Deserialize)]
+#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "TenantUser", schema = "disabled")]
+#[serde(rename_all = "camelCase")]
+struct TenantUserSpec {
+    tenant: String,
+    email: String,
+    username: String,
+    first_name: String,
+    last_name: String,
+    roles: Vec<String>,
+}
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
@@ -402,14 +434,14 @@ async fn status_subresource_is_separate_from_the_main_resource() {
         )
         .await
         .unwrap();
-    assert_eq!(st.status.as_ref().unwrap().phase.map(|p| p.as_str()), Some("Ready"));
+    assert_eq!(st.status.as_ref().unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(st.spec.display_name, "Acme Corp", "status writes ignore spec");
     assert_eq!(st.metadata.generation, Some(1), "status writes do not bump generation");
     let main = api
         .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}, "spec": {"displayName": "New"}})))
         .await
         .unwrap();
-    assert_eq!(main.status.unwrap().phase.map(|p| p.as_str()), Some("Ready"), "main writes ignore status");
+    assert_eq!(main.status.unwrap().phase.as_deref(), Some("Ready"), "main writes ignore status");
     assert_eq!(main.spec.display_name, "New");
     assert_eq!(main.metadata.generation, Some(2));
     let labelled = api.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
@@ -417,7 +449,7 @@ async fn status_subresource_is_separate_from_the_main_resource() {
     let mut whole = api.get("acme").await.unwrap();
     whole.status = Some(obj(json!({"phase": "Provisioning"})));
     let replaced = api.replace_status("acme", &PostParams::default(), &whole).await.unwrap();
-    assert_eq!(replaced.status.unwrap().phase.map(|p| p.as_str()), Some("Provisioning"));
+    assert_eq!(replaced.status.unwrap().phase.as_deref(), Some("Provisioning"));
 }
 
 #[tokio::test]

@@ -1,16 +1,21 @@
-//! An in-process fake Kubernetes API server for integration tests. See `tests/support/README.md`.
+//! An in-process fake Kubernetes API server for tenant-operator's tests: real `kube::Client`s
+//! talk to it over HTTP. What it implements, and where it is simpler than the real server, is
+//! in this crate's `README.md`.
 
 mod admission;
 mod builtin;
 mod errors;
-pub mod faults;
+mod faults;
 mod fields;
 mod gc;
 mod patch;
+mod pods;
+mod rbac;
 mod resources;
 mod selectors;
 mod ssa;
 mod store;
+mod vap;
 mod watch;
 
 use std::collections::HashMap;
@@ -26,18 +31,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
-pub use errors::{ApiError, Cause};
-pub use faults::{FaultAction, RequestCounts, RequestRecord};
-pub use store::Propagation;
+pub use faults::{RequestCounts, RequestRecord, WRITE_VERBS};
+pub use rbac::UserInfo;
 
-use errors::ApiResult;
+use errors::{ApiError, ApiResult};
 use faults::Fault;
+use faults::FaultAction;
+use rbac::Attributes;
 use resources::ResourceType;
 use selectors::{FieldSelector, LabelSelector, Selectors};
+use store::Propagation;
 use store::{DeleteOpts, PatchKind, State, WriteCtx};
-
-/// The CloudNativePG `Cluster` CRD used by tests (`tests/data/cnpg-cluster-crd.yaml`).
-pub const CNPG_CLUSTER_CRD: &str = include_str!("../../data/cnpg-cluster-crd.yaml");
 
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
@@ -46,7 +50,15 @@ pub(crate) struct Inner {
     faults: Mutex<Vec<Fault>>,
     records: Mutex<Vec<RequestRecord>>,
     addr: Mutex<String>,
+    /// Bearer token → who it authenticates as.
+    tokens: Mutex<HashMap<String, UserInfo>>,
 }
+
+/// The token of the administrator identity every [`FakeApiServer::client`] uses.
+const ADMIN_TOKEN: &str = "fake-admin-token";
+/// The administrator: in `system:masters`, so authorization and escalation checks pass, as for
+/// a cluster's admin kubeconfig.
+pub const ADMIN_USER: &str = "fake-admin";
 
 /// Options for [`FakeApiServer`].
 pub struct Builder {
@@ -111,10 +123,14 @@ impl Builder {
             faults: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
             addr: Mutex::new(String::new()),
+            tokens: Mutex::new(HashMap::from([(ADMIN_TOKEN.to_string(), UserInfo::user(ADMIN_USER, &[rbac::PRIVILEGED_GROUP]))])),
         });
         let server = FakeApiServer { inner: inner.clone(), addr: "127.0.0.1:0".parse().unwrap(), tasks: Vec::new() };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             server.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+        for obj in rbac::bootstrap_policy() {
+            server.seed(obj);
         }
         if self.repo_crds {
             for yaml in repo_crds() {
@@ -154,8 +170,9 @@ impl Builder {
     }
 }
 
+/// The workspace's `crds/*.yaml`: the CRDs the operator ships, which nearly every test needs.
 fn repo_crds() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect())
         .unwrap_or_default();
@@ -193,35 +210,112 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A client that talks to the fake over HTTP (default namespace `default`).
+    fn config(&self) -> kube::Config {
+        kube::Config::new(self.url().parse().expect("the fake's URL parses"))
+    }
+
+    fn client_from(config: kube::Config) -> kube::Client {
+        kube::Client::try_from(config).expect("client for the fake API server")
+    }
+
+    fn config_with_token(&self, token: &str) -> kube::Config {
+        let mut config = self.config();
+        config.auth_info.token = Some(token.to_string().into());
+        config
+    }
+
+    /// A client of the administrator ([`ADMIN_USER`], group `system:masters`: never refused by
+    /// RBAC), default namespace `default`. For test setup and checks.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url().parse().unwrap());
-        kube::Client::try_from(config).expect("client for the fake API server")
+        Self::client_from(self.config_with_token(ADMIN_TOKEN))
     }
 
-    /// A client with kube's automatic retries of 429/503/504 turned off, to observe injected
-    /// failures directly.
+    /// [`FakeApiServer::client`] with kube's automatic retries of 429/503/504 turned off, to
+    /// observe injected failures directly.
     pub fn client_without_retries(&self) -> kube::Client {
-        let mut config = kube::Config::new(self.url().parse().unwrap());
+        let mut config = self.config_with_token(ADMIN_TOKEN);
         config.default_retry = false;
-        kube::Client::try_from(config).expect("client for the fake API server")
+        Self::client_from(config)
     }
 
-    /// A client that identifies itself as `user` (sent as a bearer token, recorded in
-    /// [`RequestRecord::user`]), so that tests can tell the requests of several clients apart
-    /// (e.g. the operator's from the test's own, or two replicas') and inject faults for one
-    /// of them ([`FakeApiServer::fail_next_as`]). Nothing is authenticated or authorized.
-    pub fn client_as(&self, user: &str) -> kube::Client {
-        let mut config = kube::Config::new(self.url().parse().unwrap());
-        let value = format!("Bearer {user}").parse().expect("user is a valid header value");
-        config.headers.push((axum::http::header::AUTHORIZATION, value));
-        kube::Client::try_from(config).expect("client for the fake API server")
+    /// A new bearer token that authenticates as `user`.
+    pub fn token_for(&self, user: UserInfo) -> String {
+        let mut tokens = self.inner.tokens.lock().unwrap();
+        let token = format!("fake-token-{}", tokens.len());
+        tokens.insert(token.clone(), user);
+        token
+    }
+
+    /// A client authenticated as `user`; its requests are authorized by the RBAC objects
+    /// stored in the fake, and recorded with [`RequestRecord::user`] set to its name.
+    pub fn client_for(&self, user: UserInfo) -> kube::Client {
+        let token = self.token_for(user);
+        Self::client_from(self.config_with_token(&token))
+    }
+
+    /// A client of the plain user `name` in `groups` (and `system:authenticated`).
+    pub fn client_as_user(&self, name: &str, groups: &[&str]) -> kube::Client {
+        self.client_for(UserInfo::user(name, groups))
+    }
+
+    /// A client of user `name` without groups (but `system:authenticated`): tells the requests
+    /// of several clients apart and, without RBAC objects naming it, is refused everything but
+    /// discovery.
+    pub fn client_as(&self, name: &str) -> kube::Client {
+        self.client_as_user(name, &[])
+    }
+
+    /// A client with the token of ServiceAccount `namespace/name`: user
+    /// `system:serviceaccount:<namespace>:<name>`, groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<namespace>`, `system:authenticated`.
+    pub fn client_as_service_account(&self, namespace: &str, name: &str) -> kube::Client {
+        self.client_for(UserInfo::service_account(namespace, name))
+    }
+
+    /// The administrator's client impersonating `user` (and `groups`) with the
+    /// `Impersonate-User`/`Impersonate-Group` headers, as on a real cluster. For a
+    /// ServiceAccount's user name without groups, its groups are added as the real server does.
+    pub fn client_impersonating(&self, user: &str, groups: &[&str]) -> kube::Client {
+        let mut config = self.config_with_token(ADMIN_TOKEN);
+        config.auth_info.impersonate = Some(user.to_string());
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        }
+        Self::client_from(config)
+    }
+
+    /// Whether `user` may `verb` the `resource` (`plural` or `plural/subresource`) of API
+    /// `group` in `namespace` (empty: cluster scope) named `name` (empty: any), by the RBAC
+    /// objects stored now — a SubjectAccessReview without a request.
+    pub fn allows(&self, user: &UserInfo, verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> bool {
+        let st = self.inner.state.lock().unwrap();
+        rbac::authorize(&st, user, &Attributes::resource(verb, group, resource, namespace, name)).is_ok()
+    }
+
+    /// Store every object of a multi-document YAML as the administrator would with a
+    /// server-side apply (field manager `fake-setup`): e.g. a repository's RBAC manifests.
+    pub fn apply_manifests(&self, yaml: &str) -> Result<(), String> {
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let obj: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+            if obj.is_null() {
+                continue;
+            }
+            let api_version = obj.get("apiVersion").and_then(Value::as_str).ok_or("an object without apiVersion")?;
+            let kind = obj.get("kind").and_then(Value::as_str).ok_or("an object without kind")?;
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).ok_or("an object without metadata.name")?;
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            let mut st = self.inner.state.lock().unwrap();
+            let rt = st.registry.find_kind(api_version, kind).cloned().ok_or_else(|| format!("{api_version} {kind} is not served"))?;
+            let ctx = WriteCtx::internal("fake-setup");
+            st.patch(&rt, ns, name, PatchKind::Apply { force: true }, &obj, "", &ctx).map_err(|e| e.message)?;
+        }
+        Ok(())
     }
 
     /// A kubeconfig naming the fake (for code that loads kubeconfig files).
     pub fn kubeconfig_yaml(&self) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {ADMIN_TOKEN}\n",
             self.url()
         )
     }
@@ -229,7 +323,7 @@ impl FakeApiServer {
     fn seed(&self, obj: Value) {
         let mut st = self.inner.state.lock().unwrap();
         let rt = st.registry.find_kind(obj["apiVersion"].as_str().unwrap(), obj["kind"].as_str().unwrap()).unwrap().clone();
-        let ctx = WriteCtx { manager: "fake-setup".into(), dry_run: false };
+        let ctx = WriteCtx::internal("fake-setup");
         st.create(&rt, "", obj, &ctx, false).unwrap();
     }
 
@@ -239,7 +333,7 @@ impl FakeApiServer {
         let name = crd.pointer("/metadata/name").and_then(Value::as_str).ok_or("CRD without metadata.name")?.to_string();
         let mut st = self.inner.state.lock().unwrap();
         let rt = st.registry.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap().clone();
-        let ctx = WriteCtx { manager: "fake-setup".into(), dry_run: false };
+        let ctx = WriteCtx::internal("fake-setup");
         if st.lookup(&rt, "", &name).is_some() {
             st.patch(&rt, "", &name, PatchKind::Apply { force: true }, &crd, "", &ctx).map_err(|e| e.message)?;
         } else {
@@ -459,12 +553,67 @@ fn parse_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
     }
 }
 
+/// Who sent the request: the bearer token's user, or anonymous without one (401 for a token
+/// the fake did not issue).
+fn authenticate(inner: &Inner, headers: &HeaderMap) -> ApiResult<UserInfo> {
+    let Some(value) = headers.get("authorization") else {
+        return Ok(UserInfo::anonymous());
+    };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(ApiError::unauthorized)?;
+    inner.tokens.lock().unwrap().get(token).cloned().ok_or_else(ApiError::unauthorized)
+}
+
+/// The `Impersonate-User`/`Impersonate-Group` headers, authorized by the `impersonate` verb on
+/// `users`, `serviceaccounts` and `groups` as the real server's impersonation filter does.
+fn impersonate(st: &State, caller: UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
+    let groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
+    let Some(name) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()).map(String::from) else {
+        if groups.is_empty() {
+            return Ok(caller);
+        }
+        return Err(ApiError::new(500, "InternalError", "Internal error occurred: requested impersonation of groups without a user"));
+    };
+    let target = UserInfo { name: name.clone(), groups: Vec::new() };
+    let mut checks = Vec::new();
+    match target.as_service_account() {
+        Some((ns, sa)) => checks.push(Attributes::resource("impersonate", "", "serviceaccounts", ns, sa)),
+        None => checks.push(Attributes::resource("impersonate", "", "users", "", &name)),
+    }
+    checks.extend(groups.iter().map(|g| Attributes::resource("impersonate", "", "groups", "", g)));
+    for check in &checks {
+        if let Err(reason) = rbac::authorize(st, &caller, check) {
+            return Err(rbac::forbidden(&caller, check, &reason));
+        }
+    }
+    let mut effective = match target.as_service_account() {
+        Some((ns, sa)) if groups.is_empty() => UserInfo::service_account(ns, sa),
+        _ => UserInfo { name, groups },
+    };
+    if effective.name != rbac::ANONYMOUS_USER && !effective.groups.iter().any(|g| g == rbac::AUTHENTICATED_GROUP) {
+        effective.groups.push(rbac::AUTHENTICATED_GROUP.into());
+    }
+    Ok(effective)
+}
+
 async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let addr = inner.addr.lock().unwrap().clone();
+    let user = match authenticate(&inner, &headers).and_then(|caller| impersonate(&inner.state.lock().unwrap(), caller, &headers)) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
     // discovery and misc
     if method == Method::GET {
         let st = inner.state.lock().unwrap();
+        let non_resource = Attributes::non_resource("get", &path);
+        let is_discovery = matches!(path.trim_end_matches('/'), "/version" | "/api" | "/apis" | "/healthz" | "/readyz" | "/livez")
+            || path.starts_with("/api/") && path.trim_matches('/').split('/').count() == 2
+            || path.starts_with("/apis/") && path.trim_matches('/').split('/').count() <= 3;
+        if is_discovery {
+            if let Err(reason) = rbac::authorize(&st, &user, &non_resource) {
+                return rbac::forbidden(&user, &non_resource, &reason).into_response();
+            }
+        }
         let doc = match path.trim_end_matches('/') {
             "/version" => Some(version_doc()),
             "/api" => Some(st.registry.api_versions(&addr)),
@@ -515,12 +664,20 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
         namespace: t.namespace.clone(),
         name: t.name.clone(),
         code: 0,
-        user: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string()),
+        user: Some(user.name.clone()),
     };
+    // As the real server's request info: a request for namespace `x` is also "in" namespace `x`.
+    let is_namespace = t.rt.group.is_empty() && t.rt.plural == "namespaces";
+    let namespace = if is_namespace { t.name.as_deref() } else { t.namespace.as_deref() };
+    let attributes =
+        Attributes::resource(verb, &t.rt.group, &rec.resource, namespace.unwrap_or_default(), t.name.as_deref().unwrap_or_default());
+    let denied = rbac::authorize(&inner.state.lock().unwrap(), &user, &attributes).err();
+    if let Some(reason) = denied {
+        let resp = rbac::forbidden(&user, &attributes, &reason).into_response();
+        rec.code = resp.status().as_u16();
+        inner.records.lock().unwrap().push(rec);
+        return resp;
+    }
     // fault injection
     let fault = {
         let mut faults = inner.faults.lock().unwrap();
@@ -537,7 +694,7 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
             tokio::time::sleep(d).await;
             ApiError::injected(504).into_response()
         }
-        None => match serve(&inner, &t, verb, &q, &headers, &body) {
+        None => match serve(&inner, &t, verb, &q, &headers, &body, &user) {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
@@ -554,6 +711,7 @@ fn serve(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
+    user: &UserInfo,
 ) -> ApiResult<Response> {
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
@@ -570,7 +728,7 @@ fn serve(
         }
     }
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-    let ctx = WriteCtx { manager: manager_from(q, headers), dry_run };
+    let ctx = WriteCtx { manager: manager_from(q, headers), dry_run, user: Some(user.clone()) };
     if let Some(fv) = q.get("fieldValidation") {
         if !matches!(fv.as_str(), "Ignore" | "Warn" | "Strict" | "") {
             return Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: {fv:?}")));
@@ -742,9 +900,4 @@ fn serve(
         }
         _ => Err(ApiError::method_not_allowed("deletecollection is not supported by the fake API server")),
     }
-}
-
-/// Path of the repository (for tests that read files).
-pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

@@ -1,6 +1,7 @@
 //! Background controllers of the fake: owner-reference garbage collection (background,
 //! foreground, orphan), namespace deletion, and a minimal StatefulSet controller that makes
-//! the PersistentVolumeClaims of `volumeClaimTemplates`.
+//! the PersistentVolumeClaims of `volumeClaimTemplates` and the pods `<sts>-<ordinal>` (through
+//! pod admission: a refused pod is a `FailedCreate` Event on the StatefulSet).
 
 use std::collections::HashMap;
 
@@ -231,10 +232,18 @@ fn statefulsets(state: &mut State) -> bool {
                 .any(|template| (0..replicas).any(|i| state.lookup(&pvc_rt, ns, &format!("{template}-{name}-{i}")).is_none()))
         })
     };
+    let Some(pod_rt) = state.registry.find("", "v1", "pods").cloned() else {
+        return false;
+    };
+    let missing_pods = |ns: &str, obj: &Value| {
+        let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        (0..replicas).any(|i| state.lookup(&pod_rt, ns, &format!("{name}-{i}")).is_none())
+    };
     let all = snapshot_where(
         state,
         |rt| rt.kind == "StatefulSet" && rt.group == "apps",
-        |_, ns, obj| !is_deleting(obj) && missing_claims(ns, obj),
+        |_, ns, obj| !is_deleting(obj) && (missing_claims(ns, obj) || missing_pods(ns, obj)),
     );
     for sts in &all {
         if state.namespace_state(&sts.ns).is_none_or(is_deleting) {
@@ -268,12 +277,110 @@ fn statefulsets(state: &mut State) -> bool {
                     "metadata": {"name": name, "namespace": sts.ns, "labels": labels},
                     "spec": spec,
                 });
-                let ctx = WriteCtx { manager: "kube-controller-manager".into(), dry_run: false };
+                let ctx = WriteCtx::internal("kube-controller-manager");
                 if state.create(&pvc_rt, &sts.ns, body, &ctx, false).is_ok() {
                     changed = true;
                 }
             }
         }
+        let claims: Vec<String> = sts
+            .obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+            .collect();
+        for i in 0..replicas {
+            let name = format!("{}-{i}", sts.name);
+            if state.lookup(&pod_rt, &sts.ns, &name).is_some() {
+                continue;
+            }
+            let pod = pod_of(sts, i, &claims);
+            let ctx = WriteCtx::internal("kube-controller-manager");
+            match state.create(&pod_rt, &sts.ns, pod, &ctx, false) {
+                Ok(_) => changed = true,
+                Err(e) => {
+                    let message = format!("create Pod {name} in StatefulSet {} failed error: {}", sts.name, e.message);
+                    changed |= record_failed_create(state, sts, &message);
+                }
+            }
+        }
     }
     changed
+}
+
+/// Pod `<sts>-<ordinal>` from the StatefulSet's template, as its controller makes it.
+fn pod_of(sts: &Entry, ordinal: i64, claims: &[String]) -> Value {
+    let name = format!("{}-{ordinal}", sts.name);
+    let mut labels = sts.obj.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
+    labels["statefulset.kubernetes.io/pod-name"] = json!(name);
+    labels["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
+    let mut spec = sts.obj.pointer("/spec/template/spec").cloned().unwrap_or(json!({}));
+    spec["hostname"] = json!(name);
+    if let Some(service) = sts.obj.pointer("/spec/serviceName") {
+        spec["subdomain"] = service.clone();
+    }
+    let mut volumes = spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+    for claim in claims {
+        volumes.retain(|v| v.get("name").and_then(Value::as_str) != Some(claim));
+        volumes.push(json!({"name": claim, "persistentVolumeClaim": {"claimName": format!("{claim}-{}-{ordinal}", sts.name)}}));
+    }
+    if !volumes.is_empty() {
+        spec["volumes"] = Value::Array(volumes);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": sts.ns,
+            "labels": labels,
+            "annotations": sts.obj.pointer("/spec/template/metadata/annotations").cloned().unwrap_or(json!({})),
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts.name,
+                "uid": meta_str(&sts.obj, "uid").unwrap_or_default(), "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": spec,
+    })
+}
+
+/// A `FailedCreate` Warning Event on the StatefulSet, once per distinct message (the real
+/// controller's recorder aggregates repeats into a count; here a repeat changes nothing, so a
+/// refused pod does not wake the controllers forever).
+fn record_failed_create(state: &mut State, sts: &Entry, message: &str) -> bool {
+    let Some(event_rt) = state.registry.find("", "v1", "events").cloned() else {
+        return false;
+    };
+    let seen = state.objects.get(&State::res_key(&event_rt)).is_some_and(|events| {
+        events.values().any(|e| {
+            e.pointer("/involvedObject/uid").and_then(Value::as_str) == meta_str(&sts.obj, "uid")
+                && e.get("reason").and_then(Value::as_str) == Some("FailedCreate")
+                && e.get("message").and_then(Value::as_str) == Some(message)
+        })
+    });
+    if seen {
+        return false;
+    }
+    let now = super::store::now();
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{}.{:016x}", sts.name, rand::random::<u64>()), "namespace": sts.ns},
+        "involvedObject": {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts.name, "namespace": sts.ns,
+            "uid": meta_str(&sts.obj, "uid").unwrap_or_default(),
+            "resourceVersion": meta_str(&sts.obj, "resourceVersion").unwrap_or_default(),
+        },
+        "reason": "FailedCreate",
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "statefulset-controller"},
+        "reportingComponent": "statefulset-controller",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    state.create(&event_rt, &sts.ns, event, &WriteCtx::internal("kube-controller-manager"), false).is_ok()
 }

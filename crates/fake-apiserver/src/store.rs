@@ -10,9 +10,12 @@ use super::admission;
 use super::builtin;
 use super::errors::{ApiError, ApiResult, Cause};
 use super::fields;
+use super::pods;
+use super::rbac::{self, Attributes, UserInfo};
 use super::resources::{self, Registry, ResourceType};
 use super::selectors::Selectors;
 use super::ssa;
+use super::vap;
 
 pub type ObjKey = (String, String);
 pub type ResKey = (String, String);
@@ -50,6 +53,16 @@ pub struct HistEvent {
 pub struct WriteCtx {
     pub manager: String,
     pub dry_run: bool,
+    /// The requester, for the checks the real server makes inside a write (RBAC escalation,
+    /// create-on-apply). `None` for the fake's own controllers and test setup.
+    pub user: Option<UserInfo>,
+}
+
+impl WriteCtx {
+    /// A write of the fake itself (its controllers, seeding): no authorization.
+    pub fn internal(manager: &str) -> Self {
+        WriteCtx { manager: manager.into(), dry_run: false, user: None }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,12 +335,29 @@ impl State {
         }
         builtin::default_on_create(self, rt, &mut body);
         builtin::default(rt, &mut body, None);
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            pods::admit(self, ns, &name, &mut body)?;
+        }
         if rt.is_crd() {
             admission::admit_custom(&self.validator, rt, &mut body, None).map_err(|c| ApiError::invalid(rt, &name, &c))?;
         }
         let causes = builtin::validate(rt, &body, None);
         if !causes.is_empty() {
             return Err(ApiError::invalid(rt, &name, &causes));
+        }
+        if let Some(user) = &ctx.user {
+            rbac::check_escalation(self, rt, &body, None, user)?;
+            let req = vap::Request {
+                rt,
+                operation: "CREATE",
+                subresource: "",
+                namespace: ns,
+                name: &name,
+                object: &body,
+                old_object: None,
+                user,
+            };
+            vap::admit(self, &req)?;
         }
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.install_crd(&mut body)?;
@@ -478,6 +508,12 @@ impl State {
         if !causes.is_empty() {
             return Err(ApiError::invalid(rt, name, &causes));
         }
+        if let Some(user) = &ctx.user {
+            rbac::check_escalation(self, rt, &new, Some(&old), user)?;
+            let req =
+                vap::Request { rt, operation: "UPDATE", subresource: sub, namespace: ns, name, object: &new, old_object: Some(&old), user };
+            vap::admit(self, &req)?;
+        }
         if rt.generation && spec_part(rt, &old) != spec_part(rt, &new) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
@@ -554,6 +590,12 @@ impl State {
                     None => {
                         if sub == "status" {
                             return Err(ApiError::not_found(rt, name));
+                        }
+                        // An apply that creates its object is authorized as a create too.
+                        if let Some(user) = &ctx.user {
+                            let create = Attributes::resource("create", &rt.group, &rt.plural, ns, name);
+                            rbac::authorize(self, user, &create)
+                                .map_err(|reason| ApiError::forbidden(&rt.group, &rt.plural, name, &reason))?;
                         }
                         let skeleton = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}});
                         let merged = ssa::apply(rt, &skeleton, &applied, &ctx.manager, force, sub_name, &now)?;

@@ -51,6 +51,26 @@ fn valid_value(v: &str) -> bool {
 }
 
 impl LabelSelector {
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`); `None` if invalid.
+    pub fn from_label_selector(v: &Value) -> Option<Self> {
+        let mut parts: Vec<String> = Vec::new();
+        for (k, val) in v.get("matchLabels").and_then(Value::as_object).into_iter().flatten() {
+            parts.push(format!("{k}={}", val.as_str()?));
+        }
+        for e in v.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = e.get("key")?.as_str()?;
+            let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            parts.push(match e.get("operator")?.as_str()? {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key.to_string(),
+                "DoesNotExist" => format!("!{key}"),
+                _ => return None,
+            });
+        }
+        Self::parse(&parts.join(",")).ok()
+    }
+
     pub fn parse(s: &str) -> ApiResult<Self> {
         let bad = |m: String| ApiError::bad_request(format!("unable to parse requirement: {m}"));
         let mut reqs = Vec::new();

@@ -67,15 +67,6 @@ impl ResourceType {
         }
     }
 
-    /// `group/plural` key used for accounting (`plural` for the core group).
-    pub fn gr(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}/{}", self.group, self.plural)
-        }
-    }
-
     pub fn is_crd(&self) -> bool {
         self.crd.is_some()
     }
@@ -199,6 +190,10 @@ pub fn builtins() -> Vec<ResourceType> {
     v.push(rq);
     v.push(builtin("", "LimitRange", "limitranges", true, &["limits"]));
     v.push(builtin("", "ServiceAccount", "serviceaccounts", true, &["sa"]));
+    let mut pod = builtin("", "Pod", "pods", true, &["po"]);
+    pod.status = true;
+    pod.categories = vec!["all".into()];
+    v.push(pod);
     v.push(builtin("events.k8s.io", "Event", "events", true, &["ev"]));
     let mut sts = builtin("apps", "StatefulSet", "statefulsets", true, &["sts"]);
     sts.status = true;
@@ -223,6 +218,11 @@ pub fn builtins() -> Vec<ResourceType> {
         v.push(r);
     }
     v.push(builtin("coordination.k8s.io", "Lease", "leases", true, &[]));
+    let mut vap = builtin("admissionregistration.k8s.io", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false, &[]);
+    vap.status = true;
+    vap.generation = true;
+    v.push(vap);
+    v.push(builtin("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", false, &[]));
     let mut crd = builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"]);
     crd.status = true;
     crd.generation = true;

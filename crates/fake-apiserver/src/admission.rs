@@ -455,3 +455,115 @@ pub fn validate_name(rt: &ResourceType, name: &str, field: &str) -> Vec<Cause> {
     }
     out
 }
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+/// `TotalAnnotationSizeLimitB`: keys and values of all annotations together.
+const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+/// apimachinery's `RegexError`: the message, examples and the regex (its odd spacing too).
+fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+    let examples: Vec<String> = examples.iter().map(|e| format!("'{e}', ")).collect();
+    format!("{msg} (e.g. {}regex used for validation is '{fmt}')", examples.join(" or "))
+}
+
+fn full_match(re: &str, s: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s))
+}
+
+/// `IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name of at most 63.
+fn qualified_name_errors(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = key.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                if prefix.len() > 253 {
+                    errs.push("prefix part must be no more than 253 characters".to_string());
+                }
+                if !full_match(DNS1123_SUBDOMAIN_FMT, prefix) {
+                    errs.push(format!(
+                        "prefix part {}",
+                        regex_error(
+                            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                            DNS1123_SUBDOMAIN_FMT,
+                            &["example.com"]
+                        )
+                    ));
+                }
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "{} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(
+                    "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
+            )]
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".into());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".into());
+    }
+    if !name.is_empty() && !full_match(QUALIFIED_NAME_FMT, name) {
+        errs.push(format!(
+            "name part {}",
+            regex_error(
+                "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
+        ));
+    }
+    errs
+}
+
+/// `IsValidLabelValue`: empty, or at most 63 of `[A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9]`.
+fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !full_match(LABEL_VALUE_FMT, value) {
+        errs.push(regex_error(
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
+    }
+    errs
+}
+
+/// `ValidateObjectMeta`'s label and annotation checks, which the real server applies to
+/// every kind: `metadata.labels: Invalid value: "...": must be no more than 63 characters`.
+pub fn validate_metadata(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let invalid = |value: &str, msg: &str| Cause::new("FieldValueInvalid", "metadata.labels", format!("Invalid value: {value:?}: {msg}"));
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            causes.extend(qualified_name_errors(k).iter().map(|m| invalid(k, m)));
+            let value = v.as_str().unwrap_or_default();
+            causes.extend(label_value_errors(value).iter().map(|m| invalid(value, m)));
+        }
+    }
+    if let Some(annotations) = obj.pointer("/metadata/annotations").and_then(Value::as_object) {
+        let size: usize = annotations.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        if size > ANNOTATIONS_MAX_BYTES {
+            causes.push(Cause::new(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                format!("Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes"),
+            ));
+        }
+    }
+    causes
+}

@@ -1,0 +1,197 @@
+//! ValidatingAdmissionPolicies (`admissionregistration.k8s.io/v1`) as the real server's
+//! validating-policy admission plugin applies them to create and update requests: bindings
+//! select policies, `matchConstraints`/`matchResources` select requests, `matchConditions`
+//! narrow them, `validations` are evaluated with kube's CEL engine (`object`, `oldObject`,
+//! `request`, `params`), and a `Deny` binding refuses with the plugin's message.
+
+use kube::core::cel::{AdmissionRequest, VapEvaluator, VapExpression};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use super::rbac::UserInfo;
+use super::resources::ResourceType;
+use super::selectors::LabelSelector;
+use super::store::State;
+
+pub const GROUP: &str = "admissionregistration.k8s.io";
+
+/// What is being admitted.
+pub struct Request<'a> {
+    pub rt: &'a ResourceType,
+    /// `CREATE` or `UPDATE`.
+    pub operation: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub object: &'a Value,
+    pub old_object: Option<&'a Value>,
+    pub user: &'a UserInfo,
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn any_or(list: &[String], item: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == item)
+}
+
+/// One `resourceRules` entry against the request.
+fn rule_matches(rule: &Value, req: &Request) -> bool {
+    let resource = if req.subresource.is_empty() { req.rt.plural.clone() } else { format!("{}/{}", req.rt.plural, req.subresource) };
+    let resources = strings(rule.get("resources"));
+    let resource_ok = resources.iter().any(|r| {
+        r == "*" && req.subresource.is_empty()
+            || *r == resource
+            || r == "*/*"
+            || r.strip_prefix("*/").is_some_and(|s| s == req.subresource)
+            || r.strip_suffix("/*").is_some_and(|p| p == req.rt.plural)
+    });
+    let names = strings(rule.get("resourceNames"));
+    let scope_ok = match rule.get("scope").and_then(Value::as_str).unwrap_or("*") {
+        "Cluster" => !req.rt.namespaced,
+        "Namespaced" => req.rt.namespaced,
+        _ => true,
+    };
+    any_or(&strings(rule.get("apiGroups")), &req.rt.group)
+        && any_or(&strings(rule.get("apiVersions")), &req.rt.version)
+        && any_or(&strings(rule.get("operations")), req.operation)
+        && resource_ok
+        && (names.is_empty() || names.iter().any(|n| n == req.name))
+        && scope_ok
+}
+
+fn selector_matches(selector: Option<&Value>, labels: &Value) -> bool {
+    let Some(selector) = selector.filter(|s| s.as_object().is_some_and(|m| !m.is_empty())) else {
+        return true;
+    };
+    let as_obj = json!({"metadata": {"labels": labels}});
+    LabelSelector::from_label_selector(selector).is_some_and(|s| s.matches(&as_obj))
+}
+
+/// `matchConstraints` of a policy or `matchResources` of a binding (absent: everything).
+fn resources_match(state: &State, m: Option<&Value>, req: &Request) -> bool {
+    let Some(m) = m else {
+        return true;
+    };
+    let included = m.get("resourceRules").and_then(Value::as_array).is_none_or(|rules| rules.iter().any(|r| rule_matches(r, req)));
+    let excluded = m.get("excludeResourceRules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(|r| rule_matches(r, req)));
+    let object_labels = req.object.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    let namespace_labels = if req.rt.namespaced {
+        state.namespace_state(req.namespace).and_then(|n| n.pointer("/metadata/labels").cloned()).unwrap_or(json!({}))
+    } else {
+        json!({})
+    };
+    included
+        && !excluded
+        && selector_matches(m.get("objectSelector"), &object_labels)
+        && (!req.rt.namespaced || selector_matches(m.get("namespaceSelector"), &namespace_labels))
+}
+
+fn admission_request(req: &Request) -> AdmissionRequest {
+    serde_json::from_value(json!({
+        "operation": req.operation,
+        "username": req.user.name,
+        "uid": "",
+        "groups": req.user.groups,
+        "name": req.name,
+        "namespace": req.namespace,
+        "dryRun": false,
+        "kind": {"group": req.rt.group, "version": req.rt.version, "kind": req.rt.kind},
+        "resource": {"group": req.rt.group, "version": req.rt.version, "resource": req.rt.plural},
+    }))
+    .unwrap_or_default()
+}
+
+/// The `params` object a binding's `paramRef` names, if the policy has a `paramKind`.
+fn params(state: &State, policy: &Value, binding: &Value, req: &Request) -> Option<Value> {
+    let kind = policy.pointer("/spec/paramKind")?;
+    let rt = state.registry.find_kind(kind.get("apiVersion")?.as_str()?, kind.get("kind")?.as_str()?)?;
+    let name = binding.pointer("/spec/paramRef/name")?.as_str()?;
+    let ns = binding.pointer("/spec/paramRef/namespace").and_then(Value::as_str).unwrap_or(if rt.namespaced { req.namespace } else { "" });
+    state.lookup(rt, ns, name).map(|o| State::present(rt, o))
+}
+
+/// Refuses the request as the first `Deny` binding whose policy fails does.
+pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
+    let (Some(policies), Some(bindings)) = (
+        state.objects.get(&(GROUP.to_string(), "validatingadmissionpolicies".to_string())),
+        state.objects.get(&(GROUP.to_string(), "validatingadmissionpolicybindings".to_string())),
+    ) else {
+        return Ok(());
+    };
+    for binding in bindings.values() {
+        let actions = strings(binding.pointer("/spec/validationActions"));
+        if !actions.iter().any(|a| a == "Deny") {
+            continue;
+        }
+        let policy_name = binding.pointer("/spec/policyName").and_then(Value::as_str).unwrap_or_default();
+        let Some(policy) = policies.get(&(String::new(), policy_name.to_string())) else {
+            continue;
+        };
+        if !resources_match(state, policy.pointer("/spec/matchConstraints"), req)
+            || !resources_match(state, binding.pointer("/spec/matchResources"), req)
+        {
+            continue;
+        }
+        let mut builder = VapEvaluator::builder().object(req.object.clone()).request(admission_request(req));
+        if let Some(old) = req.old_object {
+            builder = builder.old_object(old.clone());
+        }
+        if let Some(p) = params(state, policy, binding, req) {
+            builder = builder.params(p);
+        }
+        let evaluator = builder.build();
+        let conditions: Vec<VapExpression> = policy
+            .pointer("/spec/matchConditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some(VapExpression { expression: c.get("expression")?.as_str()?.to_string(), message: None, message_expression: None })
+            })
+            .collect();
+        if evaluator.evaluate(&conditions).iter().any(|r| !r.passed) {
+            continue;
+        }
+        let validations = policy.pointer("/spec/validations").and_then(Value::as_array).cloned().unwrap_or_default();
+        for v in &validations {
+            let Some(expression) = v.get("expression").and_then(Value::as_str) else {
+                continue;
+            };
+            // The plugin's message when a validation gives none: the expression itself.
+            let message =
+                v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("failed expression: {expression}"));
+            let check = VapExpression {
+                expression: expression.to_string(),
+                message: Some(message.clone()),
+                message_expression: v.get("messageExpression").and_then(Value::as_str).map(String::from),
+            };
+            let Some(result) = evaluator.evaluate(&[check]).into_iter().next() else {
+                continue;
+            };
+            if result.passed {
+                continue;
+            }
+            // An empty messageExpression result falls back to the message.
+            let detail = result.message.filter(|m| !m.trim().is_empty()).unwrap_or(message);
+            let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let text = format!("ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {detail}");
+            let reason = v.get("reason").and_then(Value::as_str).unwrap_or("Invalid");
+            let code = match reason {
+                "Unauthorized" => 401,
+                "Forbidden" => 403,
+                "RequestEntityTooLarge" => 413,
+                _ => 422,
+            };
+            let mut err = ApiError::forbidden(&req.rt.group, &req.rt.plural, req.name, &text);
+            err.code = code;
+            err.reason = reason.to_string();
+            if let Some(d) = err.details.as_mut() {
+                d["causes"] = json!([{"message": text}]);
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! ValidatingAdmissionPolicies evaluated by the fake with kube's CEL engine, on the repository's
+//! TenantUser CRD.
+
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+
+fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn users(client: kube::Client) -> Api<DynamicObject> {
+    Api::all_with(client, &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser")))
+}
+
+fn user(username: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
+        "spec": {"tenant": "acme", "email": "jane@acme.example", "username": username, "firstName": "Jane", "lastName": "Doe", "roles": ["Designer"]}
+    }))
+    .unwrap()
+}
+
+const SELF_SERVICE: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: self-service}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: ["tenancy.platform.dev"], apiVersions: ["*"], operations: ["UPDATE"], resources: ["tenantusers"]}
+  matchConditions:
+    - {name: is-self, expression: "request.userInfo.username == object.spec.email"}
+  validations:
+    - expression: "object.spec.roles == oldObject.spec.roles"
+      messageExpression: "'user ' + request.userInfo.username + ' may not change their own roles'"
+    - expression: "object.spec.username == oldObject.spec.username"
+      reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: self-service-binding}
+spec:
+  policyName: self-service
+  validationActions: [Deny]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: user-editor}
+rules: [{apiGroups: ["tenancy.platform.dev"], resources: ["tenantusers"], verbs: ["get", "patch", "create"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: user-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: user-editor}
+subjects: [{kind: User, name: jane@acme.example}, {kind: User, name: bob}]
+"#;
+
+#[tokio::test]
+async fn a_deny_binding_refuses_with_the_plugins_message_and_match_conditions_narrow_it() {
+    let fake = FakeApiServer::start().await;
+    fake.apply_manifests(SELF_SERVICE).unwrap();
+    users(fake.client()).create(&PostParams::default(), &user("jdoe")).await.unwrap();
+    let jane = users(fake.client_as("jane@acme.example"));
+    let merge = |spec: Value| Patch::Merge(json!({ "spec": spec }));
+
+    jane.patch("acme-jdoe", &PatchParams::default(), &merge(json!({"firstName": "Janet"}))).await.expect("own details");
+    let s = api_err(jane.patch("acme-jdoe", &PatchParams::default(), &merge(json!({"roles": ["AccountAdmin"]}))).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "tenantusers.tenancy.platform.dev \"acme-jdoe\" is forbidden: ValidatingAdmissionPolicy 'self-service' with binding 'self-service-binding' denied request: user jane@acme.example may not change their own roles"
+    );
+    let s = api_err(jane.patch("acme-jdoe", &PatchParams::default(), &merge(json!({"username": "jane"}))).await);
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"), "a validation's reason sets the code");
+    assert!(s.message.ends_with("denied request: failed expression: object.spec.username == oldObject.spec.username"), "{}", s.message);
+    // Someone else (matchConditions false) and the administrator are not the subject.
+    users(fake.client_as("bob")).patch("acme-jdoe", &PatchParams::default(), &merge(json!({"roles": ["Analyst"]}))).await.expect("bob");
+    users(fake.client()).patch("acme-jdoe", &PatchParams::default(), &merge(json!({"roles": ["AccountAdmin"]}))).await.expect("admin");
+    // CREATE is not in matchConstraints.
+    let mut other = user("other");
+    other.metadata.name = Some("acme-other".into());
+    jane.create(&PostParams::default(), &other).await.expect("create is not matched");
+}
+
+#[tokio::test]
+async fn params_and_validation_actions() {
+    let fake = FakeApiServer::start().await;
+    Api::<Namespace>::all(fake.client())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "policy"}})).unwrap())
+        .await
+        .unwrap();
+    fake.apply_manifests(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: limits, namespace: policy}
+data: {maxLength: "4"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: short-usernames}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: ["tenancy.platform.dev"], apiVersions: ["v1alpha1"], operations: ["CREATE", "UPDATE"], resources: ["tenantusers"]}
+  validations:
+    - {expression: "size(object.spec.username) <= int(params.data.maxLength)", message: "username is too long"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: warn-only}
+spec:
+  policyName: short-usernames
+  paramRef: {name: limits, namespace: policy}
+  validationActions: [Warn]
+"#,
+    )
+    .unwrap();
+    let admin = users(fake.client_as_user("ops", &["system:masters"]));
+    admin.create(&PostParams::default(), &user("jdoe-long")).await.expect("Warn does not refuse");
+    fake.apply_manifests(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: deny}
+spec:
+  policyName: short-usernames
+  paramRef: {name: limits, namespace: policy}
+  validationActions: [Deny]
+"#,
+    )
+    .unwrap();
+    let s = api_err(admin.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"username": "longer"}}))).await);
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message.ends_with("ValidatingAdmissionPolicy 'short-usernames' with binding 'deny' denied request: username is too long"),
+        "{}",
+        s.message
+    );
+    admin.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"username": "jd"}}))).await.expect("short enough");
+}

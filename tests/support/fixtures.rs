@@ -1,0 +1,88 @@
+//! The objects scenarios start from: Tenants, TenantUsers and the operator configuration of
+//! `examples/config.yaml`. Each builder takes a JSON spec so a scenario states only what it
+//! is about; the presets name the tenant shapes the scenario files share.
+
+use serde_json::{json, Value};
+use tenant_operator::config::Config;
+use tenant_operator::types::{Tenant, TenantPhase, TenantUser};
+
+pub const API_VERSION: &str = "tenancy.platform.dev/v1alpha1";
+
+/// The configuration users start from (`examples/config.yaml`): cluster `uk`, applications
+/// `xconsole` and `u-assist`.
+pub fn example_config() -> Config {
+    Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").expect("example config")
+}
+
+/// `base` with the top-level fields of `extra` replacing its own (`null` clears one).
+pub fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+/// A Tenant manifest with exactly this spec, as JSON (for requests the schema must refuse).
+pub fn tenant_json(slug: &str, spec: Value) -> Value {
+    json!({"apiVersion": API_VERSION, "kind": "Tenant", "metadata": {"name": slug}, "spec": spec})
+}
+
+/// A Tenant with exactly this spec.
+pub fn tenant(slug: &str, spec: Value) -> Tenant {
+    serde_json::from_value(tenant_json(slug, spec)).expect("test tenant")
+}
+
+/// Three environments, two applications, a quota, no database: `extra` changes spec fields.
+pub fn acme_tenant(slug: &str, extra: Value) -> Tenant {
+    let base = json!({
+        "displayName": "Acme Corp",
+        "cluster": "uk",
+        "environments": ["dev", "staging", "prod"],
+        "applications": ["xconsole", "u-assist"],
+        "database": {"provider": "none"},
+        "quota": {"cpu": "8", "memory": "16Gi", "pods": 50},
+    });
+    tenant(slug, with(base, extra))
+}
+
+/// One environment (`dev`) and one application, for database scenarios: `extra` changes spec
+/// fields (usually `database`).
+pub fn data_tenant(slug: &str, extra: Value) -> Tenant {
+    tenant(slug, with(json!({"displayName": "Data Corp", "cluster": "uk", "environments": ["dev"], "applications": ["xconsole"]}), extra))
+}
+
+/// One environment (`dev`), one application, no database: `extra` changes spec fields.
+pub fn small_tenant(slug: &str, extra: Value) -> Tenant {
+    let base = json!({"displayName": "Safe Corp", "cluster": "uk", "environments": ["dev"], "applications": ["xconsole"], "database": {"provider": "none"}});
+    tenant(slug, with(base, extra))
+}
+
+/// A tenant for user scenarios: these environments, no database, deleted with everything.
+pub fn users_tenant(slug: &str, environments: &[&str]) -> Tenant {
+    tenant(
+        slug,
+        json!({"displayName": "Users Inc", "cluster": "uk", "environments": environments, "database": {"provider": "none"}, "deletionPolicy": "Delete"}),
+    )
+}
+
+/// The smallest valid Tenant spec with these environments, as JSON.
+pub fn minimal_tenant_json(slug: &str, environments: Value) -> Value {
+    tenant_json(slug, json!({"displayName": "E2E Corp", "cluster": "uk", "environments": environments}))
+}
+
+/// A TenantUser of tenant `slug`.
+pub fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str], custom: &[&str]) -> TenantUser {
+    serde_json::from_value(json!({
+        "apiVersion": API_VERSION, "kind": "TenantUser",
+        "metadata": {"name": name},
+        "spec": {"tenant": slug, "email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
+    }))
+    .expect("test user")
+}
+
+/// `phase: Ready` for the Tenant's current generation.
+pub fn ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
+}
