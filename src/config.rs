@@ -6,10 +6,15 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{DatabaseProvider, Environment};
+
+mod database;
+mod namespaces;
+
+pub use database::{CloudNativePgConfig, DatabaseConfig, ExternalDatabaseConfig, SecretRef, StatefulSetDatabaseConfig};
+pub use namespaces::{ContainerDefaults, NamespaceConfig, PodSecurityConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,66 +45,6 @@ pub struct Config {
 }
 
 /// What every tenant namespace gets besides the tenant's own objects.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NamespaceConfig {
-    #[serde(default)]
-    pub pod_security: PodSecurityConfig,
-    /// Default container requests and limits (a LimitRange) in namespaces with a quota: a quota
-    /// on `requests.cpu`/`requests.memory` makes the API server refuse pods that set none.
-    #[serde(default)]
-    pub default_container_resources: ContainerDefaults,
-}
-
-/// Pod Security Admission levels (`privileged`, `baseline`, `restricted`) of tenant namespaces.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PodSecurityConfig {
-    #[serde(default = "default_enforce")]
-    pub enforce: String,
-    #[serde(default = "default_restricted")]
-    pub warn: String,
-    #[serde(default = "default_restricted")]
-    pub audit: String,
-}
-
-fn default_enforce() -> String {
-    "baseline".to_string()
-}
-
-fn default_restricted() -> String {
-    "restricted".to_string()
-}
-
-impl Default for PodSecurityConfig {
-    fn default() -> Self {
-        Self { enforce: default_enforce(), warn: default_restricted(), audit: default_restricted() }
-    }
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ContainerDefaults {
-    #[serde(default = "default_requests")]
-    pub default_request: BTreeMap<String, Quantity>,
-    #[serde(default = "default_limits")]
-    pub default: BTreeMap<String, Quantity>,
-}
-
-fn default_requests() -> BTreeMap<String, Quantity> {
-    BTreeMap::from([("cpu".to_string(), Quantity("100m".into())), ("memory".to_string(), Quantity("128Mi".into()))])
-}
-
-fn default_limits() -> BTreeMap<String, Quantity> {
-    BTreeMap::from([("cpu".to_string(), Quantity("1".into())), ("memory".to_string(), Quantity("512Mi".into()))])
-}
-
-impl Default for ContainerDefaults {
-    fn default() -> Self {
-        Self { default_request: default_requests(), default: default_limits() }
-    }
-}
-
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -173,107 +118,6 @@ impl HostnameTemplates {
             Environment::Prod => &self.prod,
             Environment::Dev | Environment::Staging => &self.non_prod,
         }
-    }
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DatabaseConfig {
-    #[serde(default = "default_provider")]
-    pub default_provider: DatabaseProvider,
-    /// Length of generated database passwords.
-    #[serde(default = "default_password_length")]
-    pub password_length: usize,
-    #[serde(default)]
-    pub statefulset: StatefulSetDatabaseConfig,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalDatabaseConfig>,
-    #[serde(default)]
-    pub cloudnative_pg: CloudNativePgConfig,
-}
-
-fn default_provider() -> DatabaseProvider {
-    DatabaseProvider::Statefulset
-}
-
-fn default_password_length() -> usize {
-    32
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            default_provider: default_provider(),
-            password_length: default_password_length(),
-            statefulset: StatefulSetDatabaseConfig::default(),
-            external: None,
-            cloudnative_pg: CloudNativePgConfig::default(),
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StatefulSetDatabaseConfig {
-    #[serde(default = "default_image")]
-    pub image: String,
-    #[serde(default = "default_storage")]
-    pub storage: Quantity,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    /// CPU and memory requests/limits of the PostgreSQL container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
-}
-
-fn default_image() -> String {
-    "postgres:17".to_string()
-}
-
-fn default_storage() -> Quantity {
-    Quantity("1Gi".to_string())
-}
-
-impl Default for StatefulSetDatabaseConfig {
-    fn default() -> Self {
-        Self { image: default_image(), storage: default_storage(), storage_class_name: None, resources: None }
-    }
-}
-
-/// An existing PostgreSQL server on which the `external` provider creates databases.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExternalDatabaseConfig {
-    /// Secret with the admin connection: keys `host`, `port`, `username`, `password`, and
-    /// optionally `dbname` (default `postgres`) and `sslmode` (`disable` or `require`).
-    pub admin_secret: SecretRef,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CloudNativePgConfig {
-    #[serde(default = "default_instances")]
-    pub instances: i32,
-    #[serde(default = "default_storage")]
-    pub storage: Quantity,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_name: Option<String>,
-}
-
-fn default_instances() -> i32 {
-    1
-}
-
-impl Default for CloudNativePgConfig {
-    fn default() -> Self {
-        Self { instances: default_instances(), storage: default_storage(), image_name: None }
     }
 }
 
@@ -476,99 +320,4 @@ pub fn is_dns_subdomain(value: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = "clusters:\n  uk:\n    domain: uk.example.com\n";
-
-    fn error(text: &str) -> String {
-        Config::parse(text, "test.yaml").unwrap_err().to_string()
-    }
-
-    #[test]
-    fn example_configuration_is_valid() {
-        let config = Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").unwrap();
-        assert_eq!(config.clusters.len(), 3);
-        assert_eq!(config.applications["u-assist"].service_port, 8080);
-        assert_eq!(config.database.default_provider, DatabaseProvider::Statefulset);
-    }
-
-    #[test]
-    fn default_hostname_templates_are_injective_and_others_are_warned_about() {
-        let config = Config::parse(MINIMAL, "c.yaml").unwrap();
-        assert_eq!(config.hostname_warnings(), Vec::<String>::new());
-        let loose = Config::parse(&format!("{MINIMAL}hostnames:\n  prod: \"{{tenant}}-{{app}}.{{domain}}\"\n"), "c.yaml").unwrap();
-        let warnings = loose.hostname_warnings();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].starts_with("hostnames.prod"), "{warnings:?}");
-    }
-
-    #[test]
-    fn pod_security_levels_are_checked() {
-        assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    enforce: strict\n")).contains("namespaces.podSecurity.enforce"));
-        let config = Config::parse(MINIMAL, "c.yaml").unwrap();
-        assert_eq!(config.namespaces.pod_security.enforce, "baseline");
-        assert_eq!(config.namespaces.pod_security.warn, "restricted");
-    }
-
-    #[test]
-    fn minimal_configuration_gets_defaults() {
-        let config = Config::parse(MINIMAL, "test.yaml").unwrap();
-        assert_eq!(config.hostnames, HostnameTemplates::default());
-        assert_eq!(config.database.password_length, 32);
-        assert_eq!(config.database.statefulset.image, "postgres:17");
-        assert_eq!(config.network_policy.ingress_controller_namespace, "ingress-nginx");
-    }
-
-    #[test]
-    fn unknown_field_is_named_with_its_path_and_file() {
-        let err = error("clusters:\n  uk:\n    domain: uk.example.com\n    ingresClass: nginx\n");
-        assert!(err.starts_with("configuration file test.yaml: field `clusters.uk.ingresClass`"), "{err}");
-        assert!(err.contains("unknown field `ingresClass`"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_is_named() {
-        let err = error("clusters:\n  uk:\n    domain: uk.example.com\napplications:\n  x:\n    serviceName: x\n    servicePort: http\n");
-        assert!(err.contains("field `applications.x.servicePort`"), "{err}");
-    }
-
-    #[test]
-    fn missing_clusters() {
-        assert!(error("applications: {}\n").contains("missing field `clusters`"));
-        assert!(error("clusters: {}\n").contains("field `clusters`: at least one cluster"));
-    }
-
-    #[test]
-    fn bad_domain_and_keys() {
-        assert!(error("clusters:\n  uk:\n    domain: UK_example\n").contains("field `clusters.uk.domain`"));
-        assert!(error("clusters:\n  UK:\n    domain: uk.example.com\n").contains("field `clusters.UK`"));
-    }
-
-    #[test]
-    fn hostname_templates_must_keep_tenants_and_environments_apart() {
-        let base = MINIMAL.to_string();
-        let err = error(&(base.clone() + "hostnames:\n  prod: \"{app}.{domain}\"\n"));
-        assert!(err.contains("field `hostnames.prod`") && err.contains("{tenant}"), "{err}");
-        let err = error(&(base.clone() + "hostnames:\n  nonProd: \"{tenant}.{app}.{domain}\"\n"));
-        assert!(err.contains("field `hostnames.nonProd`") && err.contains("{env}"), "{err}");
-        let err = error(&(base + "hostnames:\n  prod: \"{tenant}.{app}.{region}\"\n"));
-        assert!(err.contains("unknown placeholder"), "{err}");
-    }
-
-    #[test]
-    fn database_settings_are_checked() {
-        let err = error(&(MINIMAL.to_string() + "database:\n  defaultProvider: external\n"));
-        assert!(err.contains("field `database.external`"), "{err}");
-        let err = error(&(MINIMAL.to_string() + "database:\n  passwordLength: 8\n"));
-        assert!(err.contains("field `database.passwordLength`"), "{err}");
-        let err = error(&(MINIMAL.to_string() + "database:\n  defaultProvider: mysql\n"));
-        assert!(err.contains("field `database.defaultProvider`") && err.contains("unknown variant `mysql`"), "{err}");
-    }
-
-    #[test]
-    fn missing_file_is_named() {
-        let err = Config::load(Path::new("/nonexistent/config.yaml")).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/config.yaml"), "{err}");
-    }
-}
+mod tests;

@@ -387,3 +387,100 @@ async fn a_malformed_tenant_in_the_watch_does_not_stop_the_controller() {
     api.delete(&broken, &DeleteParams::default()).await.unwrap();
     s.cleanup().await;
 }
+
+/// Phase and the kstatus conditions (type, status, reason) of a status document.
+fn summary(status: &serde_json::Value) -> (String, Vec<(String, String, String)>) {
+    let phase = status.pointer("/phase").and_then(|p| p.as_str()).unwrap_or_default().to_string();
+    let mut conditions: Vec<(String, String, String)> = status
+        .pointer("/conditions")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|c| matches!(c["type"].as_str(), Some("Ready" | "Reconciling" | "Stalled")))
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (field("type"), field("status"), field("reason"))
+        })
+        .collect();
+    conditions.sort();
+    (phase, conditions)
+}
+
+/// The status documents the Argo CD health checks and the kstatus rules are tested against
+/// (`tests/data/status/`, `tests/gitops_health.rs`) are what the operator really writes.
+#[tokio::test]
+async fn status_documents_match_what_the_gitops_health_checks_are_tested_against() {
+    let s = Scenario::start().await;
+    let fixture = |name: &str| {
+        let path = format!("{}/tests/data/status/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let document: serde_json::Value = serde_json::from_str(&text).expect("fixture");
+        summary(&document["status"])
+    };
+    let observed = |t: &Tenant| summary(&serde_json::to_value(t.status.clone().unwrap_or_default()).expect("status"));
+    let tenants: Api<Tenant> = Api::all(s.client());
+
+    // Provisioning: a database that is not ready yet.
+    let slug = s.slug("kstatus");
+    s.create_tenant(&support::fixtures::data_tenant(&slug, json!({"database": {"provider": "statefulset"}}))).await;
+    let want = fixture("tenant-provisioning");
+    s.wait_tenant(&slug, |t| observed(t) == want).await;
+
+    // Ready.
+    s.mark_statefulsets_ready(&slug).await;
+    let want = fixture("tenant-ready");
+    s.wait_tenant(&slug, |t| ready(t) && observed(t) == want).await;
+
+    // Suspended.
+    s.patch_spec(&slug, json!({"suspend": true})).await;
+    let want = fixture("tenant-suspended");
+    s.wait_tenant(&slug, |t| observed(t) == want).await;
+    s.patch_spec(&slug, json!({"suspend": false})).await;
+    s.wait_tenant(&slug, ready).await;
+
+    // Terminating: a second finalizer keeps the Tenant around once the operator is done.
+    tenants
+        .patch(
+            &slug,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["tenancy.platform.dev/cleanup", "e2e/hold"]}})),
+        )
+        .await
+        .expect("hold finalizer");
+    s.delete_tenant(&slug).await;
+    let want = fixture("tenant-terminating");
+    s.wait_tenant(&slug, |t| observed(t) == want).await;
+    tenants.patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("release");
+
+    // Stalled: an unknown cluster.
+    let stalled = s.slug("kstatus");
+    s.create_tenant(&support::fixtures::data_tenant(&stalled, json!({"cluster": "mars", "database": {"provider": "none"}}))).await;
+    let want = fixture("tenant-failed-stalled");
+    s.wait_tenant(&stalled, |t| observed(t) == want).await;
+    s.cleanup().await;
+}
+
+/// A quota on requests makes the API server refuse pods without requests; the LimitRange the
+/// operator adds gives the tenant's own database pod its defaults, so the quota admits it.
+#[tokio::test]
+async fn with_a_quota_the_database_pod_is_admitted_thanks_to_the_limit_range() {
+    let s = Scenario::start().await;
+    let slug = s.slug("quota");
+    let dev = format!("{slug}-dev");
+    s.create_tenant(&support::fixtures::data_tenant(
+        &slug,
+        json!({"database": {"provider": "statefulset"}, "quota": {"cpu": "4", "memory": "8Gi", "pods": 20}}),
+    ))
+    .await;
+    let limits = Api::<k8s_openapi::api::core::v1::LimitRange>::namespaced(s.client(), &dev);
+    s.wait_for("the LimitRange", || async { limits.get_opt("tenant-defaults").await.is_ok_and(|l| l.is_some()) }).await;
+    // On the fake, this waits for the pod the StatefulSet controller creates through quota
+    // admission; a refusal would show as a FailedCreate Event and time out here.
+    s.mark_statefulsets_ready(&slug).await;
+    s.wait_tenant(&slug, ready).await;
+
+    // The quota removed: the LimitRange goes with it.
+    s.patch_spec(&slug, json!({"quota": null})).await;
+    s.wait_gone(limits, "tenant-defaults").await;
+    s.cleanup().await;
+}

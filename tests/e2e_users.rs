@@ -28,11 +28,13 @@ fn reason(u: &TenantUser) -> String {
 async fn bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
     let api: Api<RoleBinding> = Api::all(s.client());
     let mut out: Vec<_> = api
-        .list(&ListParams::default().labels(&format!("tenancy.platform.dev/user={user}")))
+        .list(&ListParams::default().labels("tenancy.platform.dev/user"))
         .await
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
+        // The full user name is in an annotation: a label value holds at most 63 characters.
+        .filter(|b| b.metadata.annotations.as_ref().and_then(|a| a.get("tenancy.platform.dev/user-name")).map(String::as_str) == Some(user))
         .filter(|b| b.metadata.deletion_timestamp.is_none())
         .map(|b| (b.metadata.namespace.unwrap_or_default(), b.metadata.name.unwrap_or_default(), b.role_ref.name))
         .collect();
@@ -269,5 +271,30 @@ async fn two_hundred_users_across_twenty_tenants_converge() {
         let u = s.wait_user(name, user_ready).await;
         assert_eq!(u.status.unwrap_or_default().bound_namespaces.len(), 2, "{name}");
     }
+    s.cleanup().await;
+}
+
+/// A TenantUser deleted with `propagationPolicy: Orphan` while the operator is down leaves its
+/// RoleBindings behind; the next reconcile of its tenant removes them.
+#[tokio::test]
+async fn bindings_of_a_user_deleted_behind_the_operators_back_are_swept() {
+    let s = Scenario::start().await;
+    let slug = s.slug("orphan");
+    s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
+    s.wait_tenant(&slug, tenant_ready).await;
+    // A name longer than a label value may be: it still maps back to its bindings.
+    let name = format!("{slug}-{}", "a".repeat(80));
+    s.create_user(&user(&name, &slug, "gone@x.example", "gone", &["Designer"], &[])).await;
+    s.wait_user(&name, user_ready).await;
+    assert_eq!(bindings(&s, &name).await.len(), 2);
+
+    s.stop_operator().await;
+    Api::<TenantUser>::all(s.client())
+        .delete(&name, &kube::api::DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Orphan), ..Default::default() })
+        .await
+        .expect("delete with orphan");
+    s.wait_gone(Api::<TenantUser>::all(s.client()), &name).await;
+    s.start_operator();
+    s.wait_for("the orphaned bindings to be swept", || async { bindings(&s, &name).await.is_empty() }).await;
     s.cleanup().await;
 }

@@ -131,7 +131,7 @@ fn argo_cd_messages_carry_the_reason_a_person_acts_on() {
     let (_, message) = argo_health(&status_doc("tenantuser-duplicate-email.json"));
     assert!(message.starts_with("DuplicateEmail: "), "{message}");
     let (_, message) = argo_health(&status_doc("tenant-provisioning.json"));
-    assert!(message.starts_with("WaitingForDatabase: "), "{message}");
+    assert!(message.starts_with("DatabaseNotReady: "), "{message}");
     let (_, message) = argo_health(&status_doc("tenant-outdated.json"));
     assert!(message.contains("generation 3"), "{message}");
 }

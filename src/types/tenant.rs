@@ -219,7 +219,7 @@ pub struct TenantStatus {
     pub phase: Option<TenantPhase>,
     /// Standard conditions, one per type: `Ready` (True when everything exists and matches the
     /// spec; False with the reason after any failed reconcile), `Reconciling` (True while work is
-    /// in progress; the reason names the step, e.g. `Provisioning`, `WaitingForDatabase`,
+    /// in progress; the reason names the step, e.g. `Provisioning`, `DatabaseNotReady`,
     /// `Terminating`), `Stalled` (True when the operator cannot progress without a change by a
     /// person; reasons such as `UnknownCluster`, `UnknownApplication`, `NamespaceConflict`,
     /// `SecretConflict`, `DatabaseConflict`, `HostnameConflict`, `ProviderChangeRefused`,

@@ -1,0 +1,94 @@
+use super::*;
+
+const MINIMAL: &str = "clusters:\n  uk:\n    domain: uk.example.com\n";
+
+fn error(text: &str) -> String {
+    Config::parse(text, "test.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn example_configuration_is_valid() {
+    let config = Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").unwrap();
+    assert_eq!(config.clusters.len(), 3);
+    assert_eq!(config.applications["u-assist"].service_port, 8080);
+    assert_eq!(config.database.default_provider, DatabaseProvider::Statefulset);
+}
+
+#[test]
+fn default_hostname_templates_are_injective_and_others_are_warned_about() {
+    let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!(config.hostname_warnings(), Vec::<String>::new());
+    let loose = Config::parse(&format!("{MINIMAL}hostnames:\n  prod: \"{{tenant}}-{{app}}.{{domain}}\"\n"), "c.yaml").unwrap();
+    let warnings = loose.hostname_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("hostnames.prod"), "{warnings:?}");
+}
+
+#[test]
+fn pod_security_levels_are_checked() {
+    assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    enforce: strict\n")).contains("namespaces.podSecurity.enforce"));
+    let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!(config.namespaces.pod_security.enforce, "baseline");
+    assert_eq!(config.namespaces.pod_security.warn, "restricted");
+}
+
+#[test]
+fn minimal_configuration_gets_defaults() {
+    let config = Config::parse(MINIMAL, "test.yaml").unwrap();
+    assert_eq!(config.hostnames, HostnameTemplates::default());
+    assert_eq!(config.database.password_length, 32);
+    assert_eq!(config.database.statefulset.image, "postgres:17");
+    assert_eq!(config.network_policy.ingress_controller_namespace, "ingress-nginx");
+}
+
+#[test]
+fn unknown_field_is_named_with_its_path_and_file() {
+    let err = error("clusters:\n  uk:\n    domain: uk.example.com\n    ingresClass: nginx\n");
+    assert!(err.starts_with("configuration file test.yaml: field `clusters.uk.ingresClass`"), "{err}");
+    assert!(err.contains("unknown field `ingresClass`"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let err = error("clusters:\n  uk:\n    domain: uk.example.com\napplications:\n  x:\n    serviceName: x\n    servicePort: http\n");
+    assert!(err.contains("field `applications.x.servicePort`"), "{err}");
+}
+
+#[test]
+fn missing_clusters() {
+    assert!(error("applications: {}\n").contains("missing field `clusters`"));
+    assert!(error("clusters: {}\n").contains("field `clusters`: at least one cluster"));
+}
+
+#[test]
+fn bad_domain_and_keys() {
+    assert!(error("clusters:\n  uk:\n    domain: UK_example\n").contains("field `clusters.uk.domain`"));
+    assert!(error("clusters:\n  UK:\n    domain: uk.example.com\n").contains("field `clusters.UK`"));
+}
+
+#[test]
+fn hostname_templates_must_keep_tenants_and_environments_apart() {
+    let base = MINIMAL.to_string();
+    let err = error(&(base.clone() + "hostnames:\n  prod: \"{app}.{domain}\"\n"));
+    assert!(err.contains("field `hostnames.prod`") && err.contains("{tenant}"), "{err}");
+    let err = error(&(base.clone() + "hostnames:\n  nonProd: \"{tenant}.{app}.{domain}\"\n"));
+    assert!(err.contains("field `hostnames.nonProd`") && err.contains("{env}"), "{err}");
+    let err = error(&(base + "hostnames:\n  prod: \"{tenant}.{app}.{region}\"\n"));
+    assert!(err.contains("unknown placeholder"), "{err}");
+}
+
+#[test]
+fn database_settings_are_checked() {
+    let err = error(&(MINIMAL.to_string() + "database:\n  defaultProvider: external\n"));
+    assert!(err.contains("field `database.external`"), "{err}");
+    let err = error(&(MINIMAL.to_string() + "database:\n  passwordLength: 8\n"));
+    assert!(err.contains("field `database.passwordLength`"), "{err}");
+    let err = error(&(MINIMAL.to_string() + "database:\n  defaultProvider: mysql\n"));
+    assert!(err.contains("field `database.defaultProvider`") && err.contains("unknown variant `mysql`"), "{err}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = Config::load(Path::new("/nonexistent/config.yaml")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/config.yaml"), "{err}");
+}
