@@ -8,7 +8,7 @@ fn error(text: &str) -> String {
 
 #[test]
 fn example_configuration_is_valid() {
-    let config = Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").unwrap();
+    let config = Config::parse(include_str!("../../examples/config.yaml"), "examples/config.yaml").unwrap();
     assert_eq!(config.clusters.len(), 3);
     assert_eq!(config.applications["u-assist"].service_port, 8080);
     assert_eq!(config.database.default_provider, DatabaseProvider::Statefulset);
