@@ -33,7 +33,10 @@ fn cnpg_clusters(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
 #[tokio::test]
 async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
     if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
-        return; // Needs the CloudNativePG operator on a real cluster; covered on the fake.
+        return support::skipped_on_real_cluster(
+            "cloudnative_pg_cluster_per_environment",
+            "needs the CloudNativePG operator; covered on the fake",
+        );
     }
     let fake = FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await;
     let s = Scenario::start_on(TestEnv::with_fake(fake), example_config()).await;
@@ -71,7 +74,7 @@ async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
 #[tokio::test]
 async fn cloudnative_pg_without_its_crd_says_so() {
     if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
-        return; // Whether the CRD exists on a real cluster is not ours to decide.
+        return support::skipped_on_real_cluster("cloudnative_pg_without_its_crd", "whether the CRD exists there is not ours to decide");
     }
     let s = Scenario::start().await;
     let slug = s.slug("nocnpg");
@@ -142,7 +145,7 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
     let Some(admin) = admin() else { return };
     let s = Scenario::start().await;
     if s.fake().is_none() {
-        return; // Writes a Secret into the operator namespace; keep that to the fake.
+        return support::skipped_on_real_cluster("external provider", "writes a Secret into the operator namespace; kept to the fake");
     }
     write_admin_secret(&s.client(), &admin, admin.port).await;
     let slug = s.slug("ext");

@@ -234,7 +234,7 @@ async fn a_user_applied_before_its_tenant_waits_and_is_bound_when_it_appears() {
 async fn an_unchanged_user_resync_writes_nothing() {
     let s = Scenario::start().await;
     if s.fake().is_none() {
-        return;
+        return support::skipped_on_real_cluster("user resync writes nothing", "counts requests, which only the fake records");
     }
     let slug = s.slug("calm");
     s.create_tenant(&tenant(&slug, &["dev", "prod"])).await;
@@ -253,7 +253,7 @@ async fn an_unchanged_user_resync_writes_nothing() {
 async fn two_hundred_users_across_twenty_tenants_converge() {
     let s = Scenario::start().await;
     if s.fake().is_none() {
-        return; // Too heavy for a shared real cluster.
+        return support::skipped_on_real_cluster("many users at once", "too heavy for a shared cluster");
     }
     let slugs: Vec<String> = (0..20).map(|i| s.slug(&format!("many{i}"))).collect();
     for slug in &slugs {

@@ -4,7 +4,7 @@
 use kube::core::DynamicObject;
 use serde_json::json;
 
-use super::{db_labels, storage, storage_class, ConnectionInfo, ProviderObjects, POSTGRES_PORT};
+use super::{db_labels, in_cluster_connection, storage, storage_class, ProviderObjects};
 use crate::{
     config::Config,
     desired::{ChildKind, DesiredObject},
@@ -17,13 +17,7 @@ pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
     let namespace = naming::namespace_name(slug, env);
     Ok(ProviderObjects {
         objects: vec![cluster(tenant, slug, env, config)],
-        connection: Some(ConnectionInfo {
-            host: format!("{}-rw.{namespace}.svc", naming::database_name(slug)),
-            port: POSTGRES_PORT,
-            dbname: naming::sql_database_name(slug, env),
-            username: naming::sql_user_name(slug),
-            require_tls: false,
-        }),
+        connection: Some(in_cluster_connection(slug, env, format!("{}-rw.{namespace}.svc", naming::database_name(slug)))),
     })
 }
 

@@ -59,6 +59,17 @@ pub fn desired(
     }
 }
 
+/// Where applications reach a database served inside the cluster at `host`.
+pub(crate) fn in_cluster_connection(slug: &str, env: Environment, host: String) -> ConnectionInfo {
+    ConnectionInfo {
+        host,
+        port: POSTGRES_PORT,
+        dbname: naming::sql_database_name(slug, env),
+        username: naming::sql_user_name(slug),
+        require_tls: false,
+    }
+}
+
 /// The provider a name (as in the CRD and the configuration) stands for.
 pub fn provider_named(name: &str) -> Option<DatabaseProvider> {
     [DatabaseProvider::Statefulset, DatabaseProvider::External, DatabaseProvider::CloudnativePg, DatabaseProvider::None]

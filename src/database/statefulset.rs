@@ -16,7 +16,9 @@ use k8s_openapi::{
 };
 use kube::{api::ObjectMeta, core::DynamicObject};
 
-use super::{db_labels, db_meta, selector_labels, storage, storage_class, ConnectionInfo, ProviderObjects, DATA_VOLUME, POSTGRES_PORT};
+use super::{
+    db_labels, db_meta, in_cluster_connection, selector_labels, storage, storage_class, ProviderObjects, DATA_VOLUME, POSTGRES_PORT,
+};
 use crate::{
     config::Config,
     desired::{tenant_labels, ChildKind, DesiredObject},
@@ -35,13 +37,7 @@ pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
             DesiredObject::from_typed(ChildKind::Service, &service(slug, env))?,
             DesiredObject::from_typed(ChildKind::StatefulSet, &statefulset(tenant, slug, env, config))?,
         ],
-        connection: Some(ConnectionInfo {
-            host: format!("{}.{namespace}.svc", naming::database_name(slug)),
-            port: POSTGRES_PORT,
-            dbname: naming::sql_database_name(slug, env),
-            username: naming::sql_user_name(slug),
-            require_tls: false,
-        }),
+        connection: Some(in_cluster_connection(slug, env, format!("{}.{namespace}.svc", naming::database_name(slug)))),
     })
 }
 
