@@ -488,3 +488,38 @@ async fn with_a_quota_the_database_pod_is_admitted_thanks_to_the_limit_range() {
     s.wait_gone(limits, "tenant-defaults").await;
     s.cleanup().await;
 }
+
+/// `IngressReady` says whether traffic can reach the applications: an Ingress counts only once
+/// an ingress controller has published an address for it.
+#[tokio::test]
+async fn ingress_ready_waits_for_an_address_from_the_ingress_controller() {
+    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
+        return support::skipped_on_real_cluster("ingress address", "needs a cluster without an ingress controller");
+    }
+    // A cluster whose ingress controller is not running.
+    let fake = fake_apiserver::FakeApiServer::builder().simulate_ingress_controller(false).start().await;
+    let s = Scenario::start_on(support::e2e::TestEnv::with_fake(fake), support::fixtures::example_config()).await;
+    let slug = s.slug("noaddr");
+    s.create_tenant(&support::fixtures::small_tenant(&slug, json!({}))).await;
+    let t = s
+        .wait_tenant(&slug, |t| {
+            t.status.as_ref().and_then(|st| st.condition("IngressReady")).is_some_and(|c| c.reason == "WaitingForAddress")
+        })
+        .await;
+    let status = t.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(TenantPhase::Provisioning), "applied is not routed");
+    assert!(status.is_true("Reconciling") && !status.is_true("Ready"), "{:?}", status.conditions);
+
+    // The controller comes up and publishes an address: the Tenant becomes Ready.
+    let ingresses = Api::<Ingress>::namespaced(s.client(), &format!("{slug}-dev"));
+    ingresses
+        .patch_status(
+            "xconsole",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.20"}]}}})),
+        )
+        .await
+        .expect("publish an address");
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}

@@ -88,6 +88,8 @@ reasons! {
     ReconcileFailed,
     /// Waiting for the environment namespaces before routing.
     NamespacesNotReady,
+    /// An Ingress has no address yet: the ingress controller has not admitted it.
+    WaitingForAddress,
     /// A namespace of the tenant is being deleted; it is re-created once gone.
     NamespaceTerminating,
     /// The database exists but does not accept connections yet.

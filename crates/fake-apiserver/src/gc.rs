@@ -106,7 +106,30 @@ fn delete(state: &mut State, e: &Entry, p: Propagation) {
 
 /// One pass of every controller; true when something changed.
 pub fn run_pass(state: &mut State) -> bool {
-    namespaces(state) | garbage_collect(state) | (state.simulate_statefulsets && statefulsets(state))
+    namespaces(state)
+        | garbage_collect(state)
+        | (state.simulate_statefulsets && statefulsets(state))
+        | (state.simulate_ingress_controller && ingresses(state))
+}
+
+/// Address the simulated ingress controller publishes (TEST-NET-1, RFC 5737).
+pub const INGRESS_ADDRESS: &str = "192.0.2.10";
+
+/// An ingress controller: every Ingress without an address gets one in
+/// `status.loadBalancer.ingress`, as ingress-nginx publishes its Service's address. (A real
+/// controller serves only its own class; the fake serves every class.)
+fn ingresses(state: &mut State) -> bool {
+    let unrouted = snapshot_where(
+        state,
+        |rt| rt.kind == "Ingress" && rt.group == "networking.k8s.io",
+        |_, _, obj| !is_deleting(obj) && obj.pointer("/status/loadBalancer/ingress/0").is_none(),
+    );
+    for ingress in &unrouted {
+        let mut routed = ingress.obj.clone();
+        routed["status"] = json!({"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}});
+        state.commit(&ingress.rt, routed, Some(ingress.obj.clone()));
+    }
+    !unrouted.is_empty()
 }
 
 fn namespaces(state: &mut State) -> bool {

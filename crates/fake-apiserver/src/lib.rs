@@ -65,6 +65,7 @@ pub struct Builder {
     history_window: usize,
     bookmark_interval: Duration,
     simulate_statefulsets: bool,
+    simulate_ingress_controller: bool,
     repo_crds: bool,
     crds: Vec<String>,
 }
@@ -75,6 +76,7 @@ impl Default for Builder {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
             simulate_statefulsets: true,
+            simulate_ingress_controller: true,
             repo_crds: true,
             crds: Vec::new(),
         }
@@ -100,6 +102,13 @@ impl Builder {
         self
     }
 
+    /// Publish a load-balancer address on every Ingress, as an ingress controller does once
+    /// it serves one (default on).
+    pub fn simulate_ingress_controller(mut self, on: bool) -> Self {
+        self.simulate_ingress_controller = on;
+        self
+    }
+
     /// Do not load the repository's `crds/*.yaml` at start.
     pub fn without_repo_crds(mut self) -> Self {
         self.repo_crds = false;
@@ -116,6 +125,7 @@ impl Builder {
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let mut state = State::new(tx, self.history_window);
         state.simulate_statefulsets = self.simulate_statefulsets;
+        state.simulate_ingress_controller = self.simulate_ingress_controller;
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             rv_rx: rx,

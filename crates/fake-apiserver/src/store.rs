@@ -97,6 +97,8 @@ pub struct State {
     pub notify: tokio::sync::watch::Sender<u64>,
     pub validator: Validator,
     pub simulate_statefulsets: bool,
+    /// Publish an address on Ingresses (see `gc::ingresses`).
+    pub simulate_ingress_controller: bool,
     pub ip_counter: u32,
 }
 
@@ -179,6 +181,7 @@ impl State {
             notify,
             validator: Validator::new(),
             simulate_statefulsets: true,
+            simulate_ingress_controller: true,
             ip_counter: 10,
         }
     }

@@ -178,7 +178,31 @@ async fn apply_environment(
         }
     }
     observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
+    observed.ingress_problems.extend(unrouted_ingresses(env, ctx));
     database::reconcile_database(tenant, valid, env, ctx, observed, changes).await
+}
+
+/// Ingresses of the environment that no ingress controller has published an address for:
+/// until then nothing routes to the application, whatever was applied.
+fn unrouted_ingresses(env: &EnvironmentPlan, ctx: &Context) -> Vec<Problem> {
+    env.objects
+        .iter()
+        .filter(|desired| desired.kind == ChildKind::Ingress)
+        .filter(|desired| {
+            let observed = ctx.caches.get(ChildKind::Ingress, desired.namespace.as_deref(), &desired.name);
+            observed.is_none_or(|ingress| ingress.data.pointer("/status/loadBalancer/ingress/0").is_none())
+        })
+        .map(|desired| {
+            let class = desired.object.pointer("/spec/ingressClassName").and_then(|c| c.as_str()).unwrap_or("default");
+            Problem::new(
+                Reason::WaitingForAddress,
+                format!(
+                    "{} has no address yet: the ingress controller of class {class} has not admitted it (is one running?)",
+                    desired.describe()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The PersistentVolumeClaims the database StatefulSet's claim template made: the StatefulSet

@@ -63,8 +63,8 @@ pub fn reconciled(
     let ingress_condition = match &ingress_problem {
         Some(problem) => detail(ConditionType::IngressReady, Err(problem), generation, now),
         None => {
-            let message = format!("{} endpoint(s) routed", plan.endpoints.len());
-            detail(ConditionType::IngressReady, Ok((Reason::Applied, message)), generation, now)
+            let message = format!("{} endpoint(s) routed: every Ingress has an address", plan.endpoints.len());
+            detail(ConditionType::IngressReady, Ok((Reason::Ready, message)), generation, now)
         }
     };
     let database_problem = joined(&observed.database_problems);

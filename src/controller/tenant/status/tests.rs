@@ -63,6 +63,17 @@ fn a_database_still_starting_is_progress() {
 }
 
 #[test]
+fn an_ingress_without_an_address_is_progress_not_ready() {
+    let mut observed = active();
+    observed.ingress_problems.push(Problem::new(Reason::WaitingForAddress, "Ingress acme-dev/xconsole has no address yet"));
+    let (status, stalled) = reconciled(&TenantStatus::default(), &plan("none"), observed, Some(1), &now());
+    assert_summary(&status, TenantPhase::Provisioning, Some(ConditionType::Reconciling), "WaitingForAddress");
+    assert_eq!(reason(&status, ConditionType::IngressReady), ("False".into(), "WaitingForAddress".into()));
+    assert_eq!(reason(&status, ConditionType::NamespacesReady).0, "True");
+    assert_eq!(stalled, None);
+}
+
+#[test]
 fn a_terminating_namespace_is_progress() {
     let mut observed = active();
     observed.namespace_problems.push(Problem::new(Reason::NamespaceTerminating, "namespace acme-dev is being deleted"));
