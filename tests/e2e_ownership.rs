@@ -46,6 +46,17 @@ async fn user_configmap(s: &Scenario, namespace: &str, slug: &str) {
     Api::<ConfigMap>::namespaced(s.client(), namespace).create(&PostParams::default(), &cm).await.expect("create user ConfigMap");
 }
 
+/// Delete the Tenant (under `deletionPolicy: Delete`) and check that `namespace` outlives it;
+/// then the test removes the namespace itself, as only a person may.
+async fn deleting_the_tenant_leaves(s: &Scenario, slug: &str, namespace: &str) {
+    s.delete_tenant(slug).await;
+    s.wait_tenant_gone(slug).await;
+    let namespaces = Api::<Namespace>::all(s.client());
+    let ns = namespaces.get(namespace).await.unwrap_or_else(|e| panic!("namespace {namespace} must outlive the Tenant: {e}"));
+    assert!(ns.metadata.deletion_timestamp.is_none(), "namespace {namespace} must not be deleted with the Tenant");
+    let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
+}
+
 async fn configmap_exists(s: &Scenario, namespace: &str, name: &str) -> bool {
     Api::<ConfigMap>::namespaced(s.client(), namespace).get_opt(name).await.ok().flatten().is_some()
 }
@@ -71,11 +82,7 @@ async fn a_policy_flip_never_deletes_a_retained_namespace() {
     assert!(configmap_exists(&s, &staging, "team-notes").await, "the data in it stays");
 
     // Nor by the Tenant's deletion under Delete: retained data is deleted only by a person.
-    s.delete_tenant(&slug).await;
-    s.wait_tenant_gone(&slug).await;
-    let ns = Api::<Namespace>::all(s.client()).get(&staging).await.expect("retained namespace survives the Tenant");
-    assert!(ns.metadata.deletion_timestamp.is_none());
-    let _ = Api::<Namespace>::all(s.client()).delete(&staging, &DeleteParams::default()).await;
+    deleting_the_tenant_leaves(&s, &slug, &staging).await;
     s.cleanup().await;
 }
 
@@ -96,11 +103,7 @@ async fn a_namespace_the_operator_did_not_create_is_never_adopted() {
     assert!(!configmap_exists(&s, &dev, "tenant-config").await, "nothing was created in it");
 
     // Deleting the Tenant under Delete leaves the namespace alone.
-    s.delete_tenant(&slug).await;
-    s.wait_tenant_gone(&slug).await;
-    let ns = Api::<Namespace>::all(s.client()).get(&dev).await.expect("foreign namespace survives");
-    assert!(ns.metadata.deletion_timestamp.is_none());
-    let _ = Api::<Namespace>::all(s.client()).delete(&dev, &DeleteParams::default()).await;
+    deleting_the_tenant_leaves(&s, &slug, &dev).await;
     s.cleanup().await;
 }
 
