@@ -3,8 +3,8 @@
 //! while the operator was down is handled when it returns.
 
 use jiff::Timestamp;
-use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{api::ListParams, runtime::controller::Action, Api, Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{api::ListParams, runtime::controller::Action, Resource, ResourceExt};
 
 use super::{apply::mark_retained, database, status};
 use crate::{
@@ -27,15 +27,14 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     ctx.forget_hosts(&slug);
 
     // The cache can lag behind; the decision to release the finalizer is made on a fresh list.
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    let listed = namespaces.list(&ListParams::default().labels(&format!("{}={slug}", naming::LABEL_TENANT))).await?;
+    let listed = apply::api_for(&ctx.client, ChildKind::Namespace, None)
+        .list(&ListParams::default().labels(&format!("{}={slug}", naming::LABEL_TENANT)))
+        .await?;
     let mut changes = Changes::default();
     let mut remaining = Vec::new();
     for ns in &listed.items {
-        let object = kube::core::DynamicObject::new(&ns.name_any(), &ChildKind::Namespace.api_resource()).data(serde_json::Value::Null);
-        let object = kube::core::DynamicObject { metadata: ns.metadata.clone(), ..object };
         // Namespaces someone else made, and data already retained, are not the finalizer's.
-        if !is_ours(&object, &slug) || is_retained(&object) {
+        if !is_ours(ns, &slug) || is_retained(ns) {
             continue;
         }
         let name = ns.name_any();
