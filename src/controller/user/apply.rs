@@ -51,11 +51,11 @@ pub async fn apply_bindings(
         }
         kept.insert((namespace.clone(), binding.name.clone()));
         let cached = ctx.caches.get(ChildKind::RoleBinding, Some(&namespace), &binding.name);
-        if !needs_apply(binding, &owner_uid, cached.as_deref()) {
+        if !needs_apply(ctx, binding, &owner_uid, cached.as_deref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.
-        if cached.as_ref().is_some_and(|c| c.data.get("roleRef") != binding.object.get("roleRef")) {
+        if cached.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef")) {
             apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &binding.name).await?;
         }
         match apply::apply(ctx, binding, &owner_uid).await {
@@ -87,7 +87,7 @@ pub async fn revoke(user: &TenantUser, keep: &BTreeSet<(String, String)>, ctx: &
         if super::user_of_binding(&binding).as_deref() != Some(name.as_str()) || is_terminating(&binding) {
             continue;
         }
-        let namespace = binding.namespace().unwrap_or_default();
+        let namespace = binding.namespace().unwrap_or_default().to_string();
         let binding_name = binding.name_any();
         if keep.contains(&(namespace.clone(), binding_name.clone())) {
             continue;

@@ -11,7 +11,6 @@ use std::{collections::BTreeSet, sync::Arc};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    core::DynamicObject,
     runtime::{
         controller::Action,
         events::EventType,
@@ -20,7 +19,7 @@ use kube::{
     Resource, ResourceExt,
 };
 
-use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
+use super::{caches::Child, readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
     naming::{ANNOTATION_USER, LABEL_USER},
     types::{Reason, TenantUser},
@@ -92,8 +91,8 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
 
 /// The TenantUser a RoleBinding of the operator is for: the full name is in an annotation
 /// (a label value is cut at 63 characters).
-pub fn user_of_binding(binding: &DynamicObject) -> Option<String> {
-    binding.annotations().get(ANNOTATION_USER).or_else(|| binding.labels().get(LABEL_USER)).cloned()
+pub fn user_of_binding(binding: &Child) -> Option<String> {
+    binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER)).map(str::to_string)
 }
 
 /// TenantUsers that name `role` among their custom roles.
