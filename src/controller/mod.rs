@@ -307,10 +307,8 @@ impl Context {
         if let Ok(mut statuses) = self.statuses.lock() {
             let now = Instant::now();
             statuses.retain(|_, written| now.duration_since(written.at) < WRITTEN_STATUS_TTL);
-            statuses.insert(
-                status_key(object),
-                WrittenStatus { before: object.meta().resource_version.clone(), status: new_value, at: now },
-            );
+            statuses
+                .insert(status_key(object), WrittenStatus { before: object.meta().resource_version.clone(), status: new_value, at: now });
         }
         Ok(true)
     }

@@ -116,13 +116,7 @@ impl HostIndex {
         hosts
             .iter()
             .filter_map(|host| {
-                let oldest = self
-                    .claimants
-                    .get(&hash_str(host))?
-                    .names()
-                    .iter()
-                    .filter_map(|name| self.seniority(name))
-                    .min()?;
+                let oldest = self.claimants.get(&hash_str(host))?.names().iter().filter_map(|name| self.seniority(name)).min()?;
                 (oldest != *tenant).then(|| (host.clone(), oldest.name))
             })
             .collect()

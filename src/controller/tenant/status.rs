@@ -12,8 +12,8 @@ use crate::{
     controller::summary::Summary,
     desired::tenant::TenantPlan,
     types::{
-        condition, set_condition, ConditionType, Conditions, DatabaseProvider, DatabaseStatus, DeletionPolicy, NamespaceStatus, Problem, Reason,
-        TenantPhase, TenantStatus,
+        condition, set_condition, ConditionType, Conditions, DatabaseProvider, DatabaseStatus, DeletionPolicy, NamespaceStatus, Problem,
+        Reason, TenantPhase, TenantStatus,
     },
 };
 
