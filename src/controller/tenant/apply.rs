@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use std::sync::Arc;
-
 use futures::future::join_all;
 use serde_json::json;
 
@@ -56,7 +54,7 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
             continue;
         }
         let (namespace, name) = (binding.namespace().unwrap_or_default(), binding.name());
-        if apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &name).await? {
+        if apply::delete(ctx, ChildKind::RoleBinding, Some(namespace), name).await? {
             changes
                 .note(Reason::Deleted, format!("deleted RoleBinding {namespace}/{name} of the TenantUser {user}, which no longer exists"));
         }
@@ -66,10 +64,10 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold
 /// objects without the tenant label, so a miss is confirmed with one GET.
-async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Arc<Child>>, Error> {
+async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
     match ctx.caches.get(kind, namespace, name) {
         Some(cached) => Ok(Some(cached)),
-        None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Arc::new(Child::from_object(kind, &object)))),
+        None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Child::from_object(kind, &object))),
     }
 }
 
@@ -82,7 +80,7 @@ async fn apply_environment(
     changes: &mut Changes,
 ) -> Result<(), Error> {
     let namespace = found(ctx, ChildKind::Namespace, None, &env.namespace).await?;
-    let fresh_namespace = match claim(namespace.as_deref(), &valid.slug) {
+    let fresh_namespace = match claim(namespace.as_ref(), &valid.slug) {
         Claim::Foreign => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceConflict,
@@ -94,7 +92,7 @@ async fn apply_environment(
             ));
             return Ok(());
         }
-        _ if namespace.as_deref().is_some_and(is_terminating) => {
+        _ if namespace.as_ref().is_some_and(is_terminating) => {
             observed.namespaces.push(NamespaceStatus {
                 environment: env.environment,
                 name: env.namespace.clone(),
@@ -107,11 +105,11 @@ async fn apply_environment(
             return Ok(());
         }
         Claim::Retained => {
-            adopt(valid, &env.namespace, namespace.as_deref(), ctx, changes).await?;
+            adopt(valid, &env.namespace, namespace.as_ref(), ctx, changes).await?;
             false
         }
         Claim::Ours => {
-            if let Some(previous) = namespace.as_deref().and_then(|ns| previous_owner(ns, &valid.uid)) {
+            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
                 changes.note(Reason::Adopted, format!("adopted namespace {} of the earlier Tenant {previous}", env.namespace));
             }
             false

@@ -51,7 +51,7 @@ pub async fn apply_bindings(
         }
         kept.insert((namespace.clone(), binding.name.clone()));
         let cached = ctx.caches.get(ChildKind::RoleBinding, Some(&namespace), &binding.name);
-        if !needs_apply(ctx, binding, &owner_uid, cached.as_deref()).await? {
+        if !needs_apply(ctx, binding, &owner_uid, cached.as_ref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.
