@@ -1,7 +1,7 @@
 //! Wiring: caches, the two controllers and their shared context, run until shutdown.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     sync::Arc,
     time::Duration,
@@ -11,7 +11,7 @@ use futures::{future::Shared, FutureExt, StreamExt};
 use kube::{
     api::Api,
     discovery::Discovery,
-    runtime::{controller, reflector, reflector::ObjectRef, watcher, Controller, PredicateConfig, WatchStreamExt},
+    runtime::{controller, reflector, reflector::ObjectRef, watcher, Controller, WatchStreamExt},
     Client, Resource, ResourceExt,
 };
 
@@ -77,12 +77,50 @@ fn strip_bookkeeping<K: Resource>(object: &mut K) {
 /// The parts of a Tenant whose change needs a reconcile: its spec (generation), deletion and
 /// finalizers, and its identity. A change of status alone (the operator's own status writes,
 /// above all) does not.
-fn tenant_change(tenant: &GuardedTenant) -> Option<u64> {
+fn tenant_change(tenant: &GuardedTenant) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let meta = tenant.meta();
     let mut hasher = DefaultHasher::new();
     (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, tenant.0.is_ok()).hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
+}
+
+/// The Tenants of a watch whose change needs a reconcile (see [`tenant_change`]). What each
+/// Tenant looked like is remembered as one number per Tenant.
+fn tenants_to_reconcile(
+    events: impl futures::Stream<Item = Result<watcher::Event<GuardedTenant>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<GuardedTenant, watcher::Error>> + Send + 'static {
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut listed: Option<HashSet<u64>> = None;
+    events.filter_map(move |event| {
+        let key = |tenant: &GuardedTenant| crate::controller::name_hash(tenant.meta().name.as_deref().unwrap_or_default());
+        let changed = match event {
+            Ok(watcher::Event::Apply(tenant) | watcher::Event::InitApply(tenant)) => {
+                let slot = key(&tenant);
+                if let Some(listed) = listed.as_mut() {
+                    listed.insert(slot);
+                }
+                let change = tenant_change(&tenant);
+                (seen.insert(slot, change) != Some(change)).then_some(Ok(tenant))
+            }
+            Ok(watcher::Event::Delete(tenant)) => {
+                seen.remove(&key(&tenant));
+                None
+            }
+            Ok(watcher::Event::Init) => {
+                listed = Some(HashSet::new());
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = listed.take() {
+                    seen.retain(|slot, _| listed.contains(slot));
+                }
+                None
+            }
+            Err(error) => Some(Err(error)),
+        };
+        futures::future::ready(changed)
+    })
 }
 
 /// Run the Tenant and TenantUser controllers until `shutdown` completes; in-flight reconciles
@@ -116,10 +154,8 @@ pub async fn run_controllers(
             }
             event
         })
-        .reflect(tenant_writer)
-        .applied_objects()
-        .predicate_filter(tenant_change, PredicateConfig::default());
-    let mut tenants = Controller::for_stream(tenant_changes, tenant_store)
+        .reflect(tenant_writer);
+    let mut tenants = Controller::for_stream(tenants_to_reconcile(tenant_changes), tenant_store)
         .with_config(controller_config.clone())
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|tenant| (tenant, rx)) }));
     for kind in kinds.iter().copied().filter(|k| !matches!(k, ChildKind::RoleBinding | ChildKind::ClusterRole)) {

@@ -299,15 +299,7 @@ impl Context {
             None if old == Some(new) => return Ok(false),
             None => {}
         }
-        let resource = ApiResource::erase::<K>(&());
-        let api: Api<DynamicObject> = match object.meta().namespace.as_deref() {
-            Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &resource),
-            None => Api::all_with(self.client.clone(), &resource),
-        };
-        let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": new });
-        let name = object.meta().name.clone().ok_or(Error::MissingName)?;
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
-        self.metrics.kube_write("apply", &format!("{}/status", K::kind(&())));
+        self.patch_status(object, new).await?;
         if let Ok(mut statuses) = self.statuses.lock() {
             let now = Instant::now();
             statuses.retain(|_, written| now.duration_since(written.at) < WRITTEN_STATUS_TTL);
@@ -315,6 +307,24 @@ impl Context {
                 .insert(status_key(object), WrittenStatus { before: object.meta().resource_version.clone(), status: new_value, at: now });
         }
         Ok(true)
+    }
+
+    /// Server-side apply `status` to the status subresource of `object`.
+    pub async fn patch_status<K, S>(&self, object: &K, status: &S) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()>,
+        S: Serialize,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let api: Api<DynamicObject> = match object.meta().namespace.as_deref() {
+            Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+        let name = object.meta().name.clone().ok_or(Error::MissingName)?;
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+        self.metrics.kube_write("apply", &format!("{}/status", K::kind(&())));
+        Ok(())
     }
 
     /// How long a progress-only status update of `tenant` must wait (see [`PROGRESS_REFRESH`]);
@@ -352,6 +362,11 @@ fn readable<K: Clone + Debug>(guarded: &kube::core::DeserializeGuard<K>) -> Opti
             None
         }
     }
+}
+
+/// A stable number for an object's name (in maps keyed by many names).
+pub fn name_hash(name: &str) -> u64 {
+    fingerprint::hash_str(name)
 }
 
 /// `text` cut to at most `max` characters (never inside a character), marked with `…` when cut.

@@ -51,17 +51,24 @@ const WRITTEN_BY_OPERATOR: u8 = 1;
 const TERMINATING: u8 = 2;
 const HAS_APPLIED_HASH: u8 = 4;
 
-/// Flags, the fingerprint and the applied-hash come first in the bytes; the fields follow.
-const FINGERPRINT_AT: usize = 1;
-const APPLIED_HASH_AT: usize = 9;
-const FIELDS_AT: usize = 17;
+/// The kind, flags, the fingerprint and the applied-hash come first in the bytes; the
+/// fields follow.
+const KIND_AT: usize = 0;
+const FLAGS_AT: usize = 1;
+const FINGERPRINT_AT: usize = 2;
+const APPLIED_HASH_AT: usize = 10;
+const FIELDS_AT: usize = 18;
 
-/// One cached object: its kind, and everything else in one shared allocation.
+/// One cached object: its kind, and everything about it in one shared allocation.
 #[derive(Clone, Debug)]
 pub struct Child {
     kind: ChildKind,
     bytes: Arc<[u8]>,
 }
+
+/// A [`Child`] as the caches store it: the shared bytes alone (the kind is their first byte).
+#[derive(Clone, Debug)]
+pub(super) struct Stored(Arc<[u8]>);
 
 impl Child {
     /// The compact form of `object`, an object of `kind`.
@@ -98,6 +105,7 @@ impl Child {
         }
 
         let mut bytes = Vec::with_capacity(128);
+        bytes.push(kind as u8);
         bytes.push(flags);
         bytes.extend_from_slice(&fingerprint.to_le_bytes());
         bytes.extend_from_slice(&applied_hash.unwrap_or_default().to_le_bytes());
@@ -125,7 +133,7 @@ impl Child {
     }
 
     pub fn name(&self) -> &str {
-        self.find(NAME, None).unwrap_or_default()
+        field(&self.bytes, NAME, None).unwrap_or_default()
     }
 
     /// The name, owned (as `kube::ResourceExt::name_any`).
@@ -134,23 +142,23 @@ impl Child {
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.find(NAMESPACE, None)
+        field(&self.bytes, NAMESPACE, None)
     }
 
     pub fn resource_version(&self) -> Option<&str> {
-        self.find(VERSION, None)
+        field(&self.bytes, VERSION, None)
     }
 
     /// One of the operator's own labels (`tenancy.platform.dev/…`); other labels are not kept.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.find(LABEL, Some(key))
+        field(&self.bytes, LABEL, Some(key))
     }
 
     /// One of the operator's own annotations (`tenancy.platform.dev/…`; not the
     /// applied-hash, see [`Child::applied_hash`], and the tenant UID on Namespaces only, where
     /// adoption reads it); other annotations are not kept.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.find(ANNOTATION, Some(key))
+        field(&self.bytes, ANNOTATION, Some(key))
     }
 
     /// Whether the operator's field manager wrote any field of the object.
@@ -165,37 +173,74 @@ impl Child {
     /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
     /// none.
     pub fn fingerprint(&self) -> u64 {
-        self.word(FINGERPRINT_AT)
+        word(&self.bytes, FINGERPRINT_AT)
     }
 
     /// The applied-hash annotation: the hash of the desired object last applied.
     pub fn applied_hash(&self) -> Option<u64> {
-        (self.flags() & HAS_APPLIED_HASH != 0).then(|| self.word(APPLIED_HASH_AT))
+        (self.flags() & HAS_APPLIED_HASH != 0).then(|| word(&self.bytes, APPLIED_HASH_AT))
     }
 
     /// The fields readiness reads (e.g. `/status/readyReplicas`, `/roleRef`), as an object;
     /// empty for kinds that have none.
     pub fn data(&self) -> Value {
-        self.find(KEPT, None).and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
+        field(&self.bytes, KEPT, None).and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
     }
 
-    /// Whether `other` is this very cached state (not merely an equal one).
-    pub(super) fn same(&self, other: &Child) -> bool {
-        Arc::ptr_eq(&self.bytes, &other.bytes)
+    pub(super) fn stored(&self) -> Stored {
+        Stored(self.bytes.clone())
     }
 
     fn flags(&self) -> u8 {
-        self.bytes.first().copied().unwrap_or_default()
+        self.bytes.get(FLAGS_AT).copied().unwrap_or_default()
+    }
+}
+
+impl Stored {
+    /// The kind's code: `kind as u8` of the kind it was made for.
+    pub(super) fn kind_code(&self) -> u8 {
+        self.0.get(KIND_AT).copied().unwrap_or_default()
     }
 
-    fn word(&self, at: usize) -> u64 {
-        self.bytes.get(at..at + 8).and_then(|word| word.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
+    pub(super) fn name(&self) -> &str {
+        field(&self.0, NAME, None).unwrap_or_default()
     }
 
-    fn find(&self, tag: u8, key: Option<&str>) -> Option<&str> {
-        let fields = Fields { bytes: self.bytes.get(FIELDS_AT..).unwrap_or_default() };
-        fields.into_iter().find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
+    pub(super) fn namespace(&self) -> Option<&str> {
+        field(&self.0, NAMESPACE, None)
     }
+
+    pub(super) fn resource_version(&self) -> Option<&str> {
+        field(&self.0, VERSION, None)
+    }
+
+    pub(super) fn label(&self, key: &str) -> Option<&str> {
+        field(&self.0, LABEL, Some(key))
+    }
+
+    /// Whether `other` is this very stored state (not merely an equal one).
+    pub(super) fn same(&self, other: &Stored) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The address of the shared bytes: an identity for this stored state.
+    pub(super) fn address(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// The child again, given the kind its code stands for.
+    pub(super) fn child(&self, kind: ChildKind) -> Child {
+        Child { kind, bytes: self.0.clone() }
+    }
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).and_then(|word| word.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
+}
+
+fn field<'a>(bytes: &'a [u8], tag: u8, key: Option<&str>) -> Option<&'a str> {
+    let fields = Fields { bytes: bytes.get(FIELDS_AT..).unwrap_or_default() };
+    fields.into_iter().find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
 }
 
 /// The operator's annotations a decision reads; the tenant UID only where adoption reads it

@@ -41,6 +41,7 @@ use crate::{
     desired::ChildKind,
     naming::{LABEL_ASSIGNABLE_TRUE, LABEL_TENANT},
 };
+use child::Stored;
 
 /// How long a write is remembered at most when its watch event never comes (a watch that
 /// restarted lists the object again, which also settles it).
@@ -65,22 +66,17 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    objects: HashSet<Entry>,
+    objects: HashSet<Stored>,
     /// Objects by (the hash of) their tenant label.
-    by_tenant: HashMap<u64, Vec<Child>>,
+    by_tenant: HashMap<u64, Vec<Stored>>,
     /// The operator's writes the watch has not delivered yet.
     written: HashMap<OwnedKey, Written>,
     /// Objects whose fingerprint differs from the desired one they were nonetheless found to
     /// satisfy on the API server (a value stored in another form), by resourceVersion.
     verified: HashMap<OwnedKey, Verified>,
-    /// Per kind, the number of the current (re-)list: entries not seen by it are gone.
-    epochs: HashMap<ChildKind, u32>,
+    /// Per kind being listed again: what the list has delivered so far (the rest is gone).
+    relisting: HashMap<u8, HashSet<usize>>,
     synced: BTreeSet<ChildKind>,
-}
-
-struct Entry {
-    child: Child,
-    epoch: u32,
 }
 
 /// A write of the operator: the object as the API server returned it (`None`: deleted), and
@@ -156,10 +152,10 @@ impl Caches {
     pub fn get(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<Child> {
         let key = KeyRef::new(kind, namespace, name);
         let state = self.shared.read();
-        let cached = state.objects.get(&key as &dyn Keyed).map(|entry| entry.child.clone());
+        let cached = state.objects.get(&key as &dyn Keyed);
         match state.written.get(&key as &dyn Keyed) {
-            Some(written) if written.before.as_deref() == cached.as_ref().and_then(|c| c.resource_version()) => written.after.clone(),
-            _ => cached,
+            Some(written) if written.before.as_deref() == cached.and_then(Stored::resource_version) => written.after.clone(),
+            _ => cached.map(|stored| stored.child(kind)),
         }
     }
 
@@ -168,25 +164,27 @@ impl Caches {
     pub fn cached_version(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<String> {
         let key = KeyRef::new(kind, namespace, name);
         let state = self.shared.read();
-        state.objects.get(&key as &dyn Keyed).and_then(|entry| entry.child.resource_version().map(str::to_string))
+        state.objects.get(&key as &dyn Keyed).and_then(|stored| stored.resource_version().map(str::to_string))
     }
 
     /// Objects of `kind` labelled with the tenant `slug` (as [`Caches::get`] sees each).
     pub fn of_tenant(&self, kind: ChildKind, slug: &str) -> Vec<Child> {
         let state = self.shared.read();
+        let code = kind as u8;
         let mine = |child: &Child| child.kind() == kind && child.label(LABEL_TENANT) == Some(slug);
         let mut found = Vec::new();
-        for child in state.by_tenant.get(&hash_str(slug)).into_iter().flatten().filter(|child| mine(child)) {
-            match state.written.get(&child.key() as &dyn Keyed) {
-                Some(written) if written.before.as_deref() == child.resource_version() => {
+        let stored = state.by_tenant.get(&hash_str(slug)).into_iter().flatten();
+        for stored in stored.filter(|s| s.kind_code() == code && s.label(LABEL_TENANT) == Some(slug)) {
+            match state.written.get(&stored.key() as &dyn Keyed) {
+                Some(written) if written.before.as_deref() == stored.resource_version() => {
                     found.extend(written.after.iter().filter(|after| mine(after)).cloned());
                 }
-                _ => found.push(child.clone()),
+                _ => found.push(stored.child(kind)),
             }
         }
         // Objects the operator created that the cache has not seen yet.
         for (key, written) in &state.written {
-            if key.kind == kind && written.before.is_none() && !state.objects.contains(key as &dyn Keyed) {
+            if key.kind == code && written.before.is_none() && !state.objects.contains(key as &dyn Keyed) {
                 found.extend(written.after.iter().filter(|after| mine(after)).cloned());
             }
         }
@@ -203,7 +201,7 @@ impl Caches {
         let state = self.shared.read();
         state
             .verified
-            .get(&child.key() as &dyn Keyed)
+            .get(&child.stored().key() as &dyn Keyed)
             .is_some_and(|verified| verified.wanted == wanted && Some(&*verified.version) == child.resource_version())
     }
 
@@ -211,8 +209,9 @@ impl Caches {
     /// with fingerprint `wanted`, until the object changes.
     pub fn mark_verified(&self, child: &Child, wanted: u64) {
         let Some(version) = child.resource_version() else { return };
+        let stored = child.stored();
         let mut state = self.shared.write();
-        state.verified.insert(child.key().to_owned(), Verified { version: version.into(), wanted });
+        state.verified.insert(stored.key().to_owned(), Verified { version: version.into(), wanted });
     }
 
     /// Remember a write of the operator: `before` is what [`Caches::cached_version`] said
@@ -222,13 +221,10 @@ impl Caches {
         let mut state = self.shared.write();
         let now = Instant::now();
         state.written.retain(|_, written| now.duration_since(written.at) < WRITTEN_TTL);
-        let cached = state.objects.get(&key as &dyn Keyed).map(|entry| entry.child.clone());
-        let cached_version = cached.as_ref().and_then(|c| c.resource_version());
-        if let (Some(cached), Some(after)) = (&cached, &after) {
-            if cached.resource_version() == after.resource_version() {
-                // The watch was faster than the response.
-                return;
-            }
+        let cached_version = state.objects.get(&key as &dyn Keyed).and_then(Stored::resource_version);
+        if cached_version.is_some() && cached_version == after.as_ref().and_then(Child::resource_version) {
+            // The watch was faster than the response.
+            return;
         }
         if cached_version != before.as_deref() {
             // The cache has moved on since the decision: it knows better than this write.
@@ -271,83 +267,88 @@ impl Shared {
 
     /// Apply one watch event; returns the objects whose change a reconcile must see.
     fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Child> {
+        let code = kind as u8;
         match event {
             watcher::Event::Init => {
-                *self.write().epochs.entry(kind).or_default() += 1;
+                let mut state = self.write();
+                // A first list starts from nothing; a later one must find what went away.
+                if state.synced.contains(&kind) {
+                    state.relisting.insert(code, HashSet::new());
+                }
                 Vec::new()
             }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
                 let child = Child::from_object(kind, &object);
                 drop(object);
                 let mut state = self.write();
-                let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
-                state.upsert(child, epoch).into_iter().collect()
+                let (kept, touched) = state.upsert(&child);
+                if let Some(seen) = state.relisting.get_mut(&code) {
+                    seen.insert(kept.address());
+                }
+                touched.then_some(child).into_iter().collect()
             }
             watcher::Event::Delete(object) => {
                 let child = Child::from_object(kind, &object);
                 let mut state = self.write();
-                state.settle_written(&child);
-                state.remove(&child.key());
+                state.settle_written(&child.stored());
+                state.remove(&child.stored().key());
                 vec![child]
             }
             watcher::Event::InitDone => {
                 let mut state = self.write();
-                let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
-                let gone: Vec<Child> = state
-                    .objects
-                    .iter()
-                    .filter(|entry| entry.child.kind() == kind && entry.epoch != epoch)
-                    .map(|entry| entry.child.clone())
-                    .collect();
-                for child in &gone {
-                    state.remove(&child.key());
+                let gone: Vec<Stored> = match state.relisting.remove(&code) {
+                    Some(seen) => state.objects.iter().filter(|s| s.kind_code() == code && !seen.contains(&s.address())).cloned().collect(),
+                    None => Vec::new(),
+                };
+                for stored in &gone {
+                    state.remove(&stored.key());
                 }
                 state.synced.insert(kind);
                 if self.kinds.iter().all(|kind| state.synced.contains(kind)) {
                     self.synced.send_replace(true);
                 }
-                gone
+                gone.iter().map(|stored| stored.child(kind)).collect()
             }
         }
     }
 }
 
 impl State {
-    /// Store `child`; returns it when a reconcile must see it: not when it is the state the
-    /// cache already had (a re-list), nor the operator's own write coming back.
-    fn upsert(&mut self, child: Child, epoch: u32) -> Option<Child> {
-        let echo = self.settle_written(&child);
-        if let Some(known) = self.objects.get(&child.key() as &dyn Keyed) {
-            if known.child.resource_version().is_some() && known.child.resource_version() == child.resource_version() {
-                let known = known.child.clone();
-                self.objects.replace(Entry { child: known, epoch });
-                return None;
+    /// Store `child`; returns what is stored now, and whether a reconcile must see it: not
+    /// when it is the state the cache already had (a re-list), nor the operator's own write
+    /// coming back.
+    fn upsert(&mut self, child: &Child) -> (Stored, bool) {
+        let new = child.stored();
+        let echo = self.settle_written(&new);
+        if let Some(known) = self.objects.get(&new.key() as &dyn Keyed) {
+            if known.resource_version().is_some() && known.resource_version() == new.resource_version() {
+                return (known.clone(), false);
             }
         }
-        if let Some(old) = self.objects.replace(Entry { child: child.clone(), epoch }) {
-            self.unindex(&old.child);
+        if let Some(old) = self.objects.replace(new.clone()) {
+            self.unindex(&old);
         }
-        self.forget_verified(&child);
-        if let Some(tenant) = child.label(LABEL_TENANT) {
+        self.forget_verified(&new);
+        if let Some(tenant) = new.label(LABEL_TENANT) {
             let children = self.by_tenant.entry(hash_str(tenant)).or_default();
             // A tenant has a few dozen objects: no room to spare for more.
             children.reserve_exact(1);
-            children.push(child.clone());
+            children.push(new.clone());
         }
-        (!echo).then_some(child)
+        (new, !echo)
     }
 
     /// The watch delivered a state of an object the operator wrote: the memory of the write
     /// is no longer needed. Returns whether it is the write itself.
-    fn settle_written(&mut self, child: &Child) -> bool {
-        let key = child.key();
+    fn settle_written(&mut self, stored: &Stored) -> bool {
+        let key = stored.key();
         let Some(written) = self.written.get(&key as &dyn Keyed) else { return false };
         match &written.after {
-            Some(after) if after.resource_version() == child.resource_version() => {
+            Some(after) if after.resource_version() == stored.resource_version() => {
                 self.written.remove(&key as &dyn Keyed);
                 true
             }
-            _ if written.before.as_deref() != child.resource_version() => {
+            _ if written.before.as_deref() != stored.resource_version() => {
                 self.written.remove(&key as &dyn Keyed);
                 false
             }
@@ -355,26 +356,26 @@ impl State {
         }
     }
 
-    fn remove(&mut self, key: &KeyRef<'_>) -> Option<Child> {
+    fn remove(&mut self, key: &KeyRef<'_>) -> Option<Stored> {
         self.verified.remove(key as &dyn Keyed);
-        let entry = self.objects.take(key as &dyn Keyed)?;
-        self.unindex(&entry.child);
-        Some(entry.child)
+        let stored = self.objects.take(key as &dyn Keyed)?;
+        self.unindex(&stored);
+        Some(stored)
     }
 
     /// A verification holds for the state it was made on only.
-    fn forget_verified(&mut self, child: &Child) {
-        let key = child.key();
-        if self.verified.get(&key as &dyn Keyed).is_some_and(|verified| Some(&*verified.version) != child.resource_version()) {
+    fn forget_verified(&mut self, stored: &Stored) {
+        let key = stored.key();
+        if self.verified.get(&key as &dyn Keyed).is_some_and(|verified| Some(&*verified.version) != stored.resource_version()) {
             self.verified.remove(&key as &dyn Keyed);
         }
     }
 
-    fn unindex(&mut self, child: &Child) {
-        let Some(tenant) = child.label(LABEL_TENANT) else { return };
+    fn unindex(&mut self, stored: &Stored) {
+        let Some(tenant) = stored.label(LABEL_TENANT) else { return };
         let slot = hash_str(tenant);
         if let Some(children) = self.by_tenant.get_mut(&slot) {
-            children.retain(|other| !other.same(child));
+            children.retain(|other| !other.same(stored));
             if children.is_empty() {
                 self.by_tenant.remove(&slot);
             }
@@ -382,17 +383,18 @@ impl State {
     }
 }
 
-/// The identity of a cached object; the namespace is empty for cluster-scoped kinds.
+/// The identity of a cached object: the code of its kind, its namespace (empty for
+/// cluster-scoped kinds) and name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct KeyRef<'a> {
-    kind: ChildKind,
+    kind: u8,
     namespace: &'a str,
     name: &'a str,
 }
 
 impl<'a> KeyRef<'a> {
     fn new(kind: ChildKind, namespace: Option<&'a str>, name: &'a str) -> Self {
-        Self { kind, namespace: namespace.filter(|_| kind.is_namespaced()).unwrap_or_default(), name }
+        Self { kind: kind as u8, namespace: namespace.filter(|_| kind.is_namespaced()).unwrap_or_default(), name }
     }
 
     fn to_owned(self) -> OwnedKey {
@@ -400,21 +402,21 @@ impl<'a> KeyRef<'a> {
     }
 }
 
-impl Child {
+impl Stored {
     fn key(&self) -> KeyRef<'_> {
-        KeyRef::new(self.kind(), self.namespace(), self.name())
+        KeyRef { kind: self.kind_code(), namespace: self.namespace().unwrap_or_default(), name: self.name() }
     }
 }
 
 #[derive(Debug)]
 struct OwnedKey {
-    kind: ChildKind,
+    kind: u8,
     namespace: Box<str>,
     name: Box<str>,
 }
 
-/// Lookups by a borrowed [`KeyRef`] in sets whose elements carry their key inside (an
-/// [`Entry`] has it in its `Child`): no key is stored twice.
+/// Lookups by a borrowed [`KeyRef`] in sets whose elements carry their key inside (a
+/// [`Stored`] object has it in its bytes): no key is stored twice.
 trait Keyed {
     fn key(&self) -> KeyRef<'_>;
 }
@@ -425,9 +427,9 @@ impl Keyed for KeyRef<'_> {
     }
 }
 
-impl Keyed for Entry {
+impl Keyed for Stored {
     fn key(&self) -> KeyRef<'_> {
-        self.child.key()
+        Stored::key(self)
     }
 }
 
@@ -455,12 +457,12 @@ macro_rules! keyed_by_key {
     ($type:ty) => {
         impl Hash for $type {
             fn hash<H: Hasher>(&self, state: &mut H) {
-                self.key().hash(state);
+                Keyed::key(self).hash(state);
             }
         }
         impl PartialEq for $type {
             fn eq(&self, other: &Self) -> bool {
-                self.key() == other.key()
+                Keyed::key(self) == Keyed::key(other)
             }
         }
         impl Eq for $type {}
@@ -472,7 +474,7 @@ macro_rules! keyed_by_key {
     };
 }
 
-keyed_by_key!(Entry);
+keyed_by_key!(Stored);
 keyed_by_key!(OwnedKey);
 
 #[cfg(test)]

@@ -7,12 +7,17 @@
 //! The store keeps those; the rest is reduced to a digest, which tells whether a status a
 //! reconcile computed is the one already stored. A reconcile that must keep the details of
 //! the stored status (suspended, refused, failed, terminating) reads it from the API server.
+//!
+//! A status the operator writes is summarised the same way at once, for the version of the
+//! Tenant it was computed from: a reconcile that runs before the watch delivers the write
+//! sees it, and does not write it again.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{runtime::watcher, Resource, ResourceExt};
 
@@ -35,17 +40,17 @@ struct Inner {
     epoch: u32,
 }
 
-/// What is left of a stored status besides the reduced one in the store.
+/// A stored status in short.
 struct Summary {
     /// The Tenant's resourceVersion the summary belongs to.
     version: Option<Box<str>>,
     digest: u64,
-    /// `[type, status, lastTransitionTime]` of each condition, as JSON.
-    conditions: Box<str>,
+    /// Phase, observed generation and database providers.
+    reduced: Option<TenantStatus>,
+    /// Type, status and transition time of each condition (see [`encode_marks`]).
+    conditions: Box<[u8]>,
     epoch: u32,
 }
-
-type Mark = (String, String, Time);
 
 impl TenantCache {
     /// Reduce the Tenants of a watch event before they are stored.
@@ -80,19 +85,8 @@ impl TenantCache {
         if summary.version.as_deref() != tenant.meta().resource_version.as_deref() {
             return None;
         }
-        let marks: Vec<Mark> = serde_json::from_str(&summary.conditions).ok()?;
-        let mut status = tenant.status.clone().unwrap_or_default();
-        status.conditions = marks
-            .into_iter()
-            .map(|(type_, status, last_transition_time)| Condition {
-                type_,
-                status,
-                last_transition_time,
-                reason: String::new(),
-                message: String::new(),
-                observed_generation: None,
-            })
-            .collect();
+        let mut status = summary.reduced.clone().unwrap_or_default();
+        status.conditions = decode_marks(&summary.conditions)?;
         Some(status)
     }
 
@@ -104,37 +98,93 @@ impl TenantCache {
     }
 }
 
+impl TenantCache {
+    /// The operator wrote `status` for this version of `tenant`: until the watch delivers the
+    /// write, it is what the status of this version is.
+    pub fn wrote(&self, tenant: &Tenant, status: &TenantStatus) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let epoch = inner.epoch;
+        let summary = summarise(tenant.meta().resource_version.as_deref(), Some(status.clone()), epoch).0;
+        inner.statuses.insert(tenant.name_any(), summary);
+    }
+}
+
 fn digest(status: Option<&TenantStatus>) -> u64 {
     fingerprint::of_value(&serde_json::to_value(status).unwrap_or_default())
 }
 
-/// Leave in `tenant` only what the store keeps of its status; return the rest's summary.
+/// Leave in `tenant` only what the store keeps of its status; return the summary.
 fn reduce(tenant: &mut Tenant, epoch: u32) -> Summary {
     let full = tenant.status.take();
-    let marks: Vec<Mark> = full
-        .iter()
-        .flat_map(|status| &status.conditions)
-        .map(|c| (c.type_.clone(), c.status.clone(), c.last_transition_time.clone()))
-        .collect();
-    let summary = Summary {
-        version: tenant.meta().resource_version.as_deref().map(Box::from),
-        digest: digest(full.as_ref()),
-        conditions: serde_json::to_string(&marks).unwrap_or_default().into_boxed_str(),
-        epoch,
-    };
-    tenant.status = full.map(|status| TenantStatus {
+    let (summary, reduced) = summarise(tenant.meta().resource_version.as_deref(), full, epoch);
+    tenant.status = reduced;
+    summary
+}
+
+/// The summary of a full status, and the status reduced to what the store keeps.
+fn summarise(version: Option<&str>, full: Option<TenantStatus>, epoch: u32) -> (Summary, Option<TenantStatus>) {
+    let digest = digest(full.as_ref());
+    let conditions = encode_marks(full.iter().flat_map(|status| &status.conditions));
+    let reduced = full.map(|status| TenantStatus {
         observed_generation: status.observed_generation,
         phase: status.phase,
         databases: status.databases.into_iter().map(|db| DatabaseStatus { host: None, secret_name: None, message: None, ..db }).collect(),
         ..TenantStatus::default()
     });
-    summary
+    (Summary { version: version.map(Box::from), digest, reduced: reduced.clone(), conditions, epoch }, reduced)
+}
+
+/// Per condition: type and status (each a length byte and the text, cut at 255 bytes: the
+/// known ones are short), then the transition time (seconds, nanoseconds).
+fn encode_marks<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Box<[u8]> {
+    let mut bytes = Vec::new();
+    let text = |bytes: &mut Vec<u8>, text: &str| {
+        let cut = &text.as_bytes()[..text.len().min(255)];
+        bytes.push(cut.len() as u8);
+        bytes.extend_from_slice(cut);
+    };
+    for condition in conditions {
+        text(&mut bytes, &condition.type_);
+        text(&mut bytes, &condition.status);
+        let time = condition.last_transition_time.0;
+        bytes.extend_from_slice(&time.as_second().to_le_bytes());
+        bytes.extend_from_slice(&time.subsec_nanosecond().to_le_bytes());
+    }
+    bytes.into_boxed_slice()
+}
+
+/// The conditions of [`encode_marks`], with empty reasons and messages.
+fn decode_marks(mut bytes: &[u8]) -> Option<Vec<Condition>> {
+    fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = bytes.split_at_checked(len)?;
+        *bytes = rest;
+        Some(taken)
+    }
+    fn text(bytes: &mut &[u8]) -> Option<String> {
+        let len = *take(bytes, 1)?.first()?;
+        String::from_utf8(take(bytes, usize::from(len))?.to_vec()).ok()
+    }
+    let mut conditions = Vec::new();
+    while !bytes.is_empty() {
+        let type_ = text(&mut bytes)?;
+        let status = text(&mut bytes)?;
+        let seconds = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
+        let nanos = i32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+        let last_transition_time = Time(Timestamp::new(seconds, nanos).ok()?);
+        conditions.push(Condition {
+            type_,
+            status,
+            last_transition_time,
+            reason: String::new(),
+            message: String::new(),
+            observed_generation: None,
+        });
+    }
+    Some(conditions)
 }
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
-
     use super::*;
     use crate::types::{Environment, TenantPhase, TenantSpec};
 
@@ -200,6 +250,28 @@ mod tests {
     }
 
     #[test]
+    fn a_written_status_counts_until_the_watch_delivers_the_next_version() {
+        let cache = TenantCache::default();
+        let mut event = watcher::Event::Apply(tenant("7", "old"));
+        cache.observe(&mut event);
+        let watcher::Event::Apply(stored) = event else { panic!("event kind") };
+        let stored = stored.0.expect("tenant");
+        let mut written = cache.reduced_status(&stored).expect("known");
+        written.phase = Some(TenantPhase::Ready);
+        written.conditions[0].status = "True".into();
+        written.conditions[0].message = "all good".into();
+        cache.wrote(&stored, &written);
+        assert!(cache.is_stored(&stored, &written), "no second write of the same status");
+        let reduced = cache.reduced_status(&stored).expect("known");
+        assert_eq!((reduced.phase, reduced.conditions[0].status.as_str()), (Some(TenantPhase::Ready), "True"));
+        let mut next = tenant("8", "all good");
+        cache.observe(&mut watcher::Event::Apply(next.clone()));
+        if let Ok(t) = &mut next.0 {
+            assert!(cache.reduced_status(t).is_some(), "the watch's own version");
+        }
+    }
+
+    #[test]
     fn a_relist_forgets_tenants_that_are_gone() {
         let cache = TenantCache::default();
         let mut gone = tenant("1", "x");
@@ -215,5 +287,22 @@ mod tests {
         cache.observe(&mut watcher::Event::InitDone);
         let names: Vec<String> = cache.inner.lock().expect("lock").statuses.keys().cloned().collect();
         assert_eq!(names, ["acme"]);
+    }
+
+    #[test]
+    fn condition_marks_survive_their_encoding() {
+        let condition = Condition {
+            type_: "Reconciling".into(),
+            status: "True".into(),
+            reason: "DatabaseNotReady".into(),
+            message: "waiting".into(),
+            observed_generation: Some(4),
+            last_transition_time: Time(Timestamp::new(1_700_000_000, 123_456_789).expect("time")),
+        };
+        let decoded = decode_marks(&encode_marks([&condition].into_iter())).expect("decoded");
+        assert_eq!(decoded.len(), 1);
+        assert_eq!((decoded[0].type_.as_str(), decoded[0].status.as_str()), ("Reconciling", "True"));
+        assert_eq!(decoded[0].last_transition_time, condition.last_transition_time);
+        assert!(decode_marks(&[3, b'a']).is_none(), "a cut record is refused, not misread");
     }
 }

@@ -79,11 +79,11 @@ async fn report_failure(tenant: &Tenant, error: &Error, ctx: &Context) {
 
 /// The stored status a new one is computed from.
 pub(super) enum Stored {
-    /// Complete: as the operator last wrote it (the cache has not caught up yet) or as read
-    /// from the API server.
+    /// Complete, as read from the API server.
     Full(TenantStatus),
-    /// As the Tenant cache keeps it (see [`cache`]): enough to compute a reconciled status,
-    /// which rewrites every detail, not to keep the details of the stored one.
+    /// As the Tenant cache keeps it, the operator's own last write included (see [`cache`]):
+    /// enough to compute a reconciled status, which rewrites every detail, not to keep the
+    /// details of the stored one.
     Reduced(TenantStatus),
 }
 
@@ -104,9 +104,6 @@ pub(super) enum Details {
 }
 
 pub(super) async fn stored_status(tenant: &Tenant, ctx: &Context, details: Details) -> Result<Stored, Error> {
-    if let Some(written) = ctx.current_status::<Tenant, TenantStatus>(tenant, None) {
-        return Ok(Stored::Full(written));
-    }
     if details == Details::Rewritten {
         if let Some(reduced) = ctx.tenant_cache.reduced_status(tenant) {
             return Ok(Stored::Reduced(reduced));
@@ -119,11 +116,16 @@ pub(super) async fn stored_status(tenant: &Tenant, ctx: &Context, details: Detai
 
 /// Write `new` unless it is what is stored; returns whether it wrote.
 pub(super) async fn write_status(tenant: &Tenant, stored: &Stored, new: &TenantStatus, ctx: &Context) -> Result<bool, Error> {
-    match stored {
-        Stored::Full(old) => ctx.write_status(tenant, Some(old), new).await,
-        Stored::Reduced(_) if ctx.tenant_cache.is_stored(tenant, new) => Ok(false),
-        Stored::Reduced(_) => ctx.write_status(tenant, None, new).await,
+    let unchanged = match stored {
+        Stored::Full(old) => old == new,
+        Stored::Reduced(_) => ctx.tenant_cache.is_stored(tenant, new),
+    };
+    if unchanged {
+        return Ok(false);
     }
+    ctx.patch_status(tenant, new).await?;
+    ctx.tenant_cache.wrote(tenant, new);
+    Ok(true)
 }
 
 /// The seniority of a Tenant in the hostname index.

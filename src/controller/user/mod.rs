@@ -40,7 +40,7 @@ pub async fn reconcile(guarded: Arc<GuardedUser>, ctx: Arc<Context>) -> Result<A
         Ok(_) => ctx.succeeded(ControllerKind::TenantUser, &user.name_any()),
         Err(error) if error.kind() != ErrorKind::Waiting => {
             // A failed reconcile never leaves a stale condition behind.
-            let old = user.status.clone().unwrap_or_default();
+            let old = ctx.current_status(&user, user.status.as_ref()).unwrap_or_default();
             let new = status::failed(&old, &error.to_string(), user.metadata.generation, &Time(Timestamp::now()));
             if let Err(write_error) = ctx.write_status(&user, user.status.as_ref(), &new).await {
                 tracing::debug!(user = %user.name_any(), %write_error, "could not record the failure in status");
@@ -58,7 +58,7 @@ pub fn error_policy(guarded: Arc<GuardedUser>, error: &Error, ctx: Arc<Context>)
 async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Error> {
     let generation = user.metadata.generation;
     let now = Time(Timestamp::now());
-    let old = user.status.clone().unwrap_or_default();
+    let old = ctx.current_status(user, user.status.as_ref()).unwrap_or_default();
     let tenant = ctx.tenants.get(&ObjectRef::new(&user.spec.tenant)).and_then(|guarded| guarded.0.as_ref().ok().cloned());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
