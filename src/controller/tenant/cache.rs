@@ -35,21 +35,72 @@ pub struct TenantCache {
 
 #[derive(Default)]
 struct Inner {
-    statuses: HashMap<String, Summary>,
+    /// By the hash of the Tenant's name (the version tells two Tenants apart: no two objects
+    /// share a resourceVersion).
+    statuses: HashMap<u64, Summary>,
     /// The number of the current (re-)list: summaries not seen by it are of Tenants gone.
     epoch: u32,
 }
 
 /// A stored status in short.
 struct Summary {
-    /// The Tenant's resourceVersion the summary belongs to.
-    version: Option<Box<str>>,
     digest: u64,
-    /// Phase, observed generation and database providers.
-    reduced: Option<TenantStatus>,
-    /// Type, status and transition time of each condition (see [`encode_marks`]).
-    conditions: Box<[u8]>,
     epoch: u32,
+    /// The Tenant's resourceVersion the summary belongs to, the reduced status (phase,
+    /// observed generation, database providers) as JSON, and the type, status and transition
+    /// time of each condition: one allocation (see [`pack`]).
+    packed: Box<[u8]>,
+}
+
+/// What [`Summary::packed`] holds.
+struct Unpacked<'a> {
+    version: Option<&'a str>,
+    reduced: Option<TenantStatus>,
+    marks: &'a [u8],
+}
+
+impl Summary {
+    fn unpack(&self) -> Option<Unpacked<'_>> {
+        let (&version_len, rest) = self.packed.split_first()?;
+        let (version, rest) = match version_len {
+            u8::MAX => (None, rest),
+            len => {
+                let (version, rest) = rest.split_at_checked(usize::from(len))?;
+                (Some(std::str::from_utf8(version).ok()?), rest)
+            }
+        };
+        let (reduced_len, rest) = rest.split_at_checked(2)?;
+        let reduced_len = u16::from_le_bytes(reduced_len.try_into().ok()?);
+        let (reduced, marks) = rest.split_at_checked(usize::from(reduced_len))?;
+        Some(Unpacked { version, reduced: serde_json::from_slice(reduced).ok()?, marks })
+    }
+
+    fn is_for(&self, tenant: &Tenant) -> bool {
+        self.unpack().is_some_and(|unpacked| unpacked.version == tenant.meta().resource_version.as_deref())
+    }
+}
+
+/// Version (a length byte, `u8::MAX` for none or one too long to matter), the reduced status
+/// (two length bytes and JSON), then the condition marks.
+fn pack(version: Option<&str>, reduced: &Option<TenantStatus>, marks: &[u8]) -> Box<[u8]> {
+    let mut packed = Vec::new();
+    match version.filter(|v| v.len() < usize::from(u8::MAX)) {
+        Some(version) => {
+            packed.push(version.len() as u8);
+            packed.extend_from_slice(version.as_bytes());
+        }
+        None => packed.push(u8::MAX),
+    }
+    let json = serde_json::to_vec(reduced).unwrap_or_default();
+    let json = if json.len() <= usize::from(u16::MAX) { json } else { b"null".to_vec() };
+    packed.extend_from_slice(&(json.len() as u16).to_le_bytes());
+    packed.extend_from_slice(&json);
+    packed.extend_from_slice(marks);
+    packed.into_boxed_slice()
+}
+
+fn key(name: &str) -> u64 {
+    crate::controller::name_hash(name)
 }
 
 impl TenantCache {
@@ -62,11 +113,11 @@ impl TenantCache {
                 let epoch = inner.epoch;
                 if let Ok(tenant) = &mut guarded.0 {
                     let summary = reduce(tenant, epoch);
-                    inner.statuses.insert(tenant.name_any(), summary);
+                    inner.statuses.insert(key(&tenant.name_any()), summary);
                 }
             }
             watcher::Event::Delete(guarded) => {
-                inner.statuses.remove(guarded.meta().name.as_deref().unwrap_or_default());
+                inner.statuses.remove(&key(guarded.meta().name.as_deref().unwrap_or_default()));
             }
             watcher::Event::InitDone => {
                 let epoch = inner.epoch;
@@ -81,20 +132,20 @@ impl TenantCache {
     /// the Tenant is not known.
     pub fn reduced_status(&self, tenant: &Tenant) -> Option<TenantStatus> {
         let inner = self.inner.lock().ok()?;
-        let summary = inner.statuses.get(tenant.meta().name.as_deref()?)?;
-        if summary.version.as_deref() != tenant.meta().resource_version.as_deref() {
+        let unpacked = inner.statuses.get(&key(tenant.meta().name.as_deref()?))?.unpack()?;
+        if unpacked.version != tenant.meta().resource_version.as_deref() {
             return None;
         }
-        let mut status = summary.reduced.clone().unwrap_or_default();
-        status.conditions = decode_marks(&summary.conditions)?;
+        let mut status = unpacked.reduced.unwrap_or_default();
+        status.conditions = decode_marks(unpacked.marks)?;
         Some(status)
     }
 
     /// Whether `status` is exactly the stored status of this version of `tenant`.
     pub fn is_stored(&self, tenant: &Tenant, status: &TenantStatus) -> bool {
         let Ok(inner) = self.inner.lock() else { return false };
-        let Some(summary) = tenant.meta().name.as_deref().and_then(|name| inner.statuses.get(name)) else { return false };
-        summary.version.as_deref() == tenant.meta().resource_version.as_deref() && summary.digest == digest(Some(status))
+        let Some(summary) = tenant.meta().name.as_deref().and_then(|name| inner.statuses.get(&key(name))) else { return false };
+        summary.is_for(tenant) && summary.digest == digest(Some(status))
     }
 }
 
@@ -105,7 +156,7 @@ impl TenantCache {
         let Ok(mut inner) = self.inner.lock() else { return };
         let epoch = inner.epoch;
         let summary = summarise(tenant.meta().resource_version.as_deref(), Some(status.clone()), epoch).0;
-        inner.statuses.insert(tenant.name_any(), summary);
+        inner.statuses.insert(key(&tenant.name_any()), summary);
     }
 }
 
@@ -131,7 +182,7 @@ fn summarise(version: Option<&str>, full: Option<TenantStatus>, epoch: u32) -> (
         databases: status.databases.into_iter().map(|db| DatabaseStatus { host: None, secret_name: None, message: None, ..db }).collect(),
         ..TenantStatus::default()
     });
-    (Summary { version: version.map(Box::from), digest, reduced: reduced.clone(), conditions, epoch }, reduced)
+    (Summary { digest, epoch, packed: pack(version, &reduced, &conditions) }, reduced)
 }
 
 /// Per condition: type and status (each a length byte and the text, cut at 255 bytes: the
@@ -285,8 +336,8 @@ mod tests {
         cache.observe(&mut watcher::Event::Init);
         cache.observe(&mut watcher::Event::InitApply(tenant("2", "x")));
         cache.observe(&mut watcher::Event::InitDone);
-        let names: Vec<String> = cache.inner.lock().expect("lock").statuses.keys().cloned().collect();
-        assert_eq!(names, ["acme"]);
+        let keys: Vec<u64> = cache.inner.lock().expect("lock").statuses.keys().copied().collect();
+        assert_eq!(keys, [key("acme")]);
     }
 
     #[test]
