@@ -45,7 +45,8 @@ const NAMESPACE: u8 = 1;
 const VERSION: u8 = 2;
 const LABEL: u8 = 3;
 const ANNOTATION: u8 = 4;
-const KEPT: u8 = 5;
+/// `KEPT + i`: the value at the `i`th of the kind's [`kept_paths`], as JSON.
+const KEPT: u8 = 16;
 
 const WRITTEN_BY_OPERATOR: u8 = 1;
 const TERMINATING: u8 = 2;
@@ -116,14 +117,16 @@ impl Child {
         if let Some(version) = &meta.resource_version {
             push(&mut bytes, VERSION, None, version);
         }
-        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
+        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| keeps_label(kind, key)) {
             push(&mut bytes, LABEL, Some(key), value);
         }
         for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| keeps_annotation(kind, key)) {
             push(&mut bytes, ANNOTATION, Some(key), value);
         }
-        if let Some(kept) = keep(kind, &object.data) {
-            push(&mut bytes, KEPT, None, &kept);
+        for (index, path) in kept_paths(kind).iter().enumerate() {
+            if let Some(value) = object.data.pointer(path) {
+                push(&mut bytes, KEPT + index as u8, None, &value.to_string());
+            }
         }
         Child { kind, bytes: bytes.into() }
     }
@@ -149,7 +152,8 @@ impl Child {
         field(&self.bytes, VERSION, None)
     }
 
-    /// One of the operator's own labels (`tenancy.platform.dev/…`); other labels are not kept.
+    /// One of the operator's own labels (`tenancy.platform.dev/…`; the environment on
+    /// Namespaces only, where removing an environment reads it); other labels are not kept.
     pub fn label(&self, key: &str) -> Option<&str> {
         field(&self.bytes, LABEL, Some(key))
     }
@@ -184,7 +188,15 @@ impl Child {
     /// The fields readiness reads (e.g. `/status/readyReplicas`, `/roleRef`), as an object;
     /// empty for kinds that have none.
     pub fn data(&self) -> Value {
-        field(&self.bytes, KEPT, None).and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
+        let mut kept = Map::new();
+        for (index, path) in kept_paths(self.kind).iter().enumerate() {
+            let value = field(&self.bytes, KEPT + index as u8, None).and_then(|json| serde_json::from_str(json).ok());
+            if let Some(value) = value {
+                let segments: Vec<&str> = path.split('/').skip(1).collect();
+                insert_at(&mut kept, &segments, value);
+            }
+        }
+        Value::Object(kept)
     }
 
     pub(super) fn stored(&self) -> Stored {
@@ -243,6 +255,11 @@ fn field<'a>(bytes: &'a [u8], tag: u8, key: Option<&str>) -> Option<&'a str> {
     fields.into_iter().find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
 }
 
+/// The operator's labels a decision reads; the environment only where one reads it.
+fn keeps_label(kind: ChildKind, key: &str) -> bool {
+    key.starts_with(OWN_PREFIX) && (key != LABEL_ENVIRONMENT || kind == ChildKind::Namespace)
+}
+
 /// The operator's annotations a decision reads; the tenant UID only where adoption reads it
 /// (it is inside every fingerprint anyway).
 fn keeps_annotation(kind: ChildKind, key: &str) -> bool {
@@ -258,17 +275,6 @@ fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
         ChildKind::RoleBinding => &["/roleRef"],
         _ => &[],
     }
-}
-
-fn keep(kind: ChildKind, data: &Value) -> Option<String> {
-    let mut kept = Map::new();
-    for path in kept_paths(kind) {
-        if let Some(value) = data.pointer(path) {
-            let segments: Vec<&str> = path.split('/').skip(1).collect();
-            insert_at(&mut kept, &segments, value.clone());
-        }
-    }
-    (!kept.is_empty()).then(|| Value::Object(kept).to_string())
 }
 
 fn insert_at(node: &mut Map<String, Value>, segments: &[&str], value: Value) {
@@ -385,7 +391,8 @@ mod tests {
         let child = Child::from_object(ChildKind::Ingress, &ingress());
         assert_eq!((child.name(), child.namespace(), child.resource_version()), ("xconsole", Some("acme-dev"), Some("42")));
         assert_eq!(child.label(LABEL_TENANT), Some("acme"));
-        assert_eq!(child.label(LABEL_ENVIRONMENT), Some("dev"));
+        assert_eq!(child.label(LABEL_ENVIRONMENT), None, "kept on Namespaces only");
+        assert_eq!(Child::from_object(ChildKind::Namespace, &ingress()).label(LABEL_ENVIRONMENT), Some("dev"));
         assert_eq!(child.label("tenancy.platform.dev/other"), Some("x"), "an unknown key of the operator's own");
         assert_eq!(child.label("app.kubernetes.io/managed-by"), None, "not the operator's prefix");
         assert_eq!(child.annotation(ANNOTATION_TENANT_UID), None, "kept on Namespaces only");
