@@ -41,14 +41,16 @@ fn snapshot_where(state: &State, kinds: impl Fn(&ResourceType) -> bool, keep: im
 struct Owner {
     deleting: bool,
     finalizers: Vec<String>,
+    /// Empty for a cluster-scoped owner.
+    namespace: String,
 }
 
 fn owners_by_uid(state: &State) -> HashMap<String, Owner> {
     let mut out = HashMap::new();
     for objs in state.objects.values() {
-        for obj in objs.values() {
+        for ((ns, _), obj) in objs {
             if let Some(uid) = meta_str(obj, "uid") {
-                out.insert(uid.to_string(), Owner { deleting: is_deleting(obj), finalizers: finalizers(obj) });
+                out.insert(uid.to_string(), Owner { deleting: is_deleting(obj), finalizers: finalizers(obj), namespace: ns.clone() });
             }
         }
     }
@@ -179,7 +181,10 @@ fn garbage_collect(state: &mut State) -> bool {
         }
         let (mut solid, mut dangling, mut waiting) = (0, Vec::new(), Vec::new());
         for r in &refs {
-            match by_uid.get(&uid_of(r)) {
+            // A namespaced owner counts only in the dependent's own namespace: the real
+            // collector treats a reference into another namespace as absent and deletes the
+            // dependent (event OwnerRefInvalidNamespace).
+            match by_uid.get(&uid_of(r)).filter(|owner| owner.namespace.is_empty() || owner.namespace == d.ns) {
                 None => dangling.push(uid_of(r)),
                 Some(owner) => {
                     let f = &owner.finalizers;

@@ -40,15 +40,16 @@ struct TenantStatus {
 
 /// The operator's TenantUser, as far as these tests write it.
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize)]
-#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "TenantUser", schema = "disabled")]
+#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "TenantUser", namespaced, schema = "disabled")]
 #[serde(rename_all = "camelCase")]
 struct TenantUserSpec {
-    tenant: String,
     email: String,
     username: String,
     first_name: String,
     last_name: String,
     roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receive_email_notifications: Option<bool>,
 }
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
@@ -122,7 +123,7 @@ async fn discovery_lists_builtins_and_crds() {
         ("events.k8s.io", "Event", true),
         ("apiextensions.k8s.io", "CustomResourceDefinition", false),
         ("tenancy.platform.dev", "Tenant", false),
-        ("tenancy.platform.dev", "TenantUser", false),
+        ("tenancy.platform.dev", "TenantUser", true),
     ] {
         assert!(kinds.contains(&(g.to_string(), k.to_string(), namespaced)), "{g}/{k} missing from discovery: {kinds:?}");
     }
@@ -754,6 +755,19 @@ async fn garbage_collection_background() {
 }
 
 #[tokio::test]
+async fn an_owner_in_another_namespace_counts_as_absent() {
+    let fake = FakeApiServer::start().await;
+    let owners: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let owner = owners.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    fake.apply_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: elsewhere}\n").unwrap();
+    let elsewhere: Api<ConfigMap> = Api::namespaced(fake.client(), "elsewhere");
+    elsewhere.create(&PostParams::default(), &owned_cm("child", &owner, false)).await.unwrap();
+    owners.create(&PostParams::default(), &owned_cm("sibling", &owner, false)).await.unwrap();
+    eventually("cross-namespace dependent collected", || fake.object("v1", "ConfigMap", "elsewhere", "child").is_none()).await;
+    assert!(fake.object("v1", "ConfigMap", "default", "sibling").is_some(), "a same-namespace dependent stays");
+}
+
+#[tokio::test]
 async fn garbage_collection_foreground_waits_for_blocking_dependents() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
@@ -850,23 +864,34 @@ async fn crd_defaults_and_pruning() {
 #[tokio::test]
 async fn cel_rules_including_transition_rules() {
     let fake = FakeApiServer::start().await;
-    let api: Api<TenantUser> = Api::all(fake.client());
-    let user = |tenant: &str, roles: Value| -> TenantUser {
-        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
-            "spec": {"tenant": tenant, "email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles}}))
+    ns(&fake.client(), "acme-account").await;
+    let api: Api<TenantUser> = Api::namespaced(fake.client(), "acme-account");
+    let user = |roles: Value, notifications: bool| -> TenantUser {
+        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "jdoe"},
+            "spec": {"email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles,
+                     "receiveEmailNotifications": notifications}}))
     };
-    let s = api_err(api.create(&PostParams::default(), &user("acme", json!([]))).await.unwrap_err());
+    let s = api_err(api.create(&PostParams::default(), &user(json!([]), false)).await.unwrap_err());
     assert_eq!(s.code, 422);
     assert!(s.message.contains("a user needs at least one role or custom role"), "{}", s.message);
-    api.create(&PostParams::default(), &user("acme", json!(["Designer"]))).await.unwrap();
-    let s =
-        api_err(api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tenant": "globex"}}))).await.unwrap_err());
+    let s = api_err(api.create(&PostParams::default(), &user(json!(["Designer"]), true)).await.unwrap_err());
+    assert!(s.message.contains("receiveEmailNotifications: true is for Account Admins"), "{}", s.message);
+    api.create(&PostParams::default(), &user(json!(["Designer", "AccountAdmin"]), true)).await.unwrap();
+
+    // A transition rule: the Tenant's database provider is fixed once set.
+    let tenants: Api<DynamicObject> =
+        Api::all_with(fake.client(), &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant")));
+    let t: DynamicObject = obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+        "spec": {"displayName": "Acme", "cluster": "uk", "environments": ["dev"], "database": {"provider": "none"}}}));
+    tenants.create(&PostParams::default(), &t).await.unwrap();
+    let moved = Patch::Merge(json!({"spec": {"database": {"provider": "statefulset"}}}));
+    let s = api_err(tenants.patch("acme", &PatchParams::default(), &moved).await.unwrap_err());
     assert_eq!(s.code, 422);
     let cause = &s.details.unwrap().causes[0];
-    assert_eq!(cause.field, "spec.tenant");
-    assert!(cause.message.contains("spec.tenant is immutable"), "{}", cause.message);
+    assert_eq!(cause.field, "spec.database.provider");
+    assert!(cause.message.contains("cannot be changed once set"), "{}", cause.message);
     // unrelated updates pass the transition rule
-    api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"firstName": "Janet"}}))).await.unwrap();
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"displayName": "Acme Corp"}}))).await.unwrap();
 }
 
 #[tokio::test]
