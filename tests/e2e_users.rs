@@ -185,8 +185,9 @@ async fn highest_role_wins_custom_roles_are_added_and_removed_roles_unbind() {
         )
         .await
         .unwrap();
+    // Analysts configure in dev (editor) and read elsewhere.
     s.wait_for("custom binding removed and role downgraded", || async {
-        bindings(&s, &name).await.iter().map(|(_, _, r)| r.as_str()).collect::<Vec<_>>() == ["tenancy:viewer", "tenancy:viewer"]
+        bindings(&s, &name).await.iter().map(|(_, _, r)| r.as_str()).collect::<Vec<_>>() == ["tenancy:editor", "tenancy:viewer"]
     })
     .await;
     s.cleanup().await;
@@ -236,8 +237,8 @@ async fn duplicate_email_and_username_are_refused_until_the_older_user_goes() {
     let other = s.slug("dups-other");
     s.create_tenant(&tenant(&other, &["dev"])).await;
     s.wait_tenant(&other, tenant_ready).await;
-    s.create_user(&user(&first, &other, "jane.doe@x.example", "jane", &["Designer"], &[])).await;
-    s.wait_user(&other, &first, user_ready).await;
+    s.create_user(&user("user-a2", &other, "jane.doe@x.example", "jane", &["Designer"], &[])).await;
+    s.wait_user(&other, "user-a2", user_ready).await;
 
     users_of(&s, &slug).delete(&first, &Default::default()).await.unwrap();
     s.wait_user(&slug, &same_email, user_ready).await;
