@@ -80,7 +80,7 @@ enum NamespaceClaim {
     /// Someone else's, or being deleted: nothing in it is touched (the problem is recorded).
     Unusable { terminating: bool },
     /// The operator's (adopted if it was retained), or free; `fresh`: it does not exist yet.
-    Usable { found: Option<DynamicObject>, fresh: bool },
+    Usable { found: Option<Box<DynamicObject>>, fresh: bool },
 }
 
 /// Decide whether the namespace `name` may be used for the tenant, adopting it if it was
@@ -124,7 +124,7 @@ async fn claim_namespace(
         }
         Claim::Free => true,
     };
-    Ok(NamespaceClaim::Usable { found: namespace, fresh })
+    Ok(NamespaceClaim::Usable { found: namespace.map(Box::new), fresh })
 }
 
 /// The account namespace, home of the tenant's TenantUsers: claimed and applied like an
@@ -136,8 +136,8 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
         NamespaceClaim::Unusable { terminating: false } => return Ok(()),
         NamespaceClaim::Usable { found, .. } => {
             for desired in &account.objects {
-                let current = if desired.kind == ChildKind::Namespace { found.clone() } else { None };
-                if !needs_apply(desired, &valid.uid, current.as_ref()) {
+                let current = if desired.kind == ChildKind::Namespace { found.as_deref() } else { None };
+                if !needs_apply(desired, &valid.uid, current) {
                     continue;
                 }
                 match apply::apply(ctx, desired, &valid.uid).await {
@@ -178,7 +178,7 @@ async fn apply_environment(
             }
             return Ok(());
         }
-        NamespaceClaim::Usable { found, fresh } => (found, fresh),
+        NamespaceClaim::Usable { found, fresh } => (found.map(|ns| *ns), fresh),
     };
 
     // A database must not start on a password someone else chose: with a foreign credentials
