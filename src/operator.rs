@@ -10,9 +10,8 @@ use std::{
 use futures::{future::Shared, FutureExt, StreamExt};
 use kube::{
     api::Api,
-    core::DynamicObject,
     discovery::Discovery,
-    runtime::{controller, reflector::ObjectRef, watcher, Controller, WatchStreamExt},
+    runtime::{controller, reflector, reflector::ObjectRef, watcher, Controller, PredicateConfig, WatchStreamExt},
     Client, Resource, ResourceExt,
 };
 
@@ -23,7 +22,7 @@ use crate::{
     controller::{
         tenant::{self, GuardedTenant},
         user::{self, GuardedUser},
-        Caches, Context, ContextParts,
+        Caches, Child, Context, ContextParts,
     },
     desired::ChildKind,
     http::Readiness,
@@ -60,8 +59,30 @@ async fn cnpg_installed(client: &Client) -> bool {
     }
 }
 
-fn tenant_of(object: &DynamicObject) -> Option<ObjectRef<GuardedTenant>> {
-    object.labels().get(LABEL_TENANT).map(|slug| ObjectRef::new(slug))
+fn tenant_of(object: &Child) -> Option<ObjectRef<GuardedTenant>> {
+    object.label(LABEL_TENANT).map(ObjectRef::new)
+}
+
+/// What the Tenant and TenantUser caches leave out: who wrote which field (`managedFields`
+/// is often larger than the rest of the object) and kubectl's copy of the last applied
+/// manifest. Nothing the controllers read.
+fn strip_bookkeeping<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The parts of a Tenant whose change needs a reconcile: its spec (generation), deletion and
+/// finalizers, and its identity. A change of status alone (the operator's own status writes,
+/// above all) does not.
+fn tenant_change(tenant: &GuardedTenant) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let meta = tenant.meta();
+    let mut hasher = DefaultHasher::new();
+    (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, tenant.0.is_ok()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Run the Tenant and TenantUser controllers until `shutdown` completes; in-flight reconciles
@@ -84,18 +105,29 @@ pub async fn run_controllers(
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
     let (tenant_trigger, triggered) = mpsc::unbounded_channel();
-    let mut tenants = Controller::new(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default())
+    let (tenant_store, tenant_writer) = reflector::store();
+    let tenant_changes = watcher(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(strip_bookkeeping)
+        .reflect(tenant_writer)
+        .applied_objects()
+        .predicate_filter(tenant_change, PredicateConfig::default());
+    let mut tenants = Controller::for_stream(tenant_changes, tenant_store)
         .with_config(controller_config.clone())
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|tenant| (tenant, rx)) }));
     for kind in kinds.iter().copied().filter(|k| !matches!(k, ChildKind::Role | ChildKind::RoleBinding | ChildKind::ClusterRole)) {
         if let Some(stream) = streams.remove(&kind) {
-            tenants = tenants.watches_stream_with(stream, |object| tenant_of(&object), kind.api_resource());
+            tenants = tenants.reconcile_on(stream.filter_map(|child| futures::future::ready(tenant_of(&child))));
         }
     }
 
-    let users_controller =
-        Controller::new(Api::<GuardedUser>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
-    let user_store = users_controller.store();
+    let (user_store, user_writer) = reflector::store();
+    let user_changes = watcher(Api::<GuardedUser>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(strip_bookkeeping)
+        .reflect(user_writer)
+        .applied_objects();
+    let users_controller = Controller::for_stream(user_changes, user_store.clone()).with_config(controller_config);
     let store_for_tenants = user_store.clone();
     let store_for_users = user_store.clone();
     let store_for_roles = user_store.clone();
@@ -111,23 +143,20 @@ pub async fn run_controllers(
         });
     for kind in [ChildKind::Role, ChildKind::RoleBinding] {
         if let Some(stream) = streams.remove(&kind) {
-            users = users.watches_stream_with(stream, |object| user::user_of_binding(&object), kind.api_resource());
+            users = users.reconcile_on(stream.filter_map(|object| futures::future::ready(user::user_of_binding(&object))));
         }
     }
     // A ClusterRole becoming assignable (or ceasing to be) re-reconciles the users naming it.
     if let Some(stream) = streams.remove(&ChildKind::ClusterRole) {
-        users = users.watches_stream_with(
-            stream,
-            move |role| user::users_naming_role(&store_for_roles, &role.name_any()),
-            ChildKind::ClusterRole.api_resource(),
-        );
+        users =
+            users.reconcile_on(stream.flat_map(move |role| futures::stream::iter(user::users_naming_role(&store_for_roles, role.name()))));
     }
     let ctx = Arc::new(Context::new(ContextParts {
         client: client.clone(),
         config,
         caches,
         tenants: tenants.store(),
-        users: user_store.clone(),
+        users: user_store,
         tenant_trigger,
         metrics: options.metrics.clone(),
     }));

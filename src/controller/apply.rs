@@ -2,8 +2,11 @@
 //!
 //! A reconcile that finds nothing to change must write nothing (SPEC §3), so every desired
 //! object is compared with the cached one first. "Differs" means: a desired field is missing or
-//! has another value (drift, or a new spec), or the hash of the desired object changed (a field
-//! the operator stopped setting, which a subset comparison cannot notice).
+//! has another value (drift, or a new spec), or a field the operator set last time is no longer
+//! desired. The caches hold a fingerprint of the operator's fields instead of the object (see
+//! `fingerprint`): equal fingerprints settle it at once; otherwise, when the desired object is
+//! the one last applied (same applied-hash), the API server's copy decides ("desired ⊆
+//! observed"), since a server may store a value in another form than the one applied.
 
 use kube::{
     api::{DeleteParams, Patch, PatchParams},
@@ -12,7 +15,7 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::Context;
+use super::{caches::Child, fingerprint, Context};
 use crate::{
     desired::{ChildKind, DesiredObject},
     naming::{ANNOTATION_APPLIED_HASH, ANNOTATION_TENANT_UID, FIELD_MANAGER},
@@ -21,13 +24,7 @@ use crate::{
 /// FNV-1a over the canonical JSON text: stable across builds and Rust versions, unlike
 /// `DefaultHasher`, so an operator upgrade does not re-apply every object.
 pub fn desired_hash(object: &Value) -> String {
-    let text = object.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", fingerprint::hash_str(&object.to_string()))
 }
 
 /// True when every field of `desired` is present in `observed` with an equal value. Lists must
@@ -62,11 +59,57 @@ pub fn applied_form(desired: &DesiredObject, owner_uid: &str) -> Value {
     object
 }
 
-/// Whether `desired` must be applied given the `observed` object (if any).
-pub fn needs_apply(desired: &DesiredObject, owner_uid: &str, observed: Option<&DynamicObject>) -> bool {
-    let Some(observed) = observed else { return true };
-    let Ok(observed) = serde_json::to_value(observed) else { return true };
-    !is_subset(&applied_form(desired, owner_uid), &observed)
+/// What the cache can tell about `observed` against `desired` without asking the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// The operator's fields are exactly those of `desired`.
+    Current,
+    /// `desired` is not what the operator applied last: it must be applied.
+    Changed,
+    /// Same desired object, but the fields differ: drift, or a value the server stores in
+    /// another form. Only the object itself can tell.
+    Unsure,
+}
+
+pub fn compare_cached(desired: &DesiredObject, applied: &Value, observed: &Child) -> Cached {
+    if observed.satisfies(fingerprint::of_desired(desired.kind, applied)) {
+        return Cached::Current;
+    }
+    let unchanged = u64::from_str_radix(&desired_hash(&desired.object), 16).ok() == observed.applied_hash();
+    if unchanged {
+        Cached::Unsure
+    } else {
+        Cached::Changed
+    }
+}
+
+/// Whether `desired` must be applied given the `observed` object (if any): from the cache
+/// when it can tell, else from the API server's copy (a read, never a write). What the
+/// server's copy proved is remembered on the cached object until it changes.
+pub async fn needs_apply(ctx: &Context, desired: &DesiredObject, owner_uid: &str, observed: Option<&Child>) -> Result<bool, kube::Error> {
+    let Some(observed) = observed else { return Ok(true) };
+    let applied = applied_form(desired, owner_uid);
+    match compare_cached(desired, &applied, observed) {
+        Cached::Current => Ok(false),
+        Cached::Changed => Ok(true),
+        Cached::Unsure => {
+            let Some(current) = get_uncached(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await? else {
+                return Ok(true);
+            };
+            Ok(!confirm(desired.kind, &applied, &current, observed))
+        }
+    }
+}
+
+/// Whether `current` (the API server's copy) holds every field of `applied`; when it does and
+/// is the state `observed` (the cached one) describes, that is remembered on `observed`.
+pub fn confirm(kind: ChildKind, applied: &Value, current: &DynamicObject, observed: &Child) -> bool {
+    let Ok(whole) = serde_json::to_value(current) else { return false };
+    let fits = is_subset(applied, &whole);
+    if fits && current.metadata.resource_version.as_deref() == observed.resource_version() {
+        observed.mark_verified(fingerprint::of_desired(kind, applied));
+    }
+    fits
 }
 
 pub fn api_for(client: &Client, kind: ChildKind, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -79,21 +122,37 @@ pub fn api_for(client: &Client, kind: ChildKind, namespace: Option<&str>) -> Api
 
 /// Server-side apply under the operator's field manager. `force` because the operator is the
 /// authority on these fields of its own objects: a hand edit is drift to be corrected. Objects
-/// that are not the operator's never get here (see `ownership`).
+/// that are not the operator's never get here (see `ownership`). The result is remembered
+/// until the cache has it (see `Caches::wrote`).
 pub async fn apply(ctx: &Context, desired: &DesiredObject, owner_uid: &str) -> Result<DynamicObject, kube::Error> {
-    let api = api_for(&ctx.client, desired.kind, desired.namespace.as_deref());
-    let result =
-        api.patch(&desired.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(applied_form(desired, owner_uid))).await;
-    ctx.metrics.kube_write("apply", desired.kind.name());
-    result
+    let (kind, namespace) = (desired.kind, desired.namespace.as_deref());
+    let api = api_for(&ctx.client, kind, namespace);
+    let applied = applied_form(desired, owner_uid);
+    let before = ctx.caches.cached_version(kind, namespace, &desired.name);
+    let result = api.patch(&desired.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&applied)).await;
+    ctx.metrics.kube_write("apply", kind.name());
+    let object = result?;
+    let written = Child::from_object(kind, &object);
+    // The server has just applied exactly this: whatever form it stores the values in, the
+    // object as returned satisfies the desired one.
+    written.mark_verified(fingerprint::of_desired(kind, &applied));
+    ctx.caches.wrote(kind, namespace, &desired.name, before, Some(written));
+    Ok(object)
 }
 
 /// Delete an object; already gone counts as done.
 pub async fn delete(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<bool, kube::Error> {
     let api = api_for(&ctx.client, kind, namespace);
+    let before = ctx.caches.cached_version(kind, namespace, name);
     ctx.metrics.kube_write("delete", kind.name());
     match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(true),
+        Ok(either) => {
+            // Deleted at once, or marked for deletion (finalizers): either way not to be
+            // deleted again.
+            let marked = either.left().map(|object| Child::from_object(kind, &object));
+            ctx.caches.wrote(kind, namespace, name, before, marked);
+            Ok(true)
+        }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(err) => Err(err),
     }
@@ -111,10 +170,13 @@ pub async fn patch_metadata(
 ) -> Result<(), kube::Error> {
     let api = api_for(&ctx.client, kind, namespace);
     let patch = serde_json::json!({ "metadata": metadata });
+    let before = ctx.caches.cached_version(kind, namespace, name);
     ctx.metrics.kube_write("patch", kind.name());
-    api.patch(name, &PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() }, &Patch::Merge(patch))
-        .await
-        .map(|_| ())
+    let object = api
+        .patch(name, &PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() }, &Patch::Merge(patch))
+        .await?;
+    ctx.caches.wrote(kind, namespace, name, before, Some(Child::from_object(kind, &object)));
+    Ok(())
 }
 
 /// Read one object from the API server, for decisions the label-narrowed caches cannot make

@@ -10,6 +10,7 @@ mod apply;
 mod caches;
 mod changes;
 mod error;
+mod fingerprint;
 mod ownership;
 mod summary;
 pub mod tenant;
@@ -41,7 +42,7 @@ use rand::RngExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use caches::Caches;
+pub use caches::{Caches, Child};
 pub use changes::Changes;
 pub use error::{Error, ErrorKind};
 

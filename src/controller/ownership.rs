@@ -4,33 +4,28 @@
 //! manager wrote it. A label alone proves nothing: anyone who can create a ConfigMap can copy
 //! it. Retained data is the operator's too, but only a person deletes it.
 
-use kube::{core::DynamicObject, ResourceExt};
+use super::caches::Child;
+use crate::naming::{ANNOTATION_TENANT_UID, LABEL_RETAINED, LABEL_TENANT};
 
-use crate::naming::{ANNOTATION_TENANT_UID, FIELD_MANAGER, LABEL_RETAINED, LABEL_TENANT};
-
-/// Whether the operator's field manager wrote any field of `object`.
-pub fn written_by_operator(object: &DynamicObject) -> bool {
-    object.metadata.managed_fields.iter().flatten().any(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
-}
-
-/// Whether `object` belongs to the tenant `slug` and was made by the operator.
-pub fn is_ours(object: &DynamicObject, slug: &str) -> bool {
-    object.labels().get(LABEL_TENANT).map(String::as_str) == Some(slug) && written_by_operator(object)
+/// Whether `object` belongs to the tenant `slug` and was made by the operator (its field
+/// manager wrote it).
+pub fn is_ours(object: &Child, slug: &str) -> bool {
+    object.label(LABEL_TENANT) == Some(slug) && object.written_by_operator()
 }
 
 /// Whether `object` was kept under `deletionPolicy: Retain` (only a person deletes it).
-pub fn is_retained(object: &DynamicObject) -> bool {
-    object.labels().get(LABEL_RETAINED).map(String::as_str) == Some("true")
+pub fn is_retained(object: &Child) -> bool {
+    object.label(LABEL_RETAINED) == Some("true")
 }
 
-pub fn is_terminating(object: &DynamicObject) -> bool {
-    object.metadata.deletion_timestamp.is_some()
+pub fn is_terminating(object: &Child) -> bool {
+    object.is_terminating()
 }
 
 /// The UID of the Tenant that applied `object`, when it is not `current_uid`: the object is
 /// left over from an earlier Tenant with the same slug.
-pub fn previous_owner(object: &DynamicObject, current_uid: &str) -> Option<String> {
-    object.annotations().get(ANNOTATION_TENANT_UID).filter(|uid| uid.as_str() != current_uid).cloned()
+pub fn previous_owner(object: &Child, current_uid: &str) -> Option<String> {
+    object.annotation(ANNOTATION_TENANT_UID).filter(|uid| *uid != current_uid).map(str::to_string)
 }
 
 /// What the operator may do with the object found under a name it wants to use.
@@ -46,7 +41,7 @@ pub enum Claim {
     Foreign,
 }
 
-pub fn claim(found: Option<&DynamicObject>, slug: &str) -> Claim {
+pub fn claim(found: Option<&Child>, slug: &str) -> Claim {
     match found {
         None => Claim::Free,
         Some(object) if !is_ours(object, slug) => Claim::Foreign,
@@ -58,17 +53,23 @@ pub fn claim(found: Option<&DynamicObject>, slug: &str) -> Claim {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use kube::api::ObjectMeta;
+    use kube::{api::ObjectMeta, core::DynamicObject};
 
     use super::*;
+    use crate::{desired::ChildKind, naming::FIELD_MANAGER};
 
-    fn object(labels: &[(&str, &str)], manager: Option<&str>) -> DynamicObject {
+    fn object(labels: &[(&str, &str)], manager: Option<&str>) -> Child {
+        Child::from_object(ChildKind::Namespace, &dynamic(labels, manager, &[]))
+    }
+
+    fn dynamic(labels: &[(&str, &str)], manager: Option<&str>, annotations: &[(&str, &str)]) -> DynamicObject {
         let mut object = DynamicObject::new("acme-dev", &kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()));
         object.metadata = ObjectMeta {
             name: Some("acme-dev".into()),
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             managed_fields: manager
                 .map(|m| vec![ManagedFieldsEntry { manager: Some(m.into()), operation: Some("Apply".into()), ..Default::default() }]),
+            annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..ObjectMeta::default()
         };
         object
@@ -92,9 +93,12 @@ mod tests {
 
     #[test]
     fn previous_owner_names_an_earlier_tenant() {
-        let mut found = object(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER));
+        let found = object(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER));
         assert_eq!(previous_owner(&found, "uid-2"), None);
-        found.metadata.annotations = Some([(ANNOTATION_TENANT_UID.to_string(), "uid-1".to_string())].into());
+        let found = Child::from_object(
+            ChildKind::Namespace,
+            &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "uid-1")]),
+        );
         assert_eq!(previous_owner(&found, "uid-2").as_deref(), Some("uid-1"));
         assert_eq!(previous_owner(&found, "uid-1"), None);
     }

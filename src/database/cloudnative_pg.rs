@@ -1,7 +1,6 @@
 //! The `cloudnative-pg` provider: a CloudNativePG `Cluster` per environment, bootstrapped
 //! from the tenant's credentials Secret; CloudNativePG runs the database.
 
-use kube::core::DynamicObject;
 use serde_json::json;
 
 use super::{db_labels, in_cluster_connection, storage, storage_class, ProviderObjects};
@@ -22,15 +21,15 @@ pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
 }
 
 /// Ready when CloudNativePG reports a ready instance; its phase says what it is doing.
-pub fn readiness(observed: Option<&DynamicObject>) -> Result<(), Problem> {
+pub fn readiness(observed: Option<&serde_json::Value>) -> Result<(), Problem> {
     let Some(cluster) = observed else {
         return Err(Problem::new(Reason::DatabaseNotReady, "CloudNativePG Cluster not created yet"));
     };
-    let ready = cluster.data.pointer("/status/readyInstances").and_then(|v| v.as_i64()).unwrap_or(0);
+    let ready = cluster.pointer("/status/readyInstances").and_then(|v| v.as_i64()).unwrap_or(0);
     if ready >= 1 {
         return Ok(());
     }
-    let phase = cluster.data.pointer("/status/phase").and_then(|v| v.as_str()).unwrap_or("");
+    let phase = cluster.pointer("/status/phase").and_then(|v| v.as_str()).unwrap_or("");
     let message = if phase.is_empty() { "waiting for CloudNativePG".to_string() } else { format!("CloudNativePG: {phase}") };
     Err(Problem::new(Reason::DatabaseNotReady, message))
 }

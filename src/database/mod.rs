@@ -17,7 +17,7 @@ pub mod statefulset;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::{api::ObjectMeta, core::DynamicObject};
+use kube::api::ObjectMeta;
 
 pub use credentials::{credentials_secret, generate_password, ConnectionInfo};
 
@@ -86,9 +86,10 @@ pub fn readiness_source(provider: DatabaseProvider) -> Option<ChildKind> {
     }
 }
 
-/// Readiness of an in-cluster provider from the object [`readiness_source`] names. The
-/// `external` provider checks readiness by logging in (see [`external`]).
-pub fn readiness(provider: DatabaseProvider, observed: Option<&DynamicObject>) -> Result<(), Problem> {
+/// Readiness of an in-cluster provider from the object [`readiness_source`] names (the fields
+/// of it the operator's cache keeps, e.g. `status.readyReplicas`). The `external` provider
+/// checks readiness by logging in (see [`external`]).
+pub fn readiness(provider: DatabaseProvider, observed: Option<&serde_json::Value>) -> Result<(), Problem> {
     match provider {
         DatabaseProvider::Statefulset => statefulset::readiness(observed),
         DatabaseProvider::CloudnativePg => cloudnative_pg::readiness(observed),

@@ -14,7 +14,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use kube::{api::ObjectMeta, core::DynamicObject};
+use kube::api::ObjectMeta;
 
 use super::{
     db_labels, db_meta, in_cluster_connection, selector_labels, storage, storage_class, ProviderObjects, DATA_VOLUME, POSTGRES_PORT,
@@ -42,11 +42,11 @@ pub fn desired(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
 }
 
 /// Ready when the StatefulSet reports a ready replica.
-pub fn readiness(observed: Option<&DynamicObject>) -> Result<(), Problem> {
+pub fn readiness(observed: Option<&serde_json::Value>) -> Result<(), Problem> {
     let Some(statefulset) = observed else {
         return Err(Problem::new(Reason::DatabaseNotReady, "StatefulSet not created yet"));
     };
-    let ready = statefulset.data.pointer("/status/readyReplicas").and_then(|v| v.as_i64()).unwrap_or(0);
+    let ready = statefulset.pointer("/status/readyReplicas").and_then(|v| v.as_i64()).unwrap_or(0);
     if ready >= 1 {
         Ok(())
     } else {

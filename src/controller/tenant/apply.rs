@@ -4,14 +4,16 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use futures::future::join_all;
-use kube::{core::DynamicObject, ResourceExt};
 use serde_json::json;
 
 use super::{database, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
+        caches::Child,
         ownership::{claim, is_ours, is_retained, is_terminating, previous_owner, Claim},
         Changes, Context, Error,
     },
@@ -54,8 +56,8 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
             if ctx.users.get(&user).is_some() || is_terminating(&object) || !is_ours(&object, &valid.slug) {
                 continue;
             }
-            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
-            if apply::delete(ctx, kind, Some(&namespace), &name).await? {
+            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name());
+            if apply::delete(ctx, kind, Some(namespace), name).await? {
                 changes.note(
                     Reason::Deleted,
                     format!("deleted {} {namespace}/{name} of the TenantUser {}, which no longer exists", kind.name(), user.name),
@@ -68,10 +70,10 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold
 /// objects without the tenant label, so a miss is confirmed with one GET.
-async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<DynamicObject>, Error> {
+async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Arc<Child>>, Error> {
     match ctx.caches.get(kind, namespace, name) {
-        Some(cached) => Ok(Some((*cached).clone())),
-        None => Ok(get_uncached(ctx, kind, namespace, name).await?),
+        Some(cached) => Ok(Some(cached)),
+        None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Arc::new(Child::from_object(kind, &object)))),
     }
 }
 
@@ -80,7 +82,7 @@ enum NamespaceClaim {
     /// Someone else's, or being deleted: nothing in it is touched (the problem is recorded).
     Unusable { terminating: bool },
     /// The operator's (adopted if it was retained), or free; `fresh`: it does not exist yet.
-    Usable { found: Option<Box<DynamicObject>>, fresh: bool },
+    Usable { found: Option<Arc<Child>>, fresh: bool },
 }
 
 /// Decide whether the namespace `name` may be used for the tenant, adopting it if it was
@@ -93,7 +95,7 @@ async fn claim_namespace(
     changes: &mut Changes,
 ) -> Result<NamespaceClaim, Error> {
     let namespace = found(ctx, ChildKind::Namespace, None, name).await?;
-    let fresh = match claim(namespace.as_ref(), &valid.slug) {
+    let fresh = match claim(namespace.as_deref(), &valid.slug) {
         Claim::Foreign => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceConflict,
@@ -105,7 +107,7 @@ async fn claim_namespace(
             ));
             return Ok(NamespaceClaim::Unusable { terminating: false });
         }
-        _ if namespace.as_ref().is_some_and(is_terminating) => {
+        _ if namespace.as_deref().is_some_and(is_terminating) => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceTerminating,
                 format!("namespace {name} is being deleted; it is re-created once it is gone"),
@@ -113,18 +115,18 @@ async fn claim_namespace(
             return Ok(NamespaceClaim::Unusable { terminating: true });
         }
         Claim::Retained => {
-            adopt(valid, name, namespace.as_ref(), ctx, changes).await?;
+            adopt(valid, name, namespace.as_deref(), ctx, changes).await?;
             false
         }
         Claim::Ours => {
-            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
+            if let Some(previous) = namespace.as_deref().and_then(|ns| previous_owner(ns, &valid.uid)) {
                 changes.note(Reason::Adopted, format!("adopted namespace {name} of the earlier Tenant {previous}"));
             }
             false
         }
         Claim::Free => true,
     };
-    Ok(NamespaceClaim::Usable { found: namespace.map(Box::new), fresh })
+    Ok(NamespaceClaim::Usable { found: namespace, fresh })
 }
 
 /// The account namespace, home of the tenant's TenantUsers: claimed and applied like an
@@ -137,7 +139,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
         NamespaceClaim::Usable { found, .. } => {
             for desired in &account.objects {
                 let current = if desired.kind == ChildKind::Namespace { found.as_deref() } else { None };
-                if !needs_apply(desired, &valid.uid, current) {
+                if !needs_apply(ctx, desired, &valid.uid, current).await? {
                     continue;
                 }
                 match apply::apply(ctx, desired, &valid.uid).await {
@@ -178,7 +180,7 @@ async fn apply_environment(
             }
             return Ok(());
         }
-        NamespaceClaim::Usable { found, fresh } => (found.map(|ns| *ns), fresh),
+        NamespaceClaim::Usable { found, fresh } => (found, fresh),
     };
 
     // A database must not start on a password someone else chose: with a foreign credentials
@@ -217,7 +219,7 @@ async fn apply_environment(
                     ));
                     continue;
                 }
-                if is_terminating(current) || !needs_apply(desired, &valid.uid, Some(current)) {
+                if is_terminating(current) || !needs_apply(ctx, desired, &valid.uid, Some(current)).await? {
                     continue;
                 }
             }
@@ -254,7 +256,7 @@ fn unrouted_ingresses(env: &EnvironmentPlan, ctx: &Context) -> Vec<Problem> {
         .filter(|desired| desired.kind == ChildKind::Ingress)
         .filter(|desired| {
             let observed = ctx.caches.get(ChildKind::Ingress, desired.namespace.as_deref(), &desired.name);
-            observed.is_none_or(|ingress| ingress.data.pointer("/status/loadBalancer/ingress/0").is_none())
+            observed.is_none_or(|ingress| ingress.data().pointer("/status/loadBalancer/ingress/0").is_none())
         })
         .map(|desired| {
             let class = desired.object.pointer("/spec/ingressClassName").and_then(|c| c.as_str()).unwrap_or("default");
@@ -272,8 +274,8 @@ fn unrouted_ingresses(env: &EnvironmentPlan, ctx: &Context) -> Vec<Problem> {
 /// The PersistentVolumeClaims the database StatefulSet's claim template made: the StatefulSet
 /// controller creates them (so they carry the tenant label but not the operator's field
 /// manager), and they hold the tenant's data.
-fn is_database_volume(object: &DynamicObject, slug: &str) -> bool {
-    object.name_any().starts_with(&format!("{DATA_VOLUME}-{}-", naming::database_name(slug)))
+fn is_database_volume(object: &Child, slug: &str) -> bool {
+    object.name().starts_with(&format!("{DATA_VOLUME}-{}-", naming::database_name(slug)))
 }
 
 /// The data holders of a namespace that follow its `retained` mark.
@@ -282,7 +284,7 @@ fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String
     for kind in [ChildKind::PersistentVolumeClaim, ChildKind::Secret] {
         for object in ctx.caches.of_tenant(kind, slug) {
             let mine = is_ours(&object, slug) || (kind == ChildKind::PersistentVolumeClaim && is_database_volume(&object, slug));
-            if object.namespace().as_deref() == Some(namespace) && mine {
+            if object.namespace() == Some(namespace) && mine {
                 data.push((kind, object.name_any()));
             }
         }
@@ -292,13 +294,7 @@ fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String
 
 /// A retained namespace of this slug is taken back: the `retained` mark is removed from it
 /// and from the data it holds, and the Tenant it came from is recorded on it.
-async fn adopt(
-    valid: &ValidatedTenant,
-    namespace: &str,
-    found: Option<&DynamicObject>,
-    ctx: &Context,
-    changes: &mut Changes,
-) -> Result<(), Error> {
+async fn adopt(valid: &ValidatedTenant, namespace: &str, found: Option<&Child>, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
     for (kind, name) in data_of(ctx, &valid.slug, namespace) {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
     }
@@ -340,11 +336,8 @@ async fn remove_unwanted(
         if wanted.contains(name.as_str()) || !is_ours(&ns, slug) {
             continue;
         }
-        let environment = ns
-            .labels()
-            .get(LABEL_ENVIRONMENT)
-            .and_then(|e| Environment::parse(e))
-            .or_else(|| naming::environment_of_namespace(slug, &name));
+        let environment =
+            ns.label(LABEL_ENVIRONMENT).and_then(Environment::parse).or_else(|| naming::environment_of_namespace(slug, &name));
         let Some(environment) = environment else { continue };
         let state = if is_terminating(&ns) {
             NamespaceState::Terminating
@@ -374,17 +367,12 @@ async fn remove_unwanted(
         valid.plan.objects().map(|o| (o.kind, o.namespace.as_deref(), o.name.as_str())).collect();
     for kind in REMOVABLE {
         for object in ctx.caches.of_tenant(kind, slug) {
-            let namespace = object.namespace();
-            let Some(ns) = namespace.as_deref() else { continue };
-            let name = object.name_any();
-            if !wanted.contains(ns)
-                || is_terminating(&object)
-                || !is_ours(&object, slug)
-                || desired.contains(&(kind, Some(ns), name.as_str()))
-            {
+            let Some(ns) = object.namespace() else { continue };
+            let name = object.name();
+            if !wanted.contains(ns) || is_terminating(&object) || !is_ours(&object, slug) || desired.contains(&(kind, Some(ns), name)) {
                 continue;
             }
-            if apply::delete(ctx, kind, Some(ns), &name).await? {
+            if apply::delete(ctx, kind, Some(ns), name).await? {
                 changes.note(Reason::Deleted, format!("deleted {} {ns}/{name} (no longer in the spec)", kind.name()));
             }
         }

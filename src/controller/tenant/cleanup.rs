@@ -4,13 +4,14 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{api::ListParams, runtime::controller::Action, Resource, ResourceExt};
+use kube::{api::ListParams, runtime::controller::Action, Resource};
 
 use super::{apply::mark_retained, database, status};
 use crate::{
     controller::{
         apply,
-        ownership::{is_ours, is_retained},
+        caches::Child,
+        ownership::{is_ours, is_retained, is_terminating},
         Changes, Context, Error,
     },
     desired::ChildKind,
@@ -32,20 +33,20 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         .await?;
     let mut changes = Changes::default();
     let mut remaining = Vec::new();
-    for ns in &listed.items {
+    for ns in listed.items.iter().map(|ns| Child::from_object(ChildKind::Namespace, ns)) {
         // Namespaces someone else made, and data already retained, are not the finalizer's.
-        if !is_ours(ns, &slug) || is_retained(ns) {
+        if !is_ours(&ns, &slug) || is_retained(&ns) {
             continue;
         }
         let name = ns.name_any();
         match tenant.spec.deletion_policy {
-            DeletionPolicy::Retain if ns.metadata.deletion_timestamp.is_none() => {
+            DeletionPolicy::Retain if !is_terminating(&ns) => {
                 mark_retained(ctx, &slug, &name).await?;
                 changes.note(crate::types::Reason::Retained, format!("Tenant deleted: namespace {name} and its data kept"));
             }
             DeletionPolicy::Retain => {}
             DeletionPolicy::Delete => {
-                if ns.metadata.deletion_timestamp.is_none() {
+                if !is_terminating(&ns) {
                     apply::delete(ctx, ChildKind::Namespace, None, &name).await?;
                     changes.note(crate::types::Reason::Deleted, format!("Tenant deleted: deleted namespace {name}"));
                 }

@@ -4,13 +4,16 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
-use kube::{api::ListParams, core::DynamicObject, runtime::events::EventType, Api, Resource, ResourceExt};
+use kube::{api::ListParams, runtime::events::EventType, Api, Resource, ResourceExt};
 
 use super::{status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
-        apply::{self, get_uncached, needs_apply},
+        apply::{self, applied_form, compare_cached, confirm, get_uncached, Cached},
+        caches::Child,
         ownership::{claim, Claim},
         Changes, Context, Error,
     },
@@ -36,21 +39,28 @@ pub async fn reconcile_database(
     let outcome = match (provider, &env.database) {
         (DatabaseProvider::None, _) => return Ok(()),
         (DatabaseProvider::External, _) => reconcile_external(tenant, valid, env, ctx, changes).await?,
-        (_, Some(connection)) => match ensure_credentials(valid, env, connection, provider, ctx, changes).await? {
-            Err(problem) => Err(problem),
-            Ok(_) => {
-                let source = database::readiness_source(provider);
-                let observed_object =
-                    source.and_then(|kind| ctx.caches.get(kind, Some(&env.namespace), &naming::database_name(&valid.slug)));
-                match database::readiness(provider, observed_object.as_deref()) {
-                    Ok(()) => Ok(connection.host.clone()),
-                    Err(problem) if provider == DatabaseProvider::Statefulset && observed_object.is_some() => {
-                        Err(pod_refusal(ctx, &env.namespace, &naming::database_name(&valid.slug)).await.unwrap_or(problem))
+        (_, Some(connection)) => {
+            let credentials = match credentials_cached(valid, env, connection, provider, ctx)? {
+                Some(known) => known,
+                None => ensure_credentials(valid, env, connection, provider, ctx, changes).await?.map(drop),
+            };
+            match credentials {
+                Err(problem) => Err(problem),
+                Ok(()) => {
+                    let source = database::readiness_source(provider);
+                    let observed_object =
+                        source.and_then(|kind| ctx.caches.get(kind, Some(&env.namespace), &naming::database_name(&valid.slug)));
+                    let observed_data = observed_object.as_ref().map(|object| object.data());
+                    match database::readiness(provider, observed_data.as_ref()) {
+                        Ok(()) => Ok(connection.host.clone()),
+                        Err(problem) if provider == DatabaseProvider::Statefulset && observed_object.is_some() => {
+                            Err(pod_refusal(ctx, &env.namespace, &naming::database_name(&valid.slug)).await.unwrap_or(problem))
+                        }
+                        Err(problem) => Err(problem),
                     }
-                    Err(problem) => Err(problem),
                 }
             }
-        },
+        }
         (_, None) => Err(Problem::new(Reason::DatabaseNotReady, "no connection details for this provider")),
     };
     let status = match outcome {
@@ -97,13 +107,15 @@ async fn pod_refusal(ctx: &Context, namespace: &str, statefulset: &str) -> Optio
     Some(Problem::new(Reason::DatabaseNotReady, format!("the API server refused the database pod of StatefulSet {statefulset}: {message}")))
 }
 
-/// The environment's credentials Secret, wherever it is known (the label-narrowed cache does
-/// not hold an unlabelled one).
-async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<DynamicObject>, Error> {
+/// The environment's credentials Secret as the caches know it, else as the API server has it
+/// (the label-narrowed cache does not hold an unlabelled one).
+async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<Arc<Child>>, Error> {
     let name = naming::database_secret_name(&valid.slug);
     Ok(match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
-        Some(cached) => Some((*cached).clone()),
-        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?,
+        Some(cached) => Some(cached),
+        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name)
+            .await?
+            .map(|object| Arc::new(Child::from_object(ChildKind::Secret, &object))),
     })
 }
 
@@ -112,14 +124,65 @@ pub async fn secret_is_foreign(valid: &ValidatedTenant, env: &EnvironmentPlan, c
     if env.database.is_none() && valid.plan.database_provider != DatabaseProvider::External {
         return Ok(false);
     }
-    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_ref(), &valid.slug) == Claim::Foreign)
+    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_deref(), &valid.slug) == Claim::Foreign)
 }
 
-/// Make sure the environment's credentials Secret exists and return its password. The
-/// password is read from the operator's existing Secret and generated only when there is
-/// none: never replaced by a reconcile. A Secret of that name the operator did not create is
-/// never read (`SecretConflict`): anyone able to create it could otherwise choose the
-/// password of a future tenant's database.
+/// The credentials Secret the operator wants, with `password`; the provider is pinned on
+/// the data it serves (a later provider change is refused).
+fn desired_credentials(
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    connection: &ConnectionInfo,
+    provider: DatabaseProvider,
+    password: &str,
+) -> Result<DesiredObject, Error> {
+    let mut desired =
+        DesiredObject::from_typed(ChildKind::Secret, &credentials_secret(&valid.slug, env.environment, connection, password))?;
+    if let Some(metadata) = desired.object.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
+        let annotations = metadata.entry("annotations").or_insert_with(|| serde_json::json!({}));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(ANNOTATION_DATABASE_PROVIDER.into(), provider.as_str().into());
+        }
+    }
+    Ok(desired)
+}
+
+fn secret_conflict(env: &EnvironmentPlan, name: &str) -> Problem {
+    Problem::new(
+        Reason::SecretConflict,
+        format!(
+            "Secret {}/{name} exists and was not created by the operator; its password is not used and no database is \
+             created. Delete it so the operator can generate one",
+            env.namespace
+        ),
+    )
+}
+
+/// What the caches alone tell about the credentials Secret: `Some(Ok)` when it is the
+/// operator's and as wanted, `Some(Err)` when it is someone else's, `None` when only the API
+/// server's copy can tell. The caches hold no Secret data: the fingerprint leaves the password
+/// out, so any password will do for the comparison.
+fn credentials_cached(
+    valid: &ValidatedTenant,
+    env: &EnvironmentPlan,
+    connection: &ConnectionInfo,
+    provider: DatabaseProvider,
+    ctx: &Context,
+) -> Result<Option<Result<(), Problem>>, Error> {
+    let name = naming::database_secret_name(&valid.slug);
+    let Some(cached) = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) else { return Ok(None) };
+    if claim(Some(&cached), &valid.slug) == Claim::Foreign {
+        return Ok(Some(Err(secret_conflict(env, &name))));
+    }
+    let probe = desired_credentials(valid, env, connection, provider, "")?;
+    Ok((compare_cached(&probe, &applied_form(&probe, &valid.uid), &cached) == Cached::Current).then_some(Ok(())))
+}
+
+/// Make sure the environment's credentials Secret exists and is as wanted, and return its
+/// password: read from the operator's existing Secret (on the API server: the caches hold no
+/// Secret data) and generated only when there is none, never replaced by a reconcile. A
+/// Secret of that name the operator did not create is never read (`SecretConflict`): anyone
+/// able to create it could otherwise choose the password of a future tenant's database.
 async fn ensure_credentials(
     valid: &ValidatedTenant,
     env: &EnvironmentPlan,
@@ -129,18 +192,12 @@ async fn ensure_credentials(
     changes: &mut Changes,
 ) -> Result<Result<String, Problem>, Error> {
     let name = naming::database_secret_name(&valid.slug);
-    // The cache may simply not have seen a Secret created moments ago: the server is asked
-    // before generating, so a password can never be generated twice.
-    let existing = credentials_secret_of(valid, env, ctx).await?;
-    if claim(existing.as_ref(), &valid.slug) == Claim::Foreign {
-        return Ok(Err(Problem::new(
-            Reason::SecretConflict,
-            format!(
-                "Secret {}/{name} exists and was not created by the operator; its password is not used and no database is \
-                 created. Delete it so the operator can generate one",
-                env.namespace
-            ),
-        )));
+    // Asking the server also covers a Secret created moments ago that the cache has not seen:
+    // a password can never be generated twice.
+    let existing = get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?;
+    let existing_child = existing.as_ref().map(|object| Child::from_object(ChildKind::Secret, object));
+    if claim(existing_child.as_ref(), &valid.slug) == Claim::Foreign {
+        return Ok(Err(secret_conflict(env, &name)));
     }
     let existing_password = existing
         .as_ref()
@@ -151,16 +208,15 @@ async fn ensure_credentials(
         Some(password) => (password, false),
         None => (generate_password(ctx.config.database.password_length), true),
     };
-    let mut desired =
-        DesiredObject::from_typed(ChildKind::Secret, &credentials_secret(&valid.slug, env.environment, connection, &password))?;
-    // The provider is pinned on the data it serves: a later provider change is refused.
-    if let Some(metadata) = desired.object.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
-        let annotations = metadata.entry("annotations").or_insert_with(|| serde_json::json!({}));
-        if let Some(annotations) = annotations.as_object_mut() {
-            annotations.insert(ANNOTATION_DATABASE_PROVIDER.into(), provider.as_str().into());
-        }
-    }
-    if needs_apply(&desired, &valid.uid, existing.as_ref()) {
+    let desired = desired_credentials(valid, env, connection, provider, &password)?;
+    let applied = applied_form(&desired, &valid.uid);
+    // What the server's copy proves is remembered on the cached object, if it is the same.
+    let cached = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name);
+    let current = match (&existing, cached.as_deref().or(existing_child.as_ref())) {
+        (Some(object), Some(observed)) => confirm(ChildKind::Secret, &applied, object, observed),
+        _ => false,
+    };
+    if !current {
         apply::apply(ctx, &desired, &valid.uid).await?;
         if generated {
             changes.note(Reason::Created, format!("created {} with a generated password", desired.describe()));
@@ -189,7 +245,7 @@ pub fn pinned_providers(tenant: &Tenant, ctx: &Context) -> BTreeMap<Environment,
             Some(DatabaseProvider::CloudnativePg)
         } else {
             ours(ChildKind::Secret, &namespace, &naming::database_secret_name(&slug))
-                .and_then(|secret| secret.annotations().get(ANNOTATION_DATABASE_PROVIDER).and_then(|p| database::provider_named(p)))
+                .and_then(|secret| secret.annotation(ANNOTATION_DATABASE_PROVIDER).and_then(database::provider_named))
                 .or_else(|| {
                     let status = tenant.status.as_ref()?;
                     status.databases.iter().find(|db| db.environment == env).map(|db| db.provider)

@@ -56,11 +56,12 @@ pub async fn apply_bindings(
         }
         kept.insert((binding.kind, namespace.clone(), binding.name.clone()));
         let cached = ctx.caches.get(binding.kind, Some(&namespace), &binding.name);
-        if !needs_apply(binding, &owner_uid, cached.as_deref()) {
+        if !needs_apply(ctx, binding, &owner_uid, cached.as_deref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.
-        if binding.kind == ChildKind::RoleBinding && cached.as_ref().is_some_and(|c| c.data.get("roleRef") != binding.object.get("roleRef"))
+        if binding.kind == ChildKind::RoleBinding
+            && cached.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef"))
         {
             apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &binding.name).await?;
         }
@@ -102,7 +103,7 @@ pub async fn revoke(
             if super::user_of_binding(&object).as_ref() != Some(&me) || is_terminating(&object) || !is_ours(&object, &slug) {
                 continue;
             }
-            let namespace = object.namespace().unwrap_or_default();
+            let namespace = object.namespace().unwrap_or_default().to_string();
             let name = object.name_any();
             if keep.contains(&(kind, namespace.clone(), name.clone())) {
                 continue;

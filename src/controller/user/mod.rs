@@ -14,7 +14,6 @@ use std::{collections::BTreeSet, sync::Arc};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    core::DynamicObject,
     runtime::{
         controller::Action,
         events::EventType,
@@ -24,7 +23,7 @@ use kube::{
     Api, Resource, ResourceExt,
 };
 
-use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
+use super::{caches::Child, readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
     desired::ChildKind,
     naming::{self, ANNOTATION_USER, FINALIZER, LABEL_USER},
@@ -113,9 +112,9 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
 /// The TenantUser a Role or RoleBinding of the operator is for, as a reference: the user
 /// lives in its tenant's account namespace, and its full name is in an annotation (a label
 /// value is cut at 63 characters).
-pub fn user_of_binding(binding: &DynamicObject) -> Option<ObjectRef<GuardedUser>> {
-    let name = binding.annotations().get(ANNOTATION_USER).or_else(|| binding.labels().get(LABEL_USER))?;
-    let slug = binding.labels().get(naming::LABEL_TENANT)?;
+pub fn user_of_binding(binding: &Child) -> Option<ObjectRef<GuardedUser>> {
+    let name = binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER))?;
+    let slug = binding.label(naming::LABEL_TENANT)?;
     Some(ObjectRef::new(name).within(&naming::account_namespace_name(slug)))
 }
 

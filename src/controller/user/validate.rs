@@ -7,11 +7,14 @@
 //! TenantUser in a look-alike namespace someone else made would grant access to a tenant
 //! nobody delegated.
 
-use kube::{core::DynamicObject, ResourceExt};
+use kube::ResourceExt;
 
 use crate::{
     config::Config,
-    controller::ownership::{is_ours, is_retained, is_terminating},
+    controller::{
+        caches::Child,
+        ownership::{is_ours, is_retained, is_terminating},
+    },
     desired::user::UserPlan,
     naming,
     types::{Problem, Reason, Tenant, TenantUser},
@@ -29,7 +32,7 @@ pub struct Surroundings<'a> {
     pub tenant: Option<Tenant>,
     /// The user's namespace as the operator's cache has it (only namespaces with the tenant
     /// label are cached).
-    pub namespace: Option<&'a DynamicObject>,
+    pub namespace: Option<&'a Child>,
     /// The other users of the cluster.
     pub others: &'a [TenantUser],
 }
@@ -120,8 +123,13 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
     use serde_json::json;
 
+    use kube::core::DynamicObject;
+
     use super::*;
-    use crate::types::{TenantSpec, TenantUserSpec};
+    use crate::{
+        desired::ChildKind,
+        types::{TenantSpec, TenantUserSpec},
+    };
 
     fn config() -> Config {
         crate::desired::tenant::tests::example_config()
@@ -148,7 +156,7 @@ mod tests {
     }
 
     /// A namespace as the cache holds it; `manager` is who wrote it.
-    fn namespace(name: &str, slug: &str, manager: &str, labels: serde_json::Value) -> DynamicObject {
+    fn namespace(name: &str, slug: &str, manager: &str, labels: serde_json::Value) -> Child {
         let mut ns: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels}
@@ -156,17 +164,17 @@ mod tests {
         .unwrap();
         ns.labels_mut().insert(naming::LABEL_TENANT.into(), slug.into());
         ns.metadata.managed_fields = Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
-        ns
+        Child::from_object(ChildKind::Namespace, &ns)
     }
 
-    fn ours() -> DynamicObject {
+    fn ours() -> Child {
         namespace("acme-account", "acme", naming::FIELD_MANAGER, json!({}))
     }
 
     fn check(
         user: &TenantUser,
         tenant: Option<Tenant>,
-        ns: Option<&DynamicObject>,
+        ns: Option<&Child>,
         others: &[TenantUser],
     ) -> Result<ValidatedUser, Problem> {
         validate(user, Surroundings { tenant, namespace: ns, others }, &config())

@@ -1,0 +1,377 @@
+//! The compact form in which the caches hold an object: what the operator's decisions read of
+//! it and nothing else. A fleet of 5,000 tenants has ~90,000 children; whole objects
+//! (`managedFields`, every annotation, spec and status) cost kilobytes each, this a few
+//! hundred bytes.
+//!
+//! What is kept: name, namespace and resourceVersion; the operator's own labels and
+//! annotations (`tenancy.platform.dev/…`: tenant, environment, retained, user, tenant UID,
+//! adopted-from, database provider); whether the operator's field manager wrote it and
+//! whether it is being deleted; the fingerprint of the fields the operator last applied (see
+//! `fingerprint`) and its applied-hash; and, per kind, the few fields readiness reads (an
+//! Ingress's load-balancer address, ready replicas or instances, a binding's `roleRef`).
+//! Never a Secret's data.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kube::core::DynamicObject;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    controller::fingerprint,
+    desired::ChildKind,
+    naming::{
+        ANNOTATION_ADOPTED_FROM, ANNOTATION_APPLIED_HASH, ANNOTATION_DATABASE_PROVIDER, ANNOTATION_TENANT_UID, ANNOTATION_USER,
+        FIELD_MANAGER, LABEL_ENVIRONMENT, LABEL_RETAINED, LABEL_TENANT, LABEL_USER,
+    },
+};
+
+/// Labels and annotations under this prefix are the operator's; no others are kept.
+const OWN_PREFIX: &str = "tenancy.platform.dev/";
+
+/// Keys stored as one byte instead of their text.
+const KNOWN_KEYS: [&str; 8] = [
+    LABEL_TENANT,
+    LABEL_ENVIRONMENT,
+    LABEL_RETAINED,
+    LABEL_USER,
+    ANNOTATION_TENANT_UID,
+    ANNOTATION_ADOPTED_FROM,
+    ANNOTATION_DATABASE_PROVIDER,
+    ANNOTATION_USER,
+];
+
+const NAME: u8 = 0;
+const NAMESPACE: u8 = 1;
+const VERSION: u8 = 2;
+const LABEL: u8 = 3;
+const ANNOTATION: u8 = 4;
+
+const WRITTEN_BY_OPERATOR: u8 = 1;
+const TERMINATING: u8 = 2;
+
+/// One cached object.
+#[derive(Debug)]
+pub struct Child {
+    kind: ChildKind,
+    flags: u8,
+    /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
+    /// none.
+    fingerprint: u64,
+    /// The applied-hash annotation (the hash of the desired object last applied).
+    applied_hash: Option<u64>,
+    /// A desired fingerprint that this very state of the object was found to satisfy on the
+    /// API server (0: none), so the check is not repeated until the object changes.
+    verified: AtomicU64,
+    /// Name, namespace, resourceVersion, labels and annotations, packed: one allocation.
+    text: Box<[u8]>,
+    /// The fields readiness reads, as JSON (only for the kinds that have any).
+    kept: Option<Box<str>>,
+}
+
+impl Child {
+    /// The compact form of `object`, an object of `kind`.
+    pub fn from_object(kind: ChildKind, object: &DynamicObject) -> Child {
+        let meta = &object.metadata;
+        let mut text = Vec::with_capacity(96);
+        push(&mut text, NAME, None, meta.name.as_deref().unwrap_or_default());
+        if let Some(namespace) = meta.namespace.as_deref().filter(|_| kind.is_namespaced()) {
+            push(&mut text, NAMESPACE, None, namespace);
+        }
+        if let Some(version) = &meta.resource_version {
+            push(&mut text, VERSION, None, version);
+        }
+        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
+            push(&mut text, LABEL, Some(key), value);
+        }
+        let mut applied_hash = None;
+        for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
+            if key == ANNOTATION_APPLIED_HASH {
+                applied_hash = u64::from_str_radix(value, 16).ok();
+            } else {
+                push(&mut text, ANNOTATION, Some(key), value);
+            }
+        }
+
+        let mut flags = 0;
+        let mut applied_fields = None;
+        for entry in meta.managed_fields.iter().flatten().filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER)) {
+            flags |= WRITTEN_BY_OPERATOR;
+            if entry.operation.as_deref() == Some("Apply") && entry.subresource.as_deref().unwrap_or_default().is_empty() {
+                applied_fields = entry.fields_v1.as_ref().map(|fields| &fields.0);
+            }
+        }
+        if meta.deletion_timestamp.is_some() {
+            flags |= TERMINATING;
+        }
+        let fingerprint = applied_fields.map_or(0, |fields| {
+            let mut projected = fingerprint::project(&object.data, fields);
+            if let (Some(meta_fields), Some(map)) = (fields.get("f:metadata"), projected.as_object_mut()) {
+                let metadata = json!({
+                    "labels": meta.labels,
+                    "annotations": meta.annotations,
+                    "finalizers": meta.finalizers,
+                    "ownerReferences": meta.owner_references,
+                });
+                map.insert("metadata".into(), fingerprint::project(&metadata, meta_fields));
+            }
+            fingerprint::of_projection(kind, projected)
+        });
+        Child {
+            kind,
+            flags,
+            fingerprint,
+            applied_hash,
+            verified: AtomicU64::new(0),
+            text: text.into_boxed_slice(),
+            kept: keep(kind, &object.data),
+        }
+    }
+
+    pub fn kind(&self) -> ChildKind {
+        self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        self.find(NAME, None).unwrap_or_default()
+    }
+
+    /// The name, owned (as `kube::ResourceExt::name_any`).
+    pub fn name_any(&self) -> String {
+        self.name().to_string()
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.find(NAMESPACE, None)
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.find(VERSION, None)
+    }
+
+    /// One of the operator's own labels (`tenancy.platform.dev/…`); other labels are not kept.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.find(LABEL, Some(key))
+    }
+
+    /// One of the operator's own annotations (`tenancy.platform.dev/…`, the applied-hash
+    /// excepted); other annotations are not kept.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.find(ANNOTATION, Some(key))
+    }
+
+    /// Whether the operator's field manager wrote any field of the object.
+    pub fn written_by_operator(&self) -> bool {
+        self.flags & WRITTEN_BY_OPERATOR != 0
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.flags & TERMINATING != 0
+    }
+
+    pub fn applied_hash(&self) -> Option<u64> {
+        self.applied_hash
+    }
+
+    /// Whether the operator's fields of this object are those of the desired object with
+    /// fingerprint `wanted`.
+    pub fn satisfies(&self, wanted: u64) -> bool {
+        self.fingerprint == wanted || self.verified.load(Ordering::Relaxed) == wanted
+    }
+
+    /// Record that this state of the object was checked on the API server and satisfies the
+    /// desired object with fingerprint `wanted`.
+    pub fn mark_verified(&self, wanted: u64) {
+        self.verified.store(wanted, Ordering::Relaxed);
+    }
+
+    /// Carry a verification over to `next`, the same state of the object seen again.
+    pub fn pass_verification_to(&self, next: &Child) {
+        next.verified.store(self.verified.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The fields readiness reads (e.g. `/status/readyReplicas`, `/roleRef`), as an object;
+    /// empty for kinds that have none.
+    pub fn data(&self) -> Value {
+        self.kept.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
+    }
+
+    fn find(&self, tag: u8, key: Option<&str>) -> Option<&str> {
+        Fields { bytes: &self.text }.find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
+    }
+}
+
+/// Per kind, the fields other than the operator's own that a decision reads.
+fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
+    match kind {
+        ChildKind::Ingress => &["/status/loadBalancer/ingress"],
+        ChildKind::StatefulSet => &["/status/readyReplicas"],
+        ChildKind::CnpgCluster => &["/status/readyInstances", "/status/phase"],
+        ChildKind::RoleBinding => &["/roleRef"],
+        _ => &[],
+    }
+}
+
+fn keep(kind: ChildKind, data: &Value) -> Option<Box<str>> {
+    let mut kept = Map::new();
+    for path in kept_paths(kind) {
+        if let Some(value) = data.pointer(path) {
+            let segments: Vec<&str> = path.split('/').skip(1).collect();
+            insert_at(&mut kept, &segments, value.clone());
+        }
+    }
+    (!kept.is_empty()).then(|| Value::Object(kept).to_string().into_boxed_str())
+}
+
+fn insert_at(node: &mut Map<String, Value>, segments: &[&str], value: Value) {
+    match segments {
+        [] => {}
+        [last] => {
+            node.insert(last.to_string(), value);
+        }
+        [first, rest @ ..] => {
+            if let Some(next) = node.entry(first.to_string()).or_insert_with(|| Value::Object(Map::new())).as_object_mut() {
+                insert_at(next, rest, value);
+            }
+        }
+    }
+}
+
+/// Append one field: its tag, for labels and annotations the key (one byte when it is a
+/// known key, else its text), then the value.
+fn push(text: &mut Vec<u8>, tag: u8, key: Option<&str>, value: &str) {
+    text.push(tag);
+    if let Some(key) = key {
+        match KNOWN_KEYS.iter().position(|known| *known == key) {
+            Some(index) => text.push(index as u8 + 1),
+            None => {
+                text.push(0);
+                push_bytes(text, key.as_bytes());
+            }
+        }
+    }
+    push_bytes(text, value.as_bytes());
+}
+
+fn push_bytes(text: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = bytes.len();
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            text.push(low);
+            break;
+        }
+        text.push(low | 0x80);
+    }
+    text.extend_from_slice(bytes);
+}
+
+/// The packed fields: (tag, key, value).
+struct Fields<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self) -> Option<&'a str> {
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let (&byte, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let (value, rest) = self.bytes.split_at_checked(len)?;
+        self.bytes = rest;
+        std::str::from_utf8(value).ok()
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u8, Option<&'a str>, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&tag, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        let key = if tag == LABEL || tag == ANNOTATION {
+            let (&code, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            match code {
+                0 => Some(self.take()?),
+                known => Some(*KNOWN_KEYS.get(usize::from(known) - 1)?),
+            }
+        } else {
+            None
+        };
+        Some((tag, key, self.take()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
+    use super::*;
+
+    fn ingress() -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {
+                "name": "xconsole", "namespace": "acme-dev", "resourceVersion": "42",
+                "labels": {LABEL_TENANT: "acme", LABEL_ENVIRONMENT: "dev", "app.kubernetes.io/managed-by": "tenant-operator", "tenancy.platform.dev/other": "x"},
+                "annotations": {ANNOTATION_APPLIED_HASH: "00000000000000ff", ANNOTATION_TENANT_UID: "uid-1", "kubectl.kubernetes.io/last-applied-configuration": "{…}"},
+                "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:ingressClassName": {}}}}]
+            },
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "a"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}
+        }))
+        .expect("ingress")
+    }
+
+    #[test]
+    fn keeps_what_decisions_read() {
+        let child = Child::from_object(ChildKind::Ingress, &ingress());
+        assert_eq!((child.name(), child.namespace(), child.resource_version()), ("xconsole", Some("acme-dev"), Some("42")));
+        assert_eq!(child.label(LABEL_TENANT), Some("acme"));
+        assert_eq!(child.label(LABEL_ENVIRONMENT), Some("dev"));
+        assert_eq!(child.label("tenancy.platform.dev/other"), Some("x"), "an unknown key of the operator's own");
+        assert_eq!(child.label("app.kubernetes.io/managed-by"), None, "not the operator's prefix");
+        assert_eq!(child.annotation(ANNOTATION_TENANT_UID), Some("uid-1"));
+        assert_eq!(child.annotation("kubectl.kubernetes.io/last-applied-configuration"), None);
+        assert_eq!(child.applied_hash(), Some(0xff));
+        assert!(child.written_by_operator() && !child.is_terminating());
+        assert_eq!(child.data(), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
+        let applied = json!({"metadata": {"name": "xconsole"}, "spec": {"ingressClassName": "nginx"}});
+        assert!(child.satisfies(fingerprint::of_desired(ChildKind::Ingress, &applied)));
+    }
+
+    #[test]
+    fn an_object_the_operator_never_wrote() {
+        let mut object = ingress();
+        object.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(json!({"f:spec": {}}))),
+            ..Default::default()
+        }]);
+        object.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        let child = Child::from_object(ChildKind::Ingress, &object);
+        assert!(!child.written_by_operator() && child.is_terminating());
+        assert_eq!(child.fingerprint, 0);
+    }
+
+    #[test]
+    fn long_values_and_keys_survive_packing() {
+        let mut object = ingress();
+        let long = "x".repeat(300);
+        object.metadata.annotations =
+            Some([(ANNOTATION_USER.to_string(), long.clone()), (format!("{OWN_PREFIX}{long}"), "v".into())].into());
+        let child = Child::from_object(ChildKind::Ingress, &object);
+        assert_eq!(child.annotation(ANNOTATION_USER), Some(long.as_str()));
+        assert_eq!(child.annotation(&format!("{OWN_PREFIX}{long}")), Some("v"));
+        assert_eq!(child.name(), "xconsole");
+    }
+}

@@ -1,0 +1,414 @@
+//! Label-narrowed caches of the operator's children, in compact form.
+//!
+//! Every child kind is watched once, cluster-wide but only with the tenant label, so unrelated
+//! objects of the cluster are never held in memory. The caches answer "what is there now"
+//! without an API call, which is what lets a no-op reconcile issue no request at all.
+//!
+//! Memory is what decides how many tenants one operator can serve: an object is held as a
+//! [`Child`] (a few hundred bytes, see there), keyed by kind, namespace and name without a
+//! separate key allocation, and indexed by tenant so that a reconcile looks at its own
+//! tenant's objects only. The watches list in pages (kube's watcher: 500 objects a page), and
+//! each object is reduced as it arrives; a re-list marks what it sees instead of building a
+//! second copy of the cache.
+//!
+//! The operator's own writes are remembered until the watch delivers them ("written"): a
+//! reconcile that runs before the cache has caught up reads the object as the operator wrote
+//! it instead of applying it again, and the watch event of the write itself (same
+//! resourceVersion) does not trigger another reconcile.
+
+mod child;
+
+use std::{
+    borrow::Borrow,
+    collections::{BTreeSet, HashMap, HashSet},
+    hash::{Hash, Hasher},
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::{Duration, Instant},
+};
+
+use futures::{stream::BoxStream, StreamExt};
+use kube::{
+    core::DynamicObject,
+    runtime::{watcher, WatchStreamExt},
+    Api, Client,
+};
+use tokio::sync::watch;
+
+pub use child::Child;
+
+use crate::{
+    controller::fingerprint::hash_str,
+    desired::ChildKind,
+    naming::{LABEL_ASSIGNABLE_TRUE, LABEL_TENANT},
+};
+
+/// How long a write is remembered at most when its watch event never comes (a watch that
+/// restarted lists the object again, which also settles it).
+const WRITTEN_TTL: Duration = Duration::from_secs(60);
+
+/// Read access to the caches, shared by the controllers.
+#[derive(Clone)]
+pub struct Caches {
+    shared: Arc<Shared>,
+}
+
+/// The stream of one cache: every object whose change may concern a reconcile (not the
+/// operator's own writes coming back). It must be polled (by a controller, as a trigger) for
+/// the cache to fill.
+pub type CacheStream = BoxStream<'static, Arc<Child>>;
+
+struct Shared {
+    kinds: Vec<ChildKind>,
+    state: RwLock<State>,
+    synced: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashSet<Entry>,
+    /// Objects by (the hash of) their tenant label.
+    by_tenant: HashMap<u64, Vec<Arc<Child>>>,
+    /// The operator's writes the watch has not delivered yet.
+    written: HashMap<OwnedKey, Written>,
+    /// Per kind, the number of the current (re-)list: entries not seen by it are gone.
+    epochs: HashMap<ChildKind, u32>,
+    synced: BTreeSet<ChildKind>,
+}
+
+struct Entry {
+    child: Arc<Child>,
+    epoch: u32,
+}
+
+/// A write of the operator: the object as the API server returned it (`None`: deleted), and
+/// the resourceVersion the cache showed when it was made. While the cache still shows that
+/// version, the write is what the object is.
+struct Written {
+    before: Option<Box<str>>,
+    after: Option<Arc<Child>>,
+    at: Instant,
+}
+
+impl Default for Caches {
+    /// No caches at all (ready at once).
+    fn default() -> Self {
+        Self::with_kinds(Vec::new())
+    }
+}
+
+impl Caches {
+    fn with_kinds(kinds: Vec<ChildKind>) -> Self {
+        let (synced, _) = watch::channel(kinds.is_empty());
+        Self { shared: Arc::new(Shared { kinds, state: RwLock::new(State::default()), synced }) }
+    }
+
+    /// Start a cache for each kind; returns the caches and the stream that drives each.
+    pub fn start(client: &Client, kinds: &[ChildKind]) -> (Self, HashMap<ChildKind, CacheStream>) {
+        let caches = Self::with_kinds(kinds.to_vec());
+        let mut streams = HashMap::new();
+        for &kind in kinds {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
+            // ClusterRoles are not a tenant's: the cache holds those a TenantUser may name.
+            let selector = if kind == ChildKind::ClusterRole { LABEL_ASSIGNABLE_TRUE } else { LABEL_TENANT };
+            let shared = caches.shared.clone();
+            let stream = watcher(api, watcher::Config::default().labels(selector))
+                .default_backoff()
+                .filter_map(move |event| {
+                    let touched = match event {
+                        Ok(event) => Some(futures::stream::iter(shared.handle(kind, event))),
+                        Err(error) => {
+                            tracing::warn!(kind = kind.name(), %error, "watch of children failed; retrying");
+                            None
+                        }
+                    };
+                    futures::future::ready(touched)
+                })
+                .flatten()
+                .boxed();
+            streams.insert(kind, stream);
+        }
+        (caches, streams)
+    }
+
+    /// Wait until every cache has its initial list.
+    pub async fn wait_until_ready(&self) {
+        let mut synced = self.shared.synced.subscribe();
+        let _ = synced.wait_for(|synced| *synced).await;
+    }
+
+    pub fn has(&self, kind: ChildKind) -> bool {
+        self.shared.kinds.contains(&kind)
+    }
+
+    /// The object as the operator knows it: from the cache, or as the operator last wrote it
+    /// when the cache has not caught up with that write yet.
+    pub fn get(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<Arc<Child>> {
+        let key = KeyRef::new(kind, namespace, name);
+        let state = self.shared.read();
+        let cached = state.objects.get(&key as &dyn Keyed).map(|entry| entry.child.clone());
+        match state.written.get(&key as &dyn Keyed) {
+            Some(written) if written.before.as_deref() == cached.as_ref().and_then(|c| c.resource_version()) => written.after.clone(),
+            _ => cached,
+        }
+    }
+
+    /// The resourceVersion the cache itself holds for an object (before a write: see
+    /// [`Caches::wrote`]).
+    pub fn cached_version(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<String> {
+        let key = KeyRef::new(kind, namespace, name);
+        let state = self.shared.read();
+        state.objects.get(&key as &dyn Keyed).and_then(|entry| entry.child.resource_version().map(str::to_string))
+    }
+
+    /// Objects of `kind` labelled with the tenant `slug` (as [`Caches::get`] sees each).
+    pub fn of_tenant(&self, kind: ChildKind, slug: &str) -> Vec<Arc<Child>> {
+        let state = self.shared.read();
+        let mine = |child: &Child| child.kind() == kind && child.label(LABEL_TENANT) == Some(slug);
+        let mut found = Vec::new();
+        for child in state.by_tenant.get(&hash_str(slug)).into_iter().flatten().filter(|child| mine(child)) {
+            match state.written.get(&child.key() as &dyn Keyed) {
+                Some(written) if written.before.as_deref() == child.resource_version() => {
+                    found.extend(written.after.iter().filter(|after| mine(after)).cloned());
+                }
+                _ => found.push(child.clone()),
+            }
+        }
+        // Objects the operator created that the cache has not seen yet.
+        for (key, written) in &state.written {
+            if key.kind == kind && written.before.is_none() && !state.objects.contains(key as &dyn Keyed) {
+                found.extend(written.after.iter().filter(|after| mine(after)).cloned());
+            }
+        }
+        found
+    }
+
+    /// Remember a write of the operator: `before` is what [`Caches::cached_version`] said
+    /// before it was sent, `after` the object the API server returned (`None` for a delete).
+    pub fn wrote(&self, kind: ChildKind, namespace: Option<&str>, name: &str, before: Option<String>, after: Option<Child>) {
+        let key = KeyRef::new(kind, namespace, name);
+        let mut state = self.shared.write();
+        let now = Instant::now();
+        state.written.retain(|_, written| now.duration_since(written.at) < WRITTEN_TTL);
+        let cached = state.objects.get(&key as &dyn Keyed).map(|entry| entry.child.clone());
+        let cached_version = cached.as_ref().and_then(|c| c.resource_version());
+        if let (Some(cached), Some(after)) = (&cached, &after) {
+            if cached.resource_version() == after.resource_version() {
+                // The watch was faster than the response.
+                after.pass_verification_to(cached);
+                return;
+            }
+        }
+        if cached_version != before.as_deref() {
+            // The cache has moved on since the decision: it knows better than this write.
+            state.written.remove(&key as &dyn Keyed);
+            return;
+        }
+        state.written.insert(key.to_owned(), Written { before: before.map(String::into_boxed_str), after: after.map(Arc::new), at: now });
+    }
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Apply one watch event; returns the objects whose change a reconcile must see.
+    fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Arc<Child>> {
+        match event {
+            watcher::Event::Init => {
+                *self.write().epochs.entry(kind).or_default() += 1;
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                let child = Arc::new(Child::from_object(kind, &object));
+                drop(object);
+                let mut state = self.write();
+                let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
+                state.upsert(child, epoch).into_iter().collect()
+            }
+            watcher::Event::Delete(object) => {
+                let child = Arc::new(Child::from_object(kind, &object));
+                let mut state = self.write();
+                state.settle_written(&child);
+                state.remove(&child.key());
+                vec![child]
+            }
+            watcher::Event::InitDone => {
+                let mut state = self.write();
+                let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
+                let gone: Vec<Arc<Child>> = state
+                    .objects
+                    .iter()
+                    .filter(|entry| entry.child.kind() == kind && entry.epoch != epoch)
+                    .map(|entry| entry.child.clone())
+                    .collect();
+                for child in &gone {
+                    state.remove(&child.key());
+                }
+                state.synced.insert(kind);
+                if self.kinds.iter().all(|kind| state.synced.contains(kind)) {
+                    self.synced.send_replace(true);
+                }
+                gone
+            }
+        }
+    }
+}
+
+impl State {
+    /// Store `child`; returns it when a reconcile must see it: not when it is the state the
+    /// cache already had (a re-list), nor the operator's own write coming back.
+    fn upsert(&mut self, child: Arc<Child>, epoch: u32) -> Option<Arc<Child>> {
+        let echo = self.settle_written(&child);
+        if let Some(known) = self.objects.get(&child.key() as &dyn Keyed) {
+            if known.child.resource_version().is_some() && known.child.resource_version() == child.resource_version() {
+                let known = known.child.clone();
+                self.objects.replace(Entry { child: known, epoch });
+                return None;
+            }
+        }
+        if let Some(old) = self.objects.replace(Entry { child: child.clone(), epoch }) {
+            self.unindex(&old.child);
+        }
+        if let Some(tenant) = child.label(LABEL_TENANT) {
+            self.by_tenant.entry(hash_str(tenant)).or_default().push(child.clone());
+        }
+        (!echo).then_some(child)
+    }
+
+    /// The watch delivered a state of an object the operator wrote: the memory of the write
+    /// is no longer needed. Returns whether it is the write itself.
+    fn settle_written(&mut self, child: &Child) -> bool {
+        let key = child.key();
+        let Some(written) = self.written.get(&key as &dyn Keyed) else { return false };
+        match &written.after {
+            Some(after) if after.resource_version() == child.resource_version() => {
+                after.pass_verification_to(child);
+                self.written.remove(&key as &dyn Keyed);
+                true
+            }
+            _ if written.before.as_deref() != child.resource_version() => {
+                self.written.remove(&key as &dyn Keyed);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, key: &KeyRef<'_>) -> Option<Arc<Child>> {
+        let entry = self.objects.take(key as &dyn Keyed)?;
+        self.unindex(&entry.child);
+        Some(entry.child)
+    }
+
+    fn unindex(&mut self, child: &Arc<Child>) {
+        let Some(tenant) = child.label(LABEL_TENANT) else { return };
+        let slot = hash_str(tenant);
+        if let Some(children) = self.by_tenant.get_mut(&slot) {
+            children.retain(|other| !Arc::ptr_eq(other, child));
+            if children.is_empty() {
+                self.by_tenant.remove(&slot);
+            }
+        }
+    }
+}
+
+/// The identity of a cached object; the namespace is empty for cluster-scoped kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    kind: ChildKind,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> KeyRef<'a> {
+    fn new(kind: ChildKind, namespace: Option<&'a str>, name: &'a str) -> Self {
+        Self { kind, namespace: namespace.filter(|_| kind.is_namespaced()).unwrap_or_default(), name }
+    }
+
+    fn to_owned(self) -> OwnedKey {
+        OwnedKey { kind: self.kind, namespace: self.namespace.into(), name: self.name.into() }
+    }
+}
+
+impl Child {
+    fn key(&self) -> KeyRef<'_> {
+        KeyRef::new(self.kind(), self.namespace(), self.name())
+    }
+}
+
+#[derive(Debug)]
+struct OwnedKey {
+    kind: ChildKind,
+    namespace: Box<str>,
+    name: Box<str>,
+}
+
+/// Lookups by a borrowed [`KeyRef`] in sets whose elements carry their key inside (an
+/// [`Entry`] has it in its `Child`): no key is stored twice.
+trait Keyed {
+    fn key(&self) -> KeyRef<'_>;
+}
+
+impl Keyed for KeyRef<'_> {
+    fn key(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl Keyed for Entry {
+    fn key(&self) -> KeyRef<'_> {
+        self.child.key()
+    }
+}
+
+impl Keyed for OwnedKey {
+    fn key(&self) -> KeyRef<'_> {
+        KeyRef { kind: self.kind, namespace: &self.namespace, name: &self.name }
+    }
+}
+
+impl Hash for dyn Keyed + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn Keyed + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn Keyed + '_ {}
+
+macro_rules! keyed_by_key {
+    ($type:ty) => {
+        impl Hash for $type {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.key().hash(state);
+            }
+        }
+        impl PartialEq for $type {
+            fn eq(&self, other: &Self) -> bool {
+                self.key() == other.key()
+            }
+        }
+        impl Eq for $type {}
+        impl<'a> Borrow<dyn Keyed + 'a> for $type {
+            fn borrow(&self) -> &(dyn Keyed + 'a) {
+                self
+            }
+        }
+    };
+}
+
+keyed_by_key!(Entry);
+keyed_by_key!(OwnedKey);
+
+#[cfg(test)]
+mod tests;

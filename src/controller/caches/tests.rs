@@ -1,0 +1,134 @@
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use super::*;
+use crate::naming::FIELD_MANAGER;
+
+fn config_map(namespace: &str, name: &str, tenant: &str, version: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": name, "namespace": namespace, "resourceVersion": version,
+            "labels": {LABEL_TENANT: tenant},
+            "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:data": {"f:k": {}}}}]
+        },
+        "data": {"k": version}
+    }))
+    .expect("config map")
+}
+
+fn caches() -> Caches {
+    Caches::with_kinds(vec![ChildKind::ConfigMap, ChildKind::Namespace])
+}
+
+fn touched(caches: &Caches, event: Event<DynamicObject>) -> Vec<String> {
+    caches
+        .shared
+        .handle(ChildKind::ConfigMap, event)
+        .iter()
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name()))
+        .collect()
+}
+
+fn version(child: Option<Arc<Child>>) -> Option<String> {
+    child.and_then(|c| c.resource_version().map(str::to_string))
+}
+
+#[test]
+fn objects_are_found_by_name_and_by_tenant_until_deleted() {
+    let caches = caches();
+    assert_eq!(touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "1"))), ["acme-dev/a"]);
+    touched(&caches, Event::Apply(config_map("acme-prod", "a", "acme", "2")));
+    touched(&caches, Event::Apply(config_map("other-dev", "a", "other", "3")));
+    assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a")).as_deref(), Some("1"));
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "b").is_none());
+    assert!(caches.get(ChildKind::Secret, Some("acme-dev"), "a").is_none(), "another kind");
+    let mut acme: Vec<_> =
+        caches.of_tenant(ChildKind::ConfigMap, "acme").iter().map(|c| c.namespace().unwrap_or_default().to_string()).collect();
+    acme.sort();
+    assert_eq!(acme, ["acme-dev", "acme-prod"]);
+    assert!(caches.of_tenant(ChildKind::Namespace, "acme").is_empty());
+
+    // A relabelled object moves to its new tenant.
+    touched(&caches, Event::Apply(config_map("acme-prod", "a", "other", "4")));
+    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "acme").len(), 1);
+    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "other").len(), 2);
+
+    assert_eq!(touched(&caches, Event::Delete(config_map("acme-dev", "a", "acme", "5"))), ["acme-dev/a"]);
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").is_none());
+    assert!(caches.of_tenant(ChildKind::ConfigMap, "acme").is_empty());
+}
+
+#[tokio::test]
+async fn a_relist_drops_what_it_did_not_see_and_reports_only_changes() {
+    let caches = caches();
+    let ready = caches.clone();
+    let waiting = tokio::spawn(async move { ready.wait_until_ready().await });
+    touched(&caches, Event::Init);
+    touched(&caches, Event::InitApply(config_map("acme-dev", "a", "acme", "1")));
+    touched(&caches, Event::InitApply(config_map("acme-dev", "b", "acme", "2")));
+    touched(&caches, Event::InitDone);
+    assert!(!waiting.is_finished(), "the Namespace cache has not listed yet");
+    caches.shared.handle(ChildKind::Namespace, Event::Init);
+    caches.shared.handle(ChildKind::Namespace, Event::InitDone);
+    tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("ready").expect("task");
+
+    let a = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
+    a.mark_verified(7);
+    touched(&caches, Event::Init);
+    assert!(touched(&caches, Event::InitApply(config_map("acme-dev", "a", "acme", "1"))).is_empty(), "unchanged");
+    assert_eq!(touched(&caches, Event::InitApply(config_map("acme-dev", "c", "acme", "3"))), ["acme-dev/c"]);
+    assert_eq!(touched(&caches, Event::InitDone), ["acme-dev/b"], "gone while the watch was down");
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "b").is_none());
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a").satisfies(7), "what was verified stays");
+}
+
+#[test]
+fn the_operators_write_is_seen_before_the_watch_delivers_it_and_does_not_come_back_as_a_change() {
+    let caches = caches();
+    touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "1")));
+    // Updated by the operator: the response is at version 2, the cache still at 1.
+    let before = caches.cached_version(ChildKind::ConfigMap, Some("acme-dev"), "a");
+    caches.wrote(
+        ChildKind::ConfigMap,
+        Some("acme-dev"),
+        "a",
+        before,
+        Some(Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "a", "acme", "2"))),
+    );
+    assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a")).as_deref(), Some("2"));
+    assert_eq!(version(caches.of_tenant(ChildKind::ConfigMap, "acme").pop()).as_deref(), Some("2"));
+    assert!(touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "2"))).is_empty(), "its own write");
+    assert!(caches.shared.read().written.is_empty(), "settled");
+
+    // Created by the operator: visible at once, to `get` and to `of_tenant`.
+    caches.wrote(
+        ChildKind::ConfigMap,
+        Some("acme-dev"),
+        "new",
+        None,
+        Some(Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "new", "acme", "3"))),
+    );
+    assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "new")).as_deref(), Some("3"));
+    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "acme").len(), 2);
+    // Someone else changed it right after: their version is what counts, and it is a change.
+    assert_eq!(touched(&caches, Event::Apply(config_map("acme-dev", "new", "acme", "4"))), ["acme-dev/new"]);
+    assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "new")).as_deref(), Some("4"));
+
+    // Deleted by the operator: gone at once.
+    let before = caches.cached_version(ChildKind::ConfigMap, Some("acme-dev"), "a");
+    caches.wrote(ChildKind::ConfigMap, Some("acme-dev"), "a", before, None);
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").is_none());
+    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "acme").len(), 1);
+}
+
+#[test]
+fn a_write_the_watch_already_delivered_is_not_remembered() {
+    let caches = caches();
+    touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "2")));
+    let written = Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "a", "acme", "2"));
+    written.mark_verified(9);
+    caches.wrote(ChildKind::ConfigMap, Some("acme-dev"), "a", Some("1".into()), Some(written));
+    assert!(caches.shared.read().written.is_empty());
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a").satisfies(9), "what the write proved is kept");
+}
