@@ -3,7 +3,11 @@
 //! `x-kubernetes-validations` CEL rules (with `oldSelf` on update). Also `metadata.name`
 //! validation for every kind.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use kube::core::cel::{ErrorKind, Validator};
+use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::errors::Cause;
@@ -26,6 +30,15 @@ const OBJECT_META_FIELDS: &[&str] = &[
     "finalizers",
     "managedFields",
 ];
+
+/// `pattern` compiled once per process (`None` if it does not compile): names, labels and
+/// schema patterns are checked on every write, and compiling a regex costs far more than
+/// matching it.
+pub fn regex(pattern: &str) -> Option<Regex> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> = LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok()).clone()
+}
 
 /// Prune, default and validate a custom resource. `old` is the stored object on update.
 pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<Cause>> {
@@ -54,7 +67,15 @@ pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, o
     let mut causes = Vec::new();
     validate(schema, obj, "", &mut causes, true);
     let structural_ok = causes.is_empty();
-    if let Err(errors) = validator.validate(schema, obj, old) {
+    let result = match rt.cel.as_deref() {
+        Some(compiled) => validator.validate_compiled(compiled, obj, old),
+        None => validator.validate(schema, obj, old),
+    };
+    if let Err(errors) = result {
+        let mut errors = errors.into_vec();
+        // The compiled rules are walked in hash order; the real server (and the uncompiled
+        // walk) report them field by field in schema order.
+        errors.sort_by_cached_key(|e| path_order(&e.field_path));
         for e in errors.iter() {
             if !structural_ok && e.kind != ErrorKind::ValidationFailure {
                 continue;
@@ -81,6 +102,17 @@ pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, o
     } else {
         Err(causes)
     }
+}
+
+/// A sort key for a field path (`spec.items[10].name`): by segment, indices as numbers.
+fn path_order(path: &str) -> Vec<(String, usize)> {
+    path.split(['.', '['])
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => (String::new(), i),
+            None => (s.to_string(), 0),
+        })
+        .collect()
 }
 
 fn preserves(schema: &Value) -> bool {
@@ -294,8 +326,8 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                 }
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(s) => invalid(errs, format!("should match '{p}'")),
+                match regex(p) {
+                    Some(re) if !re.is_match(s) => invalid(errs, format!("should match '{p}'")),
                     _ => {}
                 }
             }
@@ -413,7 +445,7 @@ const DNS1035_LABEL: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 pub fn validate_name(rt: &ResourceType, name: &str, field: &str) -> Vec<Cause> {
     let mut out = Vec::new();
     let invalid = |msg: String| Cause::new("FieldValueInvalid", field, format!("Invalid value: {name:?}: {msg}"));
-    let full = |re: &str| regex::Regex::new(&format!("^{re}$")).unwrap().is_match(name);
+    let full = |re: &str| regex(&format!("^{re}$")).is_some_and(|r| r.is_match(name));
     match rt.name_rule {
         NameRule::Subdomain => {
             if name.len() > 253 {
@@ -469,7 +501,7 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
 }
 
 fn full_match(re: &str, s: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s))
+    regex(&format!("^(?:{re})$")).is_some_and(|r| r.is_match(s))
 }
 
 /// `IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name of at most 63.

@@ -171,12 +171,7 @@ mod tests {
         namespace("acme-account", "acme", naming::FIELD_MANAGER, json!({}))
     }
 
-    fn check(
-        user: &TenantUser,
-        tenant: Option<Tenant>,
-        ns: Option<&Child>,
-        others: &[TenantUser],
-    ) -> Result<ValidatedUser, Problem> {
+    fn check(user: &TenantUser, tenant: Option<Tenant>, ns: Option<&Child>, others: &[TenantUser]) -> Result<ValidatedUser, Problem> {
         validate(user, Surroundings { tenant, namespace: ns, others }, &config())
     }
 
