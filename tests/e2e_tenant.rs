@@ -18,7 +18,10 @@ use kube::{
 use serde_json::json;
 use support::fixtures::{acme_tenant as tenant, ready};
 use support::scenario::Scenario;
-use tenant_operator::types::{Conditions, NamespaceState, Tenant, TenantPhase};
+use tenant_operator::{
+    desired::tenant::TenantPlan,
+    types::{Conditions, DatabaseProvider, NamespaceState, Tenant, TenantPhase},
+};
 
 #[tokio::test]
 async fn tenant_becomes_ready_with_namespaces_config_ingress_isolation_and_quota() {
@@ -201,6 +204,59 @@ async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
     let requests = s.requests_of_a_restart().await.unwrap_or_default();
     assert_eq!(requests.writes(), 0, "a no-op resync wrote: {:?}", requests.0);
     assert!(requests.verb("list") > 0, "the restarted operator did not even list: {:?}", requests.0);
+    s.cleanup().await;
+}
+
+/// Creating a tenant costs at most the minimum of writes (each object of its plan and each
+/// credentials Secret once, the finalizer, one status) + 2, Events included: reconciles that
+/// run before the caches show the operator's own writes repeat none of them, and the details
+/// of the progress on the way to Ready are not a status write each.
+#[tokio::test]
+async fn creating_tenants_costs_at_most_the_minimum_writes_plus_two_each() {
+    let s = Scenario::start().await;
+    let Some(fake) = s.fake() else {
+        return support::skipped_on_real_cluster("write budget of a creation", "counts requests, which only the fake records");
+    };
+    let config = support::fixtures::example_config();
+    let mut tenants: Vec<Tenant> = (0..4).map(|i| tenant(&s.slug(&format!("budget{i}")), json!({}))).collect();
+    tenants.extend(
+        (0..2).map(|i| support::fixtures::data_tenant(&s.slug(&format!("budgetdb{i}")), json!({"database": {"provider": "statefulset"}}))),
+    );
+    let minimum: usize = tenants
+        .iter()
+        .map(|t| {
+            let plan = TenantPlan::build(t, &config).expect("plan");
+            let secrets = if plan.database_provider == DatabaseProvider::None { 0 } else { plan.environments.len() };
+            plan.objects().count() + secrets + 2
+        })
+        .sum();
+    let seen = fake.requests().len();
+    futures::future::join_all(tenants.iter().map(|t| s.create_tenant(t))).await;
+    for t in tenants.iter().filter(|t| t.spec.database.as_ref().and_then(|d| d.provider) == Some(DatabaseProvider::Statefulset)) {
+        s.mark_statefulsets_ready(&t.name_any()).await;
+    }
+    for t in &tenants {
+        s.wait_tenant(&t.name_any(), ready).await;
+    }
+    // Whatever the operator writes once everything is Ready counts too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let operator = support::e2e::operator_user();
+    let writes: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .skip(seen)
+        .filter(|r| r.user.as_deref() == Some(operator.as_str()) && fake_apiserver::WRITE_VERBS.contains(&r.verb.as_str()))
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace.unwrap_or_default(), r.name.unwrap_or_default()))
+        .collect();
+    let events = writes.iter().filter(|w| w.contains(" events ")).count();
+    assert_eq!(events, tenants.len(), "one summary Event per tenant: {writes:#?}");
+    assert!(writes.len() >= minimum, "fewer writes ({}) than objects, finalizers and statuses ({minimum})", writes.len());
+    assert!(
+        writes.len() <= minimum + 2 * tenants.len(),
+        "{} writes for {} tenants, minimum {minimum}: {writes:#?}",
+        writes.len(),
+        tenants.len()
+    );
     s.cleanup().await;
 }
 

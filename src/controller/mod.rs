@@ -20,7 +20,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Debug,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{
@@ -39,7 +39,7 @@ use kube::{
     Api, Client, Resource,
 };
 use rand::RngExt;
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::mpsc;
 
 pub use caches::{Caches, Child};
@@ -57,6 +57,12 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const POLL: Duration = Duration::from_secs(15);
 /// Longest Event note the API server accepts (1 kB).
 const MAX_NOTE_CHARS: usize = 1000;
+/// While work is in progress, its details (which Ingress still waits for an address, which
+/// database is not ready yet) are written at most this often; a change of phase, generation
+/// or readiness is written at once.
+pub const PROGRESS_REFRESH: Duration = Duration::from_secs(10);
+/// How long a status write is remembered at most when the watch never shows it.
+const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(60);
 
 /// The two controllers, as named in metrics and back-off keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +100,18 @@ pub struct Context {
     recorder: Recorder,
     pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
+    /// Status writes the object caches have not shown yet, by object.
+    statuses: Mutex<HashMap<String, WrittenStatus>>,
+    /// When the progress details of a Tenant still being provisioned were last written.
+    progress: Mutex<HashMap<String, Instant>>,
+}
+
+/// A status the operator wrote, and the resourceVersion of the object it was computed from:
+/// while the cache still shows that version, the written status is the current one.
+struct WrittenStatus {
+    before: Option<String>,
+    status: serde_json::Value,
+    at: Instant,
 }
 
 /// Everything [`Context::new`] needs.
@@ -123,7 +141,7 @@ impl Context {
                 // restart the older Tenant keeps a contested host whatever the order.
                 if let Ok(mut index) = hosts.lock() {
                     for tenant in tenants.state().iter().filter_map(|g| g.0.as_ref().ok()) {
-                        index.register(tenant::seniority(tenant), hostnames(tenant, &config));
+                        index.register(tenant::seniority(tenant), &hostnames(tenant, &config));
                     }
                 }
             }
@@ -142,17 +160,30 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
     /// Register the hosts a Tenant wants; returns those an older Tenant holds (host → that
     /// Tenant). Newer Tenants that claimed them are reconciled to let them go.
     pub fn claim_hosts(&self, tenant: tenant::Seniority, hosts: Vec<String>) -> BTreeMap<String, String> {
-        let Ok(mut index) = self.hosts.lock() else { return BTreeMap::new() };
-        for displaced in index.register(tenant.clone(), hosts) {
-            let _ = self.tenant_trigger.send(ObjectRef::new(&displaced));
-        }
-        index.contested(&tenant)
+        let candidates = {
+            let Ok(mut index) = self.hosts.lock() else { return BTreeMap::new() };
+            for displaced in index.register(tenant.clone(), &hosts) {
+                let _ = self.tenant_trigger.send(ObjectRef::new(&displaced));
+            }
+            index.contested(&tenant, &hosts)
+        };
+        // The index knows hosts by hash: a host is contested only if the older Tenant really
+        // routes it.
+        candidates
+            .into_iter()
+            .filter(|(host, older)| {
+                let older = self.tenants.get(&ObjectRef::new(older));
+                older.is_some_and(|guarded| guarded.0.as_ref().is_ok_and(|t| hostnames(t, &self.config).contains(host)))
+            })
+            .collect()
     }
 
     pub fn forget_hosts(&self, tenant: &str) {
@@ -226,14 +257,43 @@ impl Context {
         Action::requeue(base.mul_f64(jitter))
     }
 
-    /// Write `status` of `object` when it differs from what is stored; returns whether it wrote.
+    /// The status of `object` as the operator knows it: the one it last wrote, while the
+    /// object's cache (`object` itself) predates that write; else `stored`.
+    pub fn current_status<K, S>(&self, object: &K, stored: Option<&S>) -> Option<S>
+    where
+        K: Resource<DynamicType = ()>,
+        S: DeserializeOwned + Clone,
+    {
+        self.written_status(object).and_then(|status| serde_json::from_value(status).ok()).or_else(|| stored.cloned())
+    }
+
+    fn written_status<K: Resource<DynamicType = ()>>(&self, object: &K) -> Option<serde_json::Value> {
+        let key = status_key(object);
+        let mut statuses = self.statuses.lock().ok()?;
+        match statuses.get(&key) {
+            Some(written) if written.before == object.meta().resource_version => Some(written.status.clone()),
+            Some(_) => {
+                // The cache has caught up (or moved on): it is the truth again.
+                statuses.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Write `status` of `object` when it differs from what is stored (or from what the
+    /// operator wrote last, when the cache has not caught up yet); returns whether it wrote.
     pub async fn write_status<K, S>(&self, object: &K, old: Option<&S>, new: &S) -> Result<bool, Error>
     where
         K: Resource<DynamicType = ()>,
         S: Serialize + PartialEq,
     {
-        if old == Some(new) {
-            return Ok(false);
+        let new_value = serde_json::to_value(new)?;
+        match self.written_status(object) {
+            Some(written) if written == new_value => return Ok(false),
+            Some(_) => {}
+            None if old == Some(new) => return Ok(false),
+            None => {}
         }
         let resource = ApiResource::erase::<K>(&());
         let api: Api<DynamicObject> = match object.meta().namespace.as_deref() {
@@ -244,8 +304,38 @@ impl Context {
         let name = object.meta().name.clone().ok_or(Error::MissingName)?;
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
         self.metrics.kube_write("apply", &format!("{}/status", K::kind(&())));
+        if let Ok(mut statuses) = self.statuses.lock() {
+            let now = Instant::now();
+            statuses.retain(|_, written| now.duration_since(written.at) < WRITTEN_STATUS_TTL);
+            statuses
+                .insert(status_key(object), WrittenStatus { before: object.meta().resource_version.clone(), status: new_value, at: now });
+        }
         Ok(true)
     }
+
+    /// How long a progress-only status update of `tenant` must wait (see [`PROGRESS_REFRESH`]);
+    /// `None` when it may be written now.
+    pub fn progress_wait(&self, tenant: &str) -> Option<Duration> {
+        let progress = self.progress.lock().ok()?;
+        let elapsed = progress.get(tenant)?.elapsed();
+        (elapsed < PROGRESS_REFRESH).then(|| PROGRESS_REFRESH - elapsed)
+    }
+
+    /// A status of `tenant` was written; `progressing`: it says work is in progress.
+    pub fn status_written(&self, tenant: &str, progressing: bool) {
+        if let Ok(mut progress) = self.progress.lock() {
+            if progressing {
+                progress.insert(tenant.to_string(), Instant::now());
+            } else {
+                progress.remove(tenant);
+            }
+        }
+    }
+}
+
+fn status_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    let meta = object.meta();
+    format!("{}/{}/{}", K::kind(&()), meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
 }
 
 /// The Tenant and TenantUser watches deliver objects the types cannot read as errors

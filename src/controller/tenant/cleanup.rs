@@ -21,10 +21,11 @@ use crate::{
 
 pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let slug = tenant.metadata.name.clone().ok_or(Error::MissingName)?;
-    let old = tenant.status.clone().unwrap_or_default();
+    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
     let now = Time(Timestamp::now());
     let new = status::terminating(&old, tenant.spec.deletion_policy, tenant.metadata.generation, &now);
-    ctx.write_status(tenant, tenant.status.as_ref(), &new).await?;
+    ctx.write_status(tenant, Some(&old), &new).await?;
+    ctx.status_written(&slug, false);
     ctx.forget_hosts(&slug);
 
     // The cache can lag behind; the decision to release the finalizer is made on a fresh list.

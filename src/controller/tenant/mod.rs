@@ -65,9 +65,9 @@ async fn report_failure(tenant: &Tenant, error: &Error, ctx: &Context) {
     if error.kind() == ErrorKind::Waiting || tenant.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let old = tenant.status.clone().unwrap_or_default();
+    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
     let new = status::failed(&old, &error.to_string(), tenant.metadata.generation, &Time(Timestamp::now()));
-    if let Err(write_error) = ctx.write_status(tenant, tenant.status.as_ref(), &new).await {
+    if let Err(write_error) = ctx.write_status(tenant, Some(&old), &new).await {
         tracing::debug!(tenant = %tenant.name_any(), %write_error, "could not record the failure in status");
     }
 }
@@ -80,9 +80,12 @@ pub fn seniority(tenant: &Tenant) -> Seniority {
 async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let now = Time(Timestamp::now());
     let generation = tenant.metadata.generation;
-    let old = tenant.status.clone().unwrap_or_default();
+    let name = tenant.name_any();
+    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
     if tenant.spec.suspend {
-        ctx.write_status(tenant, tenant.status.as_ref(), &status::suspended(&old, generation, &now)).await?;
+        if ctx.write_status(tenant, Some(&old), &status::suspended(&old, generation, &now)).await? {
+            ctx.status_written(&name, false);
+        }
         return Ok(Action::await_change());
     }
 
@@ -92,7 +95,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
         Ok(valid) => valid,
         Err(problem) => {
             let new = status::refused(&old, &problem, generation, &now);
-            if ctx.write_status(tenant, tenant.status.as_ref(), &new).await? {
+            if ctx.write_status(tenant, Some(&old), &new).await? {
+                ctx.status_written(&name, false);
                 ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
             }
             return Ok(Action::await_change());
@@ -105,7 +109,14 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let (new, stalled) = status::reconciled(&old, &valid.plan, observed, generation, &now);
     let ready = new.phase == Some(TenantPhase::Ready);
     let contested = !valid.contested_hosts.is_empty();
-    if ctx.write_status(tenant, tenant.status.as_ref(), &new).await? {
+    // Progress details are coalesced: the next write of them comes when it is due.
+    if status::progress_only(&old, &new) {
+        if let Some(wait) = ctx.progress_wait(&name) {
+            return Ok(Action::requeue(wait.min(POLL)));
+        }
+    }
+    if ctx.write_status(tenant, Some(&old), &new).await? {
+        ctx.status_written(&name, new.phase == Some(TenantPhase::Provisioning));
         if let Some(problem) = stalled {
             ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
         }

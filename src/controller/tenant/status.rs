@@ -12,8 +12,8 @@ use crate::{
     controller::summary::Summary,
     desired::tenant::TenantPlan,
     types::{
-        condition, set_condition, AccountNamespaceStatus, ConditionType, DatabaseProvider, DatabaseStatus, DeletionPolicy, NamespaceStatus,
-        Problem, Reason, TenantPhase, TenantStatus,
+        condition, set_condition, AccountNamespaceStatus, ConditionType, Conditions, DatabaseProvider, DatabaseStatus, DeletionPolicy,
+        NamespaceStatus, Problem, Reason, TenantPhase, TenantStatus,
     },
 };
 
@@ -101,6 +101,14 @@ pub fn reconciled(
         Some(problem) => summarise(&mut status, Summary::Progressing(&problem), generation, now),
     }
     (status, None)
+}
+
+/// Whether `new` only refreshes the details of work in progress that `old` already reports:
+/// same generation, Provisioning and `Reconciling` in both. Such an update can wait a little
+/// (see `PROGRESS_REFRESH`); kstatus readers see `Reconciling` either way.
+pub fn progress_only(old: &TenantStatus, new: &TenantStatus) -> bool {
+    let progressing = |s: &TenantStatus| s.phase == Some(TenantPhase::Provisioning) && s.is_true(ConditionType::Reconciling.as_str());
+    progressing(old) && progressing(new) && old.observed_generation == new.observed_generation
 }
 
 /// Status of a Tenant the validate step refused: nothing was changed.

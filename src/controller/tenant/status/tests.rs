@@ -162,3 +162,21 @@ fn an_unchanged_outcome_gives_an_identical_status() {
     let (second, _) = reconciled(&first, &plan("none"), active(), Some(1), &later);
     assert_eq!(first, second, "same observations must not cause a status write");
 }
+
+#[test]
+fn only_progress_details_can_wait() {
+    let waiting = |problem: Problem, generation| {
+        let mut observed = active();
+        observed.ingress_problems.push(problem);
+        reconciled(&TenantStatus::default(), &plan("statefulset"), observed, Some(generation), &now()).0
+    };
+    let no_address = waiting(Problem::new(Reason::WaitingForAddress, "Ingress acme-dev/xconsole has no address yet"), 1);
+    let database = waiting(Problem::new(Reason::DatabaseNotReady, "acme-dev: waiting for the PostgreSQL pod"), 1);
+    assert!(progress_only(&no_address, &database), "another detail of the same provisioning");
+    assert!(!progress_only(&TenantStatus::default(), &no_address), "the first status");
+    assert!(!progress_only(&no_address, &waiting(Problem::new(Reason::DatabaseNotReady, "x"), 2)), "a new generation");
+    let (ready, _) = reconciled(&TenantStatus::default(), &plan("none"), active(), Some(1), &now());
+    assert!(!progress_only(&no_address, &ready), "becoming Ready");
+    let stalled = waiting(Problem::new(Reason::HostnameConflict, "taken"), 1);
+    assert!(!progress_only(&no_address, &stalled), "stalled needs a person now");
+}
