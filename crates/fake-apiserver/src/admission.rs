@@ -37,7 +37,34 @@ const OBJECT_META_FIELDS: &[&str] = &[
 pub fn regex(pattern: &str) -> Option<Regex> {
     static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(pattern) {
+        return re.clone();
+    }
     cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok()).clone()
+}
+
+/// What CEL rules see of an object: the root's `metadata` holds only `name` and
+/// `generateName`, as on the real server (the rest of it, managedFields included, is not
+/// converted for nothing).
+fn cel_view(obj: &Value) -> Value {
+    let Some(map) = obj.as_object() else {
+        return obj.clone();
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let v = match (k.as_str(), v.as_object()) {
+                ("metadata", Some(meta)) => Value::Object(
+                    meta.iter()
+                        .filter(|(mk, _)| matches!(mk.as_str(), "name" | "generateName"))
+                        .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                        .collect(),
+                ),
+                _ => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 /// Prune, default and validate a custom resource. `old` is the stored object on update.
@@ -67,9 +94,10 @@ pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, o
     let mut causes = Vec::new();
     validate(schema, obj, "", &mut causes, true);
     let structural_ok = causes.is_empty();
+    let (view, old_view) = (cel_view(obj), old.map(cel_view));
     let result = match rt.cel.as_deref() {
-        Some(compiled) => validator.validate_compiled(compiled, obj, old),
-        None => validator.validate(schema, obj, old),
+        Some(compiled) => validator.validate_compiled(compiled, &view, old_view.as_ref()),
+        None => validator.validate(schema, &view, old_view.as_ref()),
     };
     if let Err(errors) = result {
         let mut errors = errors.into_vec();

@@ -358,6 +358,16 @@ impl FakeApiServer {
     /// what the API would have stored. Returns how many objects were stored; stops at the
     /// first object the API would have refused.
     pub fn insert_objects(&self, objects: &[Value], manager: &str) -> Result<usize, String> {
+        self.insert(objects, manager, "")
+    }
+
+    /// [`FakeApiServer::insert_objects`] through the `status` subresource: the status of
+    /// stored objects, as if `manager` had server-side applied it there.
+    pub fn insert_status(&self, objects: &[Value], manager: &str) -> Result<usize, String> {
+        self.insert(objects, manager, "status")
+    }
+
+    fn insert(&self, objects: &[Value], manager: &str, subresource: &str) -> Result<usize, String> {
         let ctx = WriteCtx::internal(manager);
         // A chunk at a time, so that watches and the background controllers keep up.
         for chunk in objects.chunks(500) {
@@ -368,7 +378,7 @@ impl FakeApiServer {
                 let name = obj.pointer("/metadata/name").and_then(Value::as_str).ok_or("an object without metadata.name")?;
                 let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
                 let rt = st.registry.find_kind(api_version, kind).cloned().ok_or_else(|| format!("{api_version} {kind} is not served"))?;
-                st.patch(&rt, ns, name, PatchKind::Apply { force: true }, obj, "", &ctx)
+                st.patch(&rt, ns, name, PatchKind::Apply { force: true }, obj, subresource, &ctx)
                     .map_err(|e| format!("{kind} {ns}/{name}: {}", e.message))?;
             }
         }
@@ -446,6 +456,16 @@ impl FakeApiServer {
     pub fn request_counts(&self) -> RequestCounts {
         let mut c = RequestCounts::default();
         for r in self.inner.records.lock().unwrap().iter() {
+            *c.0.entry((r.verb.clone(), r.gr())).or_default() += 1;
+        }
+        c
+    }
+
+    /// [`FakeApiServer::request_counts`] of the requests of one user (the authenticated, or
+    /// impersonated, user name; e.g. a ServiceAccount's `system:serviceaccount:<ns>:<name>`).
+    pub fn request_counts_of(&self, user: &str) -> RequestCounts {
+        let mut c = RequestCounts::default();
+        for r in self.inner.records.lock().unwrap().iter().filter(|r| r.user.as_deref() == Some(user)) {
             *c.0.entry((r.verb.clone(), r.gr())).or_default() += 1;
         }
         c
