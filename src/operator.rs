@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     config::Config,
     controller::{
-        tenant::{self, GuardedTenant},
+        tenant::{self, GuardedTenant, TenantCache},
         user::{self, GuardedUser},
         Caches, Child, Context, ContextParts,
     },
@@ -106,9 +106,17 @@ pub async fn run_controllers(
 
     let (tenant_trigger, triggered) = mpsc::unbounded_channel();
     let (tenant_store, tenant_writer) = reflector::store();
+    let tenant_cache = TenantCache::default();
+    let observing = tenant_cache.clone();
     let tenant_changes = watcher(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .modify(strip_bookkeeping)
+        .map(move |mut event| {
+            if let Ok(event) = &mut event {
+                observing.observe(event);
+            }
+            event
+        })
         .reflect(tenant_writer)
         .applied_objects()
         .predicate_filter(tenant_change, PredicateConfig::default());
@@ -157,6 +165,7 @@ pub async fn run_controllers(
         caches,
         tenants: tenants.store(),
         users: user_store,
+        tenant_cache,
         tenant_trigger,
         metrics: options.metrics.clone(),
     }));

@@ -15,7 +15,10 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::{caches::Child, fingerprint, Context};
+use super::{
+    caches::{Caches, Child},
+    fingerprint, Context,
+};
 use crate::{
     desired::{ChildKind, DesiredObject},
     naming::{ANNOTATION_APPLIED_HASH, ANNOTATION_TENANT_UID, FIELD_MANAGER},
@@ -71,8 +74,8 @@ pub enum Cached {
     Unsure,
 }
 
-pub fn compare_cached(desired: &DesiredObject, applied: &Value, observed: &Child) -> Cached {
-    if observed.satisfies(fingerprint::of_desired(desired.kind, applied)) {
+pub fn compare_cached(caches: &Caches, desired: &DesiredObject, applied: &Value, observed: &Child) -> Cached {
+    if caches.satisfies(observed, fingerprint::of_desired(desired.kind, applied)) {
         return Cached::Current;
     }
     let unchanged = u64::from_str_radix(&desired_hash(&desired.object), 16).ok() == observed.applied_hash();
@@ -89,25 +92,25 @@ pub fn compare_cached(desired: &DesiredObject, applied: &Value, observed: &Child
 pub async fn needs_apply(ctx: &Context, desired: &DesiredObject, owner_uid: &str, observed: Option<&Child>) -> Result<bool, kube::Error> {
     let Some(observed) = observed else { return Ok(true) };
     let applied = applied_form(desired, owner_uid);
-    match compare_cached(desired, &applied, observed) {
+    match compare_cached(&ctx.caches, desired, &applied, observed) {
         Cached::Current => Ok(false),
         Cached::Changed => Ok(true),
         Cached::Unsure => {
             let Some(current) = get_uncached(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await? else {
                 return Ok(true);
             };
-            Ok(!confirm(desired.kind, &applied, &current, observed))
+            Ok(!confirm(&ctx.caches, desired.kind, &applied, &current, observed))
         }
     }
 }
 
 /// Whether `current` (the API server's copy) holds every field of `applied`; when it does and
-/// is the state `observed` (the cached one) describes, that is remembered on `observed`.
-pub fn confirm(kind: ChildKind, applied: &Value, current: &DynamicObject, observed: &Child) -> bool {
+/// is the state `observed` (the cached one) describes, the caches remember it.
+pub fn confirm(caches: &Caches, kind: ChildKind, applied: &Value, current: &DynamicObject, observed: &Child) -> bool {
     let Ok(whole) = serde_json::to_value(current) else { return false };
     let fits = is_subset(applied, &whole);
     if fits && current.metadata.resource_version.as_deref() == observed.resource_version() {
-        observed.mark_verified(fingerprint::of_desired(kind, applied));
+        caches.mark_verified(observed, fingerprint::of_desired(kind, applied));
     }
     fits
 }
@@ -133,9 +136,12 @@ pub async fn apply(ctx: &Context, desired: &DesiredObject, owner_uid: &str) -> R
     ctx.metrics.kube_write("apply", kind.name());
     let object = result?;
     let written = Child::from_object(kind, &object);
-    // The server has just applied exactly this: whatever form it stores the values in, the
-    // object as returned satisfies the desired one.
-    written.mark_verified(fingerprint::of_desired(kind, &applied));
+    let wanted = fingerprint::of_desired(kind, &applied);
+    if written.fingerprint() != wanted {
+        // The server has just applied exactly this: whatever form it stores the values in,
+        // the object as returned satisfies the desired one.
+        ctx.caches.mark_verified(&written, wanted);
+    }
     ctx.caches.wrote(kind, namespace, &desired.name, before, Some(written));
     Ok(object)
 }

@@ -52,6 +52,13 @@ pub fn hash_str(text: &str) -> u64 {
     fnv.finish()
 }
 
+/// The canonical hash of any JSON value (see `write_canonical`).
+pub fn of_value(value: &Value) -> u64 {
+    let mut fnv = Fnv::default();
+    write_canonical(value, &mut fnv);
+    fnv.finish()
+}
+
 /// The stand-in for a password on both sides of a comparison. Only characters that
 /// percent-encoding leaves alone, so it reads the same inside a URI.
 const PASSWORD_STAND_IN: &str = "password-stand-in.tenancy.platform.dev";
@@ -88,9 +95,7 @@ fn finish(kind: ChildKind, mut object: Value) -> u64 {
     if kind == ChildKind::Secret {
         redact_credentials(&mut object);
     }
-    let mut fnv = Fnv::default();
-    write_canonical(&object, &mut fnv);
-    fnv.finish()
+    of_value(&object)
 }
 
 /// `value` reduced to the fields in `fields`, a `fieldsV1` set: `f:<name>` selects a field of

@@ -47,7 +47,7 @@ pub use changes::Changes;
 pub use error::{Error, ErrorKind};
 
 use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
-use tenant::{GuardedTenant, HostIndex};
+use tenant::{GuardedTenant, HostIndex, TenantCache};
 use user::GuardedUser;
 
 /// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
@@ -90,6 +90,8 @@ pub struct Context {
     /// The Tenant and TenantUser controllers' own caches.
     pub tenants: Store<GuardedTenant>,
     pub users: Store<GuardedUser>,
+    /// What the Tenant cache keeps of the Tenants' statuses besides the store.
+    pub tenant_cache: TenantCache,
     /// Resolves once every cache holds its initial list (and the hostname index is filled).
     /// One shared future for all reconciles: awaiting a Store's readiness from many tasks at
     /// once left some of them unwoken.
@@ -121,13 +123,14 @@ pub struct ContextParts {
     pub caches: Caches,
     pub tenants: Store<GuardedTenant>,
     pub users: Store<GuardedUser>,
+    pub tenant_cache: TenantCache,
     pub tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
     pub metrics: Metrics,
 }
 
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
-        let ContextParts { client, config, caches, tenants, users, tenant_trigger, metrics } = parts;
+        let ContextParts { client, config, caches, tenants, users, tenant_cache, tenant_trigger, metrics } = parts;
         let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
@@ -154,6 +157,7 @@ impl Context {
             caches,
             tenants,
             users,
+            tenant_cache,
             caches_ready,
             hosts,
             tenant_trigger,

@@ -11,7 +11,7 @@
 //! Ingress's load-balancer address, ready replicas or instances, a binding's `roleRef`).
 //! Never a Secret's data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use kube::core::DynamicObject;
 use serde_json::{json, Map, Value};
@@ -45,53 +45,28 @@ const NAMESPACE: u8 = 1;
 const VERSION: u8 = 2;
 const LABEL: u8 = 3;
 const ANNOTATION: u8 = 4;
+const KEPT: u8 = 5;
 
 const WRITTEN_BY_OPERATOR: u8 = 1;
 const TERMINATING: u8 = 2;
+const HAS_APPLIED_HASH: u8 = 4;
 
-/// One cached object.
-#[derive(Debug)]
+/// Flags, the fingerprint and the applied-hash come first in the bytes; the fields follow.
+const FINGERPRINT_AT: usize = 1;
+const APPLIED_HASH_AT: usize = 9;
+const FIELDS_AT: usize = 17;
+
+/// One cached object: its kind, and everything else in one shared allocation.
+#[derive(Clone, Debug)]
 pub struct Child {
     kind: ChildKind,
-    flags: u8,
-    /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
-    /// none.
-    fingerprint: u64,
-    /// The applied-hash annotation (the hash of the desired object last applied).
-    applied_hash: Option<u64>,
-    /// A desired fingerprint that this very state of the object was found to satisfy on the
-    /// API server (0: none), so the check is not repeated until the object changes.
-    verified: AtomicU64,
-    /// Name, namespace, resourceVersion, labels and annotations, packed: one allocation.
-    text: Box<[u8]>,
-    /// The fields readiness reads, as JSON (only for the kinds that have any).
-    kept: Option<Box<str>>,
+    bytes: Arc<[u8]>,
 }
 
 impl Child {
     /// The compact form of `object`, an object of `kind`.
     pub fn from_object(kind: ChildKind, object: &DynamicObject) -> Child {
         let meta = &object.metadata;
-        let mut text = Vec::with_capacity(96);
-        push(&mut text, NAME, None, meta.name.as_deref().unwrap_or_default());
-        if let Some(namespace) = meta.namespace.as_deref().filter(|_| kind.is_namespaced()) {
-            push(&mut text, NAMESPACE, None, namespace);
-        }
-        if let Some(version) = &meta.resource_version {
-            push(&mut text, VERSION, None, version);
-        }
-        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
-            push(&mut text, LABEL, Some(key), value);
-        }
-        let mut applied_hash = None;
-        for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
-            if key == ANNOTATION_APPLIED_HASH {
-                applied_hash = u64::from_str_radix(value, 16).ok();
-            } else {
-                push(&mut text, ANNOTATION, Some(key), value);
-            }
-        }
-
         let mut flags = 0;
         let mut applied_fields = None;
         for entry in meta.managed_fields.iter().flatten().filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER)) {
@@ -116,15 +91,33 @@ impl Child {
             }
             fingerprint::of_projection(kind, projected)
         });
-        Child {
-            kind,
-            flags,
-            fingerprint,
-            applied_hash,
-            verified: AtomicU64::new(0),
-            text: text.into_boxed_slice(),
-            kept: keep(kind, &object.data),
+        let applied_hash =
+            meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED_HASH)).and_then(|h| u64::from_str_radix(h, 16).ok());
+        if applied_hash.is_some() {
+            flags |= HAS_APPLIED_HASH;
         }
+
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(flags);
+        bytes.extend_from_slice(&fingerprint.to_le_bytes());
+        bytes.extend_from_slice(&applied_hash.unwrap_or_default().to_le_bytes());
+        push(&mut bytes, NAME, None, meta.name.as_deref().unwrap_or_default());
+        if let Some(namespace) = meta.namespace.as_deref().filter(|_| kind.is_namespaced()) {
+            push(&mut bytes, NAMESPACE, None, namespace);
+        }
+        if let Some(version) = &meta.resource_version {
+            push(&mut bytes, VERSION, None, version);
+        }
+        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| key.starts_with(OWN_PREFIX)) {
+            push(&mut bytes, LABEL, Some(key), value);
+        }
+        for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| keeps_annotation(kind, key)) {
+            push(&mut bytes, ANNOTATION, Some(key), value);
+        }
+        if let Some(kept) = keep(kind, &object.data) {
+            push(&mut bytes, KEPT, None, &kept);
+        }
+        Child { kind, bytes: bytes.into() }
     }
 
     pub fn kind(&self) -> ChildKind {
@@ -153,51 +146,62 @@ impl Child {
         self.find(LABEL, Some(key))
     }
 
-    /// One of the operator's own annotations (`tenancy.platform.dev/…`, the applied-hash
-    /// excepted); other annotations are not kept.
+    /// One of the operator's own annotations (`tenancy.platform.dev/…`; not the
+    /// applied-hash, see [`Child::applied_hash`], and the tenant UID on Namespaces only, where
+    /// adoption reads it); other annotations are not kept.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.find(ANNOTATION, Some(key))
     }
 
     /// Whether the operator's field manager wrote any field of the object.
     pub fn written_by_operator(&self) -> bool {
-        self.flags & WRITTEN_BY_OPERATOR != 0
+        self.flags() & WRITTEN_BY_OPERATOR != 0
     }
 
     pub fn is_terminating(&self) -> bool {
-        self.flags & TERMINATING != 0
+        self.flags() & TERMINATING != 0
     }
 
+    /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
+    /// none.
+    pub fn fingerprint(&self) -> u64 {
+        self.word(FINGERPRINT_AT)
+    }
+
+    /// The applied-hash annotation: the hash of the desired object last applied.
     pub fn applied_hash(&self) -> Option<u64> {
-        self.applied_hash
-    }
-
-    /// Whether the operator's fields of this object are those of the desired object with
-    /// fingerprint `wanted`.
-    pub fn satisfies(&self, wanted: u64) -> bool {
-        self.fingerprint == wanted || self.verified.load(Ordering::Relaxed) == wanted
-    }
-
-    /// Record that this state of the object was checked on the API server and satisfies the
-    /// desired object with fingerprint `wanted`.
-    pub fn mark_verified(&self, wanted: u64) {
-        self.verified.store(wanted, Ordering::Relaxed);
-    }
-
-    /// Carry a verification over to `next`, the same state of the object seen again.
-    pub fn pass_verification_to(&self, next: &Child) {
-        next.verified.store(self.verified.load(Ordering::Relaxed), Ordering::Relaxed);
+        (self.flags() & HAS_APPLIED_HASH != 0).then(|| self.word(APPLIED_HASH_AT))
     }
 
     /// The fields readiness reads (e.g. `/status/readyReplicas`, `/roleRef`), as an object;
     /// empty for kinds that have none.
     pub fn data(&self) -> Value {
-        self.kept.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
+        self.find(KEPT, None).and_then(|json| serde_json::from_str(json).ok()).unwrap_or_else(|| Value::Object(Map::new()))
+    }
+
+    /// Whether `other` is this very cached state (not merely an equal one).
+    pub(super) fn same(&self, other: &Child) -> bool {
+        Arc::ptr_eq(&self.bytes, &other.bytes)
+    }
+
+    fn flags(&self) -> u8 {
+        self.bytes.first().copied().unwrap_or_default()
+    }
+
+    fn word(&self, at: usize) -> u64 {
+        self.bytes.get(at..at + 8).and_then(|word| word.try_into().ok()).map(u64::from_le_bytes).unwrap_or_default()
     }
 
     fn find(&self, tag: u8, key: Option<&str>) -> Option<&str> {
-        Fields { bytes: &self.text }.find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
+        let fields = Fields { bytes: self.bytes.get(FIELDS_AT..).unwrap_or_default() };
+        fields.into_iter().find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
     }
+}
+
+/// The operator's annotations a decision reads; the tenant UID only where adoption reads it
+/// (it is inside every fingerprint anyway).
+fn keeps_annotation(kind: ChildKind, key: &str) -> bool {
+    key.starts_with(OWN_PREFIX) && key != ANNOTATION_APPLIED_HASH && (key != ANNOTATION_TENANT_UID || kind == ChildKind::Namespace)
 }
 
 /// Per kind, the fields other than the operator's own that a decision reads.
@@ -211,7 +215,7 @@ fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
     }
 }
 
-fn keep(kind: ChildKind, data: &Value) -> Option<Box<str>> {
+fn keep(kind: ChildKind, data: &Value) -> Option<String> {
     let mut kept = Map::new();
     for path in kept_paths(kind) {
         if let Some(value) = data.pointer(path) {
@@ -219,7 +223,7 @@ fn keep(kind: ChildKind, data: &Value) -> Option<Box<str>> {
             insert_at(&mut kept, &segments, value.clone());
         }
     }
-    (!kept.is_empty()).then(|| Value::Object(kept).to_string().into_boxed_str())
+    (!kept.is_empty()).then(|| Value::Object(kept).to_string())
 }
 
 fn insert_at(node: &mut Map<String, Value>, segments: &[&str], value: Value) {
@@ -339,13 +343,14 @@ mod tests {
         assert_eq!(child.label(LABEL_ENVIRONMENT), Some("dev"));
         assert_eq!(child.label("tenancy.platform.dev/other"), Some("x"), "an unknown key of the operator's own");
         assert_eq!(child.label("app.kubernetes.io/managed-by"), None, "not the operator's prefix");
-        assert_eq!(child.annotation(ANNOTATION_TENANT_UID), Some("uid-1"));
+        assert_eq!(child.annotation(ANNOTATION_TENANT_UID), None, "kept on Namespaces only");
+        assert_eq!(Child::from_object(ChildKind::Namespace, &ingress()).annotation(ANNOTATION_TENANT_UID), Some("uid-1"));
         assert_eq!(child.annotation("kubectl.kubernetes.io/last-applied-configuration"), None);
         assert_eq!(child.applied_hash(), Some(0xff));
         assert!(child.written_by_operator() && !child.is_terminating());
         assert_eq!(child.data(), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
         let applied = json!({"metadata": {"name": "xconsole"}, "spec": {"ingressClassName": "nginx"}});
-        assert!(child.satisfies(fingerprint::of_desired(ChildKind::Ingress, &applied)));
+        assert_eq!(child.fingerprint(), fingerprint::of_desired(ChildKind::Ingress, &applied));
     }
 
     #[test]
@@ -360,7 +365,8 @@ mod tests {
         object.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
         let child = Child::from_object(ChildKind::Ingress, &object);
         assert!(!child.written_by_operator() && child.is_terminating());
-        assert_eq!(child.fingerprint, 0);
+        assert_eq!(child.fingerprint(), 0);
+        assert_eq!(child.applied_hash(), Some(0xff));
     }
 
     #[test]

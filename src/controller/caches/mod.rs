@@ -32,7 +32,7 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
 };
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 pub use child::Child;
 
@@ -55,7 +55,7 @@ pub struct Caches {
 /// The stream of one cache: every object whose change may concern a reconcile (not the
 /// operator's own writes coming back). It must be polled (by a controller, as a trigger) for
 /// the cache to fill.
-pub type CacheStream = BoxStream<'static, Arc<Child>>;
+pub type CacheStream = BoxStream<'static, Child>;
 
 struct Shared {
     kinds: Vec<ChildKind>,
@@ -67,16 +67,19 @@ struct Shared {
 struct State {
     objects: HashSet<Entry>,
     /// Objects by (the hash of) their tenant label.
-    by_tenant: HashMap<u64, Vec<Arc<Child>>>,
+    by_tenant: HashMap<u64, Vec<Child>>,
     /// The operator's writes the watch has not delivered yet.
     written: HashMap<OwnedKey, Written>,
+    /// Objects whose fingerprint differs from the desired one they were nonetheless found to
+    /// satisfy on the API server (a value stored in another form), by resourceVersion.
+    verified: HashMap<OwnedKey, Verified>,
     /// Per kind, the number of the current (re-)list: entries not seen by it are gone.
     epochs: HashMap<ChildKind, u32>,
     synced: BTreeSet<ChildKind>,
 }
 
 struct Entry {
-    child: Arc<Child>,
+    child: Child,
     epoch: u32,
 }
 
@@ -85,8 +88,13 @@ struct Entry {
 /// version, the write is what the object is.
 struct Written {
     before: Option<Box<str>>,
-    after: Option<Arc<Child>>,
+    after: Option<Child>,
     at: Instant,
+}
+
+struct Verified {
+    version: Box<str>,
+    wanted: u64,
 }
 
 impl Default for Caches {
@@ -106,13 +114,16 @@ impl Caches {
     pub fn start(client: &Client, kinds: &[ChildKind]) -> (Self, HashMap<ChildKind, CacheStream>) {
         let caches = Self::with_kinds(kinds.to_vec());
         let mut streams = HashMap::new();
+        // One (re-)list at a time: each page of objects is held whole while it is decoded,
+        // and the peak of that, not the caches, would decide the operator's memory.
+        let listing = Arc::new(Semaphore::new(1));
         for &kind in kinds {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
             // ClusterRoles are not a tenant's: the cache holds those a TenantUser may name.
             let selector = if kind == ChildKind::ClusterRole { LABEL_ASSIGNABLE_TRUE } else { LABEL_TENANT };
             let shared = caches.shared.clone();
-            let stream = watcher(api, watcher::Config::default().labels(selector))
-                .default_backoff()
+            let events = watcher(api, watcher::Config::default().labels(selector)).default_backoff().boxed();
+            let stream = one_list_at_a_time(events, listing.clone())
                 .filter_map(move |event| {
                     let touched = match event {
                         Ok(event) => Some(futures::stream::iter(shared.handle(kind, event))),
@@ -142,7 +153,7 @@ impl Caches {
 
     /// The object as the operator knows it: from the cache, or as the operator last wrote it
     /// when the cache has not caught up with that write yet.
-    pub fn get(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<Arc<Child>> {
+    pub fn get(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<Child> {
         let key = KeyRef::new(kind, namespace, name);
         let state = self.shared.read();
         let cached = state.objects.get(&key as &dyn Keyed).map(|entry| entry.child.clone());
@@ -161,7 +172,7 @@ impl Caches {
     }
 
     /// Objects of `kind` labelled with the tenant `slug` (as [`Caches::get`] sees each).
-    pub fn of_tenant(&self, kind: ChildKind, slug: &str) -> Vec<Arc<Child>> {
+    pub fn of_tenant(&self, kind: ChildKind, slug: &str) -> Vec<Child> {
         let state = self.shared.read();
         let mine = |child: &Child| child.kind() == kind && child.label(LABEL_TENANT) == Some(slug);
         let mut found = Vec::new();
@@ -182,6 +193,28 @@ impl Caches {
         found
     }
 
+    /// Whether the operator's fields of `child` are those of the desired object with
+    /// fingerprint `wanted`: the fingerprints are equal, or this state of the object was found
+    /// to satisfy it on the API server (see [`Caches::mark_verified`]).
+    pub fn satisfies(&self, child: &Child, wanted: u64) -> bool {
+        if child.fingerprint() == wanted {
+            return true;
+        }
+        let state = self.shared.read();
+        state
+            .verified
+            .get(&child.key() as &dyn Keyed)
+            .is_some_and(|verified| verified.wanted == wanted && Some(&*verified.version) == child.resource_version())
+    }
+
+    /// Remember that this state of `child` (its resourceVersion) satisfies the desired object
+    /// with fingerprint `wanted`, until the object changes.
+    pub fn mark_verified(&self, child: &Child, wanted: u64) {
+        let Some(version) = child.resource_version() else { return };
+        let mut state = self.shared.write();
+        state.verified.insert(child.key().to_owned(), Verified { version: version.into(), wanted });
+    }
+
     /// Remember a write of the operator: `before` is what [`Caches::cached_version`] said
     /// before it was sent, `after` the object the API server returned (`None` for a delete).
     pub fn wrote(&self, kind: ChildKind, namespace: Option<&str>, name: &str, before: Option<String>, after: Option<Child>) {
@@ -194,7 +227,6 @@ impl Caches {
         if let (Some(cached), Some(after)) = (&cached, &after) {
             if cached.resource_version() == after.resource_version() {
                 // The watch was faster than the response.
-                after.pass_verification_to(cached);
                 return;
             }
         }
@@ -203,8 +235,29 @@ impl Caches {
             state.written.remove(&key as &dyn Keyed);
             return;
         }
-        state.written.insert(key.to_owned(), Written { before: before.map(String::into_boxed_str), after: after.map(Arc::new), at: now });
+        state.written.insert(key.to_owned(), Written { before: before.map(String::into_boxed_str), after, at: now });
     }
+}
+
+/// `events` with its (re-)lists taking turns on `listing`: the watcher lists only when polled
+/// after its `Init` event, so holding that event back until a permit is free holds the list
+/// back; the permit goes with `InitDone` (or a failure, after which the watcher lists anew).
+fn one_list_at_a_time<S>(events: S, listing: Arc<Semaphore>) -> impl futures::Stream<Item = S::Item> + Send
+where
+    S: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + Unpin,
+{
+    futures::stream::unfold((events, None::<OwnedSemaphorePermit>), move |(mut events, mut permit)| {
+        let listing = listing.clone();
+        async move {
+            let event = events.next().await?;
+            match &event {
+                Ok(watcher::Event::Init) if permit.is_none() => permit = listing.acquire_owned().await.ok(),
+                Ok(watcher::Event::InitDone) | Err(_) => permit = None,
+                _ => {}
+            }
+            Some((event, (events, permit)))
+        }
+    })
 }
 
 impl Shared {
@@ -217,21 +270,21 @@ impl Shared {
     }
 
     /// Apply one watch event; returns the objects whose change a reconcile must see.
-    fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Arc<Child>> {
+    fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Child> {
         match event {
             watcher::Event::Init => {
                 *self.write().epochs.entry(kind).or_default() += 1;
                 Vec::new()
             }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                let child = Arc::new(Child::from_object(kind, &object));
+                let child = Child::from_object(kind, &object);
                 drop(object);
                 let mut state = self.write();
                 let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
                 state.upsert(child, epoch).into_iter().collect()
             }
             watcher::Event::Delete(object) => {
-                let child = Arc::new(Child::from_object(kind, &object));
+                let child = Child::from_object(kind, &object);
                 let mut state = self.write();
                 state.settle_written(&child);
                 state.remove(&child.key());
@@ -240,7 +293,7 @@ impl Shared {
             watcher::Event::InitDone => {
                 let mut state = self.write();
                 let epoch = state.epochs.get(&kind).copied().unwrap_or_default();
-                let gone: Vec<Arc<Child>> = state
+                let gone: Vec<Child> = state
                     .objects
                     .iter()
                     .filter(|entry| entry.child.kind() == kind && entry.epoch != epoch)
@@ -262,7 +315,7 @@ impl Shared {
 impl State {
     /// Store `child`; returns it when a reconcile must see it: not when it is the state the
     /// cache already had (a re-list), nor the operator's own write coming back.
-    fn upsert(&mut self, child: Arc<Child>, epoch: u32) -> Option<Arc<Child>> {
+    fn upsert(&mut self, child: Child, epoch: u32) -> Option<Child> {
         let echo = self.settle_written(&child);
         if let Some(known) = self.objects.get(&child.key() as &dyn Keyed) {
             if known.child.resource_version().is_some() && known.child.resource_version() == child.resource_version() {
@@ -274,8 +327,12 @@ impl State {
         if let Some(old) = self.objects.replace(Entry { child: child.clone(), epoch }) {
             self.unindex(&old.child);
         }
+        self.forget_verified(&child);
         if let Some(tenant) = child.label(LABEL_TENANT) {
-            self.by_tenant.entry(hash_str(tenant)).or_default().push(child.clone());
+            let children = self.by_tenant.entry(hash_str(tenant)).or_default();
+            // A tenant has a few dozen objects: no room to spare for more.
+            children.reserve_exact(1);
+            children.push(child.clone());
         }
         (!echo).then_some(child)
     }
@@ -287,7 +344,6 @@ impl State {
         let Some(written) = self.written.get(&key as &dyn Keyed) else { return false };
         match &written.after {
             Some(after) if after.resource_version() == child.resource_version() => {
-                after.pass_verification_to(child);
                 self.written.remove(&key as &dyn Keyed);
                 true
             }
@@ -299,17 +355,26 @@ impl State {
         }
     }
 
-    fn remove(&mut self, key: &KeyRef<'_>) -> Option<Arc<Child>> {
+    fn remove(&mut self, key: &KeyRef<'_>) -> Option<Child> {
+        self.verified.remove(key as &dyn Keyed);
         let entry = self.objects.take(key as &dyn Keyed)?;
         self.unindex(&entry.child);
         Some(entry.child)
     }
 
-    fn unindex(&mut self, child: &Arc<Child>) {
+    /// A verification holds for the state it was made on only.
+    fn forget_verified(&mut self, child: &Child) {
+        let key = child.key();
+        if self.verified.get(&key as &dyn Keyed).is_some_and(|verified| Some(&*verified.version) != child.resource_version()) {
+            self.verified.remove(&key as &dyn Keyed);
+        }
+    }
+
+    fn unindex(&mut self, child: &Child) {
         let Some(tenant) = child.label(LABEL_TENANT) else { return };
         let slot = hash_str(tenant);
         if let Some(children) = self.by_tenant.get_mut(&slot) {
-            children.retain(|other| !Arc::ptr_eq(other, child));
+            children.retain(|other| !other.same(child));
             if children.is_empty() {
                 self.by_tenant.remove(&slot);
             }

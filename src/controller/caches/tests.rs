@@ -30,7 +30,7 @@ fn touched(caches: &Caches, event: Event<DynamicObject>) -> Vec<String> {
         .collect()
 }
 
-fn version(child: Option<Arc<Child>>) -> Option<String> {
+fn version(child: Option<Child>) -> Option<String> {
     child.and_then(|c| c.resource_version().map(str::to_string))
 }
 
@@ -74,13 +74,18 @@ async fn a_relist_drops_what_it_did_not_see_and_reports_only_changes() {
     tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("ready").expect("task");
 
     let a = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
-    a.mark_verified(7);
+    caches.mark_verified(&a, 7);
     touched(&caches, Event::Init);
     assert!(touched(&caches, Event::InitApply(config_map("acme-dev", "a", "acme", "1"))).is_empty(), "unchanged");
     assert_eq!(touched(&caches, Event::InitApply(config_map("acme-dev", "c", "acme", "3"))), ["acme-dev/c"]);
     assert_eq!(touched(&caches, Event::InitDone), ["acme-dev/b"], "gone while the watch was down");
     assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "b").is_none());
-    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a").satisfies(7), "what was verified stays");
+    let a = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
+    assert!(caches.satisfies(&a, 7), "what was verified stays");
+    touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "9")));
+    let a = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
+    assert!(!caches.satisfies(&a, 7), "until the object changes");
+    assert!(caches.shared.read().verified.is_empty());
 }
 
 #[test]
@@ -127,8 +132,9 @@ fn a_write_the_watch_already_delivered_is_not_remembered() {
     let caches = caches();
     touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "2")));
     let written = Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "a", "acme", "2"));
-    written.mark_verified(9);
+    caches.mark_verified(&written, 9);
     caches.wrote(ChildKind::ConfigMap, Some("acme-dev"), "a", Some("1".into()), Some(written));
     assert!(caches.shared.read().written.is_empty());
-    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a").satisfies(9), "what the write proved is kept");
+    let cached = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
+    assert!(caches.satisfies(&cached, 9), "what the write proved holds for the same version");
 }

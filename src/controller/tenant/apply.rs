@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use std::sync::Arc;
-
 use futures::future::join_all;
 use serde_json::json;
 
@@ -70,10 +68,10 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold
 /// objects without the tenant label, so a miss is confirmed with one GET.
-async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Arc<Child>>, Error> {
+async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
     match ctx.caches.get(kind, namespace, name) {
         Some(cached) => Ok(Some(cached)),
-        None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Arc::new(Child::from_object(kind, &object)))),
+        None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Child::from_object(kind, &object))),
     }
 }
 
@@ -82,7 +80,7 @@ enum NamespaceClaim {
     /// Someone else's, or being deleted: nothing in it is touched (the problem is recorded).
     Unusable { terminating: bool },
     /// The operator's (adopted if it was retained), or free; `fresh`: it does not exist yet.
-    Usable { found: Option<Arc<Child>>, fresh: bool },
+    Usable { found: Option<Child>, fresh: bool },
 }
 
 /// Decide whether the namespace `name` may be used for the tenant, adopting it if it was
@@ -95,7 +93,7 @@ async fn claim_namespace(
     changes: &mut Changes,
 ) -> Result<NamespaceClaim, Error> {
     let namespace = found(ctx, ChildKind::Namespace, None, name).await?;
-    let fresh = match claim(namespace.as_deref(), &valid.slug) {
+    let fresh = match claim(namespace.as_ref(), &valid.slug) {
         Claim::Foreign => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceConflict,
@@ -107,7 +105,7 @@ async fn claim_namespace(
             ));
             return Ok(NamespaceClaim::Unusable { terminating: false });
         }
-        _ if namespace.as_deref().is_some_and(is_terminating) => {
+        _ if namespace.as_ref().is_some_and(is_terminating) => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceTerminating,
                 format!("namespace {name} is being deleted; it is re-created once it is gone"),
@@ -115,11 +113,11 @@ async fn claim_namespace(
             return Ok(NamespaceClaim::Unusable { terminating: true });
         }
         Claim::Retained => {
-            adopt(valid, name, namespace.as_deref(), ctx, changes).await?;
+            adopt(valid, name, namespace.as_ref(), ctx, changes).await?;
             false
         }
         Claim::Ours => {
-            if let Some(previous) = namespace.as_deref().and_then(|ns| previous_owner(ns, &valid.uid)) {
+            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
                 changes.note(Reason::Adopted, format!("adopted namespace {name} of the earlier Tenant {previous}"));
             }
             false
@@ -138,7 +136,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
         NamespaceClaim::Unusable { terminating: false } => return Ok(()),
         NamespaceClaim::Usable { found, .. } => {
             for desired in &account.objects {
-                let current = if desired.kind == ChildKind::Namespace { found.as_deref() } else { None };
+                let current = if desired.kind == ChildKind::Namespace { found.as_ref() } else { None };
                 if !needs_apply(ctx, desired, &valid.uid, current).await? {
                     continue;
                 }

@@ -21,10 +21,10 @@ use crate::{
 
 pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let slug = tenant.metadata.name.clone().ok_or(Error::MissingName)?;
-    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
+    let stored = super::stored_status(tenant, ctx, super::Details::Kept).await?;
     let now = Time(Timestamp::now());
-    let new = status::terminating(&old, tenant.spec.deletion_policy, tenant.metadata.generation, &now);
-    ctx.write_status(tenant, Some(&old), &new).await?;
+    let new = status::terminating(stored.status(), tenant.spec.deletion_policy, tenant.metadata.generation, &now);
+    super::write_status(tenant, &stored, &new, ctx).await?;
     ctx.status_written(&slug, false);
     ctx.forget_hosts(&slug);
 

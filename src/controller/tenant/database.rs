@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::{api::ListParams, runtime::events::EventType, Api, Resource, ResourceExt};
 
@@ -109,13 +107,13 @@ async fn pod_refusal(ctx: &Context, namespace: &str, statefulset: &str) -> Optio
 
 /// The environment's credentials Secret as the caches know it, else as the API server has it
 /// (the label-narrowed cache does not hold an unlabelled one).
-async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<Arc<Child>>, Error> {
+async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<Child>, Error> {
     let name = naming::database_secret_name(&valid.slug);
     Ok(match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
         Some(cached) => Some(cached),
         None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name)
             .await?
-            .map(|object| Arc::new(Child::from_object(ChildKind::Secret, &object))),
+            .map(|object| Child::from_object(ChildKind::Secret, &object)),
     })
 }
 
@@ -124,7 +122,7 @@ pub async fn secret_is_foreign(valid: &ValidatedTenant, env: &EnvironmentPlan, c
     if env.database.is_none() && valid.plan.database_provider != DatabaseProvider::External {
         return Ok(false);
     }
-    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_deref(), &valid.slug) == Claim::Foreign)
+    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_ref(), &valid.slug) == Claim::Foreign)
 }
 
 /// The credentials Secret the operator wants, with `password`; the provider is pinned on
@@ -175,7 +173,7 @@ fn credentials_cached(
         return Ok(Some(Err(secret_conflict(env, &name))));
     }
     let probe = desired_credentials(valid, env, connection, provider, "")?;
-    Ok((compare_cached(&probe, &applied_form(&probe, &valid.uid), &cached) == Cached::Current).then_some(Ok(())))
+    Ok((compare_cached(&ctx.caches, &probe, &applied_form(&probe, &valid.uid), &cached) == Cached::Current).then_some(Ok(())))
 }
 
 /// Make sure the environment's credentials Secret exists and is as wanted, and return its
@@ -212,8 +210,8 @@ async fn ensure_credentials(
     let applied = applied_form(&desired, &valid.uid);
     // What the server's copy proves is remembered on the cached object, if it is the same.
     let cached = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name);
-    let current = match (&existing, cached.as_deref().or(existing_child.as_ref())) {
-        (Some(object), Some(observed)) => confirm(ChildKind::Secret, &applied, object, observed),
+    let current = match (&existing, cached.as_ref().or(existing_child.as_ref())) {
+        (Some(object), Some(observed)) => confirm(&ctx.caches, ChildKind::Secret, &applied, object, observed),
         _ => false,
     };
     if !current {

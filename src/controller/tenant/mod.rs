@@ -2,6 +2,7 @@
 //! status) and to [`cleanup`] when the Tenant is deleted.
 
 mod apply;
+mod cache;
 mod cleanup;
 mod database;
 mod hosts;
@@ -21,13 +22,14 @@ use kube::{
     Api, Resource, ResourceExt,
 };
 
+pub use cache::TenantCache;
 pub use hosts::{HostIndex, Seniority};
 
 use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
     desired::tenant::hostnames,
     naming::FINALIZER,
-    types::{Tenant, TenantPhase},
+    types::{Tenant, TenantPhase, TenantStatus},
 };
 
 /// A Tenant as the controller receives it: a malformed object in the watch must not stop the
@@ -65,10 +67,62 @@ async fn report_failure(tenant: &Tenant, error: &Error, ctx: &Context) {
     if error.kind() == ErrorKind::Waiting || tenant.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
-    let new = status::failed(&old, &error.to_string(), tenant.metadata.generation, &Time(Timestamp::now()));
-    if let Err(write_error) = ctx.write_status(tenant, Some(&old), &new).await {
+    let result = async {
+        let stored = stored_status(tenant, ctx, Details::Kept).await?;
+        let new = status::failed(stored.status(), &error.to_string(), tenant.metadata.generation, &Time(Timestamp::now()));
+        write_status(tenant, &stored, &new, ctx).await
+    };
+    if let Err(write_error) = result.await {
         tracing::debug!(tenant = %tenant.name_any(), %write_error, "could not record the failure in status");
+    }
+}
+
+/// The stored status a new one is computed from.
+pub(super) enum Stored {
+    /// Complete: as the operator last wrote it (the cache has not caught up yet) or as read
+    /// from the API server.
+    Full(TenantStatus),
+    /// As the Tenant cache keeps it (see [`cache`]): enough to compute a reconciled status,
+    /// which rewrites every detail, not to keep the details of the stored one.
+    Reduced(TenantStatus),
+}
+
+impl Stored {
+    pub(super) fn status(&self) -> &TenantStatus {
+        match self {
+            Stored::Full(status) | Stored::Reduced(status) => status,
+        }
+    }
+}
+
+/// Whether the new status keeps details (namespaces, endpoints, databases, messages) of the
+/// stored one.
+#[derive(PartialEq)]
+pub(super) enum Details {
+    Rewritten,
+    Kept,
+}
+
+pub(super) async fn stored_status(tenant: &Tenant, ctx: &Context, details: Details) -> Result<Stored, Error> {
+    if let Some(written) = ctx.current_status::<Tenant, TenantStatus>(tenant, None) {
+        return Ok(Stored::Full(written));
+    }
+    if details == Details::Rewritten {
+        if let Some(reduced) = ctx.tenant_cache.reduced_status(tenant) {
+            return Ok(Stored::Reduced(reduced));
+        }
+    }
+    let name = tenant.meta().name.as_deref().ok_or(Error::MissingName)?;
+    let fresh = Api::<Tenant>::all(ctx.client.clone()).get(name).await?;
+    Ok(Stored::Full(fresh.status.unwrap_or_default()))
+}
+
+/// Write `new` unless it is what is stored; returns whether it wrote.
+pub(super) async fn write_status(tenant: &Tenant, stored: &Stored, new: &TenantStatus, ctx: &Context) -> Result<bool, Error> {
+    match stored {
+        Stored::Full(old) => ctx.write_status(tenant, Some(old), new).await,
+        Stored::Reduced(_) if ctx.tenant_cache.is_stored(tenant, new) => Ok(false),
+        Stored::Reduced(_) => ctx.write_status(tenant, None, new).await,
     }
 }
 
@@ -81,9 +135,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let now = Time(Timestamp::now());
     let generation = tenant.metadata.generation;
     let name = tenant.name_any();
-    let old = ctx.current_status(tenant, tenant.status.as_ref()).unwrap_or_default();
     if tenant.spec.suspend {
-        if ctx.write_status(tenant, Some(&old), &status::suspended(&old, generation, &now)).await? {
+        let stored = stored_status(tenant, ctx, Details::Kept).await?;
+        if write_status(tenant, &stored, &status::suspended(stored.status(), generation, &now), ctx).await? {
             ctx.status_written(&name, false);
         }
         return Ok(Action::await_change());
@@ -94,8 +148,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let valid = match validate::validate(tenant, &ctx.config, &pinned, contested) {
         Ok(valid) => valid,
         Err(problem) => {
-            let new = status::refused(&old, &problem, generation, &now);
-            if ctx.write_status(tenant, Some(&old), &new).await? {
+            let stored = stored_status(tenant, ctx, Details::Kept).await?;
+            let new = status::refused(stored.status(), &problem, generation, &now);
+            if write_status(tenant, &stored, &new, ctx).await? {
                 ctx.status_written(&name, false);
                 ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
             }
@@ -106,16 +161,18 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let mut changes = Changes::default();
     let observed = apply::apply_tenant(tenant, &valid, ctx, &mut changes).await?;
     ctx.changes_event(&tenant.object_ref(&()), &changes);
-    let (new, stalled) = status::reconciled(&old, &valid.plan, observed, generation, &now);
+    let stored = stored_status(tenant, ctx, Details::Rewritten).await?;
+    let old = stored.status();
+    let (new, stalled) = status::reconciled(old, &valid.plan, observed, generation, &now);
     let ready = new.phase == Some(TenantPhase::Ready);
     let contested = !valid.contested_hosts.is_empty();
     // Progress details are coalesced: the next write of them comes when it is due.
-    if status::progress_only(&old, &new) {
+    if status::progress_only(old, &new) {
         if let Some(wait) = ctx.progress_wait(&name) {
             return Ok(Action::requeue(wait.min(POLL)));
         }
     }
-    if ctx.write_status(tenant, Some(&old), &new).await? {
+    if write_status(tenant, &stored, &new, ctx).await? {
         ctx.status_written(&name, new.phase == Some(TenantPhase::Provisioning));
         if let Some(problem) = stalled {
             ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);

@@ -56,7 +56,7 @@ pub async fn apply_bindings(
         }
         kept.insert((binding.kind, namespace.clone(), binding.name.clone()));
         let cached = ctx.caches.get(binding.kind, Some(&namespace), &binding.name);
-        if !needs_apply(ctx, binding, &owner_uid, cached.as_deref()).await? {
+        if !needs_apply(ctx, binding, &owner_uid, cached.as_ref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.

@@ -81,7 +81,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
-    let around = validate::Surroundings { tenant, namespace: namespace.as_deref(), others: &others };
+    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others };
     let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
