@@ -210,15 +210,19 @@ async fn start_operator(opts: &Options, name: &str, kubeconfig: &Path) -> Result
 async fn run_direct(n: usize, objects: &[DesiredObject], latency: Duration) -> Result<Direct, String> {
     let fake = FakeApiServer::builder().commit_latency(latency).start().await;
     let before = fake.request_counts();
+    let cpu = cpu_of("/proc/self/stat");
     let time = fleet::direct_apply(&fake.client(), objects).await?;
+    let cpu = cpu_of("/proc/self/stat") - cpu;
     let requests = total(&fake.request_counts().since(&before));
     println!(
-        "  direct apply{}: {} objects in {} ({:.0} objects/s), {requests} requests ({:.2} per tenant)",
+        "  direct apply{}: {} objects in {} ({:.0} objects/s), {requests} requests ({:.2} per tenant); CPU of the client and the fake {} ({:.0} µs per request)",
         latency_label(latency),
         objects.len(),
         secs(time),
         objects.len() as f64 / time.as_secs_f64(),
-        per(requests, n)
+        per(requests, n),
+        secs(cpu),
+        cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
     );
     Ok(Direct { time })
 }
@@ -393,6 +397,10 @@ async fn run_size(opts: &Options, n: usize) -> Result<Outcome, String> {
         (None, None)
     } else {
         let d = run_direct(n, &objects, opts.latency).await?;
+        println!(
+            "    measured: {:.2} ms more per request than without the commit latency",
+            (d.time.as_secs_f64() - direct.time.as_secs_f64()) * 1000.0 / objects.len() as f64
+        );
         let (c, fake, _, op, _) = run_operator(opts, &tenants, opts.latency, &format!("n{n}-converge-latency")).await?;
         op.stop().await;
         drop(fake);

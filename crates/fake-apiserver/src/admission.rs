@@ -31,16 +31,32 @@ const OBJECT_META_FIELDS: &[&str] = &[
     "managedFields",
 ];
 
-/// `pattern` compiled once per process (`None` if it does not compile): names, labels and
-/// schema patterns are checked on every write, and compiling a regex costs far more than
-/// matching it.
-pub fn regex(pattern: &str) -> Option<Regex> {
-    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> = LazyLock::new(Default::default);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(re) = cache.get(pattern) {
-        return re.clone();
+type RegexCache = LazyLock<Mutex<HashMap<String, Option<&'static Regex>>>>;
+
+/// The regex `source()` makes, compiled once per process under `key` (`None` if it does not
+/// compile): names, labels and schema patterns are checked on every write, and compiling a
+/// regex costs far more than matching it. The set of patterns is fixed (the fake's own and
+/// the CRDs' schemas), so the compiled ones are kept for good.
+fn cached(cache: &RegexCache, key: &str, source: impl FnOnce() -> String) -> Option<&'static Regex> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(key) {
+        return *re;
     }
-    cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok()).clone()
+    let compiled: Option<&'static Regex> = Regex::new(&source()).ok().map(|re| &*Box::leak(Box::new(re)));
+    cache.insert(key.to_string(), compiled);
+    compiled
+}
+
+/// `pattern` as written (a schema's `pattern` matches anywhere, like Go's regexp).
+pub fn regex(pattern: &str) -> Option<&'static Regex> {
+    static CACHE: RegexCache = LazyLock::new(Default::default);
+    cached(&CACHE, pattern, || pattern.to_string())
+}
+
+/// `pattern` matching a whole string.
+pub fn whole(pattern: &str) -> Option<&'static Regex> {
+    static CACHE: RegexCache = LazyLock::new(Default::default);
+    cached(&CACHE, pattern, || format!("^(?:{pattern})$"))
 }
 
 /// What CEL rules see of an object: the root's `metadata` holds only `name` and
@@ -473,7 +489,7 @@ const DNS1035_LABEL: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 pub fn validate_name(rt: &ResourceType, name: &str, field: &str) -> Vec<Cause> {
     let mut out = Vec::new();
     let invalid = |msg: String| Cause::new("FieldValueInvalid", field, format!("Invalid value: {name:?}: {msg}"));
-    let full = |re: &str| regex(&format!("^{re}$")).is_some_and(|r| r.is_match(name));
+    let full = |re: &str| whole(re).is_some_and(|r| r.is_match(name));
     match rt.name_rule {
         NameRule::Subdomain => {
             if name.len() > 253 {
@@ -529,7 +545,7 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
 }
 
 fn full_match(re: &str, s: &str) -> bool {
-    regex(&format!("^(?:{re})$")).is_some_and(|r| r.is_match(s))
+    whole(re).is_some_and(|r| r.is_match(s))
 }
 
 /// `IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name of at most 63.

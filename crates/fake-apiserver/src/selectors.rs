@@ -39,14 +39,14 @@ fn split_top(s: &str) -> Vec<String> {
 }
 
 fn valid_key(k: &str) -> bool {
-    let re = super::admission::regex(
-        r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    let re = super::admission::whole(
+        r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?",
     );
     !k.is_empty() && re.is_some_and(|re| re.is_match(k))
 }
 
 fn valid_value(v: &str) -> bool {
-    let re = super::admission::regex(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$");
+    let re = super::admission::whole(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?");
     v.len() <= 63 && re.is_some_and(|re| re.is_match(v))
 }
 
