@@ -519,6 +519,86 @@ async fn list_pagination() {
     assert!(second.metadata.continue_.is_none());
 }
 
+#[tokio::test]
+async fn list_pages_continue_after_the_last_key_and_count_what_remains() {
+    let fake = FakeApiServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    for i in [1, 3, 5, 7, 9] {
+        let labels = json!({"odd": "yes"});
+        api.create(&PostParams::default(), &obj(json!({"metadata": {"name": format!("c{i}"), "labels": labels}}))).await.unwrap();
+    }
+    let names = |l: &kube::api::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first), ["c1", "c3"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3), "no selector: the real server says how many follow");
+    // Created between pages: before the last key it is not seen, after it it is (no snapshot).
+    api.create(&PostParams::default(), &cm("c0", json!({}))).await.unwrap();
+    api.create(&PostParams::default(), &cm("c4", json!({}))).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second), ["c4", "c5"]);
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version, "pages carry the first page's resourceVersion");
+    let token = second.metadata.continue_.clone().unwrap();
+    let third = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&third), ["c7", "c9"]);
+    assert!(third.metadata.continue_.is_none());
+
+    let selected = api.list(&ListParams::default().labels("odd=yes").limit(2)).await.unwrap();
+    assert_eq!(names(&selected), ["c1", "c3"]);
+    assert_eq!(selected.metadata.remaining_item_count, None, "with a selector the real server does not count");
+    let bad = api.list(&ListParams::default().limit(2).continue_token("garbage")).await.unwrap_err();
+    assert_eq!(api_err(bad).code, 400);
+    fake.compact();
+    let stale = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap_err();
+    assert_eq!(api_err(stale).code, 410);
+}
+
+#[tokio::test]
+async fn commit_latency_delays_only_requests_that_store_something() {
+    let latency = Duration::from_millis(300);
+    let fake = FakeApiServer::builder().commit_latency(latency).start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let apply = PatchParams::apply("test").force();
+    let timed = |started: std::time::Instant| started.elapsed();
+
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "v"})))).await.unwrap();
+    assert!(timed(started) >= latency, "a create waits for the commit");
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "v"})))).await.unwrap();
+    api.get("a").await.unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err();
+    assert!(timed(started) < latency, "a no-op apply, a read and a refused create store nothing");
+
+    fake.set_commit_latency(Duration::ZERO);
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "w"})))).await.unwrap();
+    assert!(timed(started) < latency);
+}
+
+#[tokio::test]
+async fn inserted_objects_are_stored_as_their_manager_applied_them() {
+    let fake = FakeApiServer::start().await;
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "bulk"}, "data": {"k": "v"}}),
+    ];
+    assert_eq!(fake.insert_objects(&objects, "someone").unwrap(), 2);
+    let stored = fake.object("v1", "ConfigMap", "bulk", "c").unwrap();
+    let managed = &stored["metadata"]["managedFields"][0];
+    assert_eq!((managed["manager"].as_str(), managed["operation"].as_str()), (Some("someone"), Some("Apply")));
+    assert_eq!(managed["fieldsV1"]["f:data"]["f:k"], json!({}));
+    assert!(fake.request_counts().0.is_empty(), "not requests");
+    // Refused as the API would refuse it.
+    let orphan = vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "missing"}})];
+    assert!(fake.insert_objects(&orphan, "someone").unwrap_err().contains("not found"));
+    // Status through the status subresource.
+    let status = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}, "status": {"phase": "Active"}})];
+    fake.insert_status(&status, "someone").unwrap();
+    let ns = fake.object("v1", "Namespace", "", "bulk").unwrap();
+    assert!(ns["metadata"]["managedFields"].as_array().unwrap().iter().any(|m| m["subresource"] == "status"));
+}
+
 // ------------------------------------------------------------------ watch
 
 #[tokio::test]
