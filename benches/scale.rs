@@ -1,84 +1,58 @@
-//! Scale benchmark (issue 4): N tenants created at once on the in-process fake API server with
-//! the real controllers running.
+//! Fleet-scale benchmark (issue 13): N Tenants against the in-process fake API server, the
+//! operator running as a separate process (`tenant-operator run`, as its ServiceAccount under
+//! `deploy/`'s RBAC), compared with one client server-side applying the same rendered objects.
 //!
 //! ```sh
-//! cargo bench --bench scale            # N = 100, then N = 1000
-//! cargo bench --bench scale -- 100     # one or more sizes
-//! BENCH_TENANTS=100,1000 cargo bench --bench scale
+//! cargo bench --bench scale                    # N = 100, 1000, 5000
+//! cargo bench --bench scale -- 100 1000        # chosen sizes (also BENCH_TENANTS=100,1000)
 //! ```
 //!
-//! Other knobs: `BENCH_CONCURRENCY` (operator reconcile concurrency, default 16 as in
-//! `tenant-operator run`), `BENCH_TIMEOUT_SECS` (per phase, default 1200), `RUST_LOG`.
+//! Knobs: `BENCH_COMMIT_LATENCY_MS` (simulated etcd commit latency of the second set of timed
+//! runs, default 2; 0 skips them), `BENCH_PREPOPULATE_FROM` (sizes from this one on start from
+//! a pre-populated store and measure only resync and memory, default 5000; 0: never),
+//! `BENCH_CONCURRENCY` (`run --concurrency`, default 16), `BENCH_TIMEOUT_SECS` (per phase,
+//! default 900), `BENCH_OPERATOR_LOG` (the operator's `RUST_LOG`, default `warn`; its logs go
+//! to a temporary directory named in the output), `RUST_LOG` (the bench's own).
 //!
-//! For each N it prints (see BENCHMARKS.md):
-//! 1. the time until every Tenant is `phase: Ready` with `observedGeneration == generation`;
-//! 2. the operator's API requests per tenant by verb during convergence;
-//! 3. its writes per tenant against the minimum (desired objects + credentials Secrets + 1 status);
-//! 4. the writes of one full resync (operator restarted, everything re-listed and reconciled),
-//!    which must be 0: the process exits non-zero otherwise.
-//!
-//! The bench plays the kubelet: it marks each database StatefulSet ready through the status
-//! subresource as soon as it appears (like `Scenario::mark_statefulsets_ready`). Those status
-//! patches and the bench's own Tenant creates are excluded from the operator's figures.
+//! What each figure means is in BENCHMARKS.md. The process exits non-zero when a phase does
+//! not converge in time or a resync writes anything.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "scale/fleet.rs"]
+mod fleet;
+#[path = "scale/process.rs"]
+mod process;
+
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
+    path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use fake_apiserver::{FakeApiServer, RequestCounts};
-use futures::{stream, StreamExt};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::{
-    api::{Patch, PatchParams, PostParams},
-    Api, Client,
-};
-use serde_json::{json, Value};
-use tenant_operator::{
-    config::Config,
-    desired::tenant::TenantPlan,
-    metrics::Metrics,
-    operator::{run_controllers, ControllerOptions},
-    types::Tenant,
-};
-use tokio::{sync::oneshot, task::JoinHandle};
+use fake_apiserver::{FakeApiServer, RequestCounts, UserInfo, WRITE_VERBS};
+use tenant_operator::{config::Config, desired::DesiredObject, types::Tenant};
 
-const TENANT_API: &str = "tenancy.platform.dev/v1alpha1";
+use fleet::ready_count;
+use process::{cpu_of, Memory, OperatorProcess};
+use support::e2e::{deploy_manifests, operator_user, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT};
+
 const VERBS: [&str; 7] = ["get", "list", "watch", "create", "patch", "update", "delete"];
-/// Requests the bench itself makes (creating the Tenants, playing the kubelet); not the operator's.
-const BENCH_OWN: [(&str, &str); 2] = [("create", "tenancy.platform.dev/tenants"), ("patch", "apps/statefulsets/status")];
-/// Kubernetes Events the operator records (reported apart from the children's writes).
+/// Kubernetes Events the operator records (`core/v1` or `events.k8s.io/v1`).
 const EVENT_RESOURCES: [&str; 2] = ["events", "events.k8s.io/events"];
-/// How long nothing must happen before the operator counts as idle.
-const QUIET: Duration = Duration::from_secs(3);
+const MIB: f64 = 1024.0 * 1024.0;
 
 struct Options {
     sizes: Vec<usize>,
     concurrency: u16,
     timeout: Duration,
-}
-
-fn options() -> Result<Options, String> {
-    // `cargo bench` appends `--bench`; everything starting with `-` is ignored.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let sizes_text = if args.is_empty() { std::env::var("BENCH_TENANTS").unwrap_or_else(|_| "100,1000".into()) } else { args.join(",") };
-    let sizes = sizes_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|e| format!("tenant count {s:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if sizes.is_empty() || sizes.contains(&0) {
-        return Err("tenant counts must be positive".into());
-    }
-    let concurrency = env_number("BENCH_CONCURRENCY", 16)?;
-    let timeout = Duration::from_secs(env_number("BENCH_TIMEOUT_SECS", 1200)?);
-    Ok(Options { sizes, concurrency, timeout })
+    latency: Duration,
+    prepopulate_from: usize,
+    workdir: PathBuf,
+    config_path: PathBuf,
+    config: Config,
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -88,385 +62,523 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
     }
 }
 
-fn example_config() -> Config {
-    Config::parse(include_str!("../examples/config.yaml"), "examples/config.yaml").expect("examples/config.yaml")
-}
-
-fn tenant(slug: &str) -> Tenant {
-    serde_json::from_value(json!({
-        "apiVersion": TENANT_API,
-        "kind": "Tenant",
-        "metadata": {"name": slug},
-        "spec": {
-            "displayName": format!("Bench tenant {slug}"),
-            "cluster": "uk",
-            "environments": ["dev", "staging", "prod"],
-            "applications": ["xconsole", "u-assist"],
-            "database": {"provider": "statefulset", "storage": "1Gi"},
-            "quota": {"cpu": "8", "memory": "16Gi", "pods": 50},
-            "deletionPolicy": "Retain",
-        },
-    }))
-    .expect("bench tenant")
-}
-
-/// Objects the operator must write for one tenant: every object of the plan plus one
-/// credentials Secret per environment with a database connection.
-fn desired_objects(tenant: &Tenant, config: &Config) -> (usize, BTreeMap<String, usize>) {
-    let plan = TenantPlan::build(tenant, config).expect("bench tenant builds");
-    let mut by_kind = BTreeMap::new();
-    for object in plan.objects() {
-        *by_kind.entry(object.kind.name().to_string()).or_insert(0) += 1;
+fn options(workdir: PathBuf) -> Result<Options, String> {
+    // `cargo bench` appends `--bench`; everything starting with `-` is ignored.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let text = if args.is_empty() { std::env::var("BENCH_TENANTS").unwrap_or_else(|_| "100,1000,5000".into()) } else { args.join(",") };
+    let sizes = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|e| format!("tenant count {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if sizes.is_empty() || sizes.contains(&0) {
+        return Err("tenant counts must be positive".into());
     }
-    let secrets = plan.environments.iter().filter(|env| env.database.is_some()).count();
-    if secrets > 0 {
-        *by_kind.entry("Secret (credentials)".to_string()).or_insert(0) += secrets;
-    }
-    (plan.objects().count() + secrets, by_kind)
-}
-
-fn is_ready(tenant: &Value) -> bool {
-    tenant.pointer("/status/phase").and_then(Value::as_str) == Some("Ready")
-        && tenant.pointer("/status/observedGeneration").is_some()
-        && tenant.pointer("/status/observedGeneration") == tenant.pointer("/metadata/generation")
-}
-
-/// The operator's requests: `counts` without the bench's own.
-fn operator_only(counts: RequestCounts) -> RequestCounts {
-    RequestCounts(counts.0.into_iter().filter(|((verb, gr), _)| !BENCH_OWN.contains(&(verb.as_str(), gr.as_str()))).collect())
-}
-
-fn event_writes(counts: &RequestCounts) -> usize {
-    counts.0.iter().filter(|((verb, gr), _)| is_write(verb) && EVENT_RESOURCES.contains(&gr.as_str())).map(|(_, n)| n).sum()
-}
-
-fn is_write(verb: &str) -> bool {
-    fake_apiserver::WRITE_VERBS.contains(&verb)
-}
-
-/// A sample of the operator's Prometheus text: `tenant_operator_<name>{controller="tenant"}`.
-fn metric(metrics: &Metrics, name: &str) -> f64 {
-    let prefix = format!("tenant_operator_{name}{{controller=\"tenant\"}} ");
-    metrics.encode().lines().find_map(|l| l.strip_prefix(prefix.as_str()).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-}
-
-fn reconciles(metrics: &Metrics) -> (u64, u64) {
-    (metric(metrics, "reconciles_total") as u64, metric(metrics, "reconcile_duration_seconds_count") as u64)
-}
-
-fn errors_total(metrics: &Metrics) -> u64 {
-    let text = metrics.encode();
-    text.lines()
-        .filter(|l| l.starts_with("tenant_operator_reconcile_errors_total{") && l.contains("controller=\"tenant\""))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
-}
-
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    metrics: Metrics,
-}
-
-impl Operator {
-    fn start(client: Client, config: Arc<Config>, concurrency: u16) -> Self {
-        let (stop, stopped) = oneshot::channel();
-        let metrics = Metrics::new();
-        let options = ControllerOptions { concurrency, metrics: metrics.clone(), ..ControllerOptions::default() };
-        let task = tokio::spawn(run_controllers(client, config, options, async move {
-            let _ = stopped.await;
-        }));
-        Self { stop, task, metrics }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        if tokio::time::timeout(Duration::from_secs(60), self.task).await.is_err() {
-            eprintln!("warning: the operator did not stop within 60 s");
-        }
-    }
-
-    /// Wait until at least `min_completed` tenant reconciles finished, none is running and
-    /// none started for [`QUIET`].
-    async fn wait_idle(&self, min_completed: u64, deadline: Instant) -> Result<(), String> {
-        let mut last = reconciles(&self.metrics);
-        let mut since = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = reconciles(&self.metrics);
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-            let (started, completed) = now;
-            if completed >= min_completed && started == completed && since.elapsed() >= QUIET {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("operator not idle in time: {started} reconciles started, {completed} completed"));
-            }
-        }
-    }
-}
-
-/// Plays the kubelet: every database StatefulSet gets `readyReplicas: 1` once it exists.
-fn kubelet(fake: Arc<FakeApiServer>, client: Client) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut done: BTreeSet<(String, String)> = BTreeSet::new();
-        loop {
-            let pending: Vec<(String, String)> = fake
-                .objects("apps/v1", "StatefulSet")
-                .iter()
-                .filter(|s| s.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0) < 1)
-                .filter_map(|s| {
-                    let ns = s.pointer("/metadata/namespace")?.as_str()?.to_string();
-                    let name = s.pointer("/metadata/name")?.as_str()?.to_string();
-                    Some((ns, name))
-                })
-                .filter(|key| !done.contains(key))
-                .collect();
-            let results: Vec<_> = stream::iter(pending)
-                .map(|(ns, name)| {
-                    let client = client.clone();
-                    async move {
-                        let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-                        let result = Api::<StatefulSet>::namespaced(client, &ns)
-                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                            .await;
-                        ((ns, name), result)
-                    }
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
-            for (key, result) in results {
-                match result {
-                    Ok(_) => {
-                        done.insert(key);
-                    }
-                    Err(e) => eprintln!("kubelet: marking StatefulSet {}/{} ready failed (will retry): {e}", key.0, key.1),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    let config_path = support::repo_path("examples/config.yaml");
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    Ok(Options {
+        sizes,
+        concurrency: env_number("BENCH_CONCURRENCY", 16)?,
+        timeout: Duration::from_secs(env_number("BENCH_TIMEOUT_SECS", 900)?),
+        latency: Duration::from_micros((env_number("BENCH_COMMIT_LATENCY_MS", 2.0f64)? * 1000.0) as u64),
+        prepopulate_from: env_number("BENCH_PREPOPULATE_FROM", 5000)?,
+        workdir,
+        config_path,
+        config,
     })
 }
 
-/// Kinds stored by the fake during the bench (for the object count in progress lines).
-const STORED_KINDS: [(&str, &str); 11] = [
-    ("v1", "Namespace"),
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("v1", "Service"),
-    ("v1", "PersistentVolumeClaim"),
-    ("v1", "ResourceQuota"),
-    ("apps/v1", "StatefulSet"),
-    ("networking.k8s.io/v1", "Ingress"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("events.k8s.io/v1", "Event"),
-    (TENANT_API, "Tenant"),
-];
+// ------------------------------------------------------------------------------------------
+// Figures
 
-/// Where the time goes inside the fake: how long taking its state lock waits, and how long
-/// one pass of its background controllers (GC, namespaces, StatefulSets) takes with this many
-/// objects stored. The fake runs such a pass after every change, holding the lock.
-fn fake_diagnostics(fake: &FakeApiServer) -> String {
-    let objects: usize = STORED_KINDS.iter().map(|(v, k)| fake.objects(v, k).len()).sum();
-    let lock = Instant::now();
-    let _ = fake.resource_version();
-    let lock_wait = lock.elapsed();
-    let pass = Instant::now();
-    fake.settle();
-    format!("fake: {objects} objects, state lock wait {lock_wait:.2?}, one background pass (lock wait + run) {:.2?}", pass.elapsed())
+/// One timed run of the direct-apply baseline.
+#[derive(Clone, Copy)]
+struct Direct {
+    time: Duration,
 }
 
-fn per_tenant(count: usize, n: usize) -> String {
-    format!("{:.2}", count as f64 / n as f64)
+/// One convergence of the operator.
+#[derive(Clone, Default)]
+struct Convergence {
+    time: Duration,
+    requests: RequestCounts,
+    reconciles: u64,
+    failed: u64,
+    operator_cpu: Duration,
+    fake_cpu: Duration,
+    trailing_writes: usize,
 }
 
-fn print_verbs(title: &str, counts: &RequestCounts, n: usize) {
-    println!("  {title}");
-    println!("    {:<8} {:>9} {:>11}", "verb", "total", "per tenant");
-    let mut total = 0;
-    for verb in VERBS {
-        let c = counts.verb(verb);
-        total += c;
-        println!("    {verb:<8} {c:>9} {:>11}", per_tenant(c, n));
-    }
-    let other: usize = counts.0.iter().filter(|((v, _), _)| !VERBS.contains(&v.as_str())).map(|(_, c)| c).sum();
-    if other > 0 {
-        println!("    {:<8} {other:>9} {:>11}", "other", per_tenant(other, n));
-    }
-    println!("    {:<8} {:>9} {:>11}", "all", total + other, per_tenant(total + other, n));
+struct Resync {
+    time: Duration,
+    reconciles: u64,
+    requests: RequestCounts,
+    /// `false` when the operator was still reconciling at the timeout: the figures are what
+    /// it had done by then.
+    idle: bool,
 }
 
-fn print_breakdown(title: &str, counts: &RequestCounts, n: usize, filter: impl Fn(&str) -> bool) {
-    let rows: Vec<_> = counts.0.iter().filter(|((v, _), _)| filter(v)).collect();
-    if rows.is_empty() {
-        return;
-    }
-    println!("  {title}");
-    for ((verb, gr), c) in rows {
-        println!("    {verb:<7} {gr:<42} {c:>8} {:>9}/tenant", per_tenant(*c, n));
+struct MemoryFigures {
+    empty: Memory,
+    after_resync: Memory,
+    cached_objects: usize,
+}
+
+impl MemoryFigures {
+    fn bytes_per_object(&self) -> f64 {
+        (self.after_resync.rss as f64 - self.empty.rss as f64) / self.cached_objects.max(1) as f64
     }
 }
 
-/// Figures of one run, for the summary.
 struct Outcome {
     n: usize,
-    ready_after: Duration,
-    requests_per_tenant: BTreeMap<&'static str, f64>,
-    writes_per_tenant: f64,
-    writes_without_events_per_tenant: f64,
-    minimum: usize,
-    resync_writes: usize,
-    resync_after: Duration,
+    prepopulated: bool,
+    minimum: f64,
+    direct: Option<Direct>,
+    operator: Option<Convergence>,
+    direct_latency: Option<Direct>,
+    operator_latency: Option<Convergence>,
+    resync: Resync,
+    memory: MemoryFigures,
 }
 
-async fn run(n: usize, opts: &Options, config: Arc<Config>) -> Result<Outcome, String> {
-    println!("\n=== N = {n} tenants (3 environments, 2 applications, quota, database statefulset) ===");
-    let (desired, by_kind) = desired_objects(&tenant("bench-00000"), &config);
-    let minimum = desired + 1;
-    println!(
-        "desired objects per tenant: {desired} ({}); minimum writes per tenant = {desired} + 1 status = {minimum}",
-        by_kind.iter().map(|(k, c)| format!("{c} {k}")).collect::<Vec<_>>().join(", ")
-    );
+fn writes(c: &RequestCounts) -> usize {
+    c.writes()
+}
 
-    let fake = Arc::new(FakeApiServer::start().await);
-    let client = fake.client();
-    let operator = Operator::start(client.clone(), config.clone(), opts.concurrency);
-    // Let the operator list and watch the (empty) cluster first: its start-up requests are not
-    // part of convergence.
-    let deadline = Instant::now() + opts.timeout;
-    operator.wait_idle(0, deadline).await?;
-    let kubelet = kubelet(fake.clone(), client.clone());
+fn event_writes(c: &RequestCounts) -> usize {
+    c.0.iter()
+        .filter(|((verb, gr), _)| WRITE_VERBS.contains(&verb.as_str()) && EVENT_RESOURCES.contains(&gr.as_str()))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn total(c: &RequestCounts) -> usize {
+    c.0.values().sum()
+}
+
+fn per(count: usize, n: usize) -> f64 {
+    count as f64 / n as f64
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+fn print_requests(title: &str, counts: &RequestCounts, n: usize) {
+    println!("    {title}");
+    let line: Vec<String> = VERBS.iter().map(|v| format!("{v} {:.2}", per(counts.verb(v), n))).collect();
+    println!("      per tenant by verb: {} (all {:.2})", line.join(", "), per(total(counts), n));
+    let rows: Vec<_> = counts.0.iter().filter(|((verb, _), _)| WRITE_VERBS.contains(&verb.as_str())).collect();
+    if !rows.is_empty() {
+        let text: Vec<String> = rows.iter().map(|((verb, gr), c)| format!("{verb} {gr} {:.2}", per(**c, n))).collect();
+        println!("      writes per tenant: {}", text.join(", "));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Phases
+
+fn seconds_since(since: Instant) -> String {
+    format!("{:>6.1} s", since.elapsed().as_secs_f64())
+}
+
+/// A fresh fake with the operator's namespace, ServiceAccount and RBAC of `deploy/`, and a
+/// kubeconfig with that ServiceAccount's token.
+async fn fake_for_operator(opts: &Options, latency: Duration, name: &str) -> Result<(FakeApiServer, PathBuf), String> {
+    let fake = FakeApiServer::builder().commit_latency(latency).start().await;
+    for (file, yaml) in deploy_manifests() {
+        fake.apply_manifests(&yaml).map_err(|e| format!("{file}: {e}"))?;
+    }
+    let token = fake.token_for(UserInfo::service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT));
+    let kubeconfig = opts.workdir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&kubeconfig, fake.kubeconfig_yaml_with_token(&token)).map_err(|e| e.to_string())?;
+    Ok((fake, kubeconfig))
+}
+
+async fn start_operator(opts: &Options, name: &str, kubeconfig: &Path) -> Result<OperatorProcess, String> {
+    let mut op = OperatorProcess::start(&opts.workdir, name, kubeconfig, &opts.config_path, opts.concurrency)?;
+    op.wait_ready(Instant::now() + opts.timeout).await?;
+    Ok(op)
+}
+
+async fn run_direct(n: usize, objects: &[DesiredObject], latency: Duration) -> Result<Direct, String> {
+    let fake = FakeApiServer::builder().commit_latency(latency).start().await;
     let before = fake.request_counts();
+    let cpu = cpu_of("/proc/self/stat");
+    let time = fleet::direct_apply(&fake.client(), objects).await?;
+    let cpu = cpu_of("/proc/self/stat") - cpu;
+    let requests = total(&fake.request_counts().since(&before));
+    println!(
+        "  direct apply{}: {} objects in {} ({:.0} objects/s), {requests} requests ({:.2} per tenant); CPU of the client and the fake {} ({:.0} µs per request)",
+        latency_label(latency),
+        objects.len(),
+        secs(time),
+        objects.len() as f64 / time.as_secs_f64(),
+        per(requests, n),
+        secs(cpu),
+        cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
+    );
+    Ok(Direct { time })
+}
 
-    let started = Instant::now();
-    let slugs: Vec<String> = (0..n).map(|i| format!("bench-{i:05}")).collect();
-    let created: Vec<Result<(), String>> =
-        stream::iter(slugs.iter())
-            .map(|slug| {
-                let api = Api::<Tenant>::all(client.clone());
-                async move {
-                    api.create(&PostParams::default(), &tenant(slug)).await.map(|_| ()).map_err(|e| format!("create Tenant {slug}: {e}"))
-                }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-    created.into_iter().collect::<Result<Vec<()>, String>>()?;
-    println!("created {n} Tenants in {:.2?}", started.elapsed());
+fn latency_label(latency: Duration) -> String {
+    if latency.is_zero() {
+        " (no commit latency)".into()
+    } else {
+        format!(" (commit latency {:.1} ms)", latency.as_secs_f64() * 1000.0)
+    }
+}
 
+/// Wait until all `n` Tenants are Ready for their generation; progress every 10 s.
+async fn wait_all_ready(
+    fake: &FakeApiServer,
+    op: &OperatorProcess,
+    n: usize,
+    started: Instant,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let user = operator_user();
+    let before = fake.request_counts_of(&user);
+    let (op_cpu, fake_cpu) = (op.cpu(), cpu_of("/proc/self/stat"));
     let mut last_report = Instant::now();
-    let ready_after = loop {
-        let tenants = fake.objects(TENANT_API, "Tenant");
-        let ready = tenants.iter().filter(|t| is_ready(t)).count();
+    loop {
+        let ready = ready_count(fake);
         if ready == n {
-            break started.elapsed();
+            return Ok(started.elapsed());
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            let (rs, rc) = reconciles(&operator.metrics);
-            let so_far = operator_only(fake.request_counts().since(&before));
+            let r = op.reconciles().await.unwrap_or_default();
+            let so_far = fake.request_counts_of(&user).since(&before);
             println!(
-                "  … {:>6.1?}: {ready}/{n} Ready; reconciles {rs} started / {rc} done, {} errors; {} requests ({} writes) so far; {}",
-                started.elapsed(),
-                errors_total(&operator.metrics),
-                so_far.0.values().sum::<usize>(),
-                so_far.writes(),
-                fake_diagnostics(&fake),
+                "    … {}: {ready}/{n} Ready; reconciles {} started / {} done / {} failed; operator: {} requests ({} writes), CPU {}; bench (fake) CPU {}",
+                seconds_since(started),
+                r.started,
+                r.completed,
+                r.failed,
+                total(&so_far),
+                writes(&so_far),
+                secs(op.cpu() - op_cpu),
+                secs(cpu_of("/proc/self/stat") - fake_cpu),
             );
         }
-        if started.elapsed() > opts.timeout {
-            let so_far = operator_only(fake.request_counts().since(&before));
-            println!("TIMEOUT after {:.2?}: {ready}/{n} Ready. Requests so far:", started.elapsed());
-            print_verbs("by verb:", &so_far, n);
-            print_breakdown("writes by verb and resource:", &so_far, n, is_write);
-            kubelet.abort();
-            operator.stop().await;
-            return Err(format!("only {ready}/{n} Tenants Ready after {:?}", opts.timeout));
+        if started.elapsed() > timeout {
+            return Err(format!("only {ready}/{n} Tenants Ready after {}", secs(timeout)));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let at_ready = operator_only(fake.request_counts().since(&before));
-    let (rs, rc) = reconciles(&operator.metrics);
-    println!(
-        "1. all {n} Tenants Ready (observedGeneration == generation) after {ready_after:.2?} ({:.1} tenants/s); {rs} reconciles started, {rc} completed, {} failed",
-        n as f64 / ready_after.as_secs_f64(),
-        errors_total(&operator.metrics)
-    );
-
-    println!("2. operator API requests during convergence (Tenant creates and the bench's StatefulSet status patches excluded)");
-    print_verbs("by verb:", &at_ready, n);
-    print_breakdown("by verb and resource (reads):", &at_ready, n, |v| !is_write(v));
-
-    let writes = at_ready.writes();
-    let events = event_writes(&at_ready);
-    let without_events = writes - events;
-    println!("3. writes per tenant vs the minimum ({minimum} = {desired} desired objects + 1 status write)");
-    print_breakdown("writes by verb and resource:", &at_ready, n, is_write);
-    println!(
-        "  all writes:             {writes:>8} = {} per tenant, excess {:+.2} per tenant",
-        per_tenant(writes, n),
-        writes as f64 / n as f64 - minimum as f64
-    );
-    println!(
-        "  without Events ({events:>5}): {without_events:>8} = {} per tenant, excess {:+.2} per tenant",
-        per_tenant(without_events, n),
-        without_events as f64 / n as f64 - minimum as f64
-    );
-
-    // Let the trailing reconciles (triggered by the operator's own writes) finish before the
-    // restart, and report what they cost.
-    operator.wait_idle(rc, Instant::now() + opts.timeout).await?;
-    kubelet.abort();
-    let settled = operator_only(fake.request_counts().since(&before));
-    let trailing = settled.since(&at_ready);
-    println!(
-        "  after Ready, until idle: {} more requests, {} more writes{}",
-        trailing.0.values().sum::<usize>(),
-        trailing.writes(),
-        if trailing.writes() > 0 {
-            format!(" ({:?})", trailing.0.iter().filter(|((v, _), _)| is_write(v)).collect::<Vec<_>>())
-        } else {
-            String::new()
-        }
-    );
-
-    // 4. A full resync: a restarted operator re-lists everything and reconciles every tenant.
-    operator.stop().await;
-    let snapshot = fake.request_counts();
-    let resync_started = Instant::now();
-    let operator = Operator::start(client.clone(), config.clone(), opts.concurrency);
-    operator.wait_idle(n as u64, Instant::now() + opts.timeout).await?;
-    let resync_after = resync_started.elapsed() - QUIET;
-    let resync = fake.request_counts().since(&snapshot);
-    let (rs, rc) = reconciles(&operator.metrics);
-    let resync_writes = resync.writes();
-    println!(
-        "4. full resync (operator restarted): {rc} tenant reconciles completed ({rs} started) in ~{resync_after:.2?}; writes: {resync_writes}{}",
-        if resync_writes == 0 { " (OK)" } else { " (MUST BE 0)" }
-    );
-    print_verbs("resync requests by verb:", &resync, n);
-    print_breakdown("resync writes:", &resync, n, is_write);
-    let still_ready = fake.objects(TENANT_API, "Tenant").iter().filter(|t| is_ready(t)).count();
-    if still_ready != n {
-        println!("  WARNING: only {still_ready}/{n} Tenants Ready after the resync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    operator.stop().await;
+}
 
-    let requests_per_tenant = VERBS.iter().map(|v| (*v, at_ready.verb(v) as f64 / n as f64)).collect();
+/// The operator converges `tenants` on a fresh fake. Returns the convergence figures, and the
+/// fake and operator (idle) for the resync that follows.
+async fn run_operator(
+    opts: &Options,
+    tenants: &[Tenant],
+    latency: Duration,
+    name: &str,
+) -> Result<(Convergence, FakeApiServer, PathBuf, OperatorProcess, Memory), String> {
+    let n = tenants.len();
+    let user = operator_user();
+    let (fake, kubeconfig) = fake_for_operator(opts, latency, name).await?;
+    let op = start_operator(opts, name, &kubeconfig).await?;
+    // Its start on an empty cluster is not part of convergence.
+    op.wait_idle(0, Instant::now() + opts.timeout).await?;
+    let empty = op.memory();
+    let before = fake.request_counts_of(&user);
+    let (op_cpu, fake_cpu) = (op.cpu(), cpu_of("/proc/self/stat"));
+
+    let started = Instant::now();
+    fleet::create_tenants(&fake.client(), tenants).await?;
+    let created = started.elapsed();
+    let time = wait_all_ready(&fake, &op, n, started, opts.timeout).await?;
+    let requests = fake.request_counts_of(&user).since(&before);
+    let reconciles = op.reconciles().await?;
+    let conv = Convergence {
+        time,
+        reconciles: reconciles.completed,
+        failed: reconciles.failed,
+        operator_cpu: op.cpu() - op_cpu,
+        fake_cpu: cpu_of("/proc/self/stat") - fake_cpu,
+        trailing_writes: 0,
+        requests,
+    };
+    println!(
+        "  operator{}: all {n} Ready (observedGeneration == generation) after {} ({:.1} tenants/s; Tenants created in {}); {} reconciles, {} failed; CPU: operator {}, bench+fake {}",
+        latency_label(latency),
+        secs(time),
+        n as f64 / time.as_secs_f64(),
+        secs(created),
+        conv.reconciles,
+        conv.failed,
+        secs(conv.operator_cpu),
+        secs(conv.fake_cpu),
+    );
+    // What its own writes trigger after the last Tenant became Ready.
+    op.wait_idle(reconciles.completed, Instant::now() + opts.timeout).await?;
+    let trailing = fake.request_counts_of(&user).since(&before).since(&conv.requests);
+    let conv = Convergence { trailing_writes: writes(&trailing), ..conv };
+    Ok((conv, fake, kubeconfig, op, empty))
+}
+
+/// Restart the operator with everything in place: it must write nothing.
+async fn run_resync(opts: &Options, n: usize, fake: &FakeApiServer, kubeconfig: &Path, name: &str) -> Result<(Resync, Memory), String> {
+    let user = operator_user();
+    let before = fake.request_counts_of(&user);
+    let started = Instant::now();
+    let op = start_operator(opts, name, kubeconfig).await?;
+    let (time, idle) = match op.wait_idle(n as u64, Instant::now() + opts.timeout).await {
+        Ok(last) => (last.duration_since(started), true),
+        Err(e) => {
+            println!("  resync: {e} (figures below are as of the timeout)");
+            (started.elapsed(), false)
+        }
+    };
+    let reconciles = op.reconciles().await?;
+    let memory = op.memory();
+    let requests = fake.request_counts_of(&user).since(&before);
+    op.stop().await;
+    Ok((Resync { time, reconciles: reconciles.completed, requests, idle }, memory))
+}
+
+fn print_convergence(conv: &Convergence, n: usize, minimum: f64) {
+    let w = writes(&conv.requests);
+    let e = event_writes(&conv.requests);
+    println!(
+        "    writes per tenant: {:.2} including {:.2} Events (minimum {minimum:.0}: {:+.2}); {} writes after the last Ready",
+        per(w, n),
+        per(e, n),
+        per(w, n) - minimum,
+        conv.trailing_writes
+    );
+    print_requests("operator requests during convergence:", &conv.requests, n);
+}
+
+async fn run_size(opts: &Options, n: usize) -> Result<Outcome, String> {
+    let tenants = fleet::tenants(n)?;
+    let objects = fleet::rendered(&tenants, &opts.config)?;
+    let kinds: Vec<String> = fleet::per_kind(&objects, n).iter().map(|(k, c)| format!("{c:.0} {k}")).collect();
+    let minimum = objects.len() as f64 / n as f64 + 2.0;
+    let prepopulated = opts.prepopulate_from > 0 && n >= opts.prepopulate_from;
+    println!(
+        "\n=== N = {n} Tenants (3 environments, 2 applications, quota, database provider none){} ===",
+        if prepopulated { ", store pre-populated: resync and memory only" } else { "" }
+    );
+    println!(
+        "  rendered objects per tenant: {:.0} ({}); minimum writes per tenant = {:.0} + 1 finalizer + 1 status = {minimum:.0}",
+        objects.len() as f64 / n as f64,
+        kinds.join(", "),
+        minimum - 2.0
+    );
+    if prepopulated {
+        return run_prepopulated(opts, &tenants, minimum).await;
+    }
+
+    let direct = run_direct(n, &objects, Duration::ZERO).await?;
+    let (conv, fake, kubeconfig, op, empty) = run_operator(opts, &tenants, Duration::ZERO, &format!("n{n}-converge")).await?;
+    println!("    ratio operator / direct apply: {:.2}", conv.time.as_secs_f64() / direct.time.as_secs_f64());
+    print_convergence(&conv, n, minimum);
+    let (matching, checked) = fleet::mirror_check(&fake, &tenants, &opts.config)?;
+    println!("    the bench's mirror of the operator's applied objects matches {matching}/{checked} stored objects");
+    op.stop().await;
+
+    let (resync, memory) = run_resync(opts, n, &fake, &kubeconfig, &format!("n{n}-resync")).await?;
+    let cached_objects = fleet::cached_objects(&fake);
+    drop(fake);
+    let memory = MemoryFigures { empty, after_resync: memory, cached_objects };
+    print_resync(&resync, &memory, n);
+
+    let (direct_latency, operator_latency) = if opts.latency.is_zero() {
+        (None, None)
+    } else {
+        let d = run_direct(n, &objects, opts.latency).await?;
+        println!(
+            "    measured: {:.2} ms more per request than without the commit latency",
+            (d.time.as_secs_f64() - direct.time.as_secs_f64()) * 1000.0 / objects.len() as f64
+        );
+        let (c, fake, _, op, _) = run_operator(opts, &tenants, opts.latency, &format!("n{n}-converge-latency")).await?;
+        op.stop().await;
+        drop(fake);
+        println!("    ratio operator / direct apply: {:.2}", c.time.as_secs_f64() / d.time.as_secs_f64());
+        print_convergence(&c, n, minimum);
+        (Some(d), Some(c))
+    };
     Ok(Outcome {
         n,
-        ready_after,
-        requests_per_tenant,
-        writes_per_tenant: writes as f64 / n as f64,
-        writes_without_events_per_tenant: without_events as f64 / n as f64,
+        prepopulated: false,
         minimum,
-        resync_writes,
-        resync_after,
+        direct: Some(direct),
+        operator: Some(conv),
+        direct_latency,
+        operator_latency,
+        resync,
+        memory,
     })
+}
+
+fn print_resync(resync: &Resync, memory: &MemoryFigures, n: usize) {
+    let w = writes(&resync.requests);
+    println!(
+        "  resync (operator restarted with everything in place): {} reconciles in {}{}; writes: {w}{}",
+        resync.reconciles,
+        secs(resync.time),
+        if resync.idle { "" } else { " (NOT IDLE at the timeout)" },
+        if w == 0 { " (OK)" } else { " (MUST BE 0)" }
+    );
+    print_requests("operator requests during the resync:", &resync.requests, n);
+    println!(
+        "  memory of the operator process: RSS {} after the resync (VmHWM {}), {} with an empty cluster; {} cached objects → {:.0} bytes per cached object",
+        mib(memory.after_resync.rss),
+        mib(memory.after_resync.hwm),
+        mib(memory.empty.rss),
+        memory.cached_objects,
+        memory.bytes_per_object()
+    );
+}
+
+/// A size too large to converge in the time budget: the store is filled as the operator would
+/// have left it (every rendered object with the operator's stamps and field manager, every
+/// Tenant with its finalizer and Ready status), then the measured restart.
+async fn run_prepopulated(opts: &Options, tenants: &[Tenant], minimum: f64) -> Result<Outcome, String> {
+    let n = tenants.len();
+    // A small convergence to learn from: what the operator applies (checked against the
+    // bench's mirror) and the finalizers and status it writes (checked on other tenants).
+    let sample = fleet::tenants(3)?;
+    let (conv, fake, _, op, _) = run_operator(opts, &sample, Duration::ZERO, "sample").await?;
+    op.stop().await;
+    let (matching, checked) = fleet::mirror_check(&fake, &sample, &opts.config)?;
+    let template = fleet::TenantTemplate::learn(&fake, &fleet::slug(0))?;
+    let others: Vec<String> = (1..sample.len()).map(fleet::slug).collect();
+    let statuses_ok = template.check(&fake, &others);
+    drop(fake);
+    println!(
+        "  sample of {} tenants converged in {}: {matching}/{checked} objects as the bench's mirror predicts, {statuses_ok}/{} statuses as the template predicts",
+        sample.len(),
+        secs(conv.time),
+        others.len()
+    );
+    if matching != checked || statuses_ok != others.len() {
+        return Err(
+            "the bench cannot predict what the operator writes (see benches/scale/fleet.rs); pre-populating would make the resync write"
+                .into(),
+        );
+    }
+
+    let (fake, kubeconfig) = fake_for_operator(opts, Duration::ZERO, &format!("n{n}-prepopulated")).await?;
+    let op = start_operator(opts, &format!("n{n}-empty"), &kubeconfig).await?;
+    op.wait_idle(0, Instant::now() + opts.timeout).await?;
+    let empty = op.memory();
+    op.stop().await;
+
+    let started = Instant::now();
+    let with_finalizers = tenants.iter().map(|t| template.with_finalizers(t)).collect::<Result<Vec<_>, _>>()?;
+    fleet::create_tenants(&fake.client(), &with_finalizers).await?;
+    let stored = fleet::prepopulate(&fake, tenants, &opts.config)?;
+    fake.insert_status(&template.statuses(tenants), fleet::OPERATOR_MANAGER)?;
+    fake.settle();
+    let ready = ready_count(&fake);
+    println!(
+        "  pre-populated in {}: {n} Tenants with the operator's finalizer and status ({ready} Ready), {stored} objects as the operator applies them",
+        secs(started.elapsed())
+    );
+
+    let (resync, memory) = run_resync(opts, n, &fake, &kubeconfig, &format!("n{n}-resync")).await?;
+    let cached_objects = fleet::cached_objects(&fake);
+    let memory = MemoryFigures { empty, after_resync: memory, cached_objects };
+    print_resync(&resync, &memory, n);
+    Ok(Outcome {
+        n,
+        prepopulated: true,
+        minimum,
+        direct: None,
+        operator: None,
+        direct_latency: None,
+        operator_latency: None,
+        resync,
+        memory,
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// Summary
+
+fn summary(outcomes: &[Outcome], opts: &Options) {
+    println!("\n=== summary (operator: separate process, concurrency {}) ===", opts.concurrency);
+    let l = format!("{:.0}ms", opts.latency.as_secs_f64() * 1000.0);
+    println!(
+        "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9}",
+        "N",
+        "direct",
+        "operator",
+        "ratio",
+        format!("direct@{l}"),
+        format!("oper.@{l}"),
+        "ratio",
+        "writes/t",
+        "min",
+        "events/t",
+        "reqs/t",
+        "resync",
+        "resync w",
+        "RSS",
+        "VmHWM",
+        "bytes/obj"
+    );
+    let time = |d: Option<Duration>| d.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "-".into());
+    let ratio = |o: Option<&Convergence>, d: Option<&Direct>| match (o, d) {
+        (Some(o), Some(d)) => format!("{:.2}", o.time.as_secs_f64() / d.time.as_secs_f64()),
+        _ => "-".into(),
+    };
+    for o in outcomes {
+        let conv = o.operator.as_ref();
+        println!(
+            "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7.0} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9.0}",
+            format!("{}{}", o.n, if o.prepopulated { "*" } else { "" }),
+            time(o.direct.map(|d| d.time)),
+            time(conv.map(|c| c.time)),
+            ratio(conv, o.direct.as_ref()),
+            time(o.direct_latency.map(|d| d.time)),
+            time(o.operator_latency.as_ref().map(|c| c.time)),
+            ratio(o.operator_latency.as_ref(), o.direct_latency.as_ref()),
+            conv.map(|c| format!("{:.2}", per(writes(&c.requests), o.n))).unwrap_or_else(|| "-".into()),
+            o.minimum,
+            conv.map(|c| format!("{:.2}", per(event_writes(&c.requests), o.n))).unwrap_or_else(|| "-".into()),
+            conv.map(|c| format!("{:.2}", per(total(&c.requests), o.n))).unwrap_or_else(|| "-".into()),
+            format!("{}{:.2}s", if o.resync.idle { "" } else { ">" }, o.resync.time.as_secs_f64()),
+            writes(&o.resync.requests),
+            format!("{:.1}MiB", o.memory.after_resync.rss as f64 / MIB),
+            format!("{:.1}MiB", o.memory.after_resync.hwm as f64 / MIB),
+            o.memory.bytes_per_object(),
+        );
+    }
+    if outcomes.iter().any(|o| o.prepopulated) {
+        println!("  * store pre-populated (BENCH_PREPOPULATE_FROM): no convergence timed, resync and memory only");
+    }
+    if let [first, .., last] = outcomes {
+        let growth = |a: f64, b: f64| if a > 0.0 { format!("×{:.1}", b / a) } else { "-".into() };
+        let k = last.n as f64 / first.n as f64;
+        println!(
+            "  growth from N = {} to N = {} (×{k:.0} tenants): resync time {}, RSS {}, RSS above the empty cluster {}{}",
+            first.n,
+            last.n,
+            growth(first.resync.time.as_secs_f64(), last.resync.time.as_secs_f64()),
+            growth(first.memory.after_resync.rss as f64, last.memory.after_resync.rss as f64),
+            growth(
+                first.memory.after_resync.rss as f64 - first.memory.empty.rss as f64,
+                last.memory.after_resync.rss as f64 - last.memory.empty.rss as f64
+            ),
+            match (first.operator.as_ref(), outcomes.iter().rev().find_map(|o| o.operator.as_ref().map(|c| (o.n, c)))) {
+                (Some(a), Some((n, b))) if n != first.n =>
+                    format!(", convergence time to N = {n} {}", growth(a.time.as_secs_f64(), b.time.as_secs_f64())),
+                _ => String::new(),
+            }
+        );
+    }
 }
 
 #[tokio::main]
@@ -475,26 +587,35 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
         .try_init();
-    let opts = match options() {
+    let workdir = match tempfile::Builder::new().prefix("scale-bench-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("scale bench: no temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = match options(workdir.path().to_path_buf()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("scale bench: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let config = Arc::new(example_config());
     println!(
-        "scale bench: sizes {:?}, operator concurrency {}, {} CPU(s) available",
+        "scale bench: sizes {:?}; operator `{} run --concurrency {}`; commit latency runs: {}; {} CPU(s); operator logs in {}",
         opts.sizes,
+        env!("CARGO_BIN_EXE_tenant-operator"),
         opts.concurrency,
-        std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1)
+        if opts.latency.is_zero() { "off".to_string() } else { format!("{:.1} ms", opts.latency.as_secs_f64() * 1000.0) },
+        std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1),
+        opts.workdir.display(),
     );
     let mut failed = false;
     let mut outcomes = Vec::new();
     for &n in &opts.sizes {
-        match run(n, &opts, config.clone()).await {
+        match run_size(&opts, n).await {
             Ok(outcome) => {
-                failed |= outcome.resync_writes != 0;
+                failed |= writes(&outcome.resync.requests) != 0 || !outcome.resync.idle;
                 outcomes.push(outcome);
             }
             Err(e) => {
@@ -503,44 +624,15 @@ async fn main() -> ExitCode {
             }
         }
     }
-    println!("\n=== summary ===");
-    println!(
-        "{:>6} {:>12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>14} {:>9} {:>8} {:>12}",
-        "N",
-        "all Ready",
-        "get",
-        "list",
-        "watch",
-        "create",
-        "patch",
-        "update",
-        "delete",
-        "writes/tenant",
-        "(no Evts)",
-        "minimum",
-        "resync wr."
-    );
-    for o in &outcomes {
-        let r = |v: &str| o.requests_per_tenant.get(v).copied().unwrap_or(0.0);
-        println!(
-            "{:>6} {:>12} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>14.2} {:>9.2} {:>8} {:>12}",
-            o.n,
-            format!("{:.2?}", o.ready_after),
-            r("get"),
-            r("list"),
-            r("watch"),
-            r("create"),
-            r("patch"),
-            r("update"),
-            r("delete"),
-            o.writes_per_tenant,
-            o.writes_without_events_per_tenant,
-            o.minimum,
-            format!("{} ({:.1?})", o.resync_writes, o.resync_after),
-        );
-    }
+    summary(&outcomes, &opts);
+    let by_n: BTreeMap<usize, usize> = outcomes.iter().map(|o| (o.n, writes(&o.resync.requests))).collect();
     if failed {
-        println!("FAILED (a size did not converge, or a resync wrote)");
+        println!(
+            "FAILED (a size did not converge in time, or a resync wrote or was not idle in time; resync writes by N: {by_n:?}); operator logs kept in {}",
+            opts.workdir.display()
+        );
+        // Keep the logs for a look.
+        let _ = workdir.keep();
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

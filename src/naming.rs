@@ -62,21 +62,52 @@ pub fn sql_user_name(slug: &str) -> String {
     slug.replace('-', "_")
 }
 
-/// RoleBinding of a user's system role.
+/// The longest name of a Role or RoleBinding (a path segment name of at most 253 characters).
+const MAX_OBJECT_NAME: usize = 253;
+
+/// RoleBinding of a user's system role (in each environment namespace, and to
+/// `tenancy:user-admin` in the account namespace for Account Admins).
 pub fn user_binding_name(username: &str) -> String {
-    format!("tenantuser-{username}")
+    shortened(&format!("tenantuser-{username}"), MAX_OBJECT_NAME)
 }
 
 /// RoleBinding of one custom role of a user. `:` cannot occur in a username, so these names
 /// never collide with another user's bindings.
 pub fn user_custom_binding_name(username: &str, cluster_role: &str) -> String {
-    format!("tenantuser-{username}:{cluster_role}")
+    shortened(&format!("tenantuser-{username}:{cluster_role}"), MAX_OBJECT_NAME)
+}
+
+/// Role (and its RoleBinding) in the account namespace that lets a user read and edit their
+/// own TenantUser. Custom-role bindings live in environment namespaces only, so a ClusterRole
+/// named `self` cannot collide with it.
+pub fn user_self_service_name(username: &str) -> String {
+    shortened(&format!("tenantuser-{username}:self"), MAX_OBJECT_NAME)
+}
+
+/// The account namespace of a tenant, home of its TenantUsers. It cannot be another tenant's
+/// environment namespace: those end in `-dev`, `-staging` or `-prod`.
+pub fn account_namespace_name(slug: &str) -> String {
+    format!("{slug}-{ACCOUNT_SUFFIX}")
+}
+
+const ACCOUNT_SUFFIX: &str = "account";
+
+/// The slug whose account namespace `namespace` would be, by its name alone (whether it is
+/// that tenant's is for the caller to check).
+pub fn slug_of_account_namespace(namespace: &str) -> Option<&str> {
+    namespace.strip_suffix(ACCOUNT_SUFFIX)?.strip_suffix('-').filter(|slug| !slug.is_empty())
 }
 
 /// A TenantUser name as a label value: itself when it fits 63 characters, else its first 52
 /// characters and a hash of the whole name (names are DNS subdomains: up to 253 characters).
 pub fn user_label_value(name: &str) -> String {
-    if name.len() <= 63 {
+    shortened(name, 63)
+}
+
+/// `name` itself when it fits `max` characters, else a prefix and a hash of the whole name,
+/// so that distinct long names stay distinct.
+fn shortened(name: &str, max: usize) -> String {
+    if name.len() <= max {
         return name.to_string();
     }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -84,8 +115,8 @@ pub fn user_label_value(name: &str) -> String {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let prefix: String = name.chars().take(52).collect();
-    format!("{}-{:010x}", prefix.trim_end_matches(['-', '.']), hash & 0xff_ffff_ffff)
+    let prefix: String = name.chars().take(max - 11).collect();
+    format!("{}-{:010x}", prefix.trim_end_matches(['-', '.', '@', ':']), hash & 0xff_ffff_ffff)
 }
 
 /// Hostname of an application of a tenant in one environment.
@@ -178,5 +209,30 @@ mod tests {
         assert_eq!(user_binding_name("jdoe"), "tenantuser-jdoe");
         assert_ne!(user_custom_binding_name("a", "b"), user_binding_name("a-b"));
         assert_eq!(user_custom_binding_name("jdoe", "flow-billing-editor"), "tenantuser-jdoe:flow-billing-editor");
+        assert_eq!(user_self_service_name("jane@acme.example"), "tenantuser-jane@acme.example:self");
+    }
+
+    #[test]
+    fn names_from_long_usernames_fit_and_stay_distinct() {
+        let a = format!("{}@acme.example", "a".repeat(240));
+        let b = format!("{}@acme.exampel", "a".repeat(240));
+        for name in [user_binding_name(&a), user_self_service_name(&a), user_custom_binding_name(&a, "flow-billing-editor")] {
+            assert!(name.len() <= 253, "{name}");
+        }
+        assert_ne!(user_binding_name(&a), user_binding_name(&b));
+        assert_ne!(user_binding_name(&a), user_self_service_name(&a));
+    }
+
+    #[test]
+    fn account_namespaces_name_their_slug() {
+        assert_eq!(account_namespace_name("acme"), "acme-account");
+        assert_eq!(slug_of_account_namespace("acme-account"), Some("acme"));
+        assert_eq!(slug_of_account_namespace("acme-corp-account"), Some("acme-corp"));
+        for not_an_account in ["acme-dev", "account", "-account", "acmeaccount"] {
+            assert_eq!(slug_of_account_namespace(not_an_account), None, "{not_an_account}");
+        }
+        for env in Environment::ALL {
+            assert_ne!(account_namespace_name("acme"), namespace_name("acme", env));
+        }
     }
 }

@@ -136,6 +136,7 @@ pub async fn run_controllers(
     if cnpg_installed(&client).await {
         kinds.push(ChildKind::CnpgCluster);
     }
+    kinds.push(ChildKind::Role);
     kinds.push(ChildKind::RoleBinding);
     kinds.push(ChildKind::ClusterRole);
     let (caches, mut streams) = Caches::start(&client, &kinds);
@@ -158,7 +159,7 @@ pub async fn run_controllers(
     let mut tenants = Controller::for_stream(tenants_to_reconcile(tenant_changes), tenant_store)
         .with_config(controller_config.clone())
         .reconcile_on(futures::stream::unfold(triggered, |mut rx| async move { rx.recv().await.map(|tenant| (tenant, rx)) }));
-    for kind in kinds.iter().copied().filter(|k| !matches!(k, ChildKind::RoleBinding | ChildKind::ClusterRole)) {
+    for kind in kinds.iter().copied().filter(|k| !matches!(k, ChildKind::Role | ChildKind::RoleBinding | ChildKind::ClusterRole)) {
         if let Some(stream) = streams.remove(&kind) {
             tenants = tenants.reconcile_on(stream.filter_map(|child| futures::future::ready(tenant_of(&child))));
         }
@@ -181,14 +182,13 @@ pub async fn run_controllers(
         })
         // A user created, changed or deleted re-reconciles the other users of its tenant: the
         // owner of a duplicate email may have gone.
-        .watches_stream(user_spec_changes(client.clone()), move |changed| match &changed.0 {
-            Ok(u) => user::users_of_tenant(&store_for_users, &u.spec.tenant),
-            Err(_) => Vec::new(),
+        .watches_stream(user_spec_changes(client.clone()), move |changed| {
+            user::users_beside(&store_for_users, changed.meta().namespace.as_deref())
         });
-    if let Some(stream) = streams.remove(&ChildKind::RoleBinding) {
-        users = users.reconcile_on(
-            stream.filter_map(|binding| futures::future::ready(user::user_of_binding(&binding).map(|name| ObjectRef::new(&name)))),
-        );
+    for kind in [ChildKind::Role, ChildKind::RoleBinding] {
+        if let Some(stream) = streams.remove(&kind) {
+            users = users.reconcile_on(stream.filter_map(|object| futures::future::ready(user::user_of_binding(&object))));
+        }
     }
     // A ClusterRole becoming assignable (or ceasing to be) re-reconciles the users naming it.
     if let Some(stream) = streams.remove(&ChildKind::ClusterRole) {

@@ -23,6 +23,8 @@ pub enum RenderError {
     Tenant { tenant: String, source: SpecError },
     #[error("TenantUser {user}: tenant {tenant:?} is not among the rendered Tenants")]
     MissingTenant { user: String, tenant: String },
+    #[error("TenantUser {user}: metadata.namespace must be its tenant's account namespace <slug>-account (found {namespace:?})")]
+    NotInAccountNamespace { user: String, namespace: String },
     #[error("cannot serialize an object: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot print YAML: {0}")]
@@ -75,6 +77,7 @@ pub fn render_objects(resources: &Resources, config: &Config) -> Result<Vec<Desi
     for tenant in &resources.tenants {
         let slug = tenant.metadata.name.clone().unwrap_or_default();
         let plan = TenantPlan::build(tenant, config).map_err(|source| RenderError::Tenant { tenant: slug.clone(), source })?;
+        objects.extend(plan.account.objects.iter().cloned());
         for env in &plan.environments {
             objects.extend(env.objects.iter().cloned());
             if let Some(connection) = &env.database {
@@ -105,10 +108,11 @@ pub fn render_objects(resources: &Resources, config: &Config) -> Result<Vec<Desi
     }
     for user in &resources.users {
         let user_name = user.metadata.name.clone().unwrap_or_default();
-        let tenant = tenants
-            .get(&user.spec.tenant)
-            .ok_or_else(|| RenderError::MissingTenant { user: user_name.clone(), tenant: user.spec.tenant.clone() })?;
-        objects.extend(UserPlan::build(user, tenant, config)?.bindings);
+        let namespace = user.metadata.namespace.clone().unwrap_or_default();
+        let slug = crate::naming::slug_of_account_namespace(&namespace)
+            .ok_or_else(|| RenderError::NotInAccountNamespace { user: user_name.clone(), namespace: namespace.clone() })?;
+        let tenant = tenants.get(slug).ok_or_else(|| RenderError::MissingTenant { user: user_name.clone(), tenant: slug.to_string() })?;
+        objects.extend(UserPlan::build(user, tenant, config)?.objects().cloned());
     }
     Ok(objects)
 }
@@ -152,7 +156,11 @@ mod tests {
         let mut resources = Resources::default();
         resources.add_yaml(include_str!("../examples/users.yaml"), "users.yaml").unwrap();
         let err = render_objects(&resources, &config()).unwrap_err().to_string();
-        assert_eq!(err, "TenantUser acme-jdoe: tenant \"acme\" is not among the rendered Tenants");
+        assert_eq!(err, "TenantUser jdoe: tenant \"acme\" is not among the rendered Tenants");
+        let mut elsewhere = example_resources();
+        elsewhere.users[0].metadata.namespace = Some("acme-dev".into());
+        let err = render_objects(&elsewhere, &config()).unwrap_err().to_string();
+        assert!(err.contains("account namespace") && err.contains("acme-dev"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,13 @@ fn api(fake: &FakeApiServer, kind: &str) -> Api<DynamicObject> {
     Api::all_with(fake.client(), &ar)
 }
 
+/// TenantUsers live in an account namespace; this one is created for the test.
+async fn users_api(fake: &FakeApiServer) -> Api<DynamicObject> {
+    fake.apply_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: acme-account}\n").expect("namespace");
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser"));
+    Api::namespaced_with(fake.client(), "acme-account", &ar)
+}
+
 fn doc(yaml: &str) -> DynamicObject {
     serde_yaml::from_str(yaml).expect("test YAML parses")
 }
@@ -127,7 +134,7 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
 
 fn invalid_users() -> Vec<(&'static str, String, &'static str, &'static str)> {
     let u = |spec: &str| {
-        format!("apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: acme-jdoe\nspec:\n  tenant: acme\n  firstName: Jane\n  lastName: Doe\n{spec}")
+        format!("apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: jdoe\nspec:\n  firstName: Jane\n  lastName: Doe\n{spec}")
     };
     let who = "  email: jane.doe@acme.example\n  username: jdoe\n";
     vec![
@@ -143,6 +150,24 @@ fn invalid_users() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "should match",
         ),
         ("missing username", u("  email: jane@acme.example\n  roles: [Designer]\n"), "spec.username", "Required value"),
+        (
+            "username as an upper-case email",
+            u("  email: jane@acme.example\n  username: Jane@Acme.example\n  roles: [Designer]\n"),
+            "spec.username",
+            "should match",
+        ),
+        (
+            "username longer than 253",
+            u(&format!("  email: jane@acme.example\n  username: {}@acme.example\n  roles: [Designer]\n", long(241))),
+            "spec.username",
+            "Too long",
+        ),
+        (
+            "email notifications without AccountAdmin",
+            u(&format!("{who}  roles: [Designer, FlowAdmin]\n  receiveEmailNotifications: true\n")),
+            "spec.receiveEmailNotifications",
+            "receiveEmailNotifications: true is for Account Admins",
+        ),
         (
             "phone with letters",
             u(&format!("{who}  roles: [Agent]\n  details:\n    phone: call me\n")),
@@ -176,7 +201,7 @@ async fn invalid_tenants_are_rejected_naming_the_field() {
 #[tokio::test]
 async fn invalid_tenant_users_are_rejected_naming_the_field() {
     let fake = FakeApiServer::start().await;
-    let users = api(&fake, "TenantUser");
+    let users = users_api(&fake).await;
     for (what, yaml, field, fragment) in invalid_users() {
         let err = users.create(&PostParams::default(), &doc(&yaml)).await.expect_err(what);
         assert_rejected(what, err, field, fragment);
@@ -193,20 +218,6 @@ async fn invalid_documents_are_rejected_by_server_side_apply_too() {
         let err = tenants.patch(&d.metadata.name.clone().unwrap(), &pp, &Patch::Apply(&d)).await.expect_err(what);
         assert_rejected(what, err, field, fragment);
     }
-}
-
-#[tokio::test]
-async fn tenant_of_a_user_cannot_change() {
-    let fake = FakeApiServer::start().await;
-    let users = api(&fake, "TenantUser");
-    let yaml = "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: acme-jdoe\nspec:\n  tenant: acme\n  email: jane@acme.example\n  username: jdoe\n  firstName: Jane\n  lastName: Doe\n  roles: [Designer]\n";
-    users.create(&PostParams::default(), &doc(yaml)).await.unwrap();
-    let err = users.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tenant": "globex"}}))).await.unwrap_err();
-    assert_rejected("tenant changed on update", err, "spec.tenant", "spec.tenant is immutable");
-    // the same through server-side apply, as GitOps tools do
-    let moved = yaml.replace("tenant: acme", "tenant: globex");
-    let err = users.patch("acme-jdoe", &PatchParams::apply("argocd").force(), &Patch::Apply(doc(&moved))).await.unwrap_err();
-    assert_rejected("tenant changed by apply", err, "spec.tenant", "spec.tenant is immutable");
 }
 
 #[tokio::test]
@@ -233,15 +244,16 @@ async fn valid_documents_are_accepted_with_defaults() {
     let typed: Api<Tenant> = Api::all(fake.client());
     assert_eq!(typed.list(&Default::default()).await.unwrap().items.len(), 2);
 
-    let users = api(&fake, "TenantUser");
+    let users = users_api(&fake).await;
     for yaml in [
-        "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: acme-jdoe\nspec:\n  tenant: acme\n  email: jane.doe@acme.example\n  username: jdoe\n  firstName: Jane\n  lastName: Doe\n  roles: [Designer, AccountAdmin]\n  customRoles: [flow-billing-editor]\n  details: {alias: JD, title: Lead, department: CX, division: EMEA, phone: \"+44 20 0000\", extension: \"12\"}\n  receiveEmailNotifications: true\n",
-        "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: acme-bot\nspec:\n  tenant: acme\n  email: bot@acme.example\n  username: bot.1\n  firstName: Build\n  lastName: Bot\n  customRoles: [tenancy:viewer]\n",
+        "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: jdoe\nspec:\n  email: jane.doe@acme.example\n  username: jdoe\n  firstName: Jane\n  lastName: Doe\n  roles: [Designer, AccountAdmin]\n  customRoles: [flow-billing-editor]\n  details: {alias: JD, title: Lead, department: CX, division: EMEA, phone: \"+44 20 0000\", extension: \"12\"}\n  receiveEmailNotifications: true\n",
+        "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: bot\nspec:\n  email: bot@acme.example\n  username: bot.1\n  firstName: Build\n  lastName: Bot\n  customRoles: [tenancy:viewer]\n",
+        "apiVersion: tenancy.platform.dev/v1alpha1\nkind: TenantUser\nmetadata:\n  name: ann\nspec:\n  email: ann.lee@acme.example\n  username: ann.lee@acme.example\n  firstName: Ann\n  lastName: Lee\n  roles: [Agent]\n  receiveEmailNotifications: false\n",
     ] {
         users.create(&PostParams::default(), &doc(yaml)).await.unwrap();
     }
-    let typed: Api<TenantUser> = Api::all(fake.client());
-    assert_eq!(typed.list(&Default::default()).await.unwrap().items.len(), 2);
+    let typed: Api<TenantUser> = Api::namespaced(fake.client(), "acme-account");
+    assert_eq!(typed.list(&Default::default()).await.unwrap().items.len(), 3);
 }
 
 #[test]

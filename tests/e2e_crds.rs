@@ -58,12 +58,16 @@ async fn crds_installed_tenant_accepted_invalid_rejected() {
         }
     }
 
+    // TenantUsers live in an account namespace (no operator runs here: the test makes one).
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": format!("{slug}-account")}})).unwrap();
+    env.create(&namespace).await.expect("account namespace");
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser"));
-    let users: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let users: Api<DynamicObject> = Api::namespaced_with(client.clone(), &format!("{slug}-account"), &ar);
     let no_roles: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser",
         "metadata": {"name": env.unique_slug("e2e-user")},
-        "spec": {"tenant": slug, "email": "jane@e2e.example", "username": "jane", "firstName": "Jane", "lastName": "Doe"}
+        "spec": {"email": "jane@e2e.example", "username": "jane", "firstName": "Jane", "lastName": "Doe"}
     }))
     .unwrap();
     match users.create(&PostParams::default(), &no_roles).await {

@@ -7,6 +7,7 @@
 //! - `deploy/config/config.yaml` = `examples/config.yaml`
 //! - `deploy/rbac/tenancy-clusterroles.yaml` and its chart copy = `system_cluster_roles()`
 //! - `charts/tenant-operator/files/aggregated-clusterroles.yaml` = `deploy/rbac/aggregated-clusterroles.yaml`
+//! - `charts/tenant-operator/files/tenantuser-self-service-policy.yaml` = `deploy/admission/tenantuser-self-service-policy.yaml`
 //!
 //! The chart is compared with `deploy/` by rendering it with Helm's own engine through
 //! `scripts/render-chart.py` (PyPI `helm-python-sdk`), and `deploy/` is built with
@@ -138,7 +139,7 @@ fn deploy_objects() -> Vec<Value> {
             "kind": "ConfigMap",
             "metadata": {
                 "name": generator["name"],
-                "namespace": k["namespace"],
+                "namespace": generator["namespace"],
                 "labels": generator.pointer("/options/labels").cloned().unwrap_or(json!({})),
             },
             "data": data,
@@ -203,7 +204,14 @@ fn every_deploy_file_parses_and_is_listed() {
 
 #[test]
 fn every_object_is_labelled_and_namespaced_objects_sit_in_the_operator_namespace() {
-    let cluster_scoped = ["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"];
+    let cluster_scoped = [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ];
     for obj in deploy_objects() {
         let kind = str_at(&obj, "/kind");
         if kind != "CustomResourceDefinition" {
@@ -231,6 +239,7 @@ fn copies_equal_their_sources() {
     assert_copy("examples/config.yaml", "deploy/config/config.yaml");
     assert_copy("deploy/rbac/tenancy-clusterroles.yaml", "charts/tenant-operator/files/tenancy-clusterroles.yaml");
     assert_copy("deploy/rbac/aggregated-clusterroles.yaml", "charts/tenant-operator/files/aggregated-clusterroles.yaml");
+    assert_copy("deploy/admission/tenantuser-self-service-policy.yaml", "charts/tenant-operator/files/tenantuser-self-service-policy.yaml");
     // Every CRD in crds/ is shipped, by deploy/crds.
     let shipped: BTreeSet<String> = string_list(&crds_kustomization(), "/resources").into_iter().collect();
     let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
@@ -317,7 +326,7 @@ fn operator_cluster_role_is_least_privilege() {
     let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
     let mut want: Vec<(&str, &str, &[&str])> = vec![
         ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"]),
-        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch"]),
+        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch", "update"]),
         ("tenancy.platform.dev", "tenants/status", &["patch"]),
         ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
         ("", "secrets", &["get", "list", "watch", "create", "patch"]),
@@ -333,6 +342,7 @@ fn operator_cluster_role_is_least_privilege() {
         ("", "resourcequotas"),
         ("", "limitranges"),
         ("networking.k8s.io", "ingresses"),
+        ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ] {
         want.push((group, resource, &watch_and_write));
@@ -532,8 +542,12 @@ fn chart_options_render() {
     let objects = docs(&rendered, "rendered chart");
     let kinds: Vec<&str> = objects.iter().map(|o| str_at(o, "/kind")).collect();
     assert!(!kinds.contains(&"CustomResourceDefinition"));
-    assert!(!kinds.contains(&"ConfigMap"));
+    assert!(objects.iter().all(|o| str_at(o, "/kind") != "ConfigMap" || str_at(o, "/metadata/name") != "ops-tenant-operator-config"));
     assert!(kinds.contains(&"ServiceMonitor"));
+    let binding = find(&objects, "ValidatingAdmissionPolicyBinding", "tenantuser-self-service.tenancy.platform.dev");
+    assert_eq!(str_at(binding, "/spec/paramRef/name"), "ops-tenant-operator-admission");
+    assert_eq!(str_at(binding, "/spec/paramRef/namespace"), "platform");
+    find(&objects, "ConfigMap", "ops-tenant-operator-admission");
     let role = find(&objects, "ClusterRole", "ops-tenant-operator");
     assert!(rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
     let d = find(&objects, "Deployment", "ops-tenant-operator");
@@ -672,13 +686,14 @@ fn built_in_view_edit_and_admin_roles_see_tenants() {
         tenancy_grants(role)
     };
     let read = set(&["get", "list", "watch"]);
+    // TenantUsers hold people's names and email addresses: not for every viewer.
     let view = role("tenant-operator:aggregate-to-view", "view");
-    assert_eq!(view, BTreeMap::from([("tenants".to_owned(), read.clone()), ("tenantusers".to_owned(), read.clone())]));
+    assert_eq!(view, BTreeMap::from([("tenants".to_owned(), read.clone())]));
 
     // `edit` aggregates `view`, `admin` aggregates `edit`: each adds to the one below.
     let edit = role("tenant-operator:aggregate-to-edit", "edit");
     assert_eq!(edit["tenants"], set(&["create", "update", "patch"]), "edit must not delete Tenants");
-    assert_eq!(edit["tenantusers"], set(&["create", "update", "patch", "delete", "deletecollection"]));
+    assert_eq!(edit["tenantusers"], set(&["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]));
     let admin = role("tenant-operator:aggregate-to-admin", "admin");
     assert_eq!(admin, BTreeMap::from([("tenants".to_owned(), set(&["delete", "deletecollection"]))]));
 

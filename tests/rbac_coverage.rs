@@ -235,6 +235,7 @@ const WRITTEN_KINDS: &[(&str, &str)] = &[
     ("apps/v1", "StatefulSet"),
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("postgresql.cnpg.io/v1", "Cluster"),
 ];
@@ -248,8 +249,9 @@ fn plural_of(kind: &str) -> String {
 }
 
 /// Checks implied by the objects the operator manages as they are stored now: `bind` on the
-/// ClusterRoles its RoleBindings name, and `update` on `<owner>/finalizers` for owner
-/// references that block the owner's deletion.
+/// ClusterRoles its RoleBindings name, every permission a Role it writes grants (without
+/// `escalate`, a Role may grant only what its writer holds), and `update` on
+/// `<owner>/finalizers` for owner references that block the owner's deletion.
 fn implied_checks(fake: &FakeApiServer, into: &mut BTreeSet<Check>) {
     for (api_version, kind) in WRITTEN_KINDS {
         for obj in fake.objects(api_version, kind) {
@@ -267,6 +269,38 @@ fn implied_checks(fake: &FakeApiServer, into: &mut BTreeSet<Check>) {
                     name: obj.pointer("/roleRef/name").and_then(Value::as_str).map(String::from),
                 });
             }
+            if *kind == "Role" {
+                let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+                for rule in obj.pointer("/rules").and_then(Value::as_array).into_iter().flatten() {
+                    let list = |field: &str| -> Vec<String> {
+                        rule.get(field)
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    };
+                    let names: Vec<Option<String>> = match list("resourceNames") {
+                        names if names.is_empty() => vec![None],
+                        names => names.into_iter().map(Some).collect(),
+                    };
+                    for group in list("apiGroups") {
+                        for resource in list("resources") {
+                            for verb in list("verbs") {
+                                for name in &names {
+                                    into.insert(Check {
+                                        verb: verb.clone(),
+                                        group: group.clone(),
+                                        resource: resource.clone(),
+                                        namespace: namespace.clone(),
+                                        name: name.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             for owner in obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten() {
                 if owner.get("blockOwnerDeletion").and_then(Value::as_bool) != Some(true) {
                     continue;
@@ -274,8 +308,8 @@ fn implied_checks(fake: &FakeApiServer, into: &mut BTreeSet<Check>) {
                 let api_version = owner.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
                 let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
                 let owner_kind = owner.get("kind").and_then(Value::as_str).unwrap_or_default();
-                // The owner's scope decides the namespace; both owners here are cluster-scoped.
-                let namespaced_owner = !matches!(owner_kind, "Tenant" | "TenantUser" | "Namespace");
+                // The owner's scope decides the namespace.
+                let namespaced_owner = !matches!(owner_kind, "Tenant" | "Namespace");
                 into.insert(Check {
                     verb: "update".into(),
                     group: group.into(),
@@ -342,8 +376,9 @@ impl Env {
         Api::all(self.test.clone())
     }
 
-    fn users(&self) -> Api<TenantUser> {
-        Api::all(self.test.clone())
+    /// The TenantUsers of tenant `slug`, in its account namespace.
+    fn users(&self, slug: &str) -> Api<TenantUser> {
+        Api::namespaced(self.test.clone(), &format!("{slug}-account"))
     }
 
     async fn create_tenant(&self, slug: &str, spec: Value) {
@@ -398,12 +433,12 @@ impl Env {
 
     async fn create_user(&self, name: &str, slug: &str, roles: &[&str], custom: &[&str]) {
         let u: TenantUser = serde_json::from_value(json!({
-            "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": name},
-            "spec": {"tenant": slug, "email": format!("{name}@example.com"), "username": name, "firstName": "F", "lastName": "L",
+            "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": name, "namespace": format!("{slug}-account")},
+            "spec": {"email": format!("{name}@example.com"), "username": name, "firstName": "F", "lastName": "L",
                      "roles": roles, "customRoles": custom},
         }))
         .expect("user");
-        self.users().create(&PostParams::default(), &u).await.unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
+        self.users(slug).create(&PostParams::default(), &u).await.unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
     }
 
     /// Waits until the user's RoleBindings name exactly `roles` (sorted, deduplicated).
@@ -495,24 +530,25 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     //    does not let the operator bind it, and the API server refuses its RoleBinding.
     env.create_user("custom", keep, &[], &["flow-billing-editor"]).await;
     env.wait("the custom role's RoleBinding to be refused", || async { custom_binding_refusal(&env.fake).is_some() }).await;
-    env.users().delete("custom", &DeleteParams::default()).await.expect("delete user");
-    env.wait_gone(env.users(), "custom").await;
+    env.users(keep).delete("custom", &DeleteParams::default()).await.expect("delete user");
+    env.wait_gone(env.users(keep), "custom").await;
     env.create_user("designer", keep, &["Designer"], &[]).await;
     env.create_user("supervisor", keep, &["Supervisor"], &[]).await;
     env.create_user("agent", keep, &["Agent"], &[]).await;
-    env.wait_bindings("designer", &["tenancy:editor", "tenancy:viewer"]).await;
-    env.wait_bindings("supervisor", &["tenancy:supervisor"]).await;
-    env.wait_bindings("agent", &["tenancy:agent"]).await;
+    // Each user also has its self-service Role in the account namespace.
+    env.wait_bindings("designer", &["tenancy:editor", "tenancy:viewer", "tenantuser-designer:self"]).await;
+    env.wait_bindings("supervisor", &["tenancy:supervisor", "tenantuser-supervisor:self"]).await;
+    env.wait_bindings("agent", &["tenancy:agent", "tenantuser-agent:self"]).await;
     env.snapshot();
-    env.users()
+    env.users(keep)
         .patch("designer", &PatchParams::default(), &Patch::Merge(json!({"spec": {"roles": ["AccountAdmin"], "customRoles": null}})))
         .await
         .expect("change user");
-    env.wait_bindings("designer", &["tenancy:account-admin", "tenancy:viewer"]).await;
+    env.wait_bindings("designer", &["tenancy:account-admin", "tenancy:viewer", "tenancy:user-admin", "tenantuser-designer:self"]).await;
     env.snapshot();
     for user in ["designer", "supervisor", "agent"] {
-        env.users().delete(user, &DeleteParams::default()).await.expect("delete user");
-        env.wait_gone(env.users(), user).await;
+        env.users(keep).delete(user, &DeleteParams::default()).await.expect("delete user");
+        env.wait_gone(env.users(keep), user).await;
     }
     env.wait_bindings("designer", &[]).await;
 

@@ -12,7 +12,7 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service},
     networking::v1::{Ingress, NetworkPolicy},
-    rbac::v1::{ClusterRole, RoleBinding},
+    rbac::v1::{ClusterRole, Role, RoleBinding},
 };
 use kube::{
     core::{ApiResource, GroupVersionKind},
@@ -36,13 +36,15 @@ pub enum ChildKind {
     NetworkPolicy,
     ResourceQuota,
     LimitRange,
+    Role,
     RoleBinding,
     ClusterRole,
     CnpgCluster,
 }
 
 impl ChildKind {
-    /// Kinds a Tenant owns (RoleBindings belong to TenantUsers, ClusterRoles to the install).
+    /// Kinds a Tenant owns (Roles and RoleBindings belong to TenantUsers, ClusterRoles to the
+    /// install).
     pub const TENANT_CHILDREN: [ChildKind; 11] = [
         ChildKind::Namespace,
         ChildKind::ConfigMap,
@@ -69,6 +71,7 @@ impl ChildKind {
             ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
             ChildKind::ResourceQuota => ApiResource::erase::<ResourceQuota>(&()),
             ChildKind::LimitRange => ApiResource::erase::<LimitRange>(&()),
+            ChildKind::Role => ApiResource::erase::<Role>(&()),
             ChildKind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
             ChildKind::ClusterRole => ApiResource::erase::<ClusterRole>(&()),
             ChildKind::CnpgCluster => {
@@ -93,6 +96,7 @@ impl ChildKind {
             ChildKind::NetworkPolicy => "NetworkPolicy",
             ChildKind::ResourceQuota => "ResourceQuota",
             ChildKind::LimitRange => "LimitRange",
+            ChildKind::Role => "Role",
             ChildKind::RoleBinding => "RoleBinding",
             ChildKind::ClusterRole => "ClusterRole",
             ChildKind::CnpgCluster => "Cluster",

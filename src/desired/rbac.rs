@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-use kube::api::ObjectMeta;
+use kube::{api::ObjectMeta, Resource};
 
 use crate::{
     naming::{LABEL_MANAGED_BY, MANAGED_BY},
-    types::{Environment, SystemRole},
+    types::{Environment, SystemRole, TenantUser},
 };
 
 pub const ACCOUNT_ADMIN: &str = "tenancy:account-admin";
@@ -16,9 +16,16 @@ pub const EDITOR: &str = "tenancy:editor";
 pub const VIEWER: &str = "tenancy:viewer";
 pub const SUPERVISOR: &str = "tenancy:supervisor";
 pub const AGENT: &str = "tenancy:agent";
+/// Bound in the account namespace `<slug>-account` to Account Admins: they manage the
+/// TenantUsers of their own tenant.
+pub const USER_ADMIN: &str = "tenancy:user-admin";
 
 /// Every ClusterRole the operator binds for system roles; it needs `bind` on exactly these.
-pub const SYSTEM_CLUSTER_ROLES: [&str; 5] = [ACCOUNT_ADMIN, EDITOR, VIEWER, SUPERVISOR, AGENT];
+pub const SYSTEM_CLUSTER_ROLES: [&str; 6] = [ACCOUNT_ADMIN, EDITOR, VIEWER, SUPERVISOR, AGENT, USER_ADMIN];
+
+/// Verbs a user holds on their own TenantUser (a Role with `resourceNames`); what they may
+/// change is limited further by the shipped ValidatingAdmissionPolicy.
+pub const SELF_SERVICE_VERBS: [&str; 3] = ["get", "update", "patch"];
 
 /// The highest of a user's system roles, which decides their access.
 pub fn effective_role(roles: &[SystemRole]) -> Option<SystemRole> {
@@ -33,12 +40,13 @@ pub enum NotBound {
 }
 
 /// ClusterRole bound for `role` in `env`. `prod` admits no configuration changes, so every
-/// configuring role is read-only there.
+/// configuring role is read-only there; Analysts configure in dev only.
 pub fn cluster_role_for(role: SystemRole, env: Environment) -> Result<&'static str, NotBound> {
     let prod = env == Environment::Prod;
     match role {
         SystemRole::AccountAdmin if !prod => Ok(ACCOUNT_ADMIN),
         SystemRole::FlowAdmin | SystemRole::Designer if !prod => Ok(EDITOR),
+        SystemRole::Analyst if env == Environment::Dev => Ok(EDITOR),
         SystemRole::AccountAdmin | SystemRole::FlowAdmin | SystemRole::Designer | SystemRole::Analyst => Ok(VIEWER),
         SystemRole::Supervisor if prod => Ok(SUPERVISOR),
         SystemRole::Agent if prod => Ok(AGENT),
@@ -113,13 +121,20 @@ pub fn system_cluster_roles() -> Vec<ClusterRole> {
         rule("networking.k8s.io", &["ingresses"], READ),
     ];
     let agent = vec![rule("", &["services", "configmaps"], READ), rule("networking.k8s.io", &["ingresses"], READ)];
+    let group = TenantUser::group(&());
+    let user_admin = vec![
+        rule(&group, &[&TenantUser::plural(&())], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+        rule("", &["events"], READ),
+        rule("events.k8s.io", &["events"], READ),
+    ];
 
     vec![
         cluster_role(ACCOUNT_ADMIN, "Account Admin in dev/staging: manage workloads, secrets and volumes", admin),
-        cluster_role(EDITOR, "Flow Admin and Designer in dev/staging: edit workloads and configuration", editor),
-        cluster_role(VIEWER, "Analyst everywhere, and every configuring role in prod: read-only, no secrets", viewer),
+        cluster_role(EDITOR, "Flow Admin and Designer in dev/staging, Analyst in dev: edit workloads and configuration", editor),
+        cluster_role(VIEWER, "Analyst in staging/prod, and every configuring role in prod: read-only, no secrets", viewer),
         cluster_role(SUPERVISOR, "Supervisor in prod: watch workloads and their logs", supervisor),
         cluster_role(AGENT, "Agent in prod: see the tenant's services", agent),
+        cluster_role(USER_ADMIN, "Account Admin in the account namespace: manage the tenant's TenantUsers", user_admin),
     ]
 }
 
@@ -135,7 +150,7 @@ mod tests {
             (AccountAdmin, [Ok(ACCOUNT_ADMIN), Ok(ACCOUNT_ADMIN), Ok(VIEWER)]),
             (FlowAdmin, [Ok(EDITOR), Ok(EDITOR), Ok(VIEWER)]),
             (Designer, [Ok(EDITOR), Ok(EDITOR), Ok(VIEWER)]),
-            (Analyst, [Ok(VIEWER), Ok(VIEWER), Ok(VIEWER)]),
+            (Analyst, [Ok(EDITOR), Ok(VIEWER), Ok(VIEWER)]),
             (Supervisor, [Err(NotBound::ProdOnlyRole), Err(NotBound::ProdOnlyRole), Ok(SUPERVISOR)]),
             (Agent, [Err(NotBound::ProdOnlyRole), Err(NotBound::ProdOnlyRole), Ok(AGENT)]),
         ];
@@ -166,7 +181,7 @@ mod tests {
     fn viewer_and_prod_roles_cannot_read_secrets_or_write() {
         for role in system_cluster_roles()
             .into_iter()
-            .filter(|r| r.metadata.name.as_deref() != Some(ACCOUNT_ADMIN) && r.metadata.name.as_deref() != Some(EDITOR))
+            .filter(|r| ![ACCOUNT_ADMIN, EDITOR, USER_ADMIN].contains(&r.metadata.name.as_deref().unwrap_or_default()))
         {
             for rule in role.rules.unwrap_or_default() {
                 let resources = rule.resources.unwrap_or_default();

@@ -63,8 +63,18 @@ impl SpecError {
 pub struct TenantPlan {
     pub slug: String,
     pub database_provider: DatabaseProvider,
+    /// The account namespace `<slug>-account`: home of the tenant's TenantUsers, where Account
+    /// Admins manage users. No workloads, no Ingress.
+    pub account: AccountPlan,
     pub environments: Vec<EnvironmentPlan>,
     pub endpoints: Vec<EndpointStatus>,
+}
+
+/// The account namespace of a tenant; `objects` is the Namespace alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountPlan {
+    pub namespace: String,
+    pub objects: Vec<DesiredObject>,
 }
 
 /// The children of one environment namespace. `objects` starts with the Namespace.
@@ -137,12 +147,22 @@ impl TenantPlan {
             objects.extend(db_objects.objects);
             environments.push(EnvironmentPlan { environment: env, namespace, objects, database: db_objects.connection });
         }
-        Ok(Self { slug, database_provider: provider, environments, endpoints })
+        let account = AccountPlan {
+            namespace: naming::account_namespace_name(&slug),
+            objects: vec![DesiredObject::from_typed(ChildKind::Namespace, &account_namespace_object(&slug))?],
+        };
+        Ok(Self { slug, database_provider: provider, account, environments, endpoints })
     }
 
-    /// All desired objects of all environments, namespaces first within each environment.
+    /// All desired objects: the account namespace, then every environment's, namespaces first
+    /// within each environment.
     pub fn objects(&self) -> impl Iterator<Item = &DesiredObject> {
-        self.environments.iter().flat_map(|env| env.objects.iter())
+        self.account.objects.iter().chain(self.environments.iter().flat_map(|env| env.objects.iter()))
+    }
+
+    /// Every namespace of the plan: the account namespace and the environment namespaces.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.account.namespace.as_str()).chain(self.environments.iter().map(|env| env.namespace.as_str()))
     }
 
     /// Leave out the Ingresses (and endpoints) of `hosts`: another tenant holds them.
@@ -195,6 +215,17 @@ pub fn namespace_object(slug: &str, env: Environment, config: &Config) -> Namesp
         labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.clone());
     }
     Namespace { metadata: meta(&naming::namespace_name(slug, env), None, labels), ..Namespace::default() }
+}
+
+/// The account namespace holds TenantUsers and RBAC only: Pod Security `restricted` everywhere,
+/// whatever the environments use.
+pub fn account_namespace_object(slug: &str) -> Namespace {
+    let mut labels = tenant_labels(slug, None);
+    labels.insert(naming::LABEL_COMPONENT.to_string(), "account".to_string());
+    for mode in ["enforce", "warn", "audit"] {
+        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_string());
+    }
+    Namespace { metadata: meta(&naming::account_namespace_name(slug), None, labels), ..Namespace::default() }
 }
 
 /// Default container requests and limits where a quota is set: the quota makes the API server

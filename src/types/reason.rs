@@ -133,6 +133,9 @@ reasons! {
     DatabaseError,
 
     // TenantUser.
+    /// The user is not in its tenant's account namespace `<slug>-account` (or that namespace
+    /// is not the operator's).
+    NotInAccountNamespace,
     /// The user's tenant does not exist (yet).
     TenantNotFound,
     /// The user's tenant is being deleted.
@@ -181,6 +184,7 @@ impl Reason {
                 | Reason::TlsHandshakeFailed
                 | Reason::AdminAuthenticationFailed
                 | Reason::InsufficientPrivilege
+                | Reason::NotInAccountNamespace
                 | Reason::DuplicateEmail
                 | Reason::DuplicateUsername
                 | Reason::RoleRequiresProd

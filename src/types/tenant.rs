@@ -227,6 +227,10 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The tenant's account namespace `<slug>-account`, where its TenantUsers live and its
+    /// Account Admins manage them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_namespace: Option<AccountNamespaceStatus>,
     /// The tenant's namespaces, one per environment, including retained ones that are no
     /// longer reconciled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -287,6 +291,17 @@ pub struct NamespaceStatus {
     pub name: String,
     /// `Active` (reconciled), `Terminating` (being deleted) or `Retained` (removed from the
     /// spec and kept under `deletionPolicy: Retain`; no longer reconciled).
+    pub state: NamespaceState,
+}
+
+/// The account namespace of the tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountNamespaceStatus {
+    /// The namespace's name, `<slug>-account`.
+    pub name: String,
+    /// `Active` (reconciled), `Terminating` (being deleted) or `Retained` (kept under
+    /// `deletionPolicy: Retain` after the Tenant was deleted).
     pub state: NamespaceState,
 }
 

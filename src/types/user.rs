@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
     group = "tenancy.platform.dev",
     version = "v1alpha1",
     kind = "TenantUser",
+    namespaced,
     plural = "tenantusers",
     singular = "tenantuser",
     shortname = "tu",
     category = "tenancy",
     status = "TenantUserStatus",
-    doc = "A user of a tenant: roles become RoleBindings in the tenant's environment namespaces.",
-    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant"),
+    doc = "A user of a tenant, living in the tenant's account namespace `<slug>-account`: roles become RoleBindings in the tenant's environment namespaces, and Account Admins manage the account's users.",
+    printcolumn(name = "Tenant", type_ = "string", json_path = ".status.tenant"),
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Effective Role", type_ = "string", json_path = ".status.effectiveRole"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
@@ -29,14 +30,12 @@ use serde::{Deserialize, Serialize};
     annotation("kustomize.toolkit.fluxcd.io/prune", "disabled"),
     validation = Rule::new("self.metadata.name.size() <= 253").message("metadata.name must be at most 253 characters")
 )]
-#[x_kube(validation = Rule::new("(has(self.roles) && self.roles.size() > 0) || (has(self.customRoles) && self.customRoles.size() > 0)").message("a user needs at least one role or custom role"))]
+#[x_kube(
+    validation = Rule::new("(has(self.roles) && self.roles.size() > 0) || (has(self.customRoles) && self.customRoles.size() > 0)").message("a user needs at least one role or custom role"),
+    validation = Rule::new("!has(self.receiveEmailNotifications) || !self.receiveEmailNotifications || (has(self.roles) && 'AccountAdmin' in self.roles)").message("receiveEmailNotifications: true is for Account Admins: add the AccountAdmin role or leave it false").field_path(".receiveEmailNotifications")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantUserSpec {
-    /// Slug of the Tenant this user belongs to. Immutable: create a new TenantUser to move a user.
-    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.tenant is immutable"))]
-    pub tenant: String,
-
     /// Sign-in email, unique within the tenant (compared case-insensitively); with the
     /// configured prefix it is the RBAC subject (`User`) of the user's RoleBindings. A second
     /// TenantUser with the same email gets `Ready=False`, reason `DuplicateEmail`.
@@ -44,9 +43,13 @@ pub struct TenantUserSpec {
     pub email: String,
 
     /// User name, unique within the tenant (a second TenantUser with the same one gets
-    /// `Ready=False`, reason `DuplicateUsername`); names the RoleBindings
-    /// `tenantuser-<username>`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    /// `Ready=False`, reason `DuplicateUsername`): a lower-case email address or a DNS-style
+    /// name (`a-z`, `0-9`, `-`, `.`), at most 253 characters. Names the RoleBindings
+    /// `tenantuser-<username>`. Users cannot change their own.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?|[a-z0-9._+-]+@[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
+    )]
     pub username: String,
 
     /// The user's first name, 1 to 64 characters.
@@ -76,7 +79,8 @@ pub struct TenantUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<UserDetails>,
 
-    /// Whether the user receives the platform's email notifications.
+    /// Whether the user receives the platform's email notifications; only Account Admins may
+    /// (the API server refuses `true` without the `AccountAdmin` role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_email_notifications: Option<bool>,
 }
@@ -87,13 +91,14 @@ pub struct TenantUserSpec {
 // minimum of a user's roles is the effective one.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 pub enum SystemRole {
-    /// Manages the account: admin in dev and staging, viewer in prod.
+    /// Manages the account: admin in dev and staging, viewer in prod, and manages the
+    /// account's TenantUsers in `<slug>-account`.
     AccountAdmin,
     /// Administers flows: editor in dev and staging, viewer in prod.
     FlowAdmin,
     /// Designs flows: editor in dev and staging, viewer in prod.
     Designer,
-    /// Analyses: viewer in every environment.
+    /// Analyses and configures in dev: editor in dev, viewer in staging and prod.
     Analyst,
     /// Supervises agents: bound in prod only.
     Supervisor,
@@ -167,11 +172,16 @@ pub struct TenantUserStatus {
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Slug of the Tenant whose account namespace holds the user (set once the namespace is
+    /// found to be that Tenant's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The highest of the user's system roles, which decides the ClusterRole bound in each
     /// environment; the CRD shows the description of [`SystemRole`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_role: Option<SystemRole>,
-    /// Namespaces in which the user's RoleBindings exist.
+    /// Namespaces in which the user's RoleBindings exist (environment namespaces and, for
+    /// Account Admins, the account namespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bound_namespaces: Vec<String>,
     /// Standard conditions, one per type: `Ready` (True when the user's RoleBindings exist in

@@ -36,18 +36,21 @@ pub fn operator_user() -> String {
     format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}")
 }
 
-/// The files of `deploy/` that give the operator its identity and permissions, as installed:
-/// `(path, content)` of `namespace.yaml`, `serviceaccount.yaml` and `rbac/*.yaml`.
+/// The files of `deploy/` that give the operator its identity and permissions and people their
+/// limits, as installed: `(path, content)` of `namespace.yaml`, `serviceaccount.yaml`,
+/// `rbac/*.yaml` and `admission/*.yaml` (the TenantUser self-service policy).
 pub fn deploy_manifests() -> Vec<(String, String)> {
     let mut paths = vec!["deploy/namespace.yaml".to_string(), "deploy/serviceaccount.yaml".to_string()];
-    let mut rbac: Vec<String> = std::fs::read_dir(super::repo_path("deploy/rbac"))
-        .expect("deploy/rbac")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter_map(|p| p.file_name().map(|n| format!("deploy/rbac/{}", n.to_string_lossy())))
-        .collect();
-    rbac.sort();
-    paths.extend(rbac);
+    for dir in ["rbac", "admission"] {
+        let mut files: Vec<String> = std::fs::read_dir(super::repo_path(&format!("deploy/{dir}")))
+            .unwrap_or_else(|e| panic!("deploy/{dir}: {e}"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .filter_map(|p| p.file_name().map(|n| format!("deploy/{dir}/{}", n.to_string_lossy())))
+            .collect();
+        files.sort();
+        paths.extend(files);
+    }
     paths
         .into_iter()
         .map(|p| {
@@ -129,6 +132,17 @@ impl TestEnv {
     /// A client acting as the operator's ServiceAccount, for the operator under test.
     pub fn operator_client(&self) -> Client {
         self.operator.clone()
+    }
+
+    /// A client acting as the person `user` (an RBAC `User` subject, e.g. an email address):
+    /// a token of that user on the fake, impersonation on a real cluster (the kubeconfig's user
+    /// needs `impersonate` on users, as cluster admins have).
+    pub async fn client_as_person(&self, user: &str) -> Client {
+        match (&self.fake, &self.kubeconfig) {
+            (Some(fake), _) => fake.client_as(user),
+            (None, Some(path)) => impersonating_client(path, user).await,
+            (None, None) => unreachable!("a test environment is the fake or a kubeconfig"),
+        }
     }
 
     /// The fake, when not running against a real cluster. Tests of fake-only features
@@ -273,7 +287,12 @@ pub async fn apply_manifests(client: &Client, yaml: &str) -> Result<(), String> 
         let name = obj["metadata"]["name"].as_str().ok_or("an object without metadata.name")?;
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
-        let ar = ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()));
+        let lower = kind.to_lowercase();
+        let plural = match lower.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{lower}s"),
+        };
+        let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
         let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),

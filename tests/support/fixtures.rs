@@ -72,12 +72,17 @@ pub fn minimal_tenant_json(slug: &str, environments: Value) -> Value {
     tenant_json(slug, json!({"displayName": "E2E Corp", "cluster": "uk", "environments": environments}))
 }
 
-/// A TenantUser of tenant `slug`.
+/// The account namespace of tenant `slug`, where its TenantUsers live.
+pub fn account(slug: &str) -> String {
+    format!("{slug}-account")
+}
+
+/// A TenantUser of tenant `slug` (in its account namespace).
 pub fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str], custom: &[&str]) -> TenantUser {
     serde_json::from_value(json!({
         "apiVersion": API_VERSION, "kind": "TenantUser",
-        "metadata": {"name": name},
-        "spec": {"tenant": slug, "email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
+        "metadata": {"name": name, "namespace": account(slug)},
+        "spec": {"email": email, "username": username, "firstName": "F", "lastName": "L", "roles": roles, "customRoles": custom},
     }))
     .expect("test user")
 }

@@ -39,7 +39,8 @@ pub struct Scenario {
     config: Mutex<Arc<Config>>,
     operator: Mutex<Option<Running>>,
     tenants: Mutex<Vec<String>>,
-    users: Mutex<Vec<String>>,
+    /// (namespace, name) of the TenantUsers the scenario created.
+    users: Mutex<Vec<(String, String)>>,
     timeout: Duration,
     metrics: tenant_operator::metrics::Metrics,
 }
@@ -150,13 +151,28 @@ impl Scenario {
         self.tenants.lock().unwrap().push(name);
     }
 
+    /// Create a TenantUser in its namespace (as the administrator).
     pub async fn create_user(&self, user: &TenantUser) {
-        let name = user.name_any();
-        Api::<TenantUser>::all(self.client())
+        let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
+        Api::<TenantUser>::namespaced(self.client(), &namespace)
             .create(&PostParams::default(), user)
             .await
-            .unwrap_or_else(|e| panic!("create TenantUser {name}: {e}"));
-        self.users.lock().unwrap().push(name);
+            .unwrap_or_else(|e| panic!("create TenantUser {namespace}/{name}: {e}"));
+        self.users.lock().unwrap().push((namespace, name));
+    }
+
+    /// Create any object (as the administrator) and have it deleted at cleanup on a real
+    /// cluster.
+    pub async fn create<K>(&self, obj: &K) -> Result<K, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + serde::Serialize,
+    {
+        self.env.create(obj).await
+    }
+
+    /// A client acting as the person `user` (RBAC user name, e.g. an email address).
+    pub async fn client_as_person(&self, user: &str) -> Client {
+        self.env.client_as_person(user).await
     }
 
     /// Merge-patch a Tenant's spec.
@@ -192,8 +208,10 @@ impl Scenario {
         self.wait_object(Api::<Tenant>::all(self.client()), slug, check).await
     }
 
-    pub async fn wait_user(&self, name: &str, check: impl Fn(&TenantUser) -> bool) -> TenantUser {
-        self.wait_object(Api::<TenantUser>::all(self.client()), name, check).await
+    /// Wait until the TenantUser `name` of tenant `slug` (in its account namespace) satisfies
+    /// `check`; returns it.
+    pub async fn wait_user(&self, slug: &str, name: &str, check: impl Fn(&TenantUser) -> bool) -> TenantUser {
+        self.wait_object(Api::<TenantUser>::namespaced(self.client(), &super::fixtures::account(slug)), name, check).await
     }
 
     pub async fn wait_object<K>(&self, api: Api<K>, name: &str, check: impl Fn(&K) -> bool) -> K
@@ -269,9 +287,9 @@ impl Scenario {
     /// Remove what the scenario created: users, then tenants with `deletionPolicy: Delete` so
     /// their namespaces go too, then stop the operator.
     pub async fn cleanup(&self) {
-        let users: Vec<String> = self.users.lock().map(|u| u.clone()).unwrap_or_default();
-        for user in users {
-            let _ = Api::<TenantUser>::all(self.client()).delete(&user, &DeleteParams::default()).await;
+        let users: Vec<(String, String)> = self.users.lock().map(|u| u.clone()).unwrap_or_default();
+        for (namespace, user) in users {
+            let _ = Api::<TenantUser>::namespaced(self.client(), &namespace).delete(&user, &DeleteParams::default()).await;
         }
         let tenants: Vec<String> = self.tenants.lock().map(|t| t.clone()).unwrap_or_default();
         let api = Api::<Tenant>::all(self.client());

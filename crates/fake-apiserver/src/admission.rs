@@ -3,7 +3,11 @@
 //! `x-kubernetes-validations` CEL rules (with `oldSelf` on update). Also `metadata.name`
 //! validation for every kind.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use kube::core::cel::{ErrorKind, Validator};
+use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::errors::Cause;
@@ -26,6 +30,58 @@ const OBJECT_META_FIELDS: &[&str] = &[
     "finalizers",
     "managedFields",
 ];
+
+type RegexCache = LazyLock<Mutex<HashMap<String, Option<&'static Regex>>>>;
+
+/// The regex `source()` makes, compiled once per process under `key` (`None` if it does not
+/// compile): names, labels and schema patterns are checked on every write, and compiling a
+/// regex costs far more than matching it. The set of patterns is fixed (the fake's own and
+/// the CRDs' schemas), so the compiled ones are kept for good.
+fn cached(cache: &RegexCache, key: &str, source: impl FnOnce() -> String) -> Option<&'static Regex> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(key) {
+        return *re;
+    }
+    let compiled: Option<&'static Regex> = Regex::new(&source()).ok().map(|re| &*Box::leak(Box::new(re)));
+    cache.insert(key.to_string(), compiled);
+    compiled
+}
+
+/// `pattern` as written (a schema's `pattern` matches anywhere, like Go's regexp).
+pub fn regex(pattern: &str) -> Option<&'static Regex> {
+    static CACHE: RegexCache = LazyLock::new(Default::default);
+    cached(&CACHE, pattern, || pattern.to_string())
+}
+
+/// `pattern` matching a whole string.
+pub fn whole(pattern: &str) -> Option<&'static Regex> {
+    static CACHE: RegexCache = LazyLock::new(Default::default);
+    cached(&CACHE, pattern, || format!("^(?:{pattern})$"))
+}
+
+/// What CEL rules see of an object: the root's `metadata` holds only `name` and
+/// `generateName`, as on the real server (the rest of it, managedFields included, is not
+/// converted for nothing).
+fn cel_view(obj: &Value) -> Value {
+    let Some(map) = obj.as_object() else {
+        return obj.clone();
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let v = match (k.as_str(), v.as_object()) {
+                ("metadata", Some(meta)) => Value::Object(
+                    meta.iter()
+                        .filter(|(mk, _)| matches!(mk.as_str(), "name" | "generateName"))
+                        .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                        .collect(),
+                ),
+                _ => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect::<Map<String, Value>>()
+        .into()
+}
 
 /// Prune, default and validate a custom resource. `old` is the stored object on update.
 pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<Cause>> {
@@ -54,7 +110,16 @@ pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, o
     let mut causes = Vec::new();
     validate(schema, obj, "", &mut causes, true);
     let structural_ok = causes.is_empty();
-    if let Err(errors) = validator.validate(schema, obj, old) {
+    let (view, old_view) = (cel_view(obj), old.map(cel_view));
+    let result = match rt.cel.as_deref() {
+        Some(compiled) => validator.validate_compiled(compiled, &view, old_view.as_ref()),
+        None => validator.validate(schema, &view, old_view.as_ref()),
+    };
+    if let Err(errors) = result {
+        let mut errors = errors.into_vec();
+        // The compiled rules are walked in hash order; the real server (and the uncompiled
+        // walk) report them field by field in schema order.
+        errors.sort_by_cached_key(|e| path_order(&e.field_path));
         for e in errors.iter() {
             if !structural_ok && e.kind != ErrorKind::ValidationFailure {
                 continue;
@@ -81,6 +146,17 @@ pub fn admit_custom(validator: &Validator, rt: &ResourceType, obj: &mut Value, o
     } else {
         Err(causes)
     }
+}
+
+/// A sort key for a field path (`spec.items[10].name`): by segment, indices as numbers.
+fn path_order(path: &str) -> Vec<(String, usize)> {
+    path.split(['.', '['])
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => (String::new(), i),
+            None => (s.to_string(), 0),
+        })
+        .collect()
 }
 
 fn preserves(schema: &Value) -> bool {
@@ -294,8 +370,8 @@ fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<Cause>, root: 
                 }
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(s) => invalid(errs, format!("should match '{p}'")),
+                match regex(p) {
+                    Some(re) if !re.is_match(s) => invalid(errs, format!("should match '{p}'")),
                     _ => {}
                 }
             }
@@ -413,7 +489,7 @@ const DNS1035_LABEL: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 pub fn validate_name(rt: &ResourceType, name: &str, field: &str) -> Vec<Cause> {
     let mut out = Vec::new();
     let invalid = |msg: String| Cause::new("FieldValueInvalid", field, format!("Invalid value: {name:?}: {msg}"));
-    let full = |re: &str| regex::Regex::new(&format!("^{re}$")).unwrap().is_match(name);
+    let full = |re: &str| whole(re).is_some_and(|r| r.is_match(name));
     match rt.name_rule {
         NameRule::Subdomain => {
             if name.len() > 253 {
@@ -469,7 +545,7 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
 }
 
 fn full_match(re: &str, s: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s))
+    whole(re).is_some_and(|r| r.is_match(s))
 }
 
 /// `IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name of at most 63.

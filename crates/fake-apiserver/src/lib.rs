@@ -21,6 +21,7 @@ mod watch;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub(crate) struct Inner {
     addr: Mutex<String>,
     /// Bearer token → who it authenticates as.
     tokens: Mutex<HashMap<String, UserInfo>>,
+    /// Simulated etcd commit latency of writes, in microseconds (0: none).
+    commit_latency_us: AtomicU64,
 }
 
 /// The token of the administrator identity every [`FakeApiServer::client`] uses.
@@ -68,6 +71,7 @@ pub struct Builder {
     simulate_ingress_controller: bool,
     repo_crds: bool,
     crds: Vec<String>,
+    commit_latency: Duration,
 }
 
 impl Default for Builder {
@@ -79,6 +83,7 @@ impl Default for Builder {
             simulate_ingress_controller: true,
             repo_crds: true,
             crds: Vec::new(),
+            commit_latency: Duration::ZERO,
         }
     }
 }
@@ -121,6 +126,14 @@ impl Builder {
         self
     }
 
+    /// Answer every request that stored something only after `latency` (default none): the
+    /// time a real API server waits for etcd to commit a write (raft round trip and fsync).
+    /// See [`FakeApiServer::set_commit_latency`].
+    pub fn commit_latency(mut self, latency: Duration) -> Self {
+        self.commit_latency = latency;
+        self
+    }
+
     pub async fn start(self) -> FakeApiServer {
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let mut state = State::new(tx, self.history_window);
@@ -134,6 +147,7 @@ impl Builder {
             records: Mutex::new(Vec::new()),
             addr: Mutex::new(String::new()),
             tokens: Mutex::new(HashMap::from([(ADMIN_TOKEN.to_string(), UserInfo::user(ADMIN_USER, &[rbac::PRIVILEGED_GROUP]))])),
+            commit_latency_us: AtomicU64::new(self.commit_latency.as_micros().try_into().unwrap_or(u64::MAX)),
         });
         let server = FakeApiServer { inner: inner.clone(), addr: "127.0.0.1:0".parse().unwrap(), tasks: Vec::new() };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -322,12 +336,62 @@ impl FakeApiServer {
         Ok(())
     }
 
-    /// A kubeconfig naming the fake (for code that loads kubeconfig files).
+    /// A kubeconfig naming the fake (for code that loads kubeconfig files), with the
+    /// administrator's token.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_with_token(ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig naming the fake with a bearer token of [`FakeApiServer::token_for`]: e.g.
+    /// to run a program (the operator's binary) as a ServiceAccount.
+    pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {ADMIN_TOKEN}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n",
             self.url()
         )
+    }
+
+    /// Store objects as if `manager` had server-side applied each one (with `force`), without
+    /// HTTP requests, authorization or request records: to start a benchmark from a populated
+    /// cluster. Each object goes through the same write path as an apply request (defaults,
+    /// validation, managedFields, watch events, background controllers), so what is stored is
+    /// what the API would have stored. Returns how many objects were stored; stops at the
+    /// first object the API would have refused.
+    pub fn insert_objects(&self, objects: &[Value], manager: &str) -> Result<usize, String> {
+        self.insert(objects, manager, "")
+    }
+
+    /// [`FakeApiServer::insert_objects`] through the `status` subresource: the status of
+    /// stored objects, as if `manager` had server-side applied it there.
+    pub fn insert_status(&self, objects: &[Value], manager: &str) -> Result<usize, String> {
+        self.insert(objects, manager, "status")
+    }
+
+    fn insert(&self, objects: &[Value], manager: &str, subresource: &str) -> Result<usize, String> {
+        let ctx = WriteCtx::internal(manager);
+        // A chunk at a time, so that watches and the background controllers keep up.
+        for chunk in objects.chunks(500) {
+            let mut st = self.inner.state.lock().unwrap();
+            for obj in chunk {
+                let api_version = obj.get("apiVersion").and_then(Value::as_str).ok_or("an object without apiVersion")?;
+                let kind = obj.get("kind").and_then(Value::as_str).ok_or("an object without kind")?;
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str).ok_or("an object without metadata.name")?;
+                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                let rt = st.registry.find_kind(api_version, kind).cloned().ok_or_else(|| format!("{api_version} {kind} is not served"))?;
+                st.patch(&rt, ns, name, PatchKind::Apply { force: true }, obj, subresource, &ctx)
+                    .map_err(|e| format!("{kind} {ns}/{name}: {}", e.message))?;
+            }
+        }
+        Ok(objects.len())
+    }
+
+    /// Make every request that stores something wait `latency` before it is answered, outside
+    /// the fake's lock (0: answer at once, the default). Models the etcd commit a real API
+    /// server waits for (raft round trip and fsync, milliseconds): concurrent writers overlap
+    /// these waits, a sequential client cannot. Requests that change nothing (no-op applies,
+    /// dry runs, reads, refusals) are not delayed, as etcd is not written for them.
+    pub fn set_commit_latency(&self, latency: Duration) {
+        self.inner.commit_latency_us.store(latency.as_micros().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn seed(&self, obj: Value) {
@@ -397,6 +461,16 @@ impl FakeApiServer {
         c
     }
 
+    /// [`FakeApiServer::request_counts`] of the requests of one user (the authenticated, or
+    /// impersonated, user name; e.g. a ServiceAccount's `system:serviceaccount:<ns>:<name>`).
+    pub fn request_counts_of(&self, user: &str) -> RequestCounts {
+        let mut c = RequestCounts::default();
+        for r in self.inner.records.lock().unwrap().iter().filter(|r| r.user.as_deref() == Some(user)) {
+            *c.0.entry((r.verb.clone(), r.gr())).or_default() += 1;
+        }
+        c
+    }
+
     /// Write requests (create/update/patch/delete) made since `snapshot` was taken.
     pub fn writes_since(&self, snapshot: &RequestCounts) -> RequestCounts {
         let now = self.request_counts().since(snapshot);
@@ -419,9 +493,7 @@ impl FakeApiServer {
 
     /// Forget the watch history: watches from any older resourceVersion get 410 Expired.
     pub fn compact(&self) {
-        let mut st = self.inner.state.lock().unwrap();
-        st.history.clear();
-        st.compacted_rv = st.rv;
+        self.inner.state.lock().unwrap().compact();
     }
 
     /// Read an object directly (not counted as a request).
@@ -437,7 +509,17 @@ impl FakeApiServer {
         let Some(rt) = st.registry.find_kind(api_version, kind).cloned() else {
             return vec![];
         };
-        st.list(&rt, None, &Selectors::default())
+        st.list(&rt, None, &Selectors::default()).iter().map(|o| State::present(&rt, o)).collect()
+    }
+
+    /// How many objects of a kind (all namespaces) `matches` accepts, without copying them
+    /// (not counted as a request): for polling a large store.
+    pub fn count_objects(&self, api_version: &str, kind: &str, matches: impl Fn(&Value) -> bool) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        let Some(rt) = st.registry.find_kind(api_version, kind).cloned() else {
+            return 0;
+        };
+        st.objects.get(&State::res_key(&rt)).map_or(0, |m| m.values().filter(|o| matches(o)).count())
     }
 
     /// Run the background controllers (GC, namespaces, StatefulSets) until nothing changes.
@@ -454,7 +536,16 @@ impl FakeApiServer {
 // ------------------------------------------------------------------------------------ HTTP
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [("content-type", "application/json")], v.to_string()).into_response()
+    text_response(code, v.to_string())
+}
+
+fn text_response(code: StatusCode, body: String) -> Response {
+    (code, [("content-type", "application/json")], body).into_response()
+}
+
+/// A stored object as the response to a request for it.
+fn object_response(code: StatusCode, rt: &ResourceType, obj: &Value) -> Response {
+    text_response(code, store::present_json(rt, obj))
 }
 
 fn decode(s: &str) -> String {
@@ -491,7 +582,7 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 struct Target {
-    rt: ResourceType,
+    rt: Arc<ResourceType>,
     namespace: Option<String>,
     name: Option<String>,
     sub: Option<String>,
@@ -556,6 +647,13 @@ fn parse_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
+    // Apply patches are YAML, but clients (kube, kubectl) send JSON, which is YAML too and
+    // much faster to read as JSON.
+    if yaml && (body[0] == b'{' || body[0] == b'[') {
+        if let Ok(v) = serde_json::from_slice(body) {
+            return Ok(v);
+        }
+    }
     if yaml {
         serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
@@ -575,7 +673,7 @@ fn authenticate(inner: &Inner, headers: &HeaderMap) -> ApiResult<UserInfo> {
 
 /// The `Impersonate-User`/`Impersonate-Group` headers, authorized by the `impersonate` verb on
 /// `users`, `serviceaccounts` and `groups` as the real server's impersonation filter does.
-fn impersonate(st: &State, caller: UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
+fn impersonate(inner: &Inner, caller: UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
     let groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
     let Some(name) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()).map(String::from) else {
         if groups.is_empty() {
@@ -583,6 +681,8 @@ fn impersonate(st: &State, caller: UserInfo, headers: &HeaderMap) -> ApiResult<U
         }
         return Err(ApiError::new(500, "InternalError", "Internal error occurred: requested impersonation of groups without a user"));
     };
+    let st = inner.state.lock().unwrap();
+    let st = &*st;
     let target = UserInfo { name: name.clone(), groups: Vec::new() };
     let mut checks = Vec::new();
     match target.as_service_account() {
@@ -608,7 +708,7 @@ fn impersonate(st: &State, caller: UserInfo, headers: &HeaderMap) -> ApiResult<U
 async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let addr = inner.addr.lock().unwrap().clone();
-    let user = match authenticate(&inner, &headers).and_then(|caller| impersonate(&inner.state.lock().unwrap(), caller, &headers)) {
+    let user = match authenticate(&inner, &headers).and_then(|caller| impersonate(&inner, caller, &headers)) {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
@@ -705,7 +805,16 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
             ApiError::injected(504).into_response()
         }
         None => match serve(&inner, &t, verb, &q, &headers, &body, &user) {
-            Ok(r) => r,
+            Ok((r, committed)) => {
+                let latency = inner.commit_latency_us.load(Ordering::Relaxed);
+                if committed && latency > 0 {
+                    // A thread's sleep, not tokio's: tokio's timer ticks in milliseconds and
+                    // rounds up, which turns a 2 ms wait into more than 3 ms.
+                    let wait = Duration::from_micros(latency);
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(wait)).await;
+                }
+                r
+            }
             Err(e) => e.into_response(),
         },
     };
@@ -722,7 +831,7 @@ fn serve(
     headers: &HeaderMap,
     body: &Bytes,
     user: &UserInfo,
-) -> ApiResult<Response> {
+) -> ApiResult<(Response, bool)> {
     let rt = &t.rt;
     let ns = t.namespace.clone().unwrap_or_default();
     if rt.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
@@ -751,14 +860,18 @@ fn serve(
             fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.kind)?,
         })
     };
+    // `true` with a response when the request stored something (for the commit latency).
+    let read = |r: Response| Ok((r, false));
     match verb {
         "get" => {
             let st = inner.state.lock().unwrap();
             let obj = st.get(rt, &ns, &name)?;
-            Ok(json_response(StatusCode::OK, &obj))
+            drop(st);
+            read(object_response(StatusCode::OK, rt, &obj))
         }
         "list" => {
             let sel = selectors()?;
+            let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
             let st = inner.state.lock().unwrap();
             if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
                 let rv = q.get("resourceVersion").cloned().unwrap_or_default();
@@ -766,43 +879,48 @@ fn serve(
                     return Err(ApiError::gone(format!("too old resource version: {rv} ({})", st.rv)));
                 }
             }
-            let mut items = st.list(rt, t.namespace.as_deref(), &sel);
+            // Continue token: "<rv of the first page>:<namespace>/<name of the last item>".
+            // Pages go on after that key in the store's order, so each page costs its own
+            // size, not the size of the list so far.
             let mut list_rv = st.rv.to_string();
-            let mut cont = String::new();
-            // pagination: continue token is "<rv>:<offset>"
-            let offset = match q.get("continue").filter(|c| !c.is_empty()) {
+            let after = match q.get("continue").filter(|c| !c.is_empty()) {
                 Some(c) => {
-                    let (rv, off) = c.split_once(':').ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
-                    let rvn: u64 = rv.parse().map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+                    let invalid = || ApiError::bad_request("continue key is not valid");
+                    let (rv, key) = c.split_once(':').ok_or_else(invalid)?;
+                    let rvn: u64 = rv.parse().map_err(|_| invalid())?;
+                    let (key_ns, key_name) = key.split_once('/').ok_or_else(invalid)?;
                     if rvn < st.compacted_rv {
                         return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
                     }
                     list_rv = rv.to_string();
-                    off.parse::<usize>().map_err(|_| ApiError::bad_request("continue key is not valid"))?
+                    Some((key_ns.to_string(), key_name.to_string()))
                 }
-                None => 0,
+                None => None,
             };
-            items = items.into_iter().skip(offset).collect();
-            let mut remaining = None;
-            if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
-                if items.len() > limit {
-                    remaining = Some(items.len() - limit);
-                    items.truncate(limit);
-                    cont = format!("{list_rv}:{}", offset + limit);
+            let page = st.list_page(rt, t.namespace.as_deref(), &sel, after.as_ref(), limit);
+            drop(st);
+            let mut meta = json!({"resourceVersion": list_rv});
+            if let Some((key_ns, key_name)) = &page.next {
+                meta["continue"] = json!(format!("{list_rv}:{key_ns}/{key_name}"));
+                if let Some(remaining) = page.remaining {
+                    meta["remainingItemCount"] = json!(remaining);
                 }
             }
-            let mut meta = json!({"resourceVersion": list_rv});
-            if !cont.is_empty() {
-                meta["continue"] = json!(cont);
-                meta["remainingItemCount"] = json!(remaining);
+            // The items are written straight from the store, not copied into a list value.
+            let mut out = format!(
+                "{{\"apiVersion\":{},\"kind\":{},\"metadata\":{},\"items\":[",
+                json!(rt.api_version()),
+                json!(format!("{}List", rt.kind)),
+                meta
+            );
+            for (i, item) in page.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&store::present_json(rt, item));
             }
-            let list = json!({
-                "apiVersion": rt.api_version(),
-                "kind": format!("{}List", rt.kind),
-                "metadata": meta,
-                "items": items,
-            });
-            Ok(json_response(StatusCode::OK, &list))
+            out.push_str("]}");
+            read(text_response(StatusCode::OK, out))
         }
         "watch" => {
             let sel = selectors()?;
@@ -824,20 +942,26 @@ fn serve(
                 ));
             }
             let body = watch::start(inner.clone(), req)?;
-            Ok(Response::builder().status(200).header("content-type", "application/json").body(body).unwrap())
+            read(Response::builder().status(200).header("content-type", "application/json").body(body).unwrap())
         }
         "create" => {
             let obj = parse_body(body, false)?;
             let mut st = inner.state.lock().unwrap();
+            let before = st.rv;
             let created = st.create(rt, &ns, obj, &ctx, false)?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            let committed = st.rv != before;
+            drop(st);
+            Ok((object_response(StatusCode::CREATED, rt, &created), committed))
         }
         "update" => {
             let obj = parse_body(body, false)?;
             let sub = t.sub.clone().unwrap_or_default();
             let mut st = inner.state.lock().unwrap();
+            let before = st.rv;
             let updated = st.write(rt, &ns, &name, obj, &sub, &ctx, false, true)?;
-            Ok(json_response(StatusCode::OK, &updated))
+            let committed = st.rv != before;
+            drop(st);
+            Ok((object_response(StatusCode::OK, rt, &updated), committed))
         }
         "patch" => {
             let ct =
@@ -874,10 +998,13 @@ fn serve(
             let patch = parse_body(body, is_apply)?;
             let sub = t.sub.clone().unwrap_or_default();
             let mut st = inner.state.lock().unwrap();
+            let before = st.rv;
             let existed = st.lookup(rt, &ns, &name).is_some();
             let out = st.patch(rt, &ns, &name, kind, &patch, &sub, &ctx)?;
+            let committed = st.rv != before;
+            drop(st);
             let code = if is_apply && !existed { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(json_response(code, &out))
+            Ok((object_response(code, rt, &out), committed))
         }
         "delete" => {
             let opts_body = parse_body(body, false).unwrap_or(Value::Null);
@@ -905,8 +1032,11 @@ fn serve(
                 dry_run: dry_run || opts_body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")),
             };
             let mut st = inner.state.lock().unwrap();
+            let before = st.rv;
             let (obj, gone) = st.delete(rt, &ns, &name, &opts)?;
-            Ok(json_response(if gone { StatusCode::OK } else { StatusCode::ACCEPTED }, &obj))
+            let committed = st.rv != before;
+            drop(st);
+            Ok((object_response(if gone { StatusCode::OK } else { StatusCode::ACCEPTED }, rt, &obj), committed))
         }
         _ => Err(ApiError::method_not_allowed("deletecollection is not supported by the fake API server")),
     }

@@ -118,7 +118,7 @@ fn namespace_objects<'a>(state: &'a State, plural: &str, ns: &str) -> impl Itera
         .into_iter()
         .flat_map(move |m| m.range(from.clone()..))
         .take_while(move |((n, _), _)| *n == ns)
-        .map(|(_, v)| v)
+        .map(|(_, v)| &**v)
 }
 
 /// LimitRanger: containers without requests/limits get the namespace's defaults.

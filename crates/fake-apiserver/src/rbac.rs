@@ -4,6 +4,7 @@
 //! `pkg/registry/rbac` (`bind` / `escalate`, or holding every granted permission already).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -249,7 +250,7 @@ fn compact(rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
     out
 }
 
-fn objects<'a>(state: &'a State, plural: &str) -> Option<&'a BTreeMap<(String, String), Value>> {
+fn objects<'a>(state: &'a State, plural: &str) -> Option<&'a BTreeMap<(String, String), Arc<Value>>> {
     state.objects.get(&(RBAC_GROUP.to_string(), plural.to_string()))
 }
 
@@ -288,21 +289,48 @@ fn role_ref_rules(state: &State, role_ref: &Value, namespace: &str) -> Result<Ve
     }
 }
 
+/// The rules ClusterRoleBindings give a user, and the errors met resolving them.
+pub type ClusterRules = Arc<(Vec<PolicyRule>, Vec<String>)>;
+/// A user as far as RBAC is concerned: name and groups.
+pub type UserKey = (String, Vec<String>);
+
+/// The rules of the ClusterRoleBindings that apply to `user`, from a cache kept until the next
+/// change of any RBAC object: every request is authorized, and resolving the bindings anew
+/// each time would cost more than the request itself.
+fn cluster_rules(state: &State, user: &UserInfo) -> ClusterRules {
+    let key = (user.name.clone(), user.groups.clone());
+    if let Some((generation, rules)) = state.rbac_cache.borrow().get(&key) {
+        if *generation == state.rbac_generation {
+            return rules.clone();
+        }
+    }
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    for binding in objects(state, "clusterrolebindings").into_iter().flat_map(|m| m.values()) {
+        if applies_to(binding, user, "") {
+            match binding.get("roleRef").map(|r| role_ref_rules(state, r, "")) {
+                Some(Ok(r)) => rules.extend(r),
+                Some(Err(e)) => errors.push(e),
+                None => {}
+            }
+        }
+    }
+    let rules: ClusterRules = Arc::new((rules, errors));
+    state.rbac_cache.borrow_mut().insert(key, (state.rbac_generation, rules.clone()));
+    rules
+}
+
 /// Every rule that applies to `user` in `namespace` (cluster-wide ones included), and the
 /// errors met resolving them (bindings to missing roles).
 pub fn rules_for(state: &State, user: &UserInfo, namespace: &str) -> (Vec<PolicyRule>, Vec<String>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
+    let cluster = cluster_rules(state, user);
+    let mut rules = cluster.0.clone();
+    let mut errors = cluster.1.clone();
     let mut add = |binding: &Value, ns: &str| match binding.get("roleRef").map(|r| role_ref_rules(state, r, ns)) {
         Some(Ok(r)) => rules.extend(r),
         Some(Err(e)) => errors.push(e),
         None => {}
     };
-    for binding in objects(state, "clusterrolebindings").into_iter().flat_map(|m| m.values()) {
-        if applies_to(binding, user, "") {
-            add(binding, "");
-        }
-    }
     if !namespace.is_empty() {
         if let Some(bindings) = objects(state, "rolebindings") {
             let from = (namespace.to_string(), String::new());
@@ -319,6 +347,11 @@ pub fn rules_for(state: &State, user: &UserInfo, namespace: &str) -> (Vec<Policy
 /// Allowed, or the reason text the RBAC authorizer gives when it is not (often empty).
 pub fn authorize(state: &State, user: &UserInfo, a: &Attributes) -> Result<(), String> {
     if user.is_privileged() {
+        return Ok(());
+    }
+    // Most requests are allowed by a cluster-wide rule: try those before copying anything.
+    let cluster = cluster_rules(state, user);
+    if cluster.0.iter().any(|r| r.allows(a)) {
         return Ok(());
     }
     let (rules, errors) = rules_for(state, user, &a.namespace);

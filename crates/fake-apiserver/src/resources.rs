@@ -1,6 +1,9 @@
 //! The resource types the fake serves (built-ins and CRDs), discovery documents and the
 //! per-kind schema knowledge used by merge logic (which lists are associative).
 
+use std::sync::Arc;
+
+use kube::core::cel::{compile_schema, CompiledSchema};
 use serde_json::{json, Value};
 
 use super::errors::{ApiError, ApiResult};
@@ -44,6 +47,9 @@ pub struct ResourceType {
     pub generation: bool,
     /// `openAPIV3Schema` for custom resources.
     pub schema: Option<Value>,
+    /// Its CEL rules, compiled once when the CRD is installed (as the real server does)
+    /// rather than on every write.
+    pub cel: Option<Arc<CompiledSchema>>,
     /// Name of the CRD that defines it.
     pub crd: Option<String>,
     pub name_rule: NameRule,
@@ -161,6 +167,7 @@ fn builtin(group: &str, kind: &str, plural: &str, namespaced: bool, short: &[&st
         extra_subresources: vec![],
         generation: false,
         schema: None,
+        cel: None,
         crd: None,
         name_rule: NameRule::Subdomain,
     }
@@ -251,6 +258,7 @@ pub fn from_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
             continue;
         }
         let version = ver.get("name").and_then(Value::as_str).ok_or_else(|| bad("version name missing"))?;
+        let schema = ver.pointer("/schema/openAPIV3Schema").cloned();
         out.push(ResourceType {
             group: group.into(),
             version: version.into(),
@@ -263,7 +271,8 @@ pub fn from_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
             status: ver.pointer("/subresources/status").is_some(),
             extra_subresources: vec![],
             generation: true,
-            schema: ver.pointer("/schema/openAPIV3Schema").cloned(),
+            cel: schema.as_ref().map(|s| Arc::new(compile_schema(s))),
+            schema,
             crd: Some(crd_name.clone()),
             name_rule: NameRule::Subdomain,
         });
@@ -274,21 +283,22 @@ pub fn from_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
 /// All resource types, searchable.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
-    pub types: Vec<ResourceType>,
+    pub types: Vec<Arc<ResourceType>>,
 }
 
 impl Registry {
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceType>> {
         self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural)
     }
 
     /// Any version of `group/plural` (storage is shared across versions).
-    pub fn find_any(&self, group: &str, plural: &str) -> Option<&ResourceType> {
+    pub fn find_any(&self, group: &str, plural: &str) -> Option<&Arc<ResourceType>> {
         self.types.iter().find(|t| t.group == group && t.plural == plural)
     }
 
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.api_version() == api_version && t.kind == kind)
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<ResourceType>> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.types.iter().find(|t| t.group == group && t.version == version && t.kind == kind)
     }
 
     pub fn remove_crd(&mut self, crd_name: &str) {
@@ -298,7 +308,7 @@ impl Registry {
     pub fn add(&mut self, types: Vec<ResourceType>) {
         for t in types {
             self.types.retain(|x| !(x.group == t.group && x.version == t.version && x.plural == t.plural));
-            self.types.push(t);
+            self.types.push(Arc::new(t));
         }
     }
 
@@ -348,7 +358,7 @@ impl Registry {
     }
 
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
-        let types: Vec<&ResourceType> = self.types.iter().filter(|t| t.group == group && t.version == version).collect();
+        let types: Vec<&Arc<ResourceType>> = self.types.iter().filter(|t| t.group == group && t.version == version).collect();
         if types.is_empty() {
             return None;
         }

@@ -39,15 +39,15 @@ fn split_top(s: &str) -> Vec<String> {
 }
 
 fn valid_key(k: &str) -> bool {
-    let re =
-        regex::Regex::new(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-            .unwrap();
-    !k.is_empty() && re.is_match(k)
+    let re = super::admission::whole(
+        r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?",
+    );
+    !k.is_empty() && re.is_some_and(|re| re.is_match(k))
 }
 
 fn valid_value(v: &str) -> bool {
-    let re = regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").unwrap();
-    v.len() <= 63 && re.is_match(v)
+    let re = super::admission::whole(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?");
+    v.len() <= 63 && re.is_some_and(|re| re.is_match(v))
 }
 
 impl LabelSelector {
@@ -128,6 +128,7 @@ fn parse_set(s: &str) -> Option<Vec<String>> {
     Some(inner.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
 }
 
+/// `(JSON pointer of the field, equal?, value)` per requirement.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -172,15 +173,14 @@ impl FieldSelector {
             if k != "metadata.name" && k != "metadata.namespace" && !extra_fields(kind).contains(&k) {
                 return Err(ApiError::bad_request(format!("field label not supported: {k}")));
             }
-            out.push((k.to_string(), eq, v.trim().to_string()));
+            out.push((format!("/{}", k.replace('.', "/")), eq, v.trim().to_string()));
         }
         Ok(FieldSelector(out))
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(k, eq, v)| {
-            let ptr = format!("/{}", k.replace('.', "/"));
-            let actual = obj.pointer(&ptr).and_then(Value::as_str).unwrap_or("");
+        self.0.iter().all(|(ptr, eq, v)| {
+            let actual = obj.pointer(ptr).and_then(Value::as_str).unwrap_or("");
             (actual == v) == *eq
         })
     }
@@ -194,6 +194,10 @@ pub struct Selectors {
 }
 
 impl Selectors {
+    pub fn is_empty(&self) -> bool {
+        self.labels.0.is_empty() && self.fields.0.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
     }

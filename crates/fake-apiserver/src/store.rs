@@ -1,7 +1,15 @@
 //! Object storage and the write pipeline: resourceVersions, generation, status subresource,
 //! managed fields, admission, no-op detection, deletion with finalizers, watch history.
+//!
+//! Stored objects are shared (`Arc<Value>`): the store, the watch history and the background
+//! controllers' queue hold the same allocation, so a write copies an object once (to build the
+//! new version), not once per reader. The watch history is kept per resource, as the real
+//! server's watch cache is, and each watcher is woken only by changes of its resource.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
 
 use kube::core::cel::Validator;
 use serde_json::{json, Value};
@@ -19,6 +27,8 @@ use super::vap;
 
 pub type ObjKey = (String, String);
 pub type ResKey = (String, String);
+/// A stored object (shared by the store, the watch history and the response being written).
+pub type Obj = Arc<Value>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -37,15 +47,42 @@ impl EventType {
     }
 }
 
-/// One change, kept in a bounded history for watches.
-#[derive(Clone, Debug)]
+/// One change, kept in a bounded per-resource history for watches.
+#[derive(Debug)]
 pub struct HistEvent {
     pub rv: u64,
-    pub res: ResKey,
     pub namespace: String,
     pub etype: EventType,
-    pub object: Value,
-    pub old: Option<Value>,
+    pub object: Obj,
+    pub old: Option<Obj>,
+    /// The object's JSON, made once by the first watcher that sends it and shared by the
+    /// others (they differ only in the event type around it).
+    pub json: OnceLock<String>,
+}
+
+/// The watch cache of one resource: its recent changes, the newest change it has forgotten
+/// (watches from before it get 410 Expired), and the signal its watchers wait on.
+pub struct ResHistory {
+    pub events: VecDeque<Arc<HistEvent>>,
+    pub dropped_rv: u64,
+    pub notify: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ResHistory {
+    fn default() -> Self {
+        ResHistory { events: VecDeque::new(), dropped_rv: 0, notify: tokio::sync::watch::channel(0).0 }
+    }
+}
+
+/// What the background controllers (`gc`) need to know about one change.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub res: ResKey,
+    pub key: ObjKey,
+    /// UID of the object (before and after are the same: UIDs never change).
+    pub uid: Option<String>,
+    /// UIDs named by its owner references, before and after the change.
+    pub owners: Vec<String>,
 }
 
 /// Who writes, and how.
@@ -87,19 +124,44 @@ pub enum PatchKind {
     Apply { force: bool },
 }
 
+/// One page of a list.
+pub struct Page {
+    pub items: Vec<Obj>,
+    /// The key of the last item, when more items follow.
+    pub next: Option<ObjKey>,
+    /// How many items follow (only computed for lists without selectors, as the real server).
+    pub remaining: Option<usize>,
+}
+
 pub struct State {
     pub rv: u64,
     pub registry: Registry,
-    pub objects: BTreeMap<ResKey, BTreeMap<ObjKey, Value>>,
-    pub history: VecDeque<HistEvent>,
+    pub objects: BTreeMap<ResKey, BTreeMap<ObjKey, Obj>>,
+    /// Per resource: recent changes for watches.
+    pub history: HashMap<ResKey, ResHistory>,
+    /// ResourceVersion of the last explicit compaction (`FakeApiServer::compact`): watches and
+    /// continue tokens from before it get 410.
     pub compacted_rv: u64,
+    /// Changes each resource's history keeps.
     pub history_window: usize,
+    /// Any change at all (wakes the background controllers).
     pub notify: tokio::sync::watch::Sender<u64>,
     pub validator: Validator,
     pub simulate_statefulsets: bool,
     /// Publish an address on Ingresses (see `gc::ingresses`).
     pub simulate_ingress_controller: bool,
     pub ip_counter: u32,
+    /// Changes the background controllers have not looked at yet.
+    pub bg_queue: Vec<Change>,
+    /// Where each UID lives (owner lookups of the garbage collector).
+    pub uids: HashMap<String, (ResKey, ObjKey)>,
+    /// Owner UID → objects whose owner references name it.
+    pub dependents: HashMap<String, BTreeSet<(ResKey, ObjKey)>>,
+    /// Bumped on every change of an RBAC object: cached authorizer rules older than this are
+    /// stale.
+    pub rbac_generation: u64,
+    /// Cluster-wide RBAC rules per user (see `rbac::rules_for`), valid for `rbac_generation`.
+    pub rbac_cache: RefCell<HashMap<rbac::UserKey, (u64, rbac::ClusterRules)>>,
 }
 
 pub fn now() -> String {
@@ -139,43 +201,87 @@ pub fn is_deleting(obj: &Value) -> bool {
     meta(obj).get("deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
-/// The object without fields that change on every write, for no-op detection.
-fn comparable(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        if let Some(mf) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
-            for e in mf.iter_mut() {
-                if let Some(e) = e.as_object_mut() {
-                    e.remove("time");
-                }
-            }
-        }
-    }
-    o
+/// UIDs an object's owner references name.
+pub fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from)).collect())
+        .unwrap_or_default()
 }
 
-/// The part of an object whose change bumps `metadata.generation`.
-fn spec_part(rt: &ResourceType, obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        if rt.status {
-            m.remove("status");
-        }
-        m.remove("apiVersion");
-        m.remove("kind");
+/// Whether two versions of an object are the same write, ignoring what changes on every
+/// write (`resourceVersion`, the times of managedFields entries): no-op detection.
+fn same_but_for_write_stamps(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if a.len() != b.len() {
+        return false;
     }
-    o
+    a.iter().all(|(k, av)| {
+        let Some(bv) = b.get(k) else {
+            return false;
+        };
+        if k != "metadata" {
+            return av == bv;
+        }
+        let (Some(am), Some(bm)) = (av.as_object(), bv.as_object()) else {
+            return av == bv;
+        };
+        let keys = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+        keys(am) == keys(bm)
+            && am.iter().filter(|(k, _)| *k != "resourceVersion").all(|(mk, amv)| match bm.get(mk) {
+                None => false,
+                Some(bmv) if mk == "managedFields" => managed_fields_equal(amv, bmv),
+                Some(bmv) => amv == bmv,
+            })
+    })
+}
+
+fn managed_fields_equal(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+        return a == b;
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x.as_object(), y.as_object()) {
+            (Some(x), Some(y)) => {
+                let n = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "time").count();
+                n(x) == n(y) && x.iter().filter(|(k, _)| *k != "time").all(|(k, v)| y.get(k) == Some(v))
+            }
+            _ => x == y,
+        })
+}
+
+/// Whether the part of an object whose change bumps `metadata.generation` is the same.
+fn same_spec(rt: &ResourceType, a: &Value, b: &Value) -> bool {
+    let skip = |k: &str| matches!(k, "metadata" | "apiVersion" | "kind") || (rt.status && k == "status");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    a.iter().filter(|(k, _)| !skip(k)).count() == b.iter().filter(|(k, _)| !skip(k)).count()
+        && a.iter().filter(|(k, _)| !skip(k)).all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// The stored object as the version `rt` serves, as JSON: written straight from the stored
+/// value when it already is in that version (the common case), without a copy.
+pub fn present_json(rt: &ResourceType, obj: &Value) -> String {
+    let api_version = rt.api_version();
+    if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())
+        && obj.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str())
+    {
+        obj.to_string()
+    } else {
+        State::present(rt, obj).to_string()
+    }
 }
 
 impl State {
     pub fn new(notify: tokio::sync::watch::Sender<u64>, history_window: usize) -> Self {
         State {
             rv: 1,
-            registry: Registry { types: resources::builtins() },
+            registry: Registry { types: resources::builtins().into_iter().map(Arc::new).collect() },
             objects: BTreeMap::new(),
-            history: VecDeque::new(),
+            history: HashMap::new(),
             compacted_rv: 0,
             history_window,
             notify,
@@ -183,6 +289,11 @@ impl State {
             simulate_statefulsets: true,
             simulate_ingress_controller: true,
             ip_counter: 10,
+            bg_queue: Vec::new(),
+            uids: HashMap::new(),
+            dependents: HashMap::new(),
+            rbac_generation: 0,
+            rbac_cache: RefCell::default(),
         }
     }
 
@@ -202,68 +313,184 @@ impl State {
         o
     }
 
-    pub fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
+    pub fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Obj> {
         self.objects.get(&Self::res_key(rt)).and_then(|m| m.get(&Self::obj_key(rt, ns, name)))
     }
 
-    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
-        self.lookup(rt, ns, name).map(|o| Self::present(rt, o)).ok_or_else(|| ApiError::not_found(rt, name))
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Obj> {
+        self.lookup(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))
     }
 
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
-        self.objects
-            .get(&Self::res_key(rt))
-            .map(|m| {
-                m.iter()
-                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                    .filter(|(_, o)| sel.matches(o))
-                    .map(|(_, o)| Self::present(rt, o))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Objects of a namespace (all of them for a cluster-scoped resource), in key order.
+    pub fn in_namespace<'a>(&'a self, res: &ResKey, ns: &'a str) -> impl Iterator<Item = (&'a ObjKey, &'a Obj)> + 'a {
+        let from = (ns.to_string(), String::new());
+        self.objects.get(res).into_iter().flat_map(move |m| m.range(from.clone()..)).take_while(move |((n, _), _)| n == ns)
+    }
+
+    /// Every object of `rt` (in `ns`, if given) that the selectors admit.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Vec<Obj> {
+        self.list_page(rt, ns, sel, None, None).items
+    }
+
+    /// Up to `limit` objects after the key `after`, in key order (namespace, name), like the
+    /// real server's paginated lists; only the page is touched, not the whole resource.
+    pub fn list_page(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors, after: Option<&ObjKey>, limit: Option<usize>) -> Page {
+        let empty = BTreeMap::new();
+        let objects = self.objects.get(&Self::res_key(rt)).unwrap_or(&empty);
+        let ns = ns.filter(|_| rt.namespaced);
+        let lower = match (after, ns) {
+            (Some(key), _) => Bound::Excluded(key.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut matching = objects
+            .range((lower, Bound::Unbounded))
+            .take_while(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+            .filter(|(_, o)| sel.matches(o));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, obj) in matching.by_ref() {
+            if limit.is_some_and(|l| items.len() >= l) {
+                // One more matches: the page is full and the list continues after `last`.
+                let remaining = sel.is_empty().then(|| 1 + matching.count());
+                return Page { items, next: last, remaining };
+            }
+            items.push(obj.clone());
+            last = Some(key.clone());
+        }
+        Page { items, next: None, remaining: None }
     }
 
     /// Store a created/updated object under a fresh resourceVersion and record the event.
-    pub fn commit(&mut self, rt: &ResourceType, mut obj: Value, old: Option<Value>) -> Value {
+    pub fn commit(&mut self, rt: &ResourceType, mut obj: Value, old: Option<Obj>) -> Obj {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let etype = if old.is_some() { EventType::Modified } else { EventType::Added };
-        self.objects.entry(Self::res_key(rt)).or_default().insert(Self::obj_key(rt, &ns, &name), obj.clone());
-        self.record(rt, ns, etype, obj.clone(), old);
+        let obj = Arc::new(obj);
+        self.store(rt, &ns, &name, obj.clone(), old.as_deref());
+        self.record(rt, ns, name, etype, obj.clone(), old);
         obj
     }
 
+    /// Put `obj` under its key, keeping the UID and owner indexes right.
+    fn store(&mut self, rt: &ResourceType, ns: &str, name: &str, obj: Obj, old: Option<&Value>) {
+        let res = Self::res_key(rt);
+        let key = Self::obj_key(rt, ns, name);
+        if let Some(uid) = meta_str(&obj, "uid") {
+            if old.is_none() {
+                self.uids.insert(uid.to_string(), (res.clone(), key.clone()));
+            }
+        }
+        let before = old.map(owner_uids).unwrap_or_default();
+        let after = owner_uids(&obj);
+        if before != after {
+            for owner in &before {
+                if let Some(set) = self.dependents.get_mut(owner) {
+                    set.remove(&(res.clone(), key.clone()));
+                    if set.is_empty() {
+                        self.dependents.remove(owner);
+                    }
+                }
+            }
+            for owner in after {
+                self.dependents.entry(owner).or_default().insert((res.clone(), key.clone()));
+            }
+        }
+        self.objects.entry(res).or_default().insert(key, obj);
+    }
+
     /// Remove an object (the DELETED event carries a fresh resourceVersion).
-    pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.get_mut(&Self::res_key(rt))?.remove(&Self::obj_key(rt, ns, name))?;
+    pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Obj> {
+        let res = Self::res_key(rt);
+        let key = Self::obj_key(rt, ns, name);
+        let stored = self.objects.get_mut(&res)?.remove(&key)?;
+        if let Some(uid) = meta_str(&stored, "uid") {
+            self.uids.remove(uid);
+        }
+        for owner in owner_uids(&stored) {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(&(res.clone(), key.clone()));
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
         self.rv += 1;
+        let mut obj = Arc::unwrap_or_clone(stored);
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
-        self.record(rt, ns.to_string(), EventType::Deleted, obj.clone(), None);
+        let obj = Arc::new(obj);
+        self.record(rt, ns.to_string(), name.to_string(), EventType::Deleted, obj.clone(), None);
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.drop_crd(&obj);
         }
         Some(obj)
     }
 
-    fn record(&mut self, rt: &ResourceType, ns: String, etype: EventType, object: Value, old: Option<Value>) {
-        self.history.push_back(HistEvent { rv: self.rv, res: Self::res_key(rt), namespace: ns, etype, object, old });
-        while self.history.len() > self.history_window {
-            if let Some(e) = self.history.pop_front() {
-                self.compacted_rv = e.rv;
+    fn record(&mut self, rt: &ResourceType, ns: String, name: String, etype: EventType, object: Obj, old: Option<Obj>) {
+        let res = Self::res_key(rt);
+        if rt.group == rbac::RBAC_GROUP {
+            self.rbac_generation += 1;
+        }
+        let mut owners = owner_uids(&object);
+        if let Some(old) = &old {
+            owners.extend(owner_uids(old).into_iter().filter(|u| !owners.contains(u)).collect::<Vec<_>>());
+        }
+        self.bg_queue.push(Change {
+            res: res.clone(),
+            key: (if rt.namespaced { ns.clone() } else { String::new() }, name),
+            uid: meta_str(&object, "uid").map(String::from),
+            owners,
+        });
+        let window = self.history_window;
+        let history = self.history.entry(res).or_default();
+        history.events.push_back(Arc::new(HistEvent { rv: self.rv, namespace: ns, etype, object, old, json: OnceLock::new() }));
+        while history.events.len() > window {
+            if let Some(e) = history.events.pop_front() {
+                history.dropped_rv = e.rv;
             }
         }
+        history.notify.send_replace(self.rv);
         self.notify.send_replace(self.rv);
     }
 
-    pub fn namespace_state(&self, ns: &str) -> Option<&Value> {
+    /// The changes of `res` after `rv`, or `Err` with the oldest resourceVersion still known
+    /// when some were forgotten (the watch must start over: 410 Expired).
+    pub fn events_after(&self, res: &ResKey, rv: u64) -> Result<Vec<Arc<HistEvent>>, u64> {
+        let history = self.history.get(res);
+        let forgotten = history.map_or(0, |h| h.dropped_rv).max(self.compacted_rv);
+        if rv < forgotten {
+            return Err(forgotten + 1);
+        }
+        Ok(history
+            .map(|h| {
+                let start = h.events.partition_point(|e| e.rv <= rv);
+                h.events.range(start..).cloned().collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A receiver that changes whenever an object of `res` does.
+    pub fn subscribe(&mut self, res: &ResKey) -> tokio::sync::watch::Receiver<u64> {
+        self.history.entry(res.clone()).or_default().notify.subscribe()
+    }
+
+    /// Forget every resource's history (watches from older resourceVersions get 410).
+    pub fn compact(&mut self) {
+        for h in self.history.values_mut() {
+            h.events.clear();
+        }
+        self.compacted_rv = self.rv;
+    }
+
+    pub fn namespace_state(&self, ns: &str) -> Option<&Obj> {
         self.objects.get(&(String::new(), "namespaces".to_string())).and_then(|m| m.get(&(String::new(), ns.to_string())))
     }
 
     // ---------------------------------------------------------------- create
 
-    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut body: Value, ctx: &WriteCtx, applied: bool) -> ApiResult<Value> {
+    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut body: Value, ctx: &WriteCtx, applied: bool) -> ApiResult<Obj> {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body of the request must be an object"));
         }
@@ -369,10 +596,9 @@ impl State {
             fields::record_update(rt, None, &mut body, &ctx.manager, "", &now);
         }
         if ctx.dry_run {
-            return Ok(Self::present(rt, &body));
+            return Ok(Arc::new(body));
         }
-        let stored = self.commit(rt, body, None);
-        Ok(Self::present(rt, &stored))
+        Ok(self.commit(rt, body, None))
     }
 
     // ---------------------------------------------------------------- update
@@ -389,7 +615,7 @@ impl State {
         ctx: &WriteCtx,
         managed_done: bool,
         require_rv: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Obj> {
         let old = self.lookup(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the body of the request must be an object"));
@@ -426,7 +652,7 @@ impl State {
         // subresource semantics
         match sub {
             "status" => {
-                let mut merged = old.clone();
+                let mut merged = (*old).clone();
                 match new.get("status") {
                     Some(s) => merged["status"] = s.clone(),
                     None => {
@@ -439,7 +665,7 @@ impl State {
                 new = merged;
             }
             "finalize" => {
-                let mut merged = old.clone();
+                let mut merged = (*old).clone();
                 let fins = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
                 merged["spec"]["finalizers"] = fins;
                 new = merged;
@@ -460,7 +686,8 @@ impl State {
         }
 
         // server-managed metadata comes from the stored object
-        let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+        let no_meta = json!({});
+        let old_meta = old.get("metadata").unwrap_or(&no_meta);
         {
             let m = meta_mut(&mut new);
             for k in [
@@ -517,7 +744,7 @@ impl State {
                 vap::Request { rt, operation: "UPDATE", subresource: sub, namespace: ns, name, object: &new, old_object: Some(&old), user };
             vap::admit(self, &req)?;
         }
-        if rt.generation && spec_part(rt, &old) != spec_part(rt, &new) {
+        if rt.generation && !same_spec(rt, &old, &new) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
@@ -526,22 +753,20 @@ impl State {
             let sub_name = if sub == "status" { "status" } else { "" };
             fields::record_update(rt, Some(&old), &mut new, &ctx.manager, sub_name, &now);
         }
-        if comparable(&new) == comparable(&old) {
-            return Ok(Self::present(rt, &old));
+        if same_but_for_write_stamps(&new, &old) {
+            return Ok(old);
         }
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.install_crd(&mut new)?;
         }
         if ctx.dry_run {
-            return Ok(Self::present(rt, &new));
+            return Ok(Arc::new(new));
         }
         if is_deleting(&new) && finalizers(&new).is_empty() && !(rt.kind == "Namespace" && has_spec_finalizers(&new)) {
-            self.objects.entry(Self::res_key(rt)).or_default().insert(Self::obj_key(rt, ns, name), new);
-            let gone = self.remove(rt, ns, name).unwrap();
-            return Ok(Self::present(rt, &gone));
+            self.store(rt, ns, name, Arc::new(new), Some(&old));
+            return self.remove(rt, ns, name).ok_or_else(|| ApiError::not_found(rt, name));
         }
-        let stored = self.commit(rt, new, Some(old));
-        Ok(Self::present(rt, &stored))
+        Ok(self.commit(rt, new, Some(old)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -554,7 +779,7 @@ impl State {
         body: &Value,
         sub: &str,
         ctx: &WriteCtx,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Obj> {
         let current = self.lookup(rt, ns, name).cloned();
         match kind {
             PatchKind::Apply { force } => {
@@ -628,7 +853,7 @@ impl State {
 
     /// Delete: immediate when nothing holds the object, otherwise mark it
     /// (`deletionTimestamp`, finalizers for foreground/orphan). Returns (object, gone_now).
-    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<(Value, bool)> {
+    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<(Obj, bool)> {
         let obj = self.lookup(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
         if let Some(u) = &opts.uid {
             if Some(u.as_str()) != meta_str(&obj, "uid") {
@@ -652,7 +877,7 @@ impl State {
             }
         }
         if opts.dry_run {
-            return Ok((Self::present(rt, &obj), false));
+            return Ok((obj, false));
         }
         let mut fins = finalizers(&obj);
         match opts.propagation {
@@ -669,18 +894,17 @@ impl State {
         let is_ns = rt.kind == "Namespace" && rt.group.is_empty();
         if is_deleting(&obj) {
             if fins != finalizers(&obj) {
-                let mut o = obj.clone();
+                let mut o = (*obj).clone();
                 meta_mut(&mut o).insert("finalizers".into(), json!(fins));
-                let stored = self.commit(rt, o, Some(obj));
-                return Ok((Self::present(rt, &stored), false));
+                return Ok((self.commit(rt, o, Some(obj)), false));
             }
-            return Ok((Self::present(rt, &obj), false));
+            return Ok((obj, false));
         }
         if fins.is_empty() && !(is_ns && has_spec_finalizers(&obj)) {
-            let gone = self.remove(rt, ns, name).unwrap();
-            return Ok((Self::present(rt, &gone), true));
+            let gone = self.remove(rt, ns, name).ok_or_else(|| ApiError::not_found(rt, name))?;
+            return Ok((gone, true));
         }
-        let mut o = obj.clone();
+        let mut o = (*obj).clone();
         let m = meta_mut(&mut o);
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -693,8 +917,7 @@ impl State {
         if is_ns {
             o["status"]["phase"] = json!("Terminating");
         }
-        let stored = self.commit(rt, o, Some(obj));
-        Ok((Self::present(rt, &stored), false))
+        Ok((self.commit(rt, o, Some(obj)), false))
     }
 
     // ---------------------------------------------------------------- CRDs

@@ -134,24 +134,61 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
         {
             continue;
         }
+        let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let deny = |detail: String, code: u16, reason: &str| {
+            let text = format!("ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {detail}");
+            let mut err = ApiError::forbidden(&req.rt.group, &req.rt.plural, req.name, &text);
+            err.code = code;
+            err.reason = reason.to_string();
+            if let Some(d) = err.details.as_mut() {
+                d["causes"] = json!([{"message": text}]);
+            }
+            err
+        };
+        let fail_closed = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) != Some("Ignore");
         let mut builder = VapEvaluator::builder().object(req.object.clone()).request(admission_request(req));
         if let Some(old) = req.old_object {
             builder = builder.old_object(old.clone());
         }
-        if let Some(p) = params(state, policy, binding, req) {
-            builder = builder.params(p);
+        let wants_params = policy.pointer("/spec/paramKind").is_some() && binding.pointer("/spec/paramRef").is_some();
+        match params(state, policy, binding, req) {
+            Some(p) => builder = builder.params(p),
+            // The real plugin: a binding whose parameter is missing denies, or is skipped with
+            // `parameterNotFoundAction: Allow`.
+            None if wants_params => {
+                if binding.pointer("/spec/paramRef/parameterNotFoundAction").and_then(Value::as_str) == Some("Deny") {
+                    return Err(deny("no params found for policy binding with `Deny` parameterNotFoundAction".into(), 403, "Forbidden"));
+                }
+                continue;
+            }
+            None => {}
         }
         let evaluator = builder.build();
+        // A false match condition skips the policy; one that errs (and none false) is a
+        // failure under the policy's failurePolicy.
+        const FALSE: &str = "false";
         let conditions: Vec<VapExpression> = policy
             .pointer("/spec/matchConditions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|c| {
-                Some(VapExpression { expression: c.get("expression")?.as_str()?.to_string(), message: None, message_expression: None })
+                Some(VapExpression {
+                    expression: c.get("expression")?.as_str()?.to_string(),
+                    message: Some(FALSE.to_string()),
+                    message_expression: None,
+                })
             })
             .collect();
-        if evaluator.evaluate(&conditions).iter().any(|r| !r.passed) {
+        let results = evaluator.evaluate(&conditions);
+        if results.iter().any(|r| !r.passed && r.message.as_deref() == Some(FALSE)) {
+            continue;
+        }
+        if let Some(error) = results.iter().find(|r| !r.passed) {
+            if fail_closed {
+                let why = error.message.clone().unwrap_or_default();
+                return Err(deny(format!("failed to evaluate match condition {:?}: {why}", error.expression), 403, "Forbidden"));
+            }
             continue;
         }
         let validations = policy.pointer("/spec/validations").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -175,8 +212,6 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             }
             // An empty messageExpression result falls back to the message.
             let detail = result.message.filter(|m| !m.trim().is_empty()).unwrap_or(message);
-            let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            let text = format!("ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {detail}");
             let reason = v.get("reason").and_then(Value::as_str).unwrap_or("Invalid");
             let code = match reason {
                 "Unauthorized" => 401,
@@ -184,13 +219,7 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
                 "RequestEntityTooLarge" => 413,
                 _ => 422,
             };
-            let mut err = ApiError::forbidden(&req.rt.group, &req.rt.plural, req.name, &text);
-            err.code = code;
-            err.reason = reason.to_string();
-            if let Some(d) = err.details.as_mut() {
-                d["causes"] = json!([{"message": text}]);
-            }
-            return Err(err);
+            return Err(deny(detail, code, reason));
         }
     }
     Ok(())

@@ -1,6 +1,11 @@
 //! Watch streams: newline-delimited JSON events from a resourceVersion on, bookmarks,
 //! `sendInitialEvents`, `timeoutSeconds`, and `410 Expired` as an ERROR event (the real
 //! server answers HTTP 200 and sends the error in the stream).
+//!
+//! A watcher waits on its own resource's signal (a write of another resource does not wake
+//! it), copies the new events out of the resource's history under the lock (cheap: they are
+//! shared), and filters and writes them after releasing it. An event's object is serialized
+//! once, by the first watcher that sends it; the others reuse the text.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +16,11 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::resources::ResourceType;
 use super::selectors::Selectors;
-use super::store::{EventType, HistEvent, State};
+use super::store::{present_json, EventType, HistEvent, State};
 use super::Inner;
 
 pub struct WatchRequest {
-    pub rt: ResourceType,
+    pub rt: Arc<ResourceType>,
     pub namespace: Option<String>,
     pub selectors: Selectors,
     pub resource_version: Option<String>,
@@ -24,10 +29,13 @@ pub struct WatchRequest {
     pub timeout: Duration,
 }
 
+/// One event line around an object already written as JSON.
+fn line_json(etype: &str, object: &str) -> String {
+    format!("{{\"type\":\"{etype}\",\"object\":{object}}}\n")
+}
+
 fn line(etype: &str, object: &Value) -> String {
-    let mut s = json!({"type": etype, "object": object}).to_string();
-    s.push('\n');
-    s
+    line_json(etype, &object.to_string())
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> String {
@@ -43,11 +51,8 @@ fn expired(rv: u64, oldest: u64) -> String {
     line("ERROR", &status)
 }
 
-/// The event a watcher with these selectors sees for a change, if any.
+/// The event a watcher with these selectors sees for a change of its resource, if any.
 fn transform(req: &WatchRequest, ev: &HistEvent) -> Option<String> {
-    if ev.res != State::res_key(&req.rt) {
-        return None;
-    }
     if let Some(ns) = &req.namespace {
         if *ns != ev.namespace {
             return None;
@@ -64,7 +69,13 @@ fn transform(req: &WatchRequest, ev: &HistEvent) -> Option<String> {
             (false, false) => return None,
         },
     };
-    Some(line(etype, &State::present(&req.rt, &ev.object)))
+    // The shared text is the stored version's; a watch of another version of the resource
+    // gets its own.
+    if ev.object.get("apiVersion").and_then(Value::as_str) == Some(req.rt.api_version().as_str()) {
+        Some(line_json(etype, ev.json.get_or_init(|| ev.object.to_string())))
+    } else {
+        Some(line_json(etype, &present_json(&req.rt, &ev.object)))
+    }
 }
 
 /// Start a watch; the response body streams until the timeout or the client goes away.
@@ -76,38 +87,33 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
         })?),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
-    let mut rv_rx = inner.rv_rx.clone();
     let bookmark_interval = inner.bookmark_interval;
+    let res = State::res_key(&req.rt);
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + req.timeout;
         // initial state
-        let (mut last, initial, gone): (u64, Vec<String>, bool) = {
-            let state = inner.state.lock().unwrap();
-            rv_rx.borrow_and_update();
+        let (mut changed, mut last, initial, gone) = {
+            let mut state = inner.state.lock().unwrap();
+            let mut changed = state.subscribe(&res);
+            changed.borrow_and_update();
+            let initial_list = |state: &State| -> Vec<String> {
+                let mut lines: Vec<String> = state
+                    .list(&req.rt, req.namespace.as_deref(), &req.selectors)
+                    .iter()
+                    .map(|o| line_json("ADDED", &present_json(&req.rt, o)))
+                    .collect();
+                if req.send_initial_events && req.bookmarks {
+                    lines.push(bookmark(&req.rt, state.rv, true));
+                }
+                lines
+            };
             match start_rv {
-                None => {
-                    let ns = req.namespace.as_deref();
-                    let items = state.list(&req.rt, ns, &req.selectors);
-                    let mut lines: Vec<String> = items.iter().map(|o| line("ADDED", o)).collect();
-                    if req.send_initial_events && req.bookmarks {
-                        lines.push(bookmark(&req.rt, state.rv, true));
-                    }
-                    (state.rv, lines, false)
-                }
-                Some(rv) if rv < state.compacted_rv => (rv, vec![expired(rv, state.compacted_rv + 1)], true),
-                Some(rv) => {
-                    let mut lines = Vec::new();
-                    if req.send_initial_events {
-                        let items = state.list(&req.rt, req.namespace.as_deref(), &req.selectors);
-                        lines.extend(items.iter().map(|o| line("ADDED", o)));
-                        if req.bookmarks {
-                            lines.push(bookmark(&req.rt, state.rv, true));
-                        }
-                        (state.rv, lines, false)
-                    } else {
-                        (rv, lines, false)
-                    }
-                }
+                None => (changed, state.rv, initial_list(&state), false),
+                Some(rv) => match state.events_after(&res, rv) {
+                    Err(oldest) => (changed, rv, vec![expired(rv, oldest)], true),
+                    Ok(_) if req.send_initial_events => (changed, state.rv, initial_list(&state), false),
+                    Ok(_) => (changed, rv, Vec::new(), false),
+                },
             }
         };
         for l in initial {
@@ -119,33 +125,36 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
             return;
         }
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
+        let mut tick = false;
         loop {
-            let (lines, cur) = {
+            let (events, current) = {
                 let state = inner.state.lock().unwrap();
-                rv_rx.borrow_and_update();
-                if last < state.compacted_rv {
-                    (vec![expired(last, state.compacted_rv + 1)], None)
-                } else {
-                    let lines: Vec<String> = state.history.iter().filter(|e| e.rv > last).filter_map(|e| transform(&req, e)).collect();
-                    (lines, Some(state.rv.max(last)))
-                }
+                changed.borrow_and_update();
+                (state.events_after(&res, last), state.rv.max(last))
             };
-            for l in lines {
-                if tx.send(l).await.is_err() {
+            let events = match events {
+                Ok(events) => events,
+                Err(oldest) => {
+                    let _ = tx.send(expired(last, oldest)).await;
                     return;
                 }
-            }
-            match cur {
-                None => return,
-                Some(c) => last = c,
-            }
-            tokio::select! {
-                r = rv_rx.changed() => { if r.is_err() { return; } }
-                _ = ticker.tick() => {
-                    if req.bookmarks && tx.send(bookmark(&req.rt, last, false)).await.is_err() {
+            };
+            for ev in &events {
+                if let Some(l) = transform(&req, ev) {
+                    if tx.send(l).await.is_err() {
                         return;
                     }
                 }
+            }
+            // Every change of this resource up to `current` has been seen.
+            last = current;
+            if tick && req.bookmarks && tx.send(bookmark(&req.rt, last, false)).await.is_err() {
+                return;
+            }
+            tick = false;
+            tokio::select! {
+                r = changed.changed() => { if r.is_err() { return; } }
+                _ = ticker.tick() => tick = true,
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
             }

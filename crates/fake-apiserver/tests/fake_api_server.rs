@@ -40,15 +40,16 @@ struct TenantStatus {
 
 /// The operator's TenantUser, as far as these tests write it.
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize)]
-#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "TenantUser", schema = "disabled")]
+#[kube(group = "tenancy.platform.dev", version = "v1alpha1", kind = "TenantUser", namespaced, schema = "disabled")]
 #[serde(rename_all = "camelCase")]
 struct TenantUserSpec {
-    tenant: String,
     email: String,
     username: String,
     first_name: String,
     last_name: String,
     roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receive_email_notifications: Option<bool>,
 }
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
@@ -122,7 +123,7 @@ async fn discovery_lists_builtins_and_crds() {
         ("events.k8s.io", "Event", true),
         ("apiextensions.k8s.io", "CustomResourceDefinition", false),
         ("tenancy.platform.dev", "Tenant", false),
-        ("tenancy.platform.dev", "TenantUser", false),
+        ("tenancy.platform.dev", "TenantUser", true),
     ] {
         assert!(kinds.contains(&(g.to_string(), k.to_string(), namespaced)), "{g}/{k} missing from discovery: {kinds:?}");
     }
@@ -518,6 +519,86 @@ async fn list_pagination() {
     assert!(second.metadata.continue_.is_none());
 }
 
+#[tokio::test]
+async fn list_pages_continue_after_the_last_key_and_count_what_remains() {
+    let fake = FakeApiServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    for i in [1, 3, 5, 7, 9] {
+        let labels = json!({"odd": "yes"});
+        api.create(&PostParams::default(), &obj(json!({"metadata": {"name": format!("c{i}"), "labels": labels}}))).await.unwrap();
+    }
+    let names = |l: &kube::api::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first), ["c1", "c3"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3), "no selector: the real server says how many follow");
+    // Created between pages: before the last key it is not seen, after it it is (no snapshot).
+    api.create(&PostParams::default(), &cm("c0", json!({}))).await.unwrap();
+    api.create(&PostParams::default(), &cm("c4", json!({}))).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second), ["c4", "c5"]);
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version, "pages carry the first page's resourceVersion");
+    let token = second.metadata.continue_.clone().unwrap();
+    let third = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&third), ["c7", "c9"]);
+    assert!(third.metadata.continue_.is_none());
+
+    let selected = api.list(&ListParams::default().labels("odd=yes").limit(2)).await.unwrap();
+    assert_eq!(names(&selected), ["c1", "c3"]);
+    assert_eq!(selected.metadata.remaining_item_count, None, "with a selector the real server does not count");
+    let bad = api.list(&ListParams::default().limit(2).continue_token("garbage")).await.unwrap_err();
+    assert_eq!(api_err(bad).code, 400);
+    fake.compact();
+    let stale = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap_err();
+    assert_eq!(api_err(stale).code, 410);
+}
+
+#[tokio::test]
+async fn commit_latency_delays_only_requests_that_store_something() {
+    let latency = Duration::from_millis(300);
+    let fake = FakeApiServer::builder().commit_latency(latency).start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let apply = PatchParams::apply("test").force();
+    let timed = |started: std::time::Instant| started.elapsed();
+
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "v"})))).await.unwrap();
+    assert!(timed(started) >= latency, "a create waits for the commit");
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "v"})))).await.unwrap();
+    api.get("a").await.unwrap();
+    api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err();
+    assert!(timed(started) < latency, "a no-op apply, a read and a refused create store nothing");
+
+    fake.set_commit_latency(Duration::ZERO);
+    let started = std::time::Instant::now();
+    api.patch("a", &apply, &Patch::Apply(&cm("a", json!({"k": "w"})))).await.unwrap();
+    assert!(timed(started) < latency);
+}
+
+#[tokio::test]
+async fn inserted_objects_are_stored_as_their_manager_applied_them() {
+    let fake = FakeApiServer::start().await;
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "bulk"}, "data": {"k": "v"}}),
+    ];
+    assert_eq!(fake.insert_objects(&objects, "someone").unwrap(), 2);
+    let stored = fake.object("v1", "ConfigMap", "bulk", "c").unwrap();
+    let managed = &stored["metadata"]["managedFields"][0];
+    assert_eq!((managed["manager"].as_str(), managed["operation"].as_str()), (Some("someone"), Some("Apply")));
+    assert_eq!(managed["fieldsV1"]["f:data"]["f:k"], json!({}));
+    assert!(fake.request_counts().0.is_empty(), "not requests");
+    // Refused as the API would refuse it.
+    let orphan = vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "missing"}})];
+    assert!(fake.insert_objects(&orphan, "someone").unwrap_err().contains("not found"));
+    // Status through the status subresource.
+    let status = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}, "status": {"phase": "Active"}})];
+    fake.insert_status(&status, "someone").unwrap();
+    let ns = fake.object("v1", "Namespace", "", "bulk").unwrap();
+    assert!(ns["metadata"]["managedFields"].as_array().unwrap().iter().any(|m| m["subresource"] == "status"));
+}
+
 // ------------------------------------------------------------------ watch
 
 #[tokio::test]
@@ -754,6 +835,19 @@ async fn garbage_collection_background() {
 }
 
 #[tokio::test]
+async fn an_owner_in_another_namespace_counts_as_absent() {
+    let fake = FakeApiServer::start().await;
+    let owners: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let owner = owners.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    fake.apply_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: elsewhere}\n").unwrap();
+    let elsewhere: Api<ConfigMap> = Api::namespaced(fake.client(), "elsewhere");
+    elsewhere.create(&PostParams::default(), &owned_cm("child", &owner, false)).await.unwrap();
+    owners.create(&PostParams::default(), &owned_cm("sibling", &owner, false)).await.unwrap();
+    eventually("cross-namespace dependent collected", || fake.object("v1", "ConfigMap", "elsewhere", "child").is_none()).await;
+    assert!(fake.object("v1", "ConfigMap", "default", "sibling").is_some(), "a same-namespace dependent stays");
+}
+
+#[tokio::test]
 async fn garbage_collection_foreground_waits_for_blocking_dependents() {
     let fake = FakeApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
@@ -850,23 +944,34 @@ async fn crd_defaults_and_pruning() {
 #[tokio::test]
 async fn cel_rules_including_transition_rules() {
     let fake = FakeApiServer::start().await;
-    let api: Api<TenantUser> = Api::all(fake.client());
-    let user = |tenant: &str, roles: Value| -> TenantUser {
-        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
-            "spec": {"tenant": tenant, "email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles}}))
+    ns(&fake.client(), "acme-account").await;
+    let api: Api<TenantUser> = Api::namespaced(fake.client(), "acme-account");
+    let user = |roles: Value, notifications: bool| -> TenantUser {
+        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "jdoe"},
+            "spec": {"email": "jane@acme.example", "username": "jdoe", "firstName": "Jane", "lastName": "Doe", "roles": roles,
+                     "receiveEmailNotifications": notifications}}))
     };
-    let s = api_err(api.create(&PostParams::default(), &user("acme", json!([]))).await.unwrap_err());
+    let s = api_err(api.create(&PostParams::default(), &user(json!([]), false)).await.unwrap_err());
     assert_eq!(s.code, 422);
     assert!(s.message.contains("a user needs at least one role or custom role"), "{}", s.message);
-    api.create(&PostParams::default(), &user("acme", json!(["Designer"]))).await.unwrap();
-    let s =
-        api_err(api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tenant": "globex"}}))).await.unwrap_err());
+    let s = api_err(api.create(&PostParams::default(), &user(json!(["Designer"]), true)).await.unwrap_err());
+    assert!(s.message.contains("receiveEmailNotifications: true is for Account Admins"), "{}", s.message);
+    api.create(&PostParams::default(), &user(json!(["Designer", "AccountAdmin"]), true)).await.unwrap();
+
+    // A transition rule: the Tenant's database provider is fixed once set.
+    let tenants: Api<DynamicObject> =
+        Api::all_with(fake.client(), &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "Tenant")));
+    let t: DynamicObject = obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+        "spec": {"displayName": "Acme", "cluster": "uk", "environments": ["dev"], "database": {"provider": "none"}}}));
+    tenants.create(&PostParams::default(), &t).await.unwrap();
+    let moved = Patch::Merge(json!({"spec": {"database": {"provider": "statefulset"}}}));
+    let s = api_err(tenants.patch("acme", &PatchParams::default(), &moved).await.unwrap_err());
     assert_eq!(s.code, 422);
     let cause = &s.details.unwrap().causes[0];
-    assert_eq!(cause.field, "spec.tenant");
-    assert!(cause.message.contains("spec.tenant is immutable"), "{}", cause.message);
+    assert_eq!(cause.field, "spec.database.provider");
+    assert!(cause.message.contains("cannot be changed once set"), "{}", cause.message);
     // unrelated updates pass the transition rule
-    api.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"firstName": "Janet"}}))).await.unwrap();
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"displayName": "Acme Corp"}}))).await.unwrap();
 }
 
 #[tokio::test]

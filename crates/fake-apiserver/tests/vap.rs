@@ -15,15 +15,26 @@ fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status 
 }
 
 fn users(client: kube::Client) -> Api<DynamicObject> {
-    Api::all_with(client, &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser")))
+    Api::namespaced_with(
+        client,
+        "acme-account",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser")),
+    )
 }
 
 fn user(username: &str) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": "acme-jdoe"},
-        "spec": {"tenant": "acme", "email": "jane@acme.example", "username": username, "firstName": "Jane", "lastName": "Doe", "roles": ["Designer"]}
+        "spec": {"email": "jane@acme.example", "username": username, "firstName": "Jane", "lastName": "Doe", "roles": ["Designer"]}
     }))
     .unwrap()
+}
+
+async fn namespace(fake: &FakeApiServer, name: &str) {
+    Api::<Namespace>::all(fake.client())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
+        .await
+        .unwrap();
 }
 
 const SELF_SERVICE: &str = r#"
@@ -65,6 +76,7 @@ subjects: [{kind: User, name: jane@acme.example}, {kind: User, name: bob}]
 #[tokio::test]
 async fn a_deny_binding_refuses_with_the_plugins_message_and_match_conditions_narrow_it() {
     let fake = FakeApiServer::start().await;
+    namespace(&fake, "acme-account").await;
     fake.apply_manifests(SELF_SERVICE).unwrap();
     users(fake.client()).create(&PostParams::default(), &user("jdoe")).await.unwrap();
     let jane = users(fake.client_as("jane@acme.example"));
@@ -92,10 +104,8 @@ async fn a_deny_binding_refuses_with_the_plugins_message_and_match_conditions_na
 #[tokio::test]
 async fn params_and_validation_actions() {
     let fake = FakeApiServer::start().await;
-    Api::<Namespace>::all(fake.client())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "policy"}})).unwrap())
-        .await
-        .unwrap();
+    namespace(&fake, "policy").await;
+    namespace(&fake, "acme-account").await;
     fake.apply_manifests(
         r#"
 apiVersion: v1
@@ -146,4 +156,53 @@ spec:
         s.message
     );
     admin.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"username": "jd"}}))).await.expect("short enough");
+}
+
+#[tokio::test]
+async fn a_missing_parameter_denies_or_skips_as_the_binding_says_and_match_condition_errors_fail_closed() {
+    let fake = FakeApiServer::start().await;
+    namespace(&fake, "acme-account").await;
+    let admin = users(fake.client());
+    admin.create(&PostParams::default(), &user("jdoe")).await.unwrap();
+    let policy = |action: &str, condition: &str| {
+        format!(
+            r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: p}}
+spec:
+  paramKind: {{apiVersion: v1, kind: ConfigMap}}
+  matchConstraints:
+    resourceRules:
+      - {{apiGroups: ["tenancy.platform.dev"], apiVersions: ["*"], operations: ["UPDATE"], resources: ["tenantusers"]}}
+  matchConditions:
+    - {{name: c, expression: "{condition}"}}
+  validations:
+    - {{expression: "false", message: "validated"}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: b}}
+spec:
+  policyName: p
+  validationActions: [Deny]
+  paramRef: {{name: missing, namespace: default, parameterNotFoundAction: {action}}}
+"#
+        )
+    };
+    let touch = || Patch::Merge(json!({"spec": {"firstName": "J"}}));
+    fake.apply_manifests(&policy("Allow", "true")).unwrap();
+    admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await.expect("Allow skips the binding");
+    fake.apply_manifests(&policy("Deny", "true")).unwrap();
+    let s = api_err(admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await);
+    assert!(s.message.contains("no params found for policy binding with `Deny` parameterNotFoundAction"), "{}", s.message);
+
+    fake.apply_manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: missing, namespace: default}\ndata: {}\n").unwrap();
+    let s = api_err(admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await);
+    assert!(s.message.ends_with("denied request: validated"), "{}", s.message);
+    fake.apply_manifests(&policy("Deny", "params.data.nothing == 'x'")).unwrap();
+    let s = api_err(admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await);
+    assert!(s.message.contains("failed to evaluate match condition"), "an erring condition fails closed: {}", s.message);
+    fake.apply_manifests(&policy("Deny", "false")).unwrap();
+    admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await.expect("a false condition skips the policy");
 }

@@ -18,7 +18,7 @@ use crate::{
     database::DATA_VOLUME,
     desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
     naming::{self, ANNOTATION_ADOPTED_FROM, LABEL_ENVIRONMENT, LABEL_RETAINED},
-    types::{DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
+    types::{AccountNamespaceStatus, DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
 
 /// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota
@@ -36,6 +36,7 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
             format!("host {host} is already routed by the older Tenant {older}; its Ingress is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
         ));
     }
+    apply_account(valid, ctx, &mut observed, changes).await?;
     for env in &valid.plan.environments {
         apply_environment(tenant, valid, env, ctx, &mut observed, changes).await?;
     }
@@ -44,19 +45,22 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
     Ok(observed)
 }
 
-/// RoleBindings of TenantUsers that no longer exist: a user deleted with
-/// `propagationPolicy: Orphan`, or while the operator was down, must not keep access.
+/// RoleBindings and Roles of TenantUsers that no longer exist: a user whose finalizer a
+/// person removed, or one deleted while the operator was down, must not keep access.
 async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
-    for binding in ctx.caches.of_tenant(ChildKind::RoleBinding, &valid.slug) {
-        let Some(user) = crate::controller::user::user_of_binding(&binding) else { continue };
-        let exists = ctx.users.get(&kube::runtime::reflector::ObjectRef::new(&user)).is_some();
-        if exists || is_terminating(&binding) || !is_ours(&binding, &valid.slug) {
-            continue;
-        }
-        let (namespace, name) = (binding.namespace().unwrap_or_default(), binding.name());
-        if apply::delete(ctx, ChildKind::RoleBinding, Some(namespace), name).await? {
-            changes
-                .note(Reason::Deleted, format!("deleted RoleBinding {namespace}/{name} of the TenantUser {user}, which no longer exists"));
+    for kind in [ChildKind::RoleBinding, ChildKind::Role] {
+        for object in ctx.caches.of_tenant(kind, &valid.slug) {
+            let Some(user) = crate::controller::user::user_of_binding(&object) else { continue };
+            if ctx.users.get(&user).is_some() || is_terminating(&object) || !is_ours(&object, &valid.slug) {
+                continue;
+            }
+            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name());
+            if apply::delete(ctx, kind, Some(namespace), name).await? {
+                changes.note(
+                    Reason::Deleted,
+                    format!("deleted {} {namespace}/{name} of the TenantUser {}, which no longer exists", kind.name(), user.name),
+                );
+            }
         }
     }
     Ok(())
@@ -71,6 +75,90 @@ async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &s
     }
 }
 
+/// Whether a namespace the plan wants can be used, after [`claim_namespace`].
+enum NamespaceClaim {
+    /// Someone else's, or being deleted: nothing in it is touched (the problem is recorded).
+    Unusable { terminating: bool },
+    /// The operator's (adopted if it was retained), or free; `fresh`: it does not exist yet.
+    Usable { found: Option<Child>, fresh: bool },
+}
+
+/// Decide whether the namespace `name` may be used for the tenant, adopting it if it was
+/// retained from an earlier Tenant of the slug.
+async fn claim_namespace(
+    valid: &ValidatedTenant,
+    name: &str,
+    ctx: &Context,
+    observed: &mut Observations,
+    changes: &mut Changes,
+) -> Result<NamespaceClaim, Error> {
+    let namespace = found(ctx, ChildKind::Namespace, None, name).await?;
+    let fresh = match claim(namespace.as_ref(), &valid.slug) {
+        Claim::Foreign => {
+            observed.namespace_problems.push(Problem::new(
+                Reason::NamespaceConflict,
+                format!(
+                    "namespace {name} exists and was not created by the operator for tenant {}; nothing in it is touched. \
+                     Delete or rename it, or choose another slug",
+                    valid.slug
+                ),
+            ));
+            return Ok(NamespaceClaim::Unusable { terminating: false });
+        }
+        _ if namespace.as_ref().is_some_and(is_terminating) => {
+            observed.namespace_problems.push(Problem::new(
+                Reason::NamespaceTerminating,
+                format!("namespace {name} is being deleted; it is re-created once it is gone"),
+            ));
+            return Ok(NamespaceClaim::Unusable { terminating: true });
+        }
+        Claim::Retained => {
+            adopt(valid, name, namespace.as_ref(), ctx, changes).await?;
+            false
+        }
+        Claim::Ours => {
+            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
+                changes.note(Reason::Adopted, format!("adopted namespace {name} of the earlier Tenant {previous}"));
+            }
+            false
+        }
+        Claim::Free => true,
+    };
+    Ok(NamespaceClaim::Usable { found: namespace, fresh })
+}
+
+/// The account namespace, home of the tenant's TenantUsers: claimed and applied like an
+/// environment namespace, with nothing else in it from the Tenant.
+async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Observations, changes: &mut Changes) -> Result<(), Error> {
+    let account = &valid.plan.account;
+    let state = match claim_namespace(valid, &account.namespace, ctx, observed, changes).await? {
+        NamespaceClaim::Unusable { terminating: true } => NamespaceState::Terminating,
+        NamespaceClaim::Unusable { terminating: false } => return Ok(()),
+        NamespaceClaim::Usable { found, .. } => {
+            for desired in &account.objects {
+                let current = if desired.kind == ChildKind::Namespace { found.as_ref() } else { None };
+                if !needs_apply(ctx, desired, &valid.uid, current).await? {
+                    continue;
+                }
+                match apply::apply(ctx, desired, &valid.uid).await {
+                    Ok(_) => changes.applied(desired),
+                    Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
+                        observed.object_problems.push(Problem::new(
+                            Reason::ApplyFailed,
+                            format!("the API server refused {}: {}", desired.describe(), status.message),
+                        ));
+                        return Ok(());
+                    }
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            NamespaceState::Active
+        }
+    };
+    observed.account_namespace = Some(AccountNamespaceStatus { name: account.namespace.clone(), state });
+    Ok(())
+}
+
 async fn apply_environment(
     tenant: &Tenant,
     valid: &ValidatedTenant,
@@ -79,42 +167,18 @@ async fn apply_environment(
     observed: &mut Observations,
     changes: &mut Changes,
 ) -> Result<(), Error> {
-    let namespace = found(ctx, ChildKind::Namespace, None, &env.namespace).await?;
-    let fresh_namespace = match claim(namespace.as_ref(), &valid.slug) {
-        Claim::Foreign => {
-            observed.namespace_problems.push(Problem::new(
-                Reason::NamespaceConflict,
-                format!(
-                    "namespace {} exists and was not created by the operator for tenant {}; nothing in it is touched. \
-                     Delete or rename it, or choose another slug",
-                    env.namespace, valid.slug
-                ),
-            ));
-            return Ok(());
-        }
-        _ if namespace.as_ref().is_some_and(is_terminating) => {
-            observed.namespaces.push(NamespaceStatus {
-                environment: env.environment,
-                name: env.namespace.clone(),
-                state: NamespaceState::Terminating,
-            });
-            observed.namespace_problems.push(Problem::new(
-                Reason::NamespaceTerminating,
-                format!("namespace {} is being deleted; it is re-created once it is gone", env.namespace),
-            ));
-            return Ok(());
-        }
-        Claim::Retained => {
-            adopt(valid, &env.namespace, namespace.as_ref(), ctx, changes).await?;
-            false
-        }
-        Claim::Ours => {
-            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
-                changes.note(Reason::Adopted, format!("adopted namespace {} of the earlier Tenant {previous}", env.namespace));
+    let (namespace, fresh_namespace) = match claim_namespace(valid, &env.namespace, ctx, observed, changes).await? {
+        NamespaceClaim::Unusable { terminating } => {
+            if terminating {
+                observed.namespaces.push(NamespaceStatus {
+                    environment: env.environment,
+                    name: env.namespace.clone(),
+                    state: NamespaceState::Terminating,
+                });
             }
-            false
+            return Ok(());
         }
-        Claim::Free => true,
+        NamespaceClaim::Usable { found, fresh } => (found, fresh),
     };
 
     // A database must not start on a password someone else chose: with a foreign credentials
@@ -264,7 +328,7 @@ async fn remove_unwanted(
     changes: &mut Changes,
 ) -> Result<(), Error> {
     let slug = &valid.slug;
-    let wanted: BTreeSet<&str> = valid.plan.environments.iter().map(|e| e.namespace.as_str()).collect();
+    let wanted: BTreeSet<&str> = valid.plan.namespaces().collect();
     for ns in ctx.caches.of_tenant(ChildKind::Namespace, slug) {
         let name = ns.name_any();
         if wanted.contains(name.as_str()) || !is_ours(&ns, slug) {

@@ -12,14 +12,16 @@ use crate::{
     controller::summary::Summary,
     desired::tenant::TenantPlan,
     types::{
-        condition, set_condition, ConditionType, Conditions, DatabaseProvider, DatabaseStatus, DeletionPolicy, NamespaceStatus, Problem,
-        Reason, TenantPhase, TenantStatus,
+        condition, set_condition, AccountNamespaceStatus, ConditionType, Conditions, DatabaseProvider, DatabaseStatus, DeletionPolicy,
+        NamespaceStatus, Problem, Reason, TenantPhase, TenantStatus,
     },
 };
 
 /// What one reconcile of the environments found.
 #[derive(Debug, Default)]
 pub struct Observations {
+    /// The account namespace, unless it is someone else's.
+    pub account_namespace: Option<AccountNamespaceStatus>,
     pub namespaces: Vec<NamespaceStatus>,
     pub databases: Vec<DatabaseStatus>,
     /// Namespaces that cannot be used (terminating, someone else's, refused).
@@ -45,13 +47,14 @@ pub fn reconciled(
     let mut namespaces = observed.namespaces;
     namespaces.sort_by(|a, b| a.environment.cmp(&b.environment).then(a.name.cmp(&b.name)));
     status.namespaces = namespaces;
+    status.account_namespace = observed.account_namespace;
     status.databases = observed.databases;
 
     let namespaces_problem = observed.namespace_problems.first().cloned().or_else(|| joined(&observed.object_problems));
     let namespaces_condition = match &namespaces_problem {
         Some(problem) => detail(ConditionType::NamespacesReady, Err(problem), generation, now),
         None => {
-            let message = format!("{} environment namespace(s) reconciled", plan.environments.len());
+            let message = format!("{} environment namespace(s) and the account namespace reconciled", plan.environments.len());
             detail(ConditionType::NamespacesReady, Ok((Reason::Applied, message)), generation, now)
         }
     };

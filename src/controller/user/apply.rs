@@ -1,6 +1,7 @@
 //! Step 3 for a TenantUser: its RoleBindings in the tenant's live environment namespaces,
-//! each one on its own (a binding the API server refuses does not stop the others), and the
-//! revocation of every binding it should no longer have.
+//! each one on its own (a binding the API server refuses does not stop the others), its
+//! self-service Role and bindings in the account namespace, and the revocation of every Role
+//! and RoleBinding it should no longer have.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,7 @@ use super::{status::BindingObservations, validate::ValidatedUser};
 use crate::{
     controller::{
         apply::{self, needs_apply},
-        ownership::{is_retained, is_terminating},
+        ownership::{is_ours, is_retained, is_terminating},
         Changes, Context, Error,
     },
     desired::ChildKind,
@@ -28,10 +29,14 @@ pub async fn apply_bindings(
     let mut kept = BTreeSet::new();
     let owner_uid = valid.tenant.uid().unwrap_or_default();
     let system_binding = naming::user_binding_name(&user.spec.username);
-    for binding in &valid.plan.bindings {
+    // The self-service Role before the binding that names it.
+    for binding in valid.plan.account_objects.iter().chain(&valid.plan.bindings) {
         let namespace = binding.namespace.clone().unwrap_or_default();
         let role = binding.object.pointer("/roleRef/name").and_then(|r| r.as_str()).unwrap_or_default();
-        if binding.name != system_binding && !assignable(ctx, role) {
+        let custom = binding.kind == ChildKind::RoleBinding
+            && binding.object.pointer("/roleRef/kind").and_then(|k| k.as_str()) == Some("ClusterRole")
+            && binding.name != system_binding;
+        if custom && !assignable(ctx, role) {
             let problem = Problem::new(
                 Reason::CustomRoleRefused,
                 format!(
@@ -49,13 +54,15 @@ pub async fn apply_bindings(
             observed.waiting.push(namespace);
             continue;
         }
-        kept.insert((namespace.clone(), binding.name.clone()));
-        let cached = ctx.caches.get(ChildKind::RoleBinding, Some(&namespace), &binding.name);
+        kept.insert((binding.kind, namespace.clone(), binding.name.clone()));
+        let cached = ctx.caches.get(binding.kind, Some(&namespace), &binding.name);
         if !needs_apply(ctx, binding, &owner_uid, cached.as_ref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.
-        if cached.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef")) {
+        if binding.kind == ChildKind::RoleBinding
+            && cached.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef"))
+        {
             apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &binding.name).await?;
         }
         match apply::apply(ctx, binding, &owner_uid).await {
@@ -80,20 +87,30 @@ fn assignable(ctx: &Context, role: &str) -> bool {
     ctx.config.users.assignable_roles.iter().any(|r| r == role) || ctx.caches.get(ChildKind::ClusterRole, None, role).is_some()
 }
 
-/// Delete the user's RoleBindings that are not in `keep` (namespace, name).
-pub async fn revoke(user: &TenantUser, keep: &BTreeSet<(String, String)>, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
-    let name = user.name_any();
-    for binding in ctx.caches.of_tenant(ChildKind::RoleBinding, &user.spec.tenant) {
-        if super::user_of_binding(&binding).as_deref() != Some(name.as_str()) || is_terminating(&binding) {
-            continue;
-        }
-        let namespace = binding.namespace().unwrap_or_default().to_string();
-        let binding_name = binding.name_any();
-        if keep.contains(&(namespace.clone(), binding_name.clone())) {
-            continue;
-        }
-        if apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &binding_name).await? {
-            changes.note(Reason::Deleted, format!("deleted RoleBinding {namespace}/{binding_name}"));
+/// Delete the user's Roles and RoleBindings that are not in `keep` (kind, namespace, name).
+pub async fn revoke(
+    user: &TenantUser,
+    keep: &BTreeSet<(ChildKind, String, String)>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    // Only a user in an account namespace can have been given anything.
+    let Some(slug) = super::validate::slug_of(user) else { return Ok(()) };
+    let me = kube::runtime::reflector::ObjectRef::<super::GuardedUser>::new(&user.name_any()).within(&user.namespace().unwrap_or_default());
+    // Bindings first: a binding without its Role grants nothing, the reverse would.
+    for kind in [ChildKind::RoleBinding, ChildKind::Role] {
+        for object in ctx.caches.of_tenant(kind, &slug) {
+            if super::user_of_binding(&object).as_ref() != Some(&me) || is_terminating(&object) || !is_ours(&object, &slug) {
+                continue;
+            }
+            let namespace = object.namespace().unwrap_or_default().to_string();
+            let name = object.name_any();
+            if keep.contains(&(kind, namespace.clone(), name.clone())) {
+                continue;
+            }
+            if apply::delete(ctx, kind, Some(&namespace), &name).await? {
+                changes.note(Reason::Deleted, format!("deleted {} {namespace}/{name}", kind.name()));
+            }
         }
     }
     Ok(())

@@ -1,6 +1,9 @@
-//! TenantUser reconciler: RoleBindings per environment from the role table, uniqueness of
-//! email and username inside a tenant, and honest status. Steps: validate → build (in
-//! `crate::desired::user`) → apply → status.
+//! TenantUser reconciler: the user's RBAC (RoleBindings per environment from the role table;
+//! in the account namespace a self-service Role and, for Account Admins, `tenancy:user-admin`),
+//! uniqueness of email and username inside a tenant, and honest status. Steps: validate →
+//! build (in `crate::desired::user`) → apply → status. A finalizer revokes the user's access
+//! when it is deleted: owner references cannot reach from the account namespace into the
+//! environment namespaces, so the garbage collector cannot do it.
 
 mod apply;
 mod status;
@@ -14,14 +17,16 @@ use kube::{
     runtime::{
         controller::Action,
         events::EventType,
+        finalizer::{finalizer, Event as FinalizerEvent},
         reflector::{ObjectRef, Store},
     },
-    Resource, ResourceExt,
+    Api, Resource, ResourceExt,
 };
 
 use super::{caches::Child, readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
-    naming::{ANNOTATION_USER, LABEL_USER},
+    desired::ChildKind,
+    naming::{self, ANNOTATION_USER, FINALIZER, LABEL_USER},
     types::{Reason, TenantUser},
 };
 
@@ -29,16 +34,20 @@ pub type GuardedUser = kube::core::DeserializeGuard<TenantUser>;
 
 pub async fn reconcile(guarded: Arc<GuardedUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let Some(user) = readable(&guarded) else { return Ok(Action::await_change()) };
-    if user.metadata.deletion_timestamp.is_some() {
-        // RoleBindings carry an owner reference to the user: the garbage collector removes them.
-        return Ok(Action::await_change());
-    }
     ctx.caches_ready().await;
     let _timer = ctx.metrics.reconcile_started(ControllerKind::TenantUser.as_str());
-    let result = reconcile_user(&user, &ctx).await;
+    let api: Api<TenantUser> = Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, Arc::new(user.clone()), |event| async {
+        match event {
+            FinalizerEvent::Apply(user) => reconcile_user(&user, &ctx).await,
+            FinalizerEvent::Cleanup(user) => revoke_all(&user, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
     match &result {
         Ok(_) => ctx.succeeded(ControllerKind::TenantUser, &user.name_any()),
-        Err(error) if error.kind() != ErrorKind::Waiting => {
+        Err(error) if error.kind() != ErrorKind::Waiting && user.metadata.deletion_timestamp.is_none() => {
             // A failed reconcile never leaves a stale condition behind.
             let old = ctx.current_status(&user, user.status.as_ref()).unwrap_or_default();
             let new = status::failed(&old, &error.to_string(), user.metadata.generation, &Time(Timestamp::now()));
@@ -55,19 +64,30 @@ pub fn error_policy(guarded: Arc<GuardedUser>, error: &Error, ctx: Arc<Context>)
     ctx.failed(ControllerKind::TenantUser, guarded.as_ref(), error)
 }
 
+/// The user is being deleted: every Role and RoleBinding made for it goes first.
+async fn revoke_all(user: &TenantUser, ctx: &Context) -> Result<Action, Error> {
+    let mut changes = Changes::default();
+    apply::revoke(user, &BTreeSet::new(), ctx, &mut changes).await?;
+    ctx.changes_event(&user.object_ref(&()), &changes);
+    Ok(Action::await_change())
+}
+
 async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Error> {
     let generation = user.metadata.generation;
     let now = Time(Timestamp::now());
     let old = ctx.current_status(user, user.status.as_ref()).unwrap_or_default();
-    let tenant = ctx.tenants.get(&ObjectRef::new(&user.spec.tenant)).and_then(|guarded| guarded.0.as_ref().ok().cloned());
+    let slug = validate::slug_of(user);
+    let tenant = slug.as_ref().and_then(|slug| ctx.tenants.get(&ObjectRef::new(slug))).and_then(|guarded| guarded.0.as_ref().ok().cloned());
+    let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
-    let valid = match validate::validate(user, tenant, &others, &ctx.config) {
+    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others };
+    let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
             apply::revoke(user, &BTreeSet::new(), ctx, &mut changes).await?;
             ctx.changes_event(&user.object_ref(&()), &changes);
-            let new = status::refused(&old, &problem, generation, &now);
+            let new = status::refused(&old, &problem, slug, generation, &now);
             if ctx.write_status(user, user.status.as_ref(), &new).await? && problem.reason != Reason::TenantNotFound {
                 ctx.event(&user.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
             }
@@ -89,10 +109,13 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     Ok(Action::requeue(if ready { RESYNC } else { POLL }))
 }
 
-/// The TenantUser a RoleBinding of the operator is for: the full name is in an annotation
-/// (a label value is cut at 63 characters).
-pub fn user_of_binding(binding: &Child) -> Option<String> {
-    binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER)).map(str::to_string)
+/// The TenantUser a Role or RoleBinding of the operator is for, as a reference: the user
+/// lives in its tenant's account namespace, and its full name is in an annotation (a label
+/// value is cut at 63 characters).
+pub fn user_of_binding(binding: &Child) -> Option<ObjectRef<GuardedUser>> {
+    let name = binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER))?;
+    let slug = binding.label(naming::LABEL_TENANT)?;
+    Some(ObjectRef::new(name).within(&naming::account_namespace_name(slug)))
 }
 
 /// TenantUsers that name `role` among their custom roles.
@@ -105,7 +128,19 @@ pub fn users_naming_role(users: &Store<GuardedUser>, role: &str) -> Vec<ObjectRe
         .collect()
 }
 
-/// TenantUsers of a tenant, from the controller's cache.
+/// TenantUsers of a tenant (those in its account namespace), from the controller's cache.
 pub fn users_of_tenant(users: &Store<GuardedUser>, slug: &str) -> Vec<ObjectRef<GuardedUser>> {
-    users.state().iter().filter(|g| g.0.as_ref().is_ok_and(|u| u.spec.tenant == slug)).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
+    let account = naming::account_namespace_name(slug);
+    users
+        .state()
+        .iter()
+        .filter(|g| g.meta().namespace.as_deref() == Some(account.as_str()))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// TenantUsers in the same namespace as `user` (the same tenant's, when it is an account
+/// namespace), itself included.
+pub fn users_beside(users: &Store<GuardedUser>, namespace: Option<&str>) -> Vec<ObjectRef<GuardedUser>> {
+    users.state().iter().filter(|g| g.meta().namespace.as_deref() == namespace).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
 }

@@ -27,6 +27,7 @@ pub fn bound(
 ) -> TenantUserStatus {
     let mut status = old.clone();
     status.observed_generation = generation;
+    status.tenant = Some(slug.to_string());
     let mut waiting = observed.waiting;
     waiting.sort();
     waiting.dedup();
@@ -63,10 +64,12 @@ pub fn bound(
     status
 }
 
-/// Status of a user the validate step refused: no bindings.
-pub fn refused(old: &TenantUserStatus, problem: &Problem, generation: Option<i64>, now: &Time) -> TenantUserStatus {
+/// Status of a user the validate step refused: no bindings. `slug`: the tenant whose account
+/// namespace the user is in, if it is one.
+pub fn refused(old: &TenantUserStatus, problem: &Problem, slug: Option<String>, generation: Option<i64>, now: &Time) -> TenantUserStatus {
     let mut status = old.clone();
     status.observed_generation = generation;
+    status.tenant = slug.filter(|_| problem.reason != Reason::NotInAccountNamespace);
     status.effective_role = None;
     status.bound_namespaces.clear();
     Summary::of(problem).apply(&mut status.conditions, generation, now);

@@ -1,11 +1,22 @@
-//! Step 1 for a TenantUser: its tenant exists and is not going away, and no older user of the
-//! tenant has its email or username. Otherwise the user is refused and gets no bindings.
+//! Step 1 for a TenantUser: it lives in the account namespace the operator made for its
+//! tenant, the tenant exists and is not going away, and no older user of the tenant has its
+//! email or username. Otherwise the user is refused and gets no access.
+//!
+//! The namespace decides the tenant: RBAC on `<slug>-account` is what lets Account Admins
+//! manage users, so only a namespace the operator created for that Tenant is trusted — a
+//! TenantUser in a look-alike namespace someone else made would grant access to a tenant
+//! nobody delegated.
 
 use kube::ResourceExt;
 
 use crate::{
     config::Config,
+    controller::{
+        caches::Child,
+        ownership::{is_ours, is_retained, is_terminating},
+    },
     desired::user::UserPlan,
+    naming,
     types::{Problem, Reason, Tenant, TenantUser},
 };
 
@@ -15,38 +26,82 @@ pub struct ValidatedUser {
     pub plan: UserPlan,
 }
 
-/// `tenant`: the user's tenant if it exists; `others`: the other users of the cluster.
-pub fn validate(user: &TenantUser, tenant: Option<Tenant>, others: &[TenantUser], config: &Config) -> Result<ValidatedUser, Problem> {
-    let slug = &user.spec.tenant;
-    let tenant = tenant.ok_or_else(|| {
+/// What the reconcile found around the user.
+pub struct Surroundings<'a> {
+    /// The Tenant named by the user's namespace, if it exists.
+    pub tenant: Option<Tenant>,
+    /// The user's namespace as the operator's cache has it (only namespaces with the tenant
+    /// label are cached).
+    pub namespace: Option<&'a Child>,
+    /// The other users of the cluster.
+    pub others: &'a [TenantUser],
+}
+
+/// The slug whose account namespace holds `user`, by the namespace's name.
+pub fn slug_of(user: &TenantUser) -> Option<String> {
+    user.namespace().as_deref().and_then(naming::slug_of_account_namespace).map(str::to_string)
+}
+
+pub fn validate(user: &TenantUser, around: Surroundings<'_>, config: &Config) -> Result<ValidatedUser, Problem> {
+    let namespace = user.namespace().unwrap_or_default();
+    let slug = slug_of(user).ok_or_else(|| {
+        Problem::new(
+            Reason::NotInAccountNamespace,
+            format!(
+                "TenantUsers live in their tenant's account namespace <slug>-account; namespace {namespace} is not one. \
+                 Create the user in the account namespace of its tenant"
+            ),
+        )
+    })?;
+    let tenant = around.tenant.ok_or_else(|| {
         Problem::new(Reason::TenantNotFound, format!("tenant {slug} does not exist (yet); access is granted when it appears"))
     })?;
     if tenant.metadata.deletion_timestamp.is_some() {
         return Err(Problem::new(Reason::TenantTerminating, format!("tenant {slug} is being deleted")));
     }
-    if let Some(problem) = duplicate_of(user, others) {
+    match around.namespace {
+        Some(ns) if is_ours(ns, &slug) => {
+            if is_retained(ns) || is_terminating(ns) {
+                return Err(Problem::new(
+                    Reason::WaitingForNamespaces,
+                    format!("namespace {namespace} is retained from an earlier Tenant {slug} or being deleted; waiting for the Tenant"),
+                ));
+            }
+        }
+        _ => {
+            return Err(Problem::new(
+                Reason::NotInAccountNamespace,
+                format!(
+                    "namespace {namespace} was not created by the operator for tenant {slug} (the Tenant reports NamespaceConflict); \
+                     users in it get no access"
+                ),
+            ))
+        }
+    }
+    if let Some(problem) = duplicate_of(user, around.others) {
         return Err(problem);
     }
     let plan = UserPlan::build(user, &tenant, config)
-        .map_err(|error| Problem::new(Reason::InvalidSpec, format!("the user's RoleBindings cannot be built: {error}")))?;
+        .map_err(|error| Problem::new(Reason::InvalidSpec, format!("the user's RBAC objects cannot be built: {error}")))?;
     Ok(ValidatedUser { tenant, plan })
 }
 
-/// Why a user is refused, if another user of the same tenant already has its email or name.
-/// The older user (creation time, then name) keeps access.
+/// Why a user is refused, if another user of the same tenant (its namespace) already has its
+/// email or username. The older user (creation time, then name) keeps access.
 fn duplicate_of(user: &TenantUser, others: &[TenantUser]) -> Option<Problem> {
     let key = |u: &TenantUser| (u.metadata.creation_timestamp.clone().map(|t| t.0), u.name_any());
     let me = key(user);
     let email = user.spec.email.to_lowercase();
+    let namespace = user.namespace();
     let mut older: Vec<&TenantUser> = others
         .iter()
         .filter(|other| {
-            other.spec.tenant == user.spec.tenant && other.name_any() != user.name_any() && other.metadata.deletion_timestamp.is_none()
+            other.namespace() == namespace && other.name_any() != user.name_any() && other.metadata.deletion_timestamp.is_none()
         })
         .filter(|other| key(other) < me)
         .collect();
     older.sort_by_key(|u| key(u));
-    let tenant = &user.spec.tenant;
+    let tenant = slug_of(user).unwrap_or_default();
     if let Some(other) = older.iter().find(|o| o.spec.email.to_lowercase() == email) {
         return Some(Problem::new(
             Reason::DuplicateEmail,
@@ -65,52 +120,102 @@ fn duplicate_of(user: &TenantUser, others: &[TenantUser]) -> Option<Problem> {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use serde_json::json;
+
+    use kube::core::DynamicObject;
 
     use super::*;
-    use crate::types::{TenantSpec, TenantUserSpec};
+    use crate::{
+        desired::ChildKind,
+        types::{TenantSpec, TenantUserSpec},
+    };
 
     fn config() -> Config {
         crate::desired::tenant::tests::example_config()
     }
 
     fn tenant() -> Tenant {
-        let spec: TenantSpec =
-            serde_json::from_value(serde_json::json!({"displayName": "Acme", "cluster": "uk", "environments": ["dev"]})).unwrap();
+        let spec: TenantSpec = serde_json::from_value(json!({"displayName": "Acme", "cluster": "uk", "environments": ["dev"]})).unwrap();
         Tenant::new("acme", spec)
     }
 
-    fn user(name: &str, email: &str, username: &str, created: i64) -> TenantUser {
-        let spec: TenantUserSpec = serde_json::from_value(serde_json::json!({
-            "tenant": "acme", "email": email, "username": username, "firstName": "A", "lastName": "B", "roles": ["Designer"]
+    fn user_in(namespace: &str, name: &str, email: &str, username: &str, created: i64) -> TenantUser {
+        let spec: TenantUserSpec = serde_json::from_value(json!({
+            "email": email, "username": username, "firstName": "A", "lastName": "B", "roles": ["Designer"]
         }))
         .unwrap();
         let mut user = TenantUser::new(name, spec);
+        user.metadata.namespace = Some(namespace.to_string());
         user.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
         user
     }
 
+    fn user(name: &str, email: &str, username: &str, created: i64) -> TenantUser {
+        user_in("acme-account", name, email, username, created)
+    }
+
+    /// A namespace as the cache holds it; `manager` is who wrote it.
+    fn namespace(name: &str, slug: &str, manager: &str, labels: serde_json::Value) -> Child {
+        let mut ns: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}
+        }))
+        .unwrap();
+        ns.labels_mut().insert(naming::LABEL_TENANT.into(), slug.into());
+        ns.metadata.managed_fields = Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
+        Child::from_object(ChildKind::Namespace, &ns)
+    }
+
+    fn ours() -> Child {
+        namespace("acme-account", "acme", naming::FIELD_MANAGER, json!({}))
+    }
+
+    fn check(user: &TenantUser, tenant: Option<Tenant>, ns: Option<&Child>, others: &[TenantUser]) -> Result<ValidatedUser, Problem> {
+        validate(user, Surroundings { tenant, namespace: ns, others }, &config())
+    }
+
     #[test]
     fn a_missing_or_terminating_tenant_refuses() {
-        let u = user("acme-a", "a@acme.example", "a", 1);
-        assert_eq!(validate(&u, None, &[], &config()).unwrap_err().reason, Reason::TenantNotFound);
+        let u = user("a", "a@acme.example", "a", 1);
+        assert_eq!(check(&u, None, Some(&ours()), &[]).unwrap_err().reason, Reason::TenantNotFound);
         let mut going = tenant();
         going.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(5).unwrap()));
-        assert_eq!(validate(&u, Some(going), &[], &config()).unwrap_err().reason, Reason::TenantTerminating);
+        assert_eq!(check(&u, Some(going), Some(&ours()), &[]).unwrap_err().reason, Reason::TenantTerminating);
+    }
+
+    #[test]
+    fn only_the_operators_account_namespace_grants_access() {
+        let elsewhere = user_in("acme-dev", "a", "a@acme.example", "a", 1);
+        let problem = check(&elsewhere, Some(tenant()), Some(&ours()), &[]).unwrap_err();
+        assert_eq!(problem.reason, Reason::NotInAccountNamespace);
+        assert!(problem.message.contains("acme-dev"), "{}", problem.message);
+
+        let u = user("a", "a@acme.example", "a", 1);
+        let foreign = namespace("acme-account", "acme", "kubectl-client-side-apply", json!({}));
+        assert_eq!(check(&u, Some(tenant()), Some(&foreign), &[]).unwrap_err().reason, Reason::NotInAccountNamespace);
+        assert_eq!(check(&u, Some(tenant()), None, &[]).unwrap_err().reason, Reason::NotInAccountNamespace);
+
+        let retained = namespace("acme-account", "acme", naming::FIELD_MANAGER, json!({naming::LABEL_RETAINED: "true"}));
+        assert_eq!(check(&u, Some(tenant()), Some(&retained), &[]).unwrap_err().reason, Reason::WaitingForNamespaces);
+        assert!(check(&u, Some(tenant()), Some(&ours()), &[]).is_ok());
     }
 
     #[test]
     fn the_older_user_keeps_a_duplicate_email_or_username() {
-        let older = user("acme-a", "Jane@acme.example", "jane", 1);
-        let newer = user("acme-b", "jane@ACME.example", "jane2", 2);
-        let problem = validate(&newer, Some(tenant()), &[older.clone(), newer.clone()], &config()).unwrap_err();
+        let older = user("a", "Jane@acme.example", "jane", 1);
+        let newer = user("b", "jane@ACME.example", "jane2", 2);
+        let problem = check(&newer, Some(tenant()), Some(&ours()), &[older.clone(), newer.clone()]).unwrap_err();
         assert_eq!(problem.reason, Reason::DuplicateEmail);
-        assert!(problem.message.contains("acme-a"), "{}", problem.message);
-        assert!(validate(&older, Some(tenant()), &[older.clone(), newer.clone()], &config()).is_ok());
-        let same_name = user("acme-c", "c@acme.example", "jane", 3);
+        assert!(problem.message.contains("TenantUser a "), "{}", problem.message);
+        assert!(check(&older, Some(tenant()), Some(&ours()), &[older.clone(), newer.clone()]).is_ok());
+        let same_name = user("c", "c@acme.example", "jane", 3);
         assert_eq!(
-            validate(&same_name, Some(tenant()), &[older, same_name.clone()], &config()).unwrap_err().reason,
+            check(&same_name, Some(tenant()), Some(&ours()), &[older.clone(), same_name.clone()]).unwrap_err().reason,
             Reason::DuplicateUsername
         );
+        // Another tenant's user with the same email is no duplicate.
+        let globex = user_in("globex-account", "a", "jane@acme.example", "jane", 0);
+        assert!(check(&newer, Some(tenant()), Some(&ours()), &[globex, newer.clone()]).is_ok());
     }
 }

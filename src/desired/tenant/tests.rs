@@ -20,13 +20,24 @@ fn object<'a>(plan: &'a TenantPlan, kind: ChildKind, namespace: &str, name: &str
 fn one_namespace_per_environment_with_tenant_labels() {
     let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
     let namespaces: Vec<_> = plan.objects().filter(|o| o.kind == ChildKind::Namespace).map(|o| o.name.clone()).collect();
-    assert_eq!(namespaces, ["acme-dev", "acme-staging", "acme-prod"]);
+    assert_eq!(namespaces, ["acme-account", "acme-dev", "acme-staging", "acme-prod"]);
     for object in plan.objects() {
         let labels = &object.object["metadata"]["labels"];
         assert_eq!(labels["tenancy.platform.dev/tenant"], "acme", "{}", object.describe());
-        assert!(labels["tenancy.platform.dev/environment"].is_string(), "{}", object.describe());
+        assert_eq!(labels["tenancy.platform.dev/environment"].is_string(), object.name != "acme-account", "{}", object.describe());
         assert!(object.object["metadata"]["ownerReferences"].is_null(), "{} has owner references", object.describe());
     }
+}
+
+#[test]
+fn the_account_namespace_holds_no_workloads() {
+    let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
+    assert_eq!(plan.account.namespace, "acme-account");
+    assert_eq!(plan.account.objects.len(), 1, "the Namespace alone");
+    let labels = &plan.account.objects[0].object["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["app.kubernetes.io/component"], "account");
+    assert!(plan.objects().all(|o| o.namespace.as_deref() != Some("acme-account")), "nothing of the Tenant inside it");
 }
 
 #[test]
