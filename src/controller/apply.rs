@@ -223,4 +223,61 @@ mod tests {
         assert_eq!(desired_hash(&a), desired_hash(&a.clone()));
         assert_ne!(desired_hash(&a), desired_hash(&json!({"a": 1, "b": [1]})));
     }
+
+    fn config_map(data: &str) -> DesiredObject {
+        DesiredObject {
+            kind: ChildKind::ConfigMap,
+            namespace: Some("acme-dev".into()),
+            name: "tenant-config".into(),
+            object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "tenant-config", "namespace": "acme-dev", "labels": {"tenancy.platform.dev/tenant": "acme"}},
+                "data": {"cluster": data}}),
+        }
+    }
+
+    /// The object as the server holds it after the operator applied `applied`, with `cluster`
+    /// as the value now stored, and the operator's fields as `fieldsV1` says.
+    fn stored(applied: &Value, cluster: &str, fields: Value) -> Child {
+        let mut object = applied.clone();
+        object["data"]["cluster"] = json!(cluster);
+        object["metadata"]["resourceVersion"] = json!("5");
+        object["metadata"]["managedFields"] =
+            json!([{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}]);
+        Child::from_object(ChildKind::ConfigMap, &serde_json::from_value(object).expect("object"))
+    }
+
+    fn all_fields() -> Value {
+        json!({"f:metadata": {"f:labels": {"f:tenancy.platform.dev/tenant": {}},
+                              "f:annotations": {"f:tenancy.platform.dev/applied-hash": {}, "f:tenancy.platform.dev/tenant-uid": {}}},
+               "f:data": {"f:cluster": {}}})
+    }
+
+    #[test]
+    fn the_cache_settles_what_it_can_and_says_when_it_cannot() {
+        let caches = Caches::default();
+        let desired = config_map("uk");
+        let applied = applied_form(&desired, "uid-1");
+        assert_eq!(compare_cached(&caches, &desired, &applied, &stored(&applied, "uk", all_fields())), Cached::Current);
+
+        let changed = config_map("us");
+        assert_eq!(
+            compare_cached(&caches, &changed, &applied_form(&changed, "uid-1"), &stored(&applied, "uk", all_fields())),
+            Cached::Changed,
+            "a new desired object"
+        );
+
+        // Someone changed the value: the field is theirs now, the operator's set lacks it.
+        let mut theirs = all_fields();
+        theirs["f:data"] = json!({});
+        let drifted = stored(&applied, "hacked", theirs);
+        assert_eq!(compare_cached(&caches, &desired, &applied, &drifted), Cached::Unsure, "only the server's copy can tell");
+
+        // The server's copy satisfies the desired object after all (a value in another form):
+        // remembered for this version of the object.
+        let equivalent = stored(&applied, "uk", all_fields());
+        let wanted = fingerprint::of_desired(ChildKind::ConfigMap, &applied);
+        caches.mark_verified(&drifted, wanted);
+        assert_eq!(compare_cached(&caches, &desired, &applied, &drifted), Cached::Current);
+        assert_eq!(compare_cached(&caches, &desired, &applied, &equivalent), Cached::Current);
+    }
 }
