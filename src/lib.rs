@@ -9,6 +9,7 @@ pub mod config;
 pub(crate) mod controller;
 pub mod database;
 pub mod desired;
+mod hash;
 pub mod http;
 pub mod kube_version;
 pub mod leader;

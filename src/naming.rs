@@ -110,11 +110,7 @@ fn shortened(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_string();
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::hash::hash_str(name);
     let prefix: String = name.chars().take(max - 11).collect();
     format!("{}-{:010x}", prefix.trim_end_matches(['-', '.', '@', ':']), hash & 0xff_ffff_ffff)
 }

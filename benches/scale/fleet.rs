@@ -15,7 +15,10 @@ use kube::{
 use serde_json::{json, Value};
 use tenant_operator::{
     config::Config,
-    desired::{ChildKind, DesiredObject},
+    desired::{
+        applied::{applied_form, is_subset},
+        ChildKind, DesiredObject,
+    },
     render::{render_objects, Resources},
     types::Tenant,
 };
@@ -120,55 +123,13 @@ pub async fn create_tenants(client: &Client, tenants: &[Tenant]) -> Result<(), S
 }
 
 // ------------------------------------------------------------------------------------------
-// What the operator applies. Its applier (`src/controller/apply.rs`, private to the crate)
-// stamps each rendered object with two annotations before the server-side apply: the hash of
-// the desired object and the UID of the Tenant. The bench needs the same bytes to fill a store
-// as the operator would have left it, so this mirrors that function; `mirror_check` compares
-// the mirror with what the operator really wrote in the same run, and the bench refuses to
-// pre-populate when they differ (a resync would then write, and the bench says so).
+// What the operator applies: the bench fills a store with the operator's own `applied_form`
+// of each rendered object, so a resync over it should write nothing. `mirror_check` still
+// compares that form with what the operator really wrote in the same run (field manager and
+// fields), and the bench refuses to pre-populate when they differ.
 
 /// The operator's field manager (`naming::FIELD_MANAGER`).
 pub const OPERATOR_MANAGER: &str = "tenant-operator";
-const ANNOTATION_APPLIED_HASH: &str = "tenancy.platform.dev/applied-hash";
-const ANNOTATION_TENANT_UID: &str = "tenancy.platform.dev/tenant-uid";
-
-/// Mirror of the operator's `desired_hash`: FNV-1a over the canonical JSON text.
-fn desired_hash(object: &Value) -> String {
-    let text = object.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
-/// Mirror of the operator's `applied_form`: the desired object with its two stamps.
-pub fn applied_form(desired: &DesiredObject, owner_uid: &str) -> Value {
-    let hash = desired_hash(&desired.object);
-    let mut object = desired.object.clone();
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
-        if let Some(map) = annotations.as_object_mut() {
-            map.insert(ANNOTATION_APPLIED_HASH.to_string(), Value::String(hash));
-            map.insert(ANNOTATION_TENANT_UID.to_string(), Value::String(owner_uid.to_string()));
-        }
-    }
-    object
-}
-
-/// Every field of `want` is in `have` with the same value (lists element by element): the
-/// operator's own "nothing to apply" test.
-fn is_subset(want: &Value, have: &Value) -> bool {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| match h.get(k) {
-            Some(found) => is_subset(v, found),
-            None => v.is_null(),
-        }),
-        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b)),
-        (w, h) => w == h || matches!((w.as_f64(), h.as_f64()), (Some(x), Some(y)) if x == y),
-    }
-}
 
 fn uid_of(fake: &FakeApiServer, slug: &str) -> Option<String> {
     fake.object(TENANT_API, "Tenant", "", slug)?.pointer("/metadata/uid")?.as_str().map(String::from)

@@ -14,29 +14,9 @@
 use k8s_openapi::ByteString;
 use serde_json::{Map, Value};
 
-use crate::{database::credentials::percent_encode, desired::ChildKind, naming::ANNOTATION_APPLIED_HASH};
-
-/// FNV-1a (64 bit): stable across builds and Rust versions.
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
+use crate::{database::credentials::percent_encode, desired::ChildKind, hash::Fnv, naming::ANNOTATION_APPLIED_HASH};
 
 impl Fnv {
-    pub fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-
     /// A string with its length first, so that no two sequences of strings hash alike by
     /// running into each other.
     fn text(&mut self, text: &str) {
@@ -45,12 +25,7 @@ impl Fnv {
     }
 }
 
-/// FNV-1a of a string.
-pub fn hash_str(text: &str) -> u64 {
-    let mut fnv = Fnv::default();
-    fnv.write(text.as_bytes());
-    fnv.finish()
-}
+pub use crate::hash::hash_str;
 
 /// The canonical hash of any JSON value (see `write_canonical`).
 pub fn of_value(value: &Value) -> u64 {

@@ -2,6 +2,7 @@
 //! objects the operator wants on the cluster. No client calls here; applying is done by the
 //! controllers, printing by `render`.
 
+pub mod applied;
 pub mod rbac;
 pub mod tenant;
 pub mod user;
