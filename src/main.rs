@@ -21,6 +21,11 @@ use tenant_operator::{
 };
 use tokio::sync::watch;
 
+/// mimalloc, tuned in `allocator::configure` (only the binary: tests and benchmarks keep the
+/// system allocator, so the fake API server is measured as it is).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kubernetes operator for the tenants of a multi-tenant SaaS platform.
 #[derive(Parser)]
 #[command(name = "tenant-operator", version, about)]
@@ -81,6 +86,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tenant_operator::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     if let Err(error) = init_tracing(cli.log_format) {
         eprintln!("error: {error}");
