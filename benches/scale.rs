@@ -383,8 +383,8 @@ async fn run_size(opts: &Options, n: usize) -> Result<Outcome, String> {
     let (conv, fake, kubeconfig, op, empty) = run_operator(opts, &tenants, Duration::ZERO, &format!("n{n}-converge")).await?;
     println!("    ratio operator / direct apply: {:.2}", conv.time.as_secs_f64() / direct.time.as_secs_f64());
     print_convergence(&conv, n, minimum);
-    let (matching, checked) = fleet::mirror_check(&fake, &tenants, &opts.config)?;
-    println!("    the bench's mirror of the operator's applied objects matches {matching}/{checked} stored objects");
+    let (matching, checked) = fleet::stored_as_applied(&fake, &tenants, &opts.config)?;
+    println!("    rendered objects stored as the operator applies them (its applied form, its field manager): {matching}/{checked}");
     op.stop().await;
 
     let (resync, memory) = run_resync(opts, n, &fake, &kubeconfig, &format!("n{n}-resync")).await?;
@@ -446,18 +446,19 @@ fn print_resync(resync: &Resync, memory: &MemoryFigures, n: usize) {
 /// Tenant with its finalizer and Ready status), then the measured restart.
 async fn run_prepopulated(opts: &Options, tenants: &[Tenant], minimum: f64) -> Result<Outcome, String> {
     let n = tenants.len();
-    // A small convergence to learn from: what the operator applies (checked against the
-    // bench's mirror) and the finalizers and status it writes (checked on other tenants).
+    // A small convergence to check what the bench will store against: the objects as the
+    // operator applies them, and the finalizers and status it writes (learnt from one tenant,
+    // checked on the others).
     let sample = fleet::tenants(3)?;
     let (conv, fake, _, op, _) = run_operator(opts, &sample, Duration::ZERO, "sample").await?;
     op.stop().await;
-    let (matching, checked) = fleet::mirror_check(&fake, &sample, &opts.config)?;
+    let (matching, checked) = fleet::stored_as_applied(&fake, &sample, &opts.config)?;
     let template = fleet::TenantTemplate::learn(&fake, &fleet::slug(0))?;
     let others: Vec<String> = (1..sample.len()).map(fleet::slug).collect();
     let statuses_ok = template.check(&fake, &others);
     drop(fake);
     println!(
-        "  sample of {} tenants converged in {}: {matching}/{checked} objects as the bench's mirror predicts, {statuses_ok}/{} statuses as the template predicts",
+        "  sample of {} tenants converged in {}: {matching}/{checked} objects stored as the operator applies them, {statuses_ok}/{} statuses as the template predicts",
         sample.len(),
         secs(conv.time),
         others.len()

@@ -124,7 +124,7 @@ pub async fn create_tenants(client: &Client, tenants: &[Tenant]) -> Result<(), S
 
 // ------------------------------------------------------------------------------------------
 // What the operator applies: the bench fills a store with the operator's own `applied_form`
-// of each rendered object, so a resync over it should write nothing. `mirror_check` still
+// of each rendered object, so a resync over it should write nothing. `stored_as_applied`
 // compares that form with what the operator really wrote in the same run (field manager and
 // fields), and the bench refuses to pre-populate when they differ.
 
@@ -140,9 +140,9 @@ fn stored(fake: &FakeApiServer, object: &DesiredObject) -> Option<Value> {
     fake.object(&resource.api_version, &resource.kind, object.namespace.as_deref().unwrap_or_default(), &object.name)
 }
 
-/// How many of the rendered objects of these tenants are stored exactly as the mirror
+/// How many of the rendered objects of these tenants are stored exactly as `applied_form`
 /// predicts (what the operator applied, with its field manager), out of how many.
-pub fn mirror_check(fake: &FakeApiServer, tenants: &[Tenant], config: &Config) -> Result<(usize, usize), String> {
+pub fn stored_as_applied(fake: &FakeApiServer, tenants: &[Tenant], config: &Config) -> Result<(usize, usize), String> {
     let mut matching = 0;
     let mut total = 0;
     for tenant in tenants {
