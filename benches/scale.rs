@@ -108,6 +108,9 @@ struct Convergence {
     operator_cpu: Duration,
     fake_cpu: Duration,
     trailing_writes: usize,
+    /// The operator process's peak RSS (VmHWM) from its start to the end of convergence: all
+    /// N Tenants reconciled at once, with every child to create.
+    peak: u64,
 }
 
 struct Resync {
@@ -306,6 +309,7 @@ async fn run_operator(
         operator_cpu: op.cpu() - op_cpu,
         fake_cpu: cpu_of("/proc/self/stat") - fake_cpu,
         trailing_writes: 0,
+        peak: 0,
         requests,
     };
     println!(
@@ -322,7 +326,9 @@ async fn run_operator(
     // What its own writes trigger after the last Tenant became Ready.
     op.wait_idle(reconciles.completed, Instant::now() + opts.timeout).await?;
     let trailing = fake.request_counts_of(&user).since(&before).since(&conv.requests);
-    let conv = Convergence { trailing_writes: writes(&trailing), ..conv };
+    let peak = op.memory().hwm;
+    println!("    operator's peak RSS (VmHWM) while converging: {:.1} MiB", peak as f64 / MIB);
+    let conv = Convergence { trailing_writes: writes(&trailing), peak, ..conv };
     Ok((conv, fake, kubeconfig, op, empty))
 }
 
@@ -512,7 +518,7 @@ fn summary(outcomes: &[Outcome], opts: &Options) {
     println!("\n=== summary (operator: separate process, concurrency {}) ===", opts.concurrency);
     let l = format!("{:.0}ms", opts.latency.as_secs_f64() * 1000.0);
     println!(
-        "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9}",
+        "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9} {:>10}",
         "N",
         "direct",
         "operator",
@@ -528,7 +534,8 @@ fn summary(outcomes: &[Outcome], opts: &Options) {
         "resync w",
         "RSS",
         "VmHWM",
-        "bytes/obj"
+        "bytes/obj",
+        "conv. HWM"
     );
     let time = |d: Option<Duration>| d.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "-".into());
     let ratio = |o: Option<&Convergence>, d: Option<&Direct>| match (o, d) {
@@ -538,7 +545,7 @@ fn summary(outcomes: &[Outcome], opts: &Options) {
     for o in outcomes {
         let conv = o.operator.as_ref();
         println!(
-            "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7.0} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9.0}",
+            "{:>6} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9} {:>7.0} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9.0} {:>10}",
             format!("{}{}", o.n, if o.prepopulated { "*" } else { "" }),
             time(o.direct.map(|d| d.time)),
             time(conv.map(|c| c.time)),
@@ -555,6 +562,7 @@ fn summary(outcomes: &[Outcome], opts: &Options) {
             format!("{:.1}MiB", o.memory.after_resync.rss as f64 / MIB),
             format!("{:.1}MiB", o.memory.after_resync.hwm as f64 / MIB),
             o.memory.bytes_per_object(),
+            conv.map(|c| format!("{:.1}MiB", c.peak as f64 / MIB)).unwrap_or_else(|| "-".into()),
         );
     }
     if outcomes.iter().any(|o| o.prepopulated) {
