@@ -186,6 +186,51 @@ async fn hand_deleted_and_hand_edited_children_are_put_back() {
     s.cleanup().await;
 }
 
+/// Two corrections of the same Tenant, minutes apart or not, are two stories: the second Event
+/// must say what the second reconcile did, not count the first one again.
+#[tokio::test]
+async fn every_correction_is_told_by_its_own_event() {
+    let s = Scenario::start().await;
+    let slug = s.slug("told");
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"]}))).await;
+    s.wait_tenant(&slug, ready).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(s.client());
+    for env in ["dev", "prod"] {
+        let ns = format!("{slug}-{env}");
+        Api::<ConfigMap>::namespaced(s.client(), &ns).delete("tenant-config", &DeleteParams::default()).await.unwrap();
+        let expected = format!("Applied 1 object in {ns}");
+        s.wait_for(&format!("an Event saying {expected:?}"), || async {
+            events.list(&Default::default()).await.is_ok_and(|l| {
+                l.items.iter().any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(slug.as_str())
+                        && e.reason.as_deref() == Some("Applied")
+                        && e.note.as_deref() == Some(expected.as_str())
+                })
+            })
+        })
+        .await;
+    }
+    // The same correction again is the same story: counted on its Event, not a new one.
+    let ns = format!("{slug}-dev");
+    Api::<ConfigMap>::namespaced(s.client(), &ns).delete("tenant-config", &DeleteParams::default()).await.unwrap();
+    let expected = format!("Applied 1 object in {ns}");
+    s.wait_for("the first Event counted twice", || async {
+        events.list(&Default::default()).await.is_ok_and(|l| {
+            let told: Vec<_> = l
+                .items
+                .iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(slug.as_str())
+                        && e.note.as_deref() == Some(expected.as_str())
+                })
+                .collect();
+            told.len() == 1 && told[0].series.as_ref().is_some_and(|series| series.count == 2)
+        })
+    })
+    .await;
+    s.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
     let s = Scenario::start().await;

@@ -10,6 +10,7 @@ mod apply;
 mod caches;
 mod changes;
 mod error;
+mod events;
 mod fingerprint;
 mod ownership;
 mod summary;
@@ -33,7 +34,7 @@ use kube::{
     core::{ApiResource, DynamicObject},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
     Api, Client, Resource,
@@ -45,6 +46,7 @@ use tokio::sync::mpsc;
 pub use caches::{Caches, Child};
 pub use changes::Changes;
 pub use error::{Error, ErrorKind};
+use events::{EventRecorder, EventSpec};
 
 use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
 use tenant::{GuardedTenant, HostIndex, TenantCache};
@@ -57,6 +59,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const POLL: Duration = Duration::from_secs(15);
 /// Longest Event note the API server accepts (1 kB).
 const MAX_NOTE_CHARS: usize = 1000;
+/// The `reportingController` of the operator's Events.
+const REPORTING_CONTROLLER: &str = "tenant-operator";
 /// While work is in progress, its details (which Ingress still waits for an address, which
 /// database is not ready yet) are written at most this often; a change of phase, generation
 /// or readiness is written at once.
@@ -99,7 +103,7 @@ pub struct Context {
     hosts: Arc<Mutex<HostIndex>>,
     /// Tenants to reconcile now (a newer Tenant that must give up a hostname).
     tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
-    recorder: Recorder,
+    recorder: Arc<EventRecorder>,
     pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
     /// Status writes the object caches have not shown yet, by object.
@@ -131,8 +135,7 @@ pub struct ContextParts {
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
         let ContextParts { client, config, caches, tenants, users, tenant_cache, tenant_trigger, metrics } = parts;
-        let reporter = Reporter { controller: "tenant-operator".into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Arc::new(EventRecorder::new(client.clone(), REPORTING_CONTROLLER, std::env::var("POD_NAME").ok()));
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {
             let (caches, tenants, users, hosts, config) = (caches.clone(), tenants.clone(), users.clone(), hosts.clone(), config.clone());
@@ -205,17 +208,12 @@ impl Context {
     /// Record a Kubernetes Event about `regarding`. Recording happens in the background: a
     /// reconcile does not wait for it, and a failure to record is logged, never fatal.
     pub fn event(&self, regarding: &ObjectReference, type_: EventType, reason: Reason, note: &str) {
-        let event = Event {
-            type_,
-            reason: reason.as_str().to_string(),
-            note: Some(truncate_chars(note, MAX_NOTE_CHARS)),
-            action: reason.as_str().to_string(),
-            secondary: None,
-        };
+        let note = truncate_chars(note, MAX_NOTE_CHARS);
         let recorder = self.recorder.clone();
         let regarding = regarding.clone();
         tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &regarding).await {
+            let event = EventSpec { type_, reason: reason.as_str(), action: reason.as_str(), note: &note, regarding: &regarding };
+            if let Err(error) = recorder.publish(&event).await {
                 tracing::warn!(%error, reason = %reason, "could not record event");
             }
         });
