@@ -6,7 +6,7 @@
 //! pages add up to 15–20 MiB of RSS. Returning them at once cost no measurable CPU in the
 //! scale benchmark.
 
-use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_option_set, mi_option_t};
 
 /// `mi_option_purge_delay` of `mimalloc.h`: the enum's order is stable across mimalloc
 /// versions (retired options keep their slot), and the Rust bindings do not name this one.
@@ -24,15 +24,17 @@ pub fn return_freed_memory_promptly() {
     unsafe { mi_option_set(PURGE_DELAY, 0) }
 }
 
-/// The purge delay mimalloc uses now, in milliseconds.
-pub fn purge_delay_ms() -> std::os::raw::c_long {
-    // SAFETY: as above.
-    unsafe { mi_option_get(PURGE_DELAY) }
-}
-
 #[cfg(test)]
 mod tests {
+    use libmimalloc_sys::mi_option_get;
+
     use super::*;
+
+    /// The purge delay mimalloc uses now, in milliseconds.
+    fn purge_delay_ms() -> std::os::raw::c_long {
+        // SAFETY: as in `return_freed_memory_promptly`.
+        unsafe { mi_option_get(PURGE_DELAY) }
+    }
 
     #[test]
     fn the_option_set_is_the_purge_delay() {

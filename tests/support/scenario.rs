@@ -243,35 +243,40 @@ impl Scenario {
         self.wait_for(&format!("{} {name} to be gone", K::kind(&())), || async { matches!(api.get_opt(name).await, Ok(None)) }).await;
     }
 
-    /// On the fake, play the kubelet: once a database StatefulSet's pod exists (the fake creates
-    /// it through quota admission; a refused one is a `FailedCreate` Event and this times out),
-    /// report the pod running and the StatefulSet ready. On a real cluster the pods become ready
-    /// on their own.
+    /// Wait until every database StatefulSet of the tenant has its pod (a pod refused by quota
+    /// admission is a `FailedCreate` Event and this times out) and is ready. On the fake, which
+    /// has no kubelet, the helper plays it: it reports the pod running and the StatefulSet
+    /// ready. On a real cluster it waits for the kubelet to do so.
     pub async fn mark_statefulsets_ready(&self, slug: &str) {
-        if self.fake().is_none() {
-            return;
-        }
         let list = ListParams::default().labels(&format!("tenancy.platform.dev/tenant={slug}"));
         let api: Api<StatefulSet> = Api::all(self.client());
         let environments = Api::<Tenant>::all(self.client()).get(slug).await.map(|t| t.spec.environments.len()).unwrap_or(1);
         self.wait_for("the database StatefulSets", || async { api.list(&list).await.is_ok_and(|l| l.items.len() >= environments) }).await;
         for sts in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
             let ns = sts.namespace().unwrap_or_default();
-            let pod = format!("{}-0", sts.name_any());
+            let name = sts.name_any();
+            let pod = format!("{name}-0");
             let pods: Api<Pod> = Api::namespaced(self.client(), &ns);
             self.wait_for(&format!("pod {ns}/{pod} (refused? see the FailedCreate Events of its StatefulSet)"), || async {
                 pods.get_opt(&pod).await.is_ok_and(|p| p.is_some())
             })
             .await;
-            let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
-            pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
-                .await
-                .unwrap_or_else(|e| panic!("mark pod {ns}/{pod} running: {e}"));
-            let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-            Api::<StatefulSet>::namespaced(self.client(), &ns)
-                .patch_status(&sts.name_any(), &PatchParams::default(), &Patch::Merge(status))
-                .await
-                .unwrap_or_else(|e| panic!("mark StatefulSet {ns}/{} ready: {e}", sts.name_any()));
+            let statefulsets = Api::<StatefulSet>::namespaced(self.client(), &ns);
+            if self.fake().is_some() {
+                let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+                pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
+                    .await
+                    .unwrap_or_else(|e| panic!("mark pod {ns}/{pod} running: {e}"));
+                let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+                statefulsets
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .unwrap_or_else(|e| panic!("mark StatefulSet {ns}/{name} ready: {e}"));
+            }
+            self.wait_for(&format!("StatefulSet {ns}/{name} to be ready"), || async {
+                statefulsets.get(&name).await.is_ok_and(|s| s.status.and_then(|st| st.ready_replicas).unwrap_or(0) >= 1)
+            })
+            .await;
         }
     }
 

@@ -30,6 +30,13 @@ fn touched(caches: &Caches, event: Event<DynamicObject>) -> Vec<String> {
         .collect()
 }
 
+/// The operator wrote ConfigMap `acme-dev/<name>` and the server answered at `version`; the
+/// cache showed `before` when it wrote.
+fn wrote_config_map(caches: &Caches, name: &str, before: Option<String>, version: &str) {
+    let written = Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", name, "acme", version));
+    caches.wrote(ChildKind::ConfigMap, Some("acme-dev"), name, before, Some(written));
+}
+
 fn version(child: Option<Child>) -> Option<String> {
     child.and_then(|c| c.resource_version().map(str::to_string))
 }
@@ -94,26 +101,14 @@ fn the_operators_write_is_seen_before_the_watch_delivers_it_and_does_not_come_ba
     touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "1")));
     // Updated by the operator: the response is at version 2, the cache still at 1.
     let before = caches.cached_version(ChildKind::ConfigMap, Some("acme-dev"), "a");
-    caches.wrote(
-        ChildKind::ConfigMap,
-        Some("acme-dev"),
-        "a",
-        before,
-        Some(Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "a", "acme", "2"))),
-    );
+    wrote_config_map(&caches, "a", before, "2");
     assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a")).as_deref(), Some("2"));
     assert_eq!(version(caches.of_tenant(ChildKind::ConfigMap, "acme").pop()).as_deref(), Some("2"));
     assert!(touched(&caches, Event::Apply(config_map("acme-dev", "a", "acme", "2"))).is_empty(), "its own write");
     assert!(caches.shared.read().written.is_empty(), "settled");
 
     // Created by the operator: visible at once, to `get` and to `of_tenant`.
-    caches.wrote(
-        ChildKind::ConfigMap,
-        Some("acme-dev"),
-        "new",
-        None,
-        Some(Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "new", "acme", "3"))),
-    );
+    wrote_config_map(&caches, "new", None, "3");
     assert_eq!(version(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "new")).as_deref(), Some("3"));
     assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "acme").len(), 2);
     // Someone else changed it right after: their version is what counts, and it is a change.
