@@ -370,7 +370,7 @@ impl State {
         let etype = if old.is_some() { EventType::Modified } else { EventType::Added };
         let obj = Arc::new(obj);
         self.store(rt, &ns, &name, obj.clone(), old.as_deref());
-        self.record(rt, ns, name, etype, obj.clone(), old);
+        self.record(rt, ns, name, etype, obj.clone(), old, Vec::new());
         obj
     }
 
@@ -403,6 +403,12 @@ impl State {
 
     /// Remove an object (the DELETED event carries a fresh resourceVersion).
     pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Obj> {
+        self.remove_after(rt, ns, name, Vec::new())
+    }
+
+    /// Remove an object; `former_owners` are owners it had before the update that led to its
+    /// removal (dropped with its last finalizer): a foreground deletion may wait on it too.
+    fn remove_after(&mut self, rt: &ResourceType, ns: &str, name: &str, former_owners: Vec<String>) -> Option<Obj> {
         let res = Self::res_key(rt);
         let key = Self::obj_key(rt, ns, name);
         let stored = self.objects.get_mut(&res)?.remove(&key)?;
@@ -421,21 +427,36 @@ impl State {
         let mut obj = Arc::unwrap_or_clone(stored);
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let obj = Arc::new(obj);
-        self.record(rt, ns.to_string(), name.to_string(), EventType::Deleted, obj.clone(), None);
+        self.record(rt, ns.to_string(), name.to_string(), EventType::Deleted, obj.clone(), None, former_owners);
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.drop_crd(&obj);
         }
         Some(obj)
     }
 
-    fn record(&mut self, rt: &ResourceType, ns: String, name: String, etype: EventType, object: Obj, old: Option<Obj>) {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        ns: String,
+        name: String,
+        etype: EventType,
+        object: Obj,
+        old: Option<Obj>,
+        mut former_owners: Vec<String>,
+    ) {
         let res = Self::res_key(rt);
         if rt.group == rbac::RBAC_GROUP {
             self.rbac_generation += 1;
         }
         let mut owners = owner_uids(&object);
         if let Some(old) = &old {
-            owners.extend(owner_uids(old).into_iter().filter(|u| !owners.contains(u)).collect::<Vec<_>>());
+            former_owners.extend(owner_uids(old));
+        }
+        for owner in former_owners {
+            if !owners.contains(&owner) {
+                owners.push(owner);
+            }
         }
         self.bg_queue.push(Change {
             res: res.clone(),
@@ -764,7 +785,7 @@ impl State {
         }
         if is_deleting(&new) && finalizers(&new).is_empty() && !(rt.kind == "Namespace" && has_spec_finalizers(&new)) {
             self.store(rt, ns, name, Arc::new(new), Some(&old));
-            return self.remove(rt, ns, name).ok_or_else(|| ApiError::not_found(rt, name));
+            return self.remove_after(rt, ns, name, owner_uids(&old)).ok_or_else(|| ApiError::not_found(rt, name));
         }
         Ok(self.commit(rt, new, Some(old)))
     }

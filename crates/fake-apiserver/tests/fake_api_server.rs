@@ -866,6 +866,27 @@ async fn garbage_collection_foreground_waits_for_blocking_dependents() {
     eventually("owner gone", || fake.object("v1", "ConfigMap", "default", "owner").is_none()).await;
 }
 
+/// The dependent lets go of its owner and of its last finalizer in one update: it is deleted
+/// at once, and the owner waiting for it in the foreground must notice.
+#[tokio::test]
+async fn garbage_collection_foreground_sees_a_dependent_that_drops_its_owner_as_it_goes() {
+    let fake = FakeApiServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
+    let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    let mut child = owned_cm("child", &owner, true);
+    child.metadata.finalizers = Some(vec!["test/hold".into()]);
+    api.create(&PostParams::default(), &child).await.unwrap();
+    api.delete("owner", &DeleteParams::foreground()).await.unwrap();
+    eventually("child marked for deletion", || {
+        fake.object("v1", "ConfigMap", "default", "child").is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
+    })
+    .await;
+    let release = json!({"metadata": {"finalizers": null, "ownerReferences": null}});
+    api.patch("child", &PatchParams::default(), &Patch::Merge(release)).await.unwrap();
+    assert!(fake.object("v1", "ConfigMap", "default", "child").is_none());
+    eventually("owner gone", || fake.object("v1", "ConfigMap", "default", "owner").is_none()).await;
+}
+
 #[tokio::test]
 async fn garbage_collection_orphan_keeps_dependents() {
     let fake = FakeApiServer::start().await;
