@@ -249,6 +249,9 @@ async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
     let requests = s.requests_of_a_restart().await.unwrap_or_default();
     assert_eq!(requests.writes(), 0, "a no-op resync wrote: {:?}", requests.0);
     assert!(requests.verb("list") > 0, "the restarted operator did not even list: {:?}", requests.0);
+    // Nor read what its caches can vouch for: the credentials Secrets are current.
+    let secret_reads = requests.0.get(&("get".to_string(), "secrets".to_string())).copied().unwrap_or_default();
+    assert_eq!(secret_reads, 0, "a no-op resync read credentials Secrets: {:?}", requests.0);
     s.cleanup().await;
 }
 

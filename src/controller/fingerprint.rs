@@ -36,7 +36,7 @@ pub fn of_value(value: &Value) -> u64 {
 
 /// The stand-in for a password on both sides of a comparison. Only characters that
 /// percent-encoding leaves alone, so it reads the same inside a URI.
-const PASSWORD_STAND_IN: &str = "password-stand-in.tenancy.platform.dev";
+pub const PASSWORD_STAND_IN: &str = "password-stand-in.tenancy.platform.dev";
 
 /// The fingerprint of the object the operator wants, in its applied form (with the
 /// applied-hash and tenant-uid annotations): the fields a server-side apply takes ownership

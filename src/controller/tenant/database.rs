@@ -13,7 +13,7 @@ use crate::{
         apply::{self, applied_form, compare_cached, confirm, get_uncached, Cached},
         caches::Child,
         ownership::{claim, Claim},
-        Changes, Context, Error,
+        fingerprint, Changes, Context, Error,
     },
     database::{
         self, credentials_secret,
@@ -158,8 +158,9 @@ fn secret_conflict(env: &EnvironmentPlan, name: &str) -> Problem {
 
 /// What the caches alone tell about the credentials Secret: `Some(Ok)` when it is the
 /// operator's and as wanted, `Some(Err)` when it is someone else's, `None` when only the API
-/// server's copy can tell. The caches hold no Secret data: the fingerprint leaves the password
-/// out, so any password will do for the comparison.
+/// server's copy can tell. The caches hold no Secret data: the fingerprint puts a stand-in in
+/// place of the password, so the probe carries the stand-in itself (an empty password is not
+/// redacted, and would never compare equal).
 fn credentials_cached(
     valid: &ValidatedTenant,
     env: &EnvironmentPlan,
@@ -172,7 +173,7 @@ fn credentials_cached(
     if claim(Some(&cached), &valid.slug) == Claim::Foreign {
         return Ok(Some(Err(secret_conflict(env, &name))));
     }
-    let probe = desired_credentials(valid, env, connection, provider, "")?;
+    let probe = desired_credentials(valid, env, connection, provider, fingerprint::PASSWORD_STAND_IN)?;
     Ok((compare_cached(&ctx.caches, &probe, &applied_form(&probe, &valid.uid), &cached) == Cached::Current).then_some(Ok(())))
 }
 
