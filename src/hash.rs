@@ -17,6 +17,13 @@ impl Fnv {
         }
     }
 
+    /// A string with its length first, so that no two sequences of strings hash alike by
+    /// running into each other.
+    pub fn text(&mut self, text: &str) {
+        self.write(&(text.len() as u64).to_le_bytes());
+        self.write(text.as_bytes());
+    }
+
     pub fn finish(&self) -> u64 {
         self.0
     }

@@ -21,7 +21,7 @@ use tenant_operator::{
 };
 use tokio::sync::watch;
 
-/// mimalloc, tuned in `allocator::configure` (only the binary: tests and benchmarks keep the
+/// mimalloc, tuned by `allocator::return_freed_memory_promptly` (only the binary: tests and benchmarks keep the
 /// system allocator, so the fake API server is measured as it is).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -93,7 +93,7 @@ fn tenants_to_reconcile(
     let mut seen: HashMap<u64, u64> = HashMap::new();
     let mut listed: Option<HashSet<u64>> = None;
     events.filter_map(move |event| {
-        let key = |tenant: &GuardedTenant| crate::controller::name_hash(tenant.meta().name.as_deref().unwrap_or_default());
+        let key = |tenant: &GuardedTenant| crate::hash::hash_str(tenant.meta().name.as_deref().unwrap_or_default());
         let changed = match event {
             Ok(watcher::Event::Apply(tenant) | watcher::Event::InitApply(tenant)) => {
                 let slot = key(&tenant);

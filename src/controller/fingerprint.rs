@@ -16,17 +16,6 @@ use serde_json::{Map, Value};
 
 use crate::{database::credentials::percent_encode, desired::ChildKind, hash::Fnv, naming::ANNOTATION_APPLIED_HASH};
 
-impl Fnv {
-    /// A string with its length first, so that no two sequences of strings hash alike by
-    /// running into each other.
-    fn text(&mut self, text: &str) {
-        self.write(&(text.len() as u64).to_le_bytes());
-        self.write(text.as_bytes());
-    }
-}
-
-pub use crate::hash::hash_str;
-
 /// The canonical hash of any JSON value (see `write_canonical`).
 pub fn of_value(value: &Value) -> u64 {
     let mut fnv = Fnv::default();
@@ -227,6 +216,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::hash::hash_str;
 
     #[test]
     fn projection_keeps_the_operators_fields_and_drops_the_rest() {

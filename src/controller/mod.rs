@@ -362,11 +362,6 @@ fn readable<K: Clone + Debug>(guarded: &kube::core::DeserializeGuard<K>) -> Opti
     }
 }
 
-/// A stable number for an object's name (in maps keyed by many names).
-pub fn name_hash(name: &str) -> u64 {
-    fingerprint::hash_str(name)
-}
-
 /// `text` cut to at most `max` characters (never inside a character), marked with `…` when cut.
 pub fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max.saturating_sub(1)) {

@@ -37,8 +37,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 pub use child::Child;
 
 use crate::{
-    controller::fingerprint::hash_str,
     desired::ChildKind,
+    hash::hash_str,
     naming::{LABEL_ASSIGNABLE_TRUE, LABEL_TENANT},
 };
 use child::Stored;

@@ -100,7 +100,7 @@ fn pack(version: Option<&str>, reduced: &Option<TenantStatus>, marks: &[u8]) -> 
 }
 
 fn key(name: &str) -> u64 {
-    crate::controller::name_hash(name)
+    crate::hash::hash_str(name)
 }
 
 impl TenantCache {

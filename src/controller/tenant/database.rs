@@ -12,8 +12,9 @@ use crate::{
     controller::{
         apply::{self, applied_form, compare_cached, confirm, get_uncached, Cached},
         caches::Child,
+        fingerprint,
         ownership::{claim, Claim},
-        fingerprint, Changes, Context, Error,
+        Changes, Context, Error,
     },
     database::{
         self, credentials_secret,

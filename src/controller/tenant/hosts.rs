@@ -17,7 +17,7 @@ use std::{
 
 use jiff::Timestamp;
 
-use crate::controller::fingerprint::hash_str;
+use crate::hash::hash_str;
 
 /// Who is older: creation time first, then name (creation times have one-second resolution).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
