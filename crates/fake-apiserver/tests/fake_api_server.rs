@@ -847,9 +847,9 @@ async fn an_owner_in_another_namespace_counts_as_absent() {
     assert!(fake.object("v1", "ConfigMap", "default", "sibling").is_some(), "a same-namespace dependent stays");
 }
 
-#[tokio::test]
-async fn garbage_collection_foreground_waits_for_blocking_dependents() {
-    let fake = FakeApiServer::start().await;
+/// An owner deleted in the foreground, waiting for its blocking dependent `child`, which a
+/// finalizer holds (marked for deletion). Returns the ConfigMaps' API.
+async fn owner_waiting_for_a_held_child(fake: &FakeApiServer) -> Api<ConfigMap> {
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
     let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
     let mut child = owned_cm("child", &owner, true);
@@ -862,6 +862,13 @@ async fn garbage_collection_foreground_waits_for_blocking_dependents() {
     })
     .await;
     assert!(fake.object("v1", "ConfigMap", "default", "owner").is_some(), "owner waits for its blocking dependent");
+    api
+}
+
+#[tokio::test]
+async fn garbage_collection_foreground_waits_for_blocking_dependents() {
+    let fake = FakeApiServer::start().await;
+    let api = owner_waiting_for_a_held_child(&fake).await;
     api.patch("child", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     eventually("owner gone", || fake.object("v1", "ConfigMap", "default", "owner").is_none()).await;
 }
@@ -871,16 +878,7 @@ async fn garbage_collection_foreground_waits_for_blocking_dependents() {
 #[tokio::test]
 async fn garbage_collection_foreground_sees_a_dependent_that_drops_its_owner_as_it_goes() {
     let fake = FakeApiServer::start().await;
-    let api: Api<ConfigMap> = Api::namespaced(fake.client(), "default");
-    let owner = api.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
-    let mut child = owned_cm("child", &owner, true);
-    child.metadata.finalizers = Some(vec!["test/hold".into()]);
-    api.create(&PostParams::default(), &child).await.unwrap();
-    api.delete("owner", &DeleteParams::foreground()).await.unwrap();
-    eventually("child marked for deletion", || {
-        fake.object("v1", "ConfigMap", "default", "child").is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
-    })
-    .await;
+    let api = owner_waiting_for_a_held_child(&fake).await;
     let release = json!({"metadata": {"finalizers": null, "ownerReferences": null}});
     api.patch("child", &PatchParams::default(), &Patch::Merge(release)).await.unwrap();
     assert!(fake.object("v1", "ConfigMap", "default", "child").is_none());
