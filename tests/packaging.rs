@@ -801,3 +801,71 @@ fn readme_and_docs_stand_alone() {
         }
     }
 }
+
+/// The operator's port (health and `/metrics`, which names every tenant) is reachable only
+/// from namespaces an administrator labelled: never from tenant workloads by default.
+#[test]
+fn only_labelled_namespaces_reach_the_operator_port() {
+    let objects = deploy_objects();
+    let policy = find(&objects, "NetworkPolicy", "tenant-operator");
+    let deployment = find(&objects, "Deployment", "tenant-operator");
+    assert_eq!(policy.pointer("/spec/podSelector/matchLabels"), deployment.pointer("/spec/selector/matchLabels"));
+    assert_eq!(string_list(policy, "/spec/policyTypes"), ["Ingress"]);
+    let rules = policy.pointer("/spec/ingress").and_then(Value::as_array).cloned().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "one ingress rule: {rules:?}");
+    let peers = rules[0].pointer("/from").and_then(Value::as_array).cloned().unwrap_or_default();
+    assert!(!peers.is_empty(), "a rule without `from` admits everyone");
+    for peer in &peers {
+        assert!(peer.get("ipBlock").is_none() && peer.get("podSelector").is_none(), "{peer}");
+        let labels = peer.pointer("/namespaceSelector/matchLabels").and_then(Value::as_object);
+        assert!(labels.is_some_and(|l| !l.is_empty()), "an empty namespace selector admits every namespace: {peer}");
+    }
+    assert_eq!(rules[0]["ports"], json!([{"port": "http", "protocol": "TCP"}]));
+    let ports = deployment.pointer("/spec/template/spec/containers/0/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    assert!(ports.iter().any(|p| p["name"] == "http"), "the policy names the container port `http`: {ports:?}");
+
+    let Some(rendered) = render_chart(&["--set-json", r#"{"networkPolicy": {"enabled": false}}"#]) else {
+        return;
+    };
+    let objects = docs(&rendered, "rendered chart");
+    assert!(objects.iter().all(|o| str_at(o, "/kind") != "NetworkPolicy"), "networkPolicy.enabled=false renders no policy");
+}
+
+/// `docs/operations.md`'s permission table lists exactly what
+/// `deploy/rbac/operator-clusterrole.yaml` grants, as (API group, resource, verb).
+#[test]
+fn the_operations_guide_lists_exactly_the_operator_permissions() {
+    let guide = read("docs/operations.md");
+    let section = guide.split("\n## Permissions\n").nth(1).expect("docs/operations.md has a Permissions section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let mut documented = BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() < 3 || cells[0] == "API group" {
+            continue;
+        }
+        let group = if cells[0] == "core" { "" } else { cells[0].trim_matches('`') };
+        for resource in cells[1].split(',').map(|r| r.trim().trim_matches('`')) {
+            for verb in cells[2].split(',').map(str::trim) {
+                documented.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+            }
+        }
+    }
+    let role = yaml(&read("deploy/rbac/operator-clusterrole.yaml"), "operator ClusterRole");
+    let mut granted = BTreeSet::new();
+    for rule in rules_of(&role) {
+        for group in string_list(&rule, "/apiGroups") {
+            for resource in string_list(&rule, "/resources") {
+                for verb in string_list(&rule, "/verbs") {
+                    granted.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    let only_documented: Vec<_> = documented.difference(&granted).collect();
+    let only_granted: Vec<_> = granted.difference(&documented).collect();
+    assert!(
+        only_documented.is_empty() && only_granted.is_empty(),
+        "docs/operations.md \"Permissions\" vs deploy/rbac/operator-clusterrole.yaml\nonly documented: {only_documented:?}\nonly granted: {only_granted:?}"
+    );
+}
