@@ -5,8 +5,12 @@
 //! fail. Every test uses its own random slugs, so they run in parallel and survive leftovers
 //! of an earlier, interrupted run.
 
+mod support;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+use support::hostile_db::{self, Trap};
 
 use tenant_operator::database::external::stamps::{Mark, StampRecord};
 use tenant_operator::database::external::{
@@ -865,4 +869,61 @@ async fn admin_secret_errors_name_the_key() {
     .await
     .unwrap_err();
     assert!(matches!(err, ExternalDbError::InvalidPassword(_)), "{err}");
+}
+
+/// CVE-2018-1058 on the shared server (SPEC §0a): a tenant plants, with its own login role,
+/// functions and an operator that shadow built-ins, a `search_path` on its database and a
+/// SECURITY DEFINER function in the admin database (open to PUBLIC as before PostgreSQL 15).
+/// Whatever the provider does next (ensure, a new environment, readiness, listing, retain and
+/// adoption, drop under Delete) must run none of it, and nothing planted may outlive the
+/// tenant's roles, least of all handed over to the admin.
+async fn planted_sql_never_runs_as_the_admin(root: &AdminConnection, admin: &AdminConnection) {
+    let victim = Tenant::new("victim");
+    ensure_database(admin, &victim.names, &victim.stamp, &password()).await.unwrap();
+    let attacker = Tenant::new("attack");
+    let password = password();
+    ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();
+    let trap =
+        Trap::plant(admin, attacker.names.login_role(), &password, attacker.names.database(), victim.names.owner_role()).await;
+
+    for _ in 0..2 {
+        ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();
+    }
+    let prod = attacker.names(Environment::Prod);
+    ensure_database(admin, &prod, &attacker.stamp, &password).await.unwrap();
+    check_ready(admin, &attacker.names, &password).await.unwrap();
+    assert_eq!(stamped_databases(admin, &attacker.stamp).await.unwrap(), [Environment::Dev, Environment::Prod]);
+    assert!(mark_retained(admin, &attacker.names, &attacker.stamp).await.unwrap().marked_database);
+    assert!(is_retained(admin, &attacker.names).await.unwrap());
+    assert!(ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap().adopted_retained);
+    trap.assert_never_sprung(root, true).await;
+
+    for names in [&attacker.names, &prod] {
+        let dropped = drop_database(admin, names, &attacker.stamp).await.unwrap();
+        assert!(dropped.dropped_database && dropped.dropped_roles, "{dropped:?}");
+    }
+    trap.assert_never_sprung(root, false).await;
+    assert_eq!(trap.leftovers_in_admin_database(root).await, Vec::<String>::new(), "what the tenant planted outlived its roles");
+    for names in [&attacker.names, &prod, &victim.names] {
+        cleanup(root, names).await;
+    }
+}
+
+#[tokio::test]
+async fn planted_sql_never_runs_as_a_superuser_admin() {
+    let root = admin_or_skip!();
+    let admin = hostile_db::open_admin_database(&root, "su").await;
+    planted_sql_never_runs_as_the_admin(&root, &admin).await;
+    hostile_db::close_admin_database(&root, &admin).await;
+}
+
+#[tokio::test]
+async fn planted_sql_never_runs_as_a_createrole_admin() {
+    let root = admin_or_skip!();
+    let managed = extra_admin(&root, "trapped", "CREATEDB CREATEROLE").await;
+    let admin = hostile_db::open_admin_database(&root, "cr").await;
+    let admin = AdminConnection { username: managed.username.clone(), password: managed.password.clone(), ..admin };
+    planted_sql_never_runs_as_the_admin(&root, &admin).await;
+    hostile_db::close_admin_database(&root, &admin).await;
+    drop_extra_admin(&root, &managed).await;
 }
