@@ -883,8 +883,7 @@ async fn planted_sql_never_runs_as_the_admin(root: &AdminConnection, admin: &Adm
     let attacker = Tenant::new("attack");
     let password = password();
     ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();
-    let trap =
-        Trap::plant(admin, attacker.names.login_role(), &password, attacker.names.database(), victim.names.owner_role()).await;
+    let trap = Trap::plant(admin, attacker.names.login_role(), &password, attacker.names.database(), victim.names.owner_role()).await;
 
     for _ in 0..2 {
         ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();

@@ -68,13 +68,7 @@ impl Trap {
     /// functions and `=` on names, and `ALTER DATABASE … SET search_path = public, pg_catalog`)
     /// and in the admin connection's database, where PUBLIC may create (shadowing functions,
     /// and a SECURITY DEFINER function that must never end up owned by the admin).
-    pub async fn plant(
-        admin: &AdminConnection,
-        tenant_login: &str,
-        password: &str,
-        tenant_database: &str,
-        victim_owner: &str,
-    ) -> Trap {
+    pub async fn plant(admin: &AdminConnection, tenant_login: &str, password: &str, tenant_database: &str, victim_owner: &str) -> Trap {
         let trap = Trap {
             witness_role: format!("trap_witness_{:08x}", rand::random::<u32>()),
             tenant_login: tenant_login.to_owned(),
