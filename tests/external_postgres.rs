@@ -398,7 +398,8 @@ async fn create_foreign(admin: &AdminConnection, names: &ExternalNames, with_dat
     client.batch_execute(&format!("CREATE ROLE {login} LOGIN PASSWORD {password}; COMMENT ON ROLE {login} IS 'bob''s app'")).await.unwrap();
     if with_database {
         let database = quote_ident(names.database());
-        client.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}")).await.unwrap();
+        // From template0 like every database here: one test holds a session in template1.
+        client.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner} TEMPLATE template0")).await.unwrap();
         client.batch_execute(&format!("COMMENT ON DATABASE {database} IS 'bob''s data'")).await.unwrap();
         let inside = connect_as(admin, &foreign.owner, &foreign.password, names.database()).await.unwrap();
         inside.batch_execute("CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (7)").await.unwrap();
@@ -571,7 +572,7 @@ async fn stamped_databases_lists_exactly_what_the_tenant_owns() {
     // Staging's name is taken by someone else's database.
     let staging = tenant.names(Environment::Staging);
     let client = superuser(&admin, &admin.dbname).await;
-    client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(staging.database()))).await.unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(staging.database()))).await.unwrap();
 
     assert_eq!(stamped_databases(&admin, &tenant.stamp).await.unwrap(), [Environment::Dev, Environment::Prod]);
     assert!(stamped_databases(&admin, &tenant.recreated().stamp).await.unwrap().is_empty(), "another UID owns nothing");
@@ -775,9 +776,8 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
     let client = superuser(&admin, &admin.dbname).await;
     // CREATE/DROP DATABASE refuse to run inside the implicit transaction of a multi-statement
     // query, hence one statement per call.
-    for sql in ["CREATE ROLE", "CREATE DATABASE"] {
-        client.batch_execute(&format!("{sql} {}", quote_ident(&canary))).await.unwrap();
-    }
+    client.batch_execute(&format!("CREATE ROLE {}", quote_ident(&canary))).await.unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&canary))).await.unwrap();
     let names = ExternalNames::custom(
         &format!("db{tag}\"; DROP DATABASE {canary}; --"),
         &format!("own{tag}'); DROP ROLE {canary}; --"),
@@ -925,4 +925,57 @@ async fn planted_sql_never_runs_as_a_createrole_admin() {
     planted_sql_never_runs_as_the_admin(&root, &admin).await;
     hostile_db::close_admin_database(&root, &admin).await;
     drop_extra_admin(&root, &managed).await;
+}
+
+/// template1 is open to PUBLIC, and CREATE DATABASE copies it. A tenant must neither seed
+/// other tenants' new databases with what it puts there (where PUBLIC may create in its schema
+/// `public`, as before PostgreSQL 15), nor stop them from being created by holding a session
+/// there (CREATE DATABASE refuses to copy a template anyone is connected to).
+#[tokio::test]
+async fn a_tenant_in_template1_neither_seeds_nor_blocks_new_databases() {
+    let admin = admin_or_skip!();
+    let (attacker, password, app) = provisioned(&admin, "tmpl", "SELECT 1").await;
+    drop(app);
+    let login = quote_ident(attacker.names.login_role());
+    let seed = format!("seeded_{:08x}", rand::random::<u32>());
+    let root = superuser(&admin, "template1").await;
+    root.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {login}")).await.unwrap();
+    drop(root);
+    let squatter = connect_as(&admin, attacker.names.login_role(), &password, "template1").await.unwrap();
+    squatter.batch_execute(&format!("CREATE FUNCTION public.{seed}() RETURNS int LANGUAGE sql AS 'SELECT 1'")).await.unwrap();
+    drop(squatter);
+
+    let seeded = Tenant::new("seeded");
+    let seeded_result = ensure_database(&admin, &seeded.names, &seeded.stamp, &password).await.map(|_| ());
+    let squatter = connect_as(&admin, attacker.names.login_role(), &password, "template1").await.unwrap();
+    let blocked = Tenant::new("blocked");
+    let blocked_result = ensure_database(&admin, &blocked.names, &blocked.stamp, &password).await.map(|_| ());
+    drop(squatter);
+    let copied = match &seeded_result {
+        Ok(()) => {
+            let inside = superuser(&admin, seeded.names.database()).await;
+            one_bool(&inside, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname OPERATOR(pg_catalog.=) $1::name)", &[&seed])
+                .await
+        }
+        Err(_) => false,
+    };
+
+    // Clean template1 before asserting anything: it is the whole server's.
+    let root = superuser(&admin, "template1").await;
+    root.batch_execute(&format!("DROP FUNCTION IF EXISTS public.{seed}(); REVOKE CREATE ON SCHEMA public FROM {login}")).await.unwrap();
+    drop(root);
+    for names in [&attacker.names, &seeded.names, &blocked.names] {
+        cleanup(&admin, names).await;
+    }
+    let mut problems = Vec::new();
+    if let Err(err) = &seeded_result {
+        problems.push(format!("creating a database failed: {err}"));
+    }
+    if copied {
+        problems.push("the function the tenant put into template1 was copied into another tenant's new database".to_owned());
+    }
+    if let Err(err) = &blocked_result {
+        problems.push(format!("a tenant's session in template1 stopped another tenant's database: {err}"));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -34,7 +34,8 @@ pub async fn superuser(admin: &AdminConnection, db: &str) -> Client {
 pub async fn open_admin_database(admin: &AdminConnection, tag: &str) -> AdminConnection {
     let name = format!("trap_admin_{tag}_{:08x}", rand::random::<u32>());
     let root = superuser(admin, &admin.dbname).await;
-    root.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name))).await.unwrap();
+    // From template0: a scenario of `external_postgres` holds a session in template1.
+    root.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&name))).await.unwrap();
     let inside = superuser(admin, &name).await;
     inside
         .batch_execute(
