@@ -26,7 +26,10 @@ pub(super) async fn ensure_database(
             // CREATE DATABASE refuses to run in a transaction, so the stamp follows in a second
             // statement; should the operator stop in between, the next call finds a database
             // owned by the tenant's owner role and adopts it after the login role's proof.
-            session.execute(&format!("CREATE DATABASE {database} OWNER {owner}"), "create the database").await?;
+            // From template0, which nobody can connect to: template1 is open to PUBLIC, so a
+            // tenant could seed it with objects for every later database, or hold a session in
+            // it, which makes CREATE DATABASE fail for everyone.
+            session.execute(&format!("CREATE DATABASE {database} OWNER {owner} TEMPLATE template0"), "create the database").await?;
             outcome.created_database = true;
             session.database(names).await?.ok_or_else(|| ExternalDbError::Database {
                 operation: "create the database",
