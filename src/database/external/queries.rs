@@ -67,27 +67,27 @@ mod tests {
 
     /// Problems of one query: unqualified functions, relations, operators, types or parameters.
     fn unqualified(sql: &str) -> Vec<String> {
-        // The trailing space ends the last word.
+        // The trailing space ends the last word; byte offsets are character offsets in ASCII.
         let code = without_literals(sql) + " ";
+        assert!(code.is_ascii(), "{sql}");
         let mut problems = Vec::new();
         let mut word = String::new();
         let mut previous_word = String::new();
-        let chars: Vec<char> = code.chars().collect();
-        for (i, &c) in chars.iter().enumerate() {
+        for (i, c) in code.char_indices() {
             if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$' {
                 word.push(c);
                 continue;
             }
             if !word.is_empty() {
-                let next = chars[i..].iter().find(|c| !c.is_whitespace());
+                let rest = &code[i..];
                 let qualified = word.starts_with("pg_catalog.");
-                if next == Some(&'(') && !qualified && !KEYWORDS.contains(&word.as_str()) {
+                if rest.trim_start().starts_with('(') && !qualified && !KEYWORDS.contains(&word.as_str()) {
                     problems.push(format!("function {word}"));
                 }
                 if ["FROM", "JOIN"].contains(&previous_word.as_str()) && !qualified {
                     problems.push(format!("relation {word}"));
                 }
-                if word.starts_with('$') && !code[chars[..i].iter().collect::<String>().len()..].starts_with("::pg_catalog.") {
+                if word.starts_with('$') && !rest.starts_with("::pg_catalog.") {
                     problems.push(format!("untyped parameter {word}"));
                 }
                 previous_word = std::mem::take(&mut word);
