@@ -17,7 +17,7 @@ use serde_json::json;
 use support::fixtures::{data_tenant, ready};
 use support::hostile_db::{self, Trap};
 use support::scenario::Scenario;
-use tenant_operator::database::external::{quote_ident, AdminConnection, ExternalNames};
+use tenant_operator::database::external::{quote_ident, quote_literal, AdminConnection, ExternalNames};
 use tenant_operator::types::{Environment, Tenant};
 
 /// The test server's admin connection, or None (skipped loudly) when none is configured.
@@ -79,13 +79,10 @@ async fn drop_leftovers(root: &AdminConnection, slug: &str) {
     }
 }
 
-#[tokio::test]
-async fn sql_a_tenant_plants_never_runs_in_the_operators_admin_session() {
-    let Some(root) = admin() else { return };
-    // On a real cluster too: no other scenario there writes the admin Secret.
-    let s = Scenario::start().await;
-    let admin = hostile_db::open_admin_database(&root, "op").await;
-    write_admin_secret(&s.client(), &admin).await;
+/// The scenario, with the operator's admin Secret naming `admin` (whose `dbname` is a database
+/// from [`hostile_db::open_admin_database`]); `root` is the test's own superuser.
+async fn planted_sql_never_runs_in_the_admin_session(s: &Scenario, root: &AdminConnection, admin: &AdminConnection) {
+    write_admin_secret(&s.client(), admin).await;
     // No applications: a real control plane has no ingress controller to give an address.
     let external = json!({"applications": [], "database": {"provider": "external"}, "deletionPolicy": "Delete"});
     let (victim, attacker) = (s.slug("victim"), s.slug("attack"));
@@ -99,7 +96,7 @@ async fn sql_a_tenant_plants_never_runs_in_the_operators_admin_session() {
     // The attacker's workload plants its traps with the credentials it was given.
     let (login, password, database) = tenant_credentials(&s, &attacker, "dev").await;
     let victim_owner = ExternalNames::new(&victim, Environment::Dev).unwrap().owner_role().to_owned();
-    let trap = Trap::plant(&admin, &login, &password, &database, &victim_owner).await;
+    let trap = Trap::plant(admin, &login, &password, &database, &victim_owner).await;
 
     // The operator reconciles on: spec changes, a new environment, that environment removed.
     s.patch_spec(&attacker, json!({"displayName": "Trap Corp"})).await;
@@ -109,19 +106,49 @@ async fn sql_a_tenant_plants_never_runs_in_the_operators_admin_session() {
     assert_eq!(t.status.unwrap_or_default().databases.len(), 2);
     s.patch_spec(&attacker, json!({"environments": ["dev"]})).await;
     s.wait_tenant(&attacker, ready).await;
-    trap.assert_never_sprung(&root, true).await;
+    trap.assert_never_sprung(root, true).await;
 
     // Deleted under Delete: its databases and roles go, and what it planted goes with them.
     s.delete_tenant(&attacker).await;
     s.wait_tenant_gone(&attacker).await;
-    trap.assert_never_sprung(&root, false).await;
-    assert_eq!(trap.leftovers_in_admin_database(&root).await, Vec::<String>::new(), "what the tenant planted outlived its roles");
+    trap.assert_never_sprung(root, false).await;
+    assert_eq!(trap.leftovers_in_admin_database(root).await, Vec::<String>::new(), "what the tenant planted outlived its roles");
     let victim_tenant: Tenant = Api::<Tenant>::all(s.client()).get(&victim).await.unwrap();
     assert!(ready(&victim_tenant), "the other tenant is untouched: {:?}", victim_tenant.status);
 
     s.cleanup().await;
     for slug in [&victim, &attacker] {
-        drop_leftovers(&root, slug).await;
+        drop_leftovers(root, slug).await;
     }
+}
+
+#[tokio::test]
+async fn sql_a_tenant_plants_never_runs_in_a_superuser_admin_session() {
+    let Some(root) = admin() else { return };
+    // On a real cluster too: no other scenario there writes the admin Secret.
+    let s = Scenario::start().await;
+    let admin = hostile_db::open_admin_database(&root, "op").await;
+    planted_sql_never_runs_in_the_admin_session(&s, &root, &admin).await;
     hostile_db::close_admin_database(&root, &admin).await;
+}
+
+/// A managed service's admin: CREATEROLE CREATEDB, no superuser.
+#[tokio::test]
+async fn sql_a_tenant_plants_never_runs_in_a_createrole_admin_session() {
+    let Some(root) = admin() else { return };
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        // Both scenarios write the one admin Secret; on a shared cluster they would race.
+        return support::skipped_on_real_cluster("CREATEROLE admin", "the superuser scenario covers the real cluster");
+    }
+    let name = format!("trapped_{:08x}", rand::random::<u32>());
+    let password = format!("pw-{:032x}", rand::random::<u128>());
+    let client = hostile_db::superuser(&root, &root.dbname).await;
+    let create = format!("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}", quote_ident(&name), quote_literal(&password).unwrap());
+    client.batch_execute(&create).await.unwrap();
+    let database = hostile_db::open_admin_database(&root, "opcr").await;
+    let admin = AdminConnection { username: name.clone(), password, ..database };
+    planted_sql_never_runs_in_the_admin_session(&s, &root, &admin).await;
+    hostile_db::close_admin_database(&root, &admin).await;
+    client.batch_execute(&format!("DROP OWNED BY {0}; DROP ROLE {0}", quote_ident(&name))).await.unwrap();
 }
