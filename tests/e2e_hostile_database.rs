@@ -94,7 +94,7 @@ async fn planted_sql_never_runs_in_the_admin_session(s: &Scenario, root: &AdminC
     }
 
     // The attacker's workload plants its traps with the credentials it was given.
-    let (login, password, database) = tenant_credentials(&s, &attacker, "dev").await;
+    let (login, password, database) = tenant_credentials(s, &attacker, "dev").await;
     let victim_owner = ExternalNames::new(&victim, Environment::Dev).unwrap().owner_role().to_owned();
     let trap = Trap::plant(admin, &login, &password, &database, &victim_owner).await;
 
