@@ -206,3 +206,38 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
 fn admin_base(admin: &AdminConnection) -> String {
     format!("postgresql://{}:{}@{}:{}", admin.username, admin.password, admin.host, admin.port)
 }
+
+/// The API server takes an Event note of at most 1024 bytes of UTF-8. A failure whose message
+/// is long in multi-byte text (here an admin Secret's `sslmode` quoted back) is still told,
+/// cut on a character boundary.
+#[tokio::test]
+async fn a_long_multibyte_failure_is_told_in_an_event_cut_to_1024_bytes() {
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        return support::skipped_on_real_cluster("long multi-byte Event note", "writes the operator's admin Secret; kept to the fake");
+    }
+    let bogus = AdminConnection::from_url("postgresql://admin:pw@127.0.0.1:5432/postgres?sslmode=disable").unwrap();
+    write_admin_secret(&s.client(), &bogus, bogus.port).await;
+    let sslmode = "株式会社".repeat(100);
+    let patch = json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"sslmode": sslmode}});
+    Api::<Secret>::namespaced(s.client(), "tenant-operator")
+        .patch("postgres-admin", &PatchParams::apply("e2e-databases").force(), &Patch::Apply(&patch))
+        .await
+        .unwrap();
+    let slug = s.slug("note");
+    s.create_tenant(&tenant(&slug, json!({"database": {"provider": "external"}}))).await;
+    s.wait_tenant(&slug, |t| database_reason(t) == "InvalidAdminSecret").await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(s.client());
+    let told = || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let about_it = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(slug.as_str());
+            e.note.filter(|note| about_it && note.contains("sslmode"))
+        })
+    };
+    s.wait_for("an Event telling the failure", || async { told().await.is_some() }).await;
+    let note = told().await.unwrap_or_default();
+    assert!(note.len() <= 1024 && note.len() > 1000, "{} bytes", note.len());
+    assert!(note.ends_with('…'), "{note}");
+    s.cleanup().await;
+}

@@ -5,8 +5,12 @@
 //! fail. Every test uses its own random slugs, so they run in parallel and survive leftovers
 //! of an earlier, interrupted run.
 
+mod support;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+use support::hostile_db::{self, Trap};
 
 use tenant_operator::database::external::stamps::{Mark, StampRecord};
 use tenant_operator::database::external::{
@@ -394,7 +398,8 @@ async fn create_foreign(admin: &AdminConnection, names: &ExternalNames, with_dat
     client.batch_execute(&format!("CREATE ROLE {login} LOGIN PASSWORD {password}; COMMENT ON ROLE {login} IS 'bob''s app'")).await.unwrap();
     if with_database {
         let database = quote_ident(names.database());
-        client.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}")).await.unwrap();
+        // From template0 like every database here: one test holds a session in template1.
+        client.batch_execute(&format!("CREATE DATABASE {database} OWNER {owner} TEMPLATE template0")).await.unwrap();
         client.batch_execute(&format!("COMMENT ON DATABASE {database} IS 'bob''s data'")).await.unwrap();
         let inside = connect_as(admin, &foreign.owner, &foreign.password, names.database()).await.unwrap();
         inside.batch_execute("CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (7)").await.unwrap();
@@ -567,7 +572,7 @@ async fn stamped_databases_lists_exactly_what_the_tenant_owns() {
     // Staging's name is taken by someone else's database.
     let staging = tenant.names(Environment::Staging);
     let client = superuser(&admin, &admin.dbname).await;
-    client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(staging.database()))).await.unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(staging.database()))).await.unwrap();
 
     assert_eq!(stamped_databases(&admin, &tenant.stamp).await.unwrap(), [Environment::Dev, Environment::Prod]);
     assert!(stamped_databases(&admin, &tenant.recreated().stamp).await.unwrap().is_empty(), "another UID owns nothing");
@@ -771,9 +776,8 @@ async fn hostile_names_are_refused_or_quoted_without_injection() {
     let client = superuser(&admin, &admin.dbname).await;
     // CREATE/DROP DATABASE refuse to run inside the implicit transaction of a multi-statement
     // query, hence one statement per call.
-    for sql in ["CREATE ROLE", "CREATE DATABASE"] {
-        client.batch_execute(&format!("{sql} {}", quote_ident(&canary))).await.unwrap();
-    }
+    client.batch_execute(&format!("CREATE ROLE {}", quote_ident(&canary))).await.unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&canary))).await.unwrap();
     let names = ExternalNames::custom(
         &format!("db{tag}\"; DROP DATABASE {canary}; --"),
         &format!("own{tag}'); DROP ROLE {canary}; --"),
@@ -865,4 +869,113 @@ async fn admin_secret_errors_name_the_key() {
     .await
     .unwrap_err();
     assert!(matches!(err, ExternalDbError::InvalidPassword(_)), "{err}");
+}
+
+/// CVE-2018-1058 on the shared server (SPEC §0a): a tenant plants, with its own login role,
+/// functions and an operator that shadow built-ins, a `search_path` on its database and a
+/// SECURITY DEFINER function in the admin database (open to PUBLIC as before PostgreSQL 15).
+/// Whatever the provider does next (ensure, a new environment, readiness, listing, retain and
+/// adoption, drop under Delete) must run none of it, and nothing planted may outlive the
+/// tenant's roles, least of all handed over to the admin.
+async fn planted_sql_never_runs_as_the_admin(root: &AdminConnection, admin: &AdminConnection) {
+    let victim = Tenant::new("victim");
+    ensure_database(admin, &victim.names, &victim.stamp, &password()).await.unwrap();
+    let attacker = Tenant::new("attack");
+    let password = password();
+    ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();
+    let trap = Trap::plant(admin, attacker.names.login_role(), &password, attacker.names.database(), victim.names.owner_role()).await;
+
+    for _ in 0..2 {
+        ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap();
+    }
+    let prod = attacker.names(Environment::Prod);
+    ensure_database(admin, &prod, &attacker.stamp, &password).await.unwrap();
+    check_ready(admin, &attacker.names, &password).await.unwrap();
+    assert_eq!(stamped_databases(admin, &attacker.stamp).await.unwrap(), [Environment::Dev, Environment::Prod]);
+    assert!(mark_retained(admin, &attacker.names, &attacker.stamp).await.unwrap().marked_database);
+    assert!(is_retained(admin, &attacker.names).await.unwrap());
+    assert!(ensure_database(admin, &attacker.names, &attacker.stamp, &password).await.unwrap().adopted_retained);
+    trap.assert_never_sprung(root, true).await;
+
+    for names in [&attacker.names, &prod] {
+        let dropped = drop_database(admin, names, &attacker.stamp).await.unwrap();
+        assert!(dropped.dropped_database && dropped.dropped_roles, "{dropped:?}");
+    }
+    trap.assert_never_sprung(root, false).await;
+    assert_eq!(trap.leftovers_in_admin_database(root).await, Vec::<String>::new(), "what the tenant planted outlived its roles");
+    for names in [&attacker.names, &prod, &victim.names] {
+        cleanup(root, names).await;
+    }
+}
+
+#[tokio::test]
+async fn planted_sql_never_runs_as_a_superuser_admin() {
+    let root = admin_or_skip!();
+    let admin = hostile_db::open_admin_database(&root, "su").await;
+    planted_sql_never_runs_as_the_admin(&root, &admin).await;
+    hostile_db::close_admin_database(&root, &admin).await;
+}
+
+#[tokio::test]
+async fn planted_sql_never_runs_as_a_createrole_admin() {
+    let root = admin_or_skip!();
+    let managed = extra_admin(&root, "trapped", "CREATEDB CREATEROLE").await;
+    let admin = hostile_db::open_admin_database(&root, "cr").await;
+    let admin = AdminConnection { username: managed.username.clone(), password: managed.password.clone(), ..admin };
+    planted_sql_never_runs_as_the_admin(&root, &admin).await;
+    hostile_db::close_admin_database(&root, &admin).await;
+    drop_extra_admin(&root, &managed).await;
+}
+
+/// template1 is open to PUBLIC, and CREATE DATABASE copies it. A tenant must neither seed
+/// other tenants' new databases with what it puts there (where PUBLIC may create in its schema
+/// `public`, as before PostgreSQL 15), nor stop them from being created by holding a session
+/// there (CREATE DATABASE refuses to copy a template anyone is connected to).
+#[tokio::test]
+async fn a_tenant_in_template1_neither_seeds_nor_blocks_new_databases() {
+    let admin = admin_or_skip!();
+    let (attacker, password, app) = provisioned(&admin, "tmpl", "SELECT 1").await;
+    drop(app);
+    let login = quote_ident(attacker.names.login_role());
+    let seed = format!("seeded_{:08x}", rand::random::<u32>());
+    let root = superuser(&admin, "template1").await;
+    root.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {login}")).await.unwrap();
+    drop(root);
+    let squatter = connect_as(&admin, attacker.names.login_role(), &password, "template1").await.unwrap();
+    squatter.batch_execute(&format!("CREATE FUNCTION public.{seed}() RETURNS int LANGUAGE sql AS 'SELECT 1'")).await.unwrap();
+    drop(squatter);
+
+    let seeded = Tenant::new("seeded");
+    let seeded_result = ensure_database(&admin, &seeded.names, &seeded.stamp, &password).await.map(|_| ());
+    let squatter = connect_as(&admin, attacker.names.login_role(), &password, "template1").await.unwrap();
+    let blocked = Tenant::new("blocked");
+    let blocked_result = ensure_database(&admin, &blocked.names, &blocked.stamp, &password).await.map(|_| ());
+    drop(squatter);
+    let copied = match &seeded_result {
+        Ok(()) => {
+            let inside = superuser(&admin, seeded.names.database()).await;
+            one_bool(&inside, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname OPERATOR(pg_catalog.=) $1::name)", &[&seed])
+                .await
+        }
+        Err(_) => false,
+    };
+
+    // Clean template1 before asserting anything: it is the whole server's.
+    let root = superuser(&admin, "template1").await;
+    root.batch_execute(&format!("DROP FUNCTION IF EXISTS public.{seed}(); REVOKE CREATE ON SCHEMA public FROM {login}")).await.unwrap();
+    drop(root);
+    for names in [&attacker.names, &seeded.names, &blocked.names] {
+        cleanup(&admin, names).await;
+    }
+    let mut problems = Vec::new();
+    if let Err(err) = &seeded_result {
+        problems.push(format!("creating a database failed: {err}"));
+    }
+    if copied {
+        problems.push("the function the tenant put into template1 was copied into another tenant's new database".to_owned());
+    }
+    if let Err(err) = &blocked_result {
+        problems.push(format!("a tenant's session in template1 stopped another tenant's database: {err}"));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -8,8 +8,12 @@
 //! What is remembered per Event is its name and count (about 100 bytes), not the Event: at
 //! fleet scale kube's recorder held every Event of the last six minutes and walked all of them
 //! on each publish.
+//!
+//! Notes longer than the API server accepts ([`MAX_NOTE_BYTES`]) are cut here, whoever
+//! publishes: a refused Event would say nothing at all.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
@@ -33,6 +37,23 @@ use crate::hash::Fnv;
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 /// How often forgotten entries are swept out.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Longest `note` the API server accepts: 1 KiB, counted in bytes of UTF-8, not characters
+/// (a note of 1000 CJK characters is 3000 bytes and refused).
+pub const MAX_NOTE_BYTES: usize = 1024;
+/// Marks a note that was cut.
+const CUT_MARK: char = '…';
+
+/// `note` cut to at most [`MAX_NOTE_BYTES`] bytes, never inside a character, and marked with
+/// `…` when cut.
+pub fn fit_note(note: &str) -> Cow<'_, str> {
+    if note.len() <= MAX_NOTE_BYTES {
+        return Cow::Borrowed(note);
+    }
+    let budget = MAX_NOTE_BYTES - CUT_MARK.len_utf8();
+    // A character is at most 4 bytes long, so a boundary is at most 3 bytes back.
+    let cut = (0..=budget).rev().find(|&index| note.is_char_boundary(index)).unwrap_or(0);
+    Cow::Owned(format!("{}{CUT_MARK}", &note[..cut]))
+}
 
 /// What one Event says, about what.
 pub struct EventSpec<'a> {
@@ -109,6 +130,8 @@ impl EventRecorder {
     /// Publish the Event, or count it on the same one published less than [`SERIES_WINDOW`]
     /// ago.
     pub async fn publish(&self, event: &EventSpec<'_>) -> Result<(), kube::Error> {
+        let note = fit_note(event.note);
+        let event = &EventSpec { note: &note, ..*event };
         let key = event.key();
         let now = Instant::now();
         let earlier = self.recent.lock().ok().and_then(|recent| {
@@ -209,5 +232,31 @@ mod tests {
         assert_ne!(spec("x", &acme).key(), spec("x", &globex).key());
         let warning = EventSpec { type_: EventType::Warning, ..spec("x", &acme) };
         assert_ne!(spec("x", &acme).key(), warning.key());
+    }
+
+    #[test]
+    fn notes_are_cut_to_the_api_limit_in_bytes_on_a_character_boundary() {
+        // 3-byte characters: 1000 of them fit a count of characters but not the API's 1 KiB.
+        let japanese = "株式会社".repeat(250);
+        assert_eq!((japanese.chars().count(), japanese.len()), (1000, 3000));
+        let cut = fit_note(&japanese);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{} bytes", cut.len());
+        assert_eq!(cut.len(), 1023, "the longest whole-character prefix (340 characters) and the mark");
+        assert!(cut.ends_with('…') && japanese.starts_with(cut.trim_end_matches('…')));
+
+        // 4-byte characters, and a cut that would fall inside one from every offset.
+        for ascii in 0..4 {
+            let text = format!("{}{}", "a".repeat(ascii), "😀".repeat(400));
+            let cut = fit_note(&text);
+            assert!(cut.len() <= MAX_NOTE_BYTES && cut.len() > MAX_NOTE_BYTES - 7, "{ascii}: {} bytes", cut.len());
+            assert!(text.starts_with(cut.trim_end_matches('…')), "{ascii}");
+        }
+
+        // At the limit nothing is cut; one byte over, the mark takes the place of the tail.
+        let exact = "a".repeat(MAX_NOTE_BYTES);
+        assert!(matches!(fit_note(&exact), Cow::Borrowed(note) if note == exact));
+        let over = format!("{exact}b");
+        assert_eq!(fit_note(&over), format!("{}…", "a".repeat(MAX_NOTE_BYTES - 3)));
+        assert_eq!(fit_note("short"), "short");
     }
 }

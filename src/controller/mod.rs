@@ -57,8 +57,6 @@ use user::GuardedUser;
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue interval while waiting for something outside the operator (a database to start).
 pub const POLL: Duration = Duration::from_secs(15);
-/// Longest Event note the API server accepts (1 kB).
-const MAX_NOTE_CHARS: usize = 1000;
 /// The `reportingController` of the operator's Events.
 const REPORTING_CONTROLLER: &str = "tenant-operator";
 /// While work is in progress, its details (which Ingress still waits for an address, which
@@ -208,7 +206,8 @@ impl Context {
     /// Record a Kubernetes Event about `regarding`. Recording happens in the background: a
     /// reconcile does not wait for it, and a failure to record is logged, never fatal.
     pub fn event(&self, regarding: &ObjectReference, type_: EventType, reason: Reason, note: &str) {
-        let note = truncate_chars(note, MAX_NOTE_CHARS);
+        // The recorder cuts it to what the API server accepts.
+        let note = note.to_owned();
         let recorder = self.recorder.clone();
         let regarding = regarding.clone();
         tokio::spawn(async move {
@@ -359,30 +358,5 @@ fn readable<K: Clone + Debug>(guarded: &kube::core::DeserializeGuard<K>) -> Opti
             tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "object cannot be read; waiting for it to be fixed");
             None
         }
-    }
-}
-
-/// `text` cut to at most `max` characters (never inside a character), marked with `…` when cut.
-pub fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => format!("{}…", &text[..cut]),
-        _ => text.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate_chars;
-
-    #[test]
-    fn truncation_counts_characters_not_bytes() {
-        let japanese = "株式会社".repeat(500);
-        let cut = truncate_chars(&japanese, 1000);
-        assert_eq!(cut.chars().count(), 1000);
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate_chars("short", 1000), "short");
-        let exact = "a".repeat(1000);
-        assert_eq!(truncate_chars(&exact, 1000), exact);
-        assert_eq!(truncate_chars(&"a".repeat(1001), 1000).chars().count(), 1000);
     }
 }

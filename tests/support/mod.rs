@@ -4,12 +4,14 @@
 //! - [`e2e`]: a test environment that uses a real cluster when
 //!   `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig, and the fake otherwise;
 //! - [`scenario`]: the real controllers, in-process, as the operator's ServiceAccount;
-//! - [`fixtures`]: Tenants, TenantUsers and the example configuration.
+//! - [`fixtures`]: Tenants, TenantUsers and the example configuration;
+//! - [`hostile_db`]: a hostile tenant's traps on the external provider's PostgreSQL server.
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
 pub mod e2e;
 pub mod fixtures;
+pub mod hostile_db;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};

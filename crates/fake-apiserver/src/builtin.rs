@@ -181,6 +181,9 @@ fn required(causes: &mut Vec<Cause>, obj: &Value, ptr: &str, field: &str) {
     }
 }
 
+/// `events.k8s.io/v1` Event `note`: at most 1 KiB.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
 /// Validation of built-in kinds (a selection of the real rules).
 pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut c = super::admission::validate_metadata(new);
@@ -327,6 +330,11 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>) -> Vec<Caus
                 required(&mut c, new, "/reportingInstance", "reportingInstance");
                 required(&mut c, new, "/action", "action");
                 required(&mut c, new, "/reason", "reason");
+            }
+            // Measured in bytes of UTF-8 (Go's len), whatever the message says; the real server
+            // reports the field under its core/v1 name.
+            if new.get("note").and_then(Value::as_str).is_some_and(|note| note.len() > EVENT_NOTE_MAX_BYTES) {
+                c.push(Cause::new("FieldValueInvalid", "message", "Invalid value: \"\": can have at most 1024 characters"));
             }
             if let Some(t) = new.get("type").and_then(Value::as_str) {
                 if t != "Normal" && t != "Warning" {

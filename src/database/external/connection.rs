@@ -20,9 +20,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound for a whole provider call, so a server that stops answering mid-way cannot
 /// hold a reconcile forever (statement_timeout only helps while the server is alive).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Server-side limits for every session this module opens.
+/// Server-side settings of every session this module opens: time limits, and a
+/// `search_path` that holds nothing a tenant can create in (`pg_temp` named last, or it would
+/// be searched first for relations), so no unqualified name can reach a tenant's object (see
+/// `queries`). Start-up options win over the `ALTER DATABASE/ROLE … SET` defaults a tenant
+/// may set on its own database or role.
 const SESSION_OPTIONS: &str = "-c statement_timeout=60000 -c lock_timeout=30000 \
-     -c idle_in_transaction_session_timeout=60000 -c standard_conforming_strings=on";
+     -c idle_in_transaction_session_timeout=60000 -c standard_conforming_strings=on \
+     -c search_path=pg_catalog,pg_temp";
 
 /// Whether the admin connection uses TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

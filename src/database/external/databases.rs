@@ -1,7 +1,9 @@
-//! The tenant environment's database: created owned by the owner role, closed to PUBLIC,
-//! schema public restricted; dropped even with sessions open.
+//! The tenant environment's database: created owned by the owner role, closed to PUBLIC;
+//! dropped even with sessions open. Everything here runs in the admin's own database: what is
+//! inside the tenant's database is the tenant's, and the admin never connects there.
 
 use super::names::quote_ident;
+use super::queries;
 use super::session::{DatabaseState, Session};
 use super::stamps::{Kind, Mark, Stamp};
 use super::{EnsureOutcome, ExternalDbError, ExternalNames};
@@ -24,7 +26,10 @@ pub(super) async fn ensure_database(
             // CREATE DATABASE refuses to run in a transaction, so the stamp follows in a second
             // statement; should the operator stop in between, the next call finds a database
             // owned by the tenant's owner role and adopts it after the login role's proof.
-            session.execute(&format!("CREATE DATABASE {database} OWNER {owner}"), "create the database").await?;
+            // From template0, which nobody can connect to: template1 is open to PUBLIC, so a
+            // tenant could seed it with objects for every later database, or hold a session in
+            // it, which makes CREATE DATABASE fail for everyone.
+            session.execute(&format!("CREATE DATABASE {database} OWNER {owner} TEMPLATE template0"), "create the database").await?;
             outcome.created_database = true;
             session.database(names).await?.ok_or_else(|| ExternalDbError::Database {
                 operation: "create the database",
@@ -53,33 +58,6 @@ pub(super) async fn ensure_database(
     Ok(())
 }
 
-/// PostgreSQL < 15 lets PUBLIC create in schema public; this runs inside the tenant's database.
-pub(super) async fn restrict_public_schema(
-    inside: &Session<'_>,
-    names: &ExternalNames,
-    outcome: &mut EnsureOutcome,
-) -> Result<(), ExternalDbError> {
-    // A tenant that dropped schema public made its own choice; nothing to restrict then.
-    let needs = inside
-        .query_one::<Option<bool>>(
-            "SELECT CASE WHEN n.oid IS NULL THEN NULL ELSE \
-                 has_schema_privilege('public', n.oid, 'CREATE') \
-                 OR NOT has_schema_privilege($1, n.oid, 'CREATE') \
-                 OR NOT has_schema_privilege($1, n.oid, 'USAGE') END \
-             FROM (SELECT (SELECT oid FROM pg_namespace WHERE nspname = 'public') AS oid) AS n",
-            &[&names.owner_role()],
-            "inspect schema public",
-        )
-        .await?;
-    if needs.unwrap_or(false) {
-        let sql =
-            format!("REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE, CREATE ON SCHEMA public TO {}", quote_ident(names.owner_role()));
-        inside.execute(&sql, "restrict schema public to the owner role").await?;
-        outcome.repaired |= !outcome.created_database;
-    }
-    Ok(())
-}
-
 /// Drops the database, ending its sessions. The admin must already hold the owner role's
 /// privileges (or be superuser).
 pub(super) async fn drop_database(session: &Session<'_>, names: &ExternalNames) -> Result<(), ExternalDbError> {
@@ -90,12 +68,6 @@ pub(super) async fn drop_database(session: &Session<'_>, names: &ExternalNames) 
     // Before 13 sessions must be ended by hand; connections are blocked first so none can
     // slip in between.
     session.execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"), "drop the database").await?;
-    session
-        .query_one::<i64>(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
-            &[&names.database()],
-            "end the database's sessions",
-        )
-        .await?;
+    session.query_one::<i64>(queries::END_SESSIONS, &[&names.database()], "end the database's sessions").await?;
     session.execute(&format!("DROP DATABASE IF EXISTS {database}"), "drop the database").await
 }

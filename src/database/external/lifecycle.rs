@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 
 use super::connection::{authenticates, login, within_deadline};
+use super::queries;
 use super::roles::{self, check_password, Verifier};
 use super::session::{Observed, Session};
 use super::stamps::{self, Found, Kind, Mark, Stamp};
@@ -42,11 +43,9 @@ pub async fn ensure_database(
         let mut verifier = Verifier::default();
         roles::ensure_roles(&session, names, stamp, (owner_role, login_role), password, &mut verifier, &mut outcome).await?;
         databases::ensure_database(&session, names, stamp, database, &mut outcome).await?;
+        // The admin never opens a session inside the tenant's database: the tenant may define
+        // objects there (see `queries`), and nothing in it needs the admin's rights.
         drop(session);
-
-        let inside = Session::admin(admin, names.database()).await?;
-        databases::restrict_public_schema(&inside, names, &mut outcome).await?;
-        drop(inside);
 
         // The password is checked by logging in, which needs no superuser (pg_authid is not
         // readable otherwise) and doubles as the readiness check.
@@ -166,13 +165,7 @@ pub async fn stamped_databases(admin: &AdminConnection, stamp: &Stamp) -> Result
         }
         let names: Vec<&str> = candidates.iter().map(|(_, name)| name.as_str()).collect();
         let session = Session::admin(admin, &admin.dbname).await?;
-        let rows = session
-            .query_all(
-                "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = ANY($1)",
-                &[&names],
-                OPERATION,
-            )
-            .await?;
+        let rows = session.query_all(queries::DATABASES_NAMED, &[&names], OPERATION).await?;
         let mut stamped = Vec::new();
         for row in rows {
             let name: String = row.try_get(0).map_err(|err| session.classify(err, OPERATION))?;

@@ -21,6 +21,7 @@
 //! | `error.rs` | [`ExternalDbError`] and the classification of the server's errors |
 //! | `names.rs` | object names and SQL quoting |
 //! | `stamps.rs` | the ownership stamp and what may be done with what is found |
+//! | `queries.rs` | every query the admin sends, each naming `pg_catalog` for all it resolves |
 //! | `session.rs` | admin session and catalogue lookups |
 //! | `roles.rs`, `databases.rs` | creating, repairing and dropping each kind of object |
 //! | `lifecycle.rs` | the public operations |
@@ -30,6 +31,7 @@ mod databases;
 mod error;
 mod lifecycle;
 mod names;
+mod queries;
 mod roles;
 mod session;
 pub mod stamps;

@@ -4,6 +4,7 @@
 use tokio_postgres::error::SqlState;
 
 use super::names::{quote_ident, quote_literal};
+use super::queries;
 use super::session::{RoleState, Session};
 use super::stamps::{Kind, Mark, Stamp};
 use super::{EnsureOutcome, ExternalDbError, ExternalNames};
@@ -72,9 +73,8 @@ pub(super) async fn ensure_roles(
         }
         Some(role) => converge(session, names.login_role(), &role, true, stamp, outcome).await?,
     }
-    let has_owner_privileges: bool = session
-        .query_one("SELECT pg_has_role($1, $2, 'USAGE')", &[&names.login_role(), &names.owner_role()], "check the login role's membership")
-        .await?;
+    let has_owner_privileges: bool =
+        session.query_one(queries::HAS_ROLE, &[&names.login_role(), &names.owner_role()], "check the login role's membership").await?;
     if !has_owner_privileges {
         session.execute(&format!("GRANT {owner} TO {login}"), "make the login role a member of the owner role").await?;
         outcome.repaired = true;
@@ -119,10 +119,14 @@ pub(super) async fn drop_role(session: &Session<'_>, role: &str) -> Result<(), E
     match session.try_execute(&format!("DROP ROLE IF EXISTS {quoted}")).await {
         Ok(()) => Ok(()),
         Err(err) if err.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {
-            // Leftovers in the admin database (grants, stray objects) are kept but handed to
-            // the admin; objects in other databases still block the drop and the error names
-            // them.
-            let sql = format!("REASSIGN OWNED BY {quoted} TO CURRENT_USER; DROP OWNED BY {quoted}; DROP ROLE {quoted}");
+            // What the role still owns or was granted in the admin's database is the tenant's
+            // (where PUBLIC may create, a tenant can leave objects there) and goes with the
+            // role. Handing it to the admin (REASSIGN OWNED) would turn a SECURITY DEFINER
+            // function the tenant wrote into one that runs with the admin's rights. DROP OWNED
+            // needs the role's privileges. Objects in other databases still block the drop,
+            // and the error names them.
+            session.ensure_admin_member(role).await?;
+            let sql = format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}");
             session.execute(&sql, "drop a role that still owns objects").await
         }
         Err(err) => Err(session.classify(err, "drop a role")),

@@ -5,6 +5,7 @@ use tokio_postgres::Client;
 use super::connection::connect;
 use super::error::{classify, Who};
 use super::names::{quote_ident, quote_literal};
+use super::queries;
 use super::stamps::{Found, Inventory, Kind, StampRecord};
 use super::{AdminConnection, ExternalDbError, ExternalNames};
 
@@ -67,15 +68,7 @@ impl<'a> Session<'a> {
         const OPERATION: &str = "read the server settings";
         let client = connect(admin, &admin.username, &admin.password, dbname, Who::Admin).await?;
         let mut session = Session { admin, client, is_superuser: false, server_version: 0 };
-        let row = session
-            .client
-            .query_one(
-                "SELECT current_setting('server_version_num')::int4, \
-                        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
-                &[],
-            )
-            .await
-            .map_err(|err| session.classify(err, OPERATION))?;
+        let row = session.client.query_one(queries::SERVER_FACTS, &[]).await.map_err(|err| session.classify(err, OPERATION))?;
         session.server_version = row.try_get(0).map_err(|err| session.classify(err, OPERATION))?;
         session.is_superuser = row.try_get::<_, Option<bool>>(1).map_err(|err| session.classify(err, OPERATION))?.unwrap_or(false);
         Ok(session)
@@ -127,17 +120,7 @@ impl<'a> Session<'a> {
 
     pub async fn role(&self, name: &str) -> Result<Option<RoleState>, ExternalDbError> {
         const OPERATION: &str = "look up a role";
-        let row = self
-            .client
-            .query_opt(
-                "SELECT rolcanlogin, rolinherit, \
-                        NOT (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls), \
-                        shobj_description(oid, 'pg_authid') \
-                 FROM pg_roles WHERE rolname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|err| self.classify(err, OPERATION))?;
+        let row = self.client.query_opt(queries::ROLE, &[&name]).await.map_err(|err| self.classify(err, OPERATION))?;
         let Some(row) = row else { return Ok(None) };
         let get = |index: usize| row.try_get::<_, bool>(index).map_err(|err| self.classify(err, OPERATION));
         Ok(Some(RoleState {
@@ -152,17 +135,7 @@ impl<'a> Session<'a> {
         const OPERATION: &str = "look up the database";
         let row = self
             .client
-            .query_opt(
-                "SELECT pg_get_userbyid(d.datdba)::text, \
-                        has_database_privilege('public', d.oid, 'CONNECT') \
-                            OR has_database_privilege('public', d.oid, 'TEMPORARY'), \
-                        EXISTS (SELECT 1 FROM aclexplode(d.datacl) AS acl \
-                                JOIN pg_roles AS r ON r.oid = acl.grantee \
-                                WHERE r.rolname = $2 AND acl.privilege_type = 'CONNECT'), \
-                        shobj_description(d.oid, 'pg_database') \
-                 FROM pg_database AS d WHERE d.datname = $1",
-                &[&names.database(), &names.login_role()],
-            )
+            .query_opt(queries::DATABASE, &[&names.database(), &names.login_role()])
             .await
             .map_err(|err| self.classify(err, OPERATION))?;
         let Some(row) = row else { return Ok(None) };
@@ -182,17 +155,16 @@ impl<'a> Session<'a> {
     }
 
     /// A non-superuser admin must hold the owner role's privileges to create a database owned
-    /// by it, comment on it or drop it (CREATEROLE lets it grant itself that membership).
-    pub async fn ensure_admin_member(&self, owner_role: &str) -> Result<(), ExternalDbError> {
+    /// by it, comment on it or drop it, and a role's privileges to drop what it owns
+    /// (CREATEROLE lets it grant itself that membership).
+    pub async fn ensure_admin_member(&self, role: &str) -> Result<(), ExternalDbError> {
         if self.is_superuser {
             return Ok(());
         }
-        let member: bool = self
-            .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&owner_role], "check the admin's membership in the owner role")
-            .await?;
+        let member: bool = self.query_one(queries::ADMIN_HAS_ROLE, &[&role], "check the admin's membership in a tenant role").await?;
         if !member {
-            let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(owner_role));
-            self.execute(&sql, "grant the admin membership in the owner role").await?;
+            let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(role));
+            self.execute(&sql, "grant the admin membership in a tenant role").await?;
         }
         Ok(())
     }
