@@ -38,8 +38,10 @@ use serde::{Deserialize, Serialize};
 pub struct TenantUserSpec {
     /// Sign-in email, unique within the tenant (compared case-insensitively); with the
     /// configured prefix it is the RBAC subject (`User`) of the user's RoleBindings. A second
-    /// TenantUser with the same email gets `Ready=False`, reason `DuplicateEmail`.
+    /// TenantUser with the same email gets `Ready=False`, reason `DuplicateEmail`. It is the
+    /// user's identity and cannot be changed: create a new TenantUser instead.
     #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.email is the user's identity in RBAC and cannot be changed: create a new TenantUser instead"))]
     pub email: String,
 
     /// User name, unique within the tenant (a second TenantUser with the same one gets

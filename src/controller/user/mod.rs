@@ -6,8 +6,11 @@
 //! environment namespaces, so the garbage collector cannot do it.
 
 mod apply;
+pub mod self_service;
 mod status;
 mod validate;
+
+pub use self_service::SelfService;
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -81,7 +84,9 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
-    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others };
+    let self_service = ctx.self_service.borrow().clone();
+    let around =
+        validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others, self_edit: self_service.allows_self_edit() };
     let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
@@ -99,7 +104,8 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let observed = apply::apply_bindings(user, &valid, ctx, &mut changes).await?;
     ctx.changes_event(&user.object_ref(&()), &changes);
     let refused = observed.refused.clone();
-    let new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    let mut new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    status::self_service(&mut new, &self_service, generation, &now);
     if ctx.write_status(user, user.status.as_ref(), &new).await? {
         for problem in &refused {
             ctx.event(&user.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
@@ -137,6 +143,11 @@ pub fn users_of_tenant(users: &Store<GuardedUser>, slug: &str) -> Vec<ObjectRef<
         .filter(|g| g.meta().namespace.as_deref() == Some(account.as_str()))
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
+}
+
+/// Every TenantUser, from the controller's cache.
+pub fn all_users(users: &Store<GuardedUser>) -> Vec<ObjectRef<GuardedUser>> {
+    users.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect()
 }
 
 /// TenantUsers in the same namespace as `user` (the same tenant's, when it is an account
