@@ -218,6 +218,7 @@ pub async fn run_controllers(
         metrics: options.metrics.clone(),
     }));
     let gauges = report_gauges(ctx.clone(), options.readiness.clone());
+    let sweeps = user::sweep_periodically(ctx.clone());
 
     let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
         |result| async move {
@@ -237,6 +238,7 @@ pub async fn run_controllers(
         _ = futures::future::join(tenant_run, user_run).fuse() => {},
         _ = gauges.fuse() => {},
         _ = policy_watch.fuse() => {},
+        _ = sweeps.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
 }

@@ -21,8 +21,11 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserPlan {
     pub effective_role: Option<SystemRole>,
-    /// RoleBindings in the environment namespaces.
+    /// RoleBindings of the system role in the environment namespaces.
     pub bindings: Vec<DesiredObject>,
+    /// RoleBindings of the custom roles in the environment namespaces (refused unless the
+    /// ClusterRole is assignable).
+    pub custom_role_bindings: Vec<DesiredObject>,
     /// The account namespace's objects: the self-service Role and its RoleBinding, and the
     /// `tenancy:user-admin` RoleBinding of an Account Admin. The Role comes first.
     pub account_objects: Vec<DesiredObject>,
@@ -52,6 +55,7 @@ impl UserPlan {
         environments.dedup();
 
         let mut bindings = Vec::new();
+        let mut custom_role_bindings = Vec::new();
         let mut bound = vec![account_namespace.clone()];
         let mut not_bound = Vec::new();
         for env in environments {
@@ -69,7 +73,7 @@ impl UserPlan {
             }
             for custom in &user.spec.custom_roles {
                 let name = naming::user_custom_binding_name(&user.spec.username, custom);
-                bindings.push(binding(user, config, &slug, Some(env), &namespace, &name, "ClusterRole", custom)?);
+                custom_role_bindings.push(binding(user, config, &slug, Some(env), &namespace, &name, "ClusterRole", custom)?);
                 bound_here = true;
             }
             if bound_here {
@@ -86,12 +90,26 @@ impl UserPlan {
             let name = naming::user_binding_name(&user.spec.username);
             account_objects.push(binding(user, config, &slug, None, &account_namespace, &name, "ClusterRole", USER_ADMIN)?);
         }
-        Ok(Self { effective_role: role, bindings, account_objects, account_namespace, bound_namespaces: bound, not_bound })
+        Ok(Self {
+            effective_role: role,
+            bindings,
+            custom_role_bindings,
+            account_objects,
+            account_namespace,
+            bound_namespaces: bound,
+            not_bound,
+        })
     }
 
-    /// Every object of the plan: the account namespace's, then the environments'.
+    /// Every object of the plan: the account namespace's, then the environments' (system
+    /// role, then custom roles).
     pub fn objects(&self) -> impl Iterator<Item = &DesiredObject> {
-        self.account_objects.iter().chain(self.bindings.iter())
+        self.account_objects.iter().chain(self.bindings.iter()).chain(self.custom_role_bindings.iter())
+    }
+
+    /// Whether the plan binds anything in the environment namespaces.
+    pub fn binds_environments(&self) -> bool {
+        !self.bindings.is_empty() || !self.custom_role_bindings.is_empty()
     }
 }
 
@@ -181,6 +199,7 @@ mod tests {
     fn role_refs(plan: &UserPlan) -> Vec<(String, String, String)> {
         plan.bindings
             .iter()
+            .chain(&plan.custom_role_bindings)
             .map(|b| {
                 (
                     b.namespace.clone().unwrap_or_default(),
@@ -285,7 +304,7 @@ mod tests {
         let mut no_prod = acme();
         no_prod.spec.environments = vec![Environment::Dev];
         let plan = UserPlan::build(&users()[2], &no_prod, &example_config(), true).unwrap();
-        assert!(plan.bindings.is_empty());
+        assert!(!plan.binds_environments());
         assert_eq!(plan.bound_namespaces, ["acme-account"], "only the self-service binding");
     }
 

@@ -8,9 +8,11 @@
 mod apply;
 pub mod self_service;
 mod status;
+mod sweep;
 mod validate;
 
 pub use self_service::SelfService;
+pub use sweep::{sweep_orphans, sweep_periodically};
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -29,7 +31,7 @@ use kube::{
 use super::{caches::Child, readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
     desired::ChildKind,
-    naming::{self, ANNOTATION_USER, FINALIZER, LABEL_USER},
+    naming::{self, ANNOTATION_USER, FINALIZER},
     types::{Reason, TenantUser},
 };
 
@@ -116,10 +118,11 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
 }
 
 /// The TenantUser a Role or RoleBinding of the operator is for, as a reference: the user
-/// lives in its tenant's account namespace, and its full name is in an annotation (a label
-/// value is cut at 63 characters).
+/// lives in its tenant's account namespace, and its full name is the operator's stamp, an
+/// annotation (a label value is shortened beyond 63 characters, and selects only). Without
+/// the stamp a binding is no user's: nothing decides on the label alone.
 pub fn user_of_binding(binding: &Child) -> Option<ObjectRef<GuardedUser>> {
-    let name = binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER))?;
+    let name = binding.annotation(ANNOTATION_USER)?;
     let slug = binding.label(naming::LABEL_TENANT)?;
     Some(ObjectRef::new(name).within(&naming::account_namespace_name(slug)))
 }

@@ -44,7 +44,7 @@ pub fn bound(
         Some(Problem::new(first.reason, message))
     } else if !waiting.is_empty() {
         Some(Problem::new(Reason::WaitingForNamespaces, format!("namespaces {} of tenant {slug} do not exist yet", waiting.join(", "))))
-    } else if plan.bindings.is_empty() && !prod_only.is_empty() {
+    } else if !plan.binds_environments() && !prod_only.is_empty() {
         Some(Problem::new(
             Reason::RoleRequiresProd,
             format!("{role} accounts are only supported in prod, and tenant {slug} has no prod environment"),
