@@ -108,7 +108,8 @@ async fn a_user_edits_their_own_details_but_not_their_identity_or_roles() {
     let changed = users_in(s.client(), &acme).get("dee").await.expect("get");
     assert_eq!(changed.spec.last_name, "Newname");
 
-    for (field, value) in [("roles", json!(["AccountAdmin"])), ("username", json!("boss")), ("customRoles", json!(["flow-billing-editor"]))] {
+    for (field, value) in [("roles", json!(["AccountAdmin"])), ("username", json!("boss")), ("customRoles", json!(["flow-billing-editor"]))]
+    {
         let patch = Patch::Merge(json!({ "spec": { field: value } }));
         let status = refusal(me.patch("dee", &PatchParams::default(), &patch).await, field);
         assert_eq!(status.code, 403, "{field}: {status:?}");
@@ -251,7 +252,8 @@ mod self_service {
             "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace, "name": name}
         }}))
         .expect("review");
-        let answer = Api::<SubjectAccessReview>::all(s.client()).create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
+        let answer =
+            Api::<SubjectAccessReview>::all(s.client()).create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
         answer.status.is_some_and(|st| st.allowed)
     }
 

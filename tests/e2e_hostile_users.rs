@@ -126,9 +126,7 @@ async fn a_binding_named_by_the_old_scheme_is_replaced_cleanly() {
     }))
     .expect("binding");
     let dev: Api<RoleBinding> = Api::namespaced(s.client(), &format!("{slug}-dev"));
-    dev.patch(&old_name, &PatchParams::apply("tenant-operator").force(), &Patch::Apply(&legacy))
-        .await
-        .expect("the old operator's binding");
+    dev.patch(&old_name, &PatchParams::apply("tenant-operator").force(), &Patch::Apply(&legacy)).await.expect("the old operator's binding");
     s.create_user(&user("long", &slug, "long@x.example", &long, &["Designer"], &[])).await;
     s.wait_user(&slug, "long", user_ready).await;
     s.wait_for("the old binding to go", || async { dev.get_opt(&old_name).await.ok().flatten().is_none() }).await;
@@ -167,9 +165,7 @@ async fn access_is_revoked_without_the_finalizer_and_forged_bindings_are_left_al
     }))
     .expect("binding");
     let dev: Api<RoleBinding> = Api::namespaced(s.client(), &format!("{slug}-dev"));
-    dev.patch("tenantuser-ghost", &PatchParams::apply("tenant-operator").force(), &Patch::Apply(&forged))
-        .await
-        .expect("forge");
+    dev.patch("tenantuser-ghost", &PatchParams::apply("tenant-operator").force(), &Patch::Apply(&forged)).await.expect("forge");
 
     // The user removes the finalizer from their own TenantUser; an administrator deletes the
     // user before the operator puts it back (a precondition on that very version).

@@ -93,7 +93,10 @@ mod tests {
     fn a_field_manager_without_the_stamp_does_not_make_an_object_ours() {
         let forged = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[]));
         assert_eq!(claim(Some(&forged), "acme"), Claim::Foreign);
-        let empty = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "")]));
+        let empty = Child::from_object(
+            ChildKind::Namespace,
+            &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "")]),
+        );
         assert_eq!(claim(Some(&empty), "acme"), Claim::Foreign);
     }
 

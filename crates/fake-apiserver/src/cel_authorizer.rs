@@ -87,7 +87,8 @@ impl Evaluation<'_> {
             for question in asked {
                 let (verb, group, resource, subresource, namespace, name) = &question;
                 let combined = if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
-                let allowed = rbac::authorize(self.state, self.user, &Attributes::resource(verb, group, &combined, namespace, name)).is_ok();
+                let allowed =
+                    rbac::authorize(self.state, self.user, &Attributes::resource(verb, group, &combined, namespace, name)).is_ok();
                 answers.known.insert(question, allowed);
             }
         }

@@ -32,7 +32,8 @@ pub async fn apply_bindings(
     let plan = &valid.plan;
     // The self-service Role before the binding that names it; whether a binding is a custom
     // role's comes from the plan, never from its name.
-    let objects = plan.account_objects.iter().chain(&plan.bindings).map(|o| (o, false)).chain(plan.custom_role_bindings.iter().map(|o| (o, true)));
+    let objects =
+        plan.account_objects.iter().chain(&plan.bindings).map(|o| (o, false)).chain(plan.custom_role_bindings.iter().map(|o| (o, true)));
     for (binding, custom) in objects {
         let namespace = binding.namespace.clone().unwrap_or_default();
         let role = binding.object.pointer("/roleRef/name").and_then(|r| r.as_str()).unwrap_or_default();

@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::{
-    NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
+use k8s_openapi::api::admissionregistration::v1::{NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
@@ -92,7 +90,9 @@ fn covers_tenantusers(rule: &NamedRuleWithOperations) -> bool {
 }
 
 fn selects_everything(selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> bool {
-    selector.as_ref().is_none_or(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()))
+    selector
+        .as_ref()
+        .is_none_or(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()))
 }
 
 /// Whether the policy and binding found hold what self-edit relies on; the problem otherwise.
@@ -120,8 +120,7 @@ pub fn verify(policy: Option<&ValidatingAdmissionPolicy>, binding: Option<&Valid
     if !rules_cover || excludes || narrowed {
         return altered("does not select every create and update of TenantUsers");
     }
-    let present: Vec<String> =
-        spec.validations.iter().flatten().map(|v| normalised(&v.expression)).collect();
+    let present: Vec<String> = spec.validations.iter().flatten().map(|v| normalised(&v.expression)).collect();
     if let Some(missing) = expected_validations().iter().find(|e| !present.contains(&normalised(e))) {
         return altered(&format!("lacks the validation `{missing}`"));
     }
@@ -142,7 +141,8 @@ pub fn verify(policy: Option<&ValidatingAdmissionPolicy>, binding: Option<&Valid
     if let Some(resources) = &spec.match_resources {
         let rules_cover = resources.resource_rules.as_ref().is_none_or(|rules| rules.is_empty() || rules.iter().any(covers_tenantusers));
         let excludes = resources.exclude_resource_rules.as_ref().is_some_and(|rules| !rules.is_empty());
-        if !rules_cover || excludes || !selects_everything(&resources.namespace_selector) || !selects_everything(&resources.object_selector) {
+        if !rules_cover || excludes || !selects_everything(&resources.namespace_selector) || !selects_everything(&resources.object_selector)
+        {
             return altered("narrows the requests the policy applies to (matchResources)");
         }
     }
@@ -219,9 +219,7 @@ pub async fn watch_policy(client: Client, verdict: watch::Sender<SelfService>, m
                 // Known verdicts stay (the watch lists again); an unknown one fails closed, so
                 // that users are not held up.
                 if *verdict.borrow() == SelfService::Unknown {
-                    publish(SelfService::Withheld(format!(
-                        "the operator cannot read the self-service admission policy {POLICY}: {error}"
-                    )));
+                    publish(SelfService::Withheld(format!("the operator cannot read the self-service admission policy {POLICY}: {error}")));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -257,7 +255,8 @@ mod tests {
     fn the_shipped_policy_and_binding_are_verified() {
         let (policy, binding) = shipped();
         assert_eq!(verify(Some(&policy), Some(&binding)), Ok(()));
-        let shipped: Vec<String> = policy.spec.iter().flat_map(|s| s.validations.iter().flatten()).map(|v| normalised(&v.expression)).collect();
+        let shipped: Vec<String> =
+            policy.spec.iter().flat_map(|s| s.validations.iter().flatten()).map(|v| normalised(&v.expression)).collect();
         assert_eq!(shipped, expected_validations().iter().map(|e| normalised(e)).collect::<Vec<_>>(), "deploy/ and the code agree");
     }
 
@@ -290,9 +289,8 @@ mod tests {
         warn_only.spec.as_mut().unwrap().validation_actions = Some(vec!["Warn".into()]);
         withheld(Some(&policy), Some(&warn_only), "lacks Deny");
         let mut narrowed = binding.clone();
-        narrowed.spec.as_mut().unwrap().match_resources = Some(
-            serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchLabels": {"x": "y"}}})).unwrap(),
-        );
+        narrowed.spec.as_mut().unwrap().match_resources =
+            Some(serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchLabels": {"x": "y"}}})).unwrap());
         withheld(Some(&policy), Some(&narrowed), "narrows");
         let mut other = binding.clone();
         other.spec.as_mut().unwrap().policy_name = Some("something-else".into());

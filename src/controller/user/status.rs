@@ -74,7 +74,9 @@ pub fn self_service(status: &mut TenantUserStatus, verdict: &SelfService, genera
             Reason::SelfServiceVerified,
             "the user may edit their own names and details (the self-service admission policy is verified)".to_string(),
         ),
-        SelfService::Withheld(why) => (false, Reason::SelfServiceUnavailable, format!("the user may only read their own TenantUser: {why}")),
+        SelfService::Withheld(why) => {
+            (false, Reason::SelfServiceUnavailable, format!("the user may only read their own TenantUser: {why}"))
+        }
         SelfService::Unknown => {
             (false, Reason::SelfServiceUnavailable, "the self-service admission policy has not been checked yet".to_string())
         }
