@@ -189,8 +189,10 @@ pub struct TenantUserStatus {
     /// Standard conditions, one per type: `Ready` (True when the user's RoleBindings exist in
     /// every environment namespace; False with reasons such as `TenantNotFound`,
     /// `DuplicateEmail`, `DuplicateUsername`), `Reconciling` (True while bindings are being
-    /// written) and `Stalled` (True when the operator cannot progress without a change by a
-    /// person, e.g. a duplicate email or username).
+    /// written), `Stalled` (True when the operator cannot progress without a change by a
+    /// person, e.g. a duplicate email or username) and `SelfService` (True while the user may
+    /// edit their own TenantUser; False, reason `SelfServiceUnavailable`, while the
+    /// self-service admission policy is not installed as shipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
