@@ -121,7 +121,7 @@ impl HostnameTemplates {
     }
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserConfig {
     /// Prepended to a user's email to form the RBAC subject (e.g. `oidc:`), matching the
@@ -133,6 +133,22 @@ pub struct UserConfig {
     /// whatever the operator itself may bind.
     #[serde(default)]
     pub assignable_roles: Vec<String>,
+    /// How often Roles and RoleBindings of TenantUsers that no longer exist are revoked, in
+    /// seconds. A user's finalizer revokes them on deletion; the sweep covers a finalizer
+    /// removed by hand (a user may patch their own TenantUser) and deletions while the operator
+    /// was down.
+    #[serde(default = "default_orphan_sweep_seconds")]
+    pub orphan_sweep_seconds: u64,
+}
+
+fn default_orphan_sweep_seconds() -> u64 {
+    60
+}
+
+impl Default for UserConfig {
+    fn default() -> Self {
+        Self { subject_prefix: String::new(), assignable_roles: Vec::new(), orphan_sweep_seconds: default_orphan_sweep_seconds() }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -232,6 +248,9 @@ impl Config {
         }
         if self.database.cloudnative_pg.instances < 1 {
             return Err(("database.cloudnativePg.instances".into(), "must be at least 1".into()));
+        }
+        if self.users.orphan_sweep_seconds == 0 {
+            return Err(("users.orphanSweepSeconds".into(), "must be at least 1".into()));
         }
         if !self.users.subject_prefix.chars().all(|c| !c.is_whitespace()) {
             return Err(("users.subjectPrefix".into(), "must not contain whitespace".into()));

@@ -81,6 +81,7 @@ struct Inner {
     tenants: Family<PhaseLabels, Gauge>,
     users: Family<RoleLabels, Gauge>,
     leader: Gauge,
+    self_service: Gauge,
     kube_writes: Family<WriteLabels, Counter>,
     // Label values seen in earlier snapshots that are not in the fixed lists above (a phase or
     // role added later); they are reset to 0 when a snapshot no longer has them.
@@ -121,6 +122,12 @@ impl Metrics {
         registry.register("tenant_users", "TenantUsers by effective role", users.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        let self_service = Gauge::default();
+        registry.register(
+            "self_service_policy_verified",
+            "1 while the TenantUser self-service admission policy and its binding are installed as shipped (users may edit their own TenantUser), else 0",
+            self_service.clone(),
+        );
         let kube_writes = Family::<WriteLabels, Counter>::default();
         registry.register("kube_writes", "Write requests sent to the Kubernetes API, by verb and kind", kube_writes.clone());
 
@@ -133,6 +140,7 @@ impl Metrics {
                 tenants,
                 users,
                 leader,
+                self_service,
                 kube_writes,
                 extra_phases: Mutex::new(BTreeSet::new()),
                 extra_roles: Mutex::new(BTreeSet::new()),
@@ -178,6 +186,10 @@ impl Metrics {
         set_snapshot(&self.inner.users, &effective_roles(), &self.inner.extra_roles, counts, |effective_role| RoleLabels {
             effective_role,
         });
+    }
+
+    pub fn set_self_service_verified(&self, verified: bool) {
+        self.inner.self_service.set(i64::from(verified));
     }
 
     pub fn set_leader(&self, leader: bool) {

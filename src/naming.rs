@@ -68,20 +68,20 @@ const MAX_OBJECT_NAME: usize = 253;
 /// RoleBinding of a user's system role (in each environment namespace, and to
 /// `tenancy:user-admin` in the account namespace for Account Admins).
 pub fn user_binding_name(username: &str) -> String {
-    shortened(&format!("tenantuser-{username}"), MAX_OBJECT_NAME)
+    shortened_object_name(&format!("tenantuser-{username}"))
 }
 
 /// RoleBinding of one custom role of a user. `:` cannot occur in a username, so these names
 /// never collide with another user's bindings.
 pub fn user_custom_binding_name(username: &str, cluster_role: &str) -> String {
-    shortened(&format!("tenantuser-{username}:{cluster_role}"), MAX_OBJECT_NAME)
+    shortened_object_name(&format!("tenantuser-{username}:{cluster_role}"))
 }
 
 /// Role (and its RoleBinding) in the account namespace that lets a user read and edit their
 /// own TenantUser. Custom-role bindings live in environment namespaces only, so a ClusterRole
 /// named `self` cannot collide with it.
 pub fn user_self_service_name(username: &str) -> String {
-    shortened(&format!("tenantuser-{username}:self"), MAX_OBJECT_NAME)
+    shortened_object_name(&format!("tenantuser-{username}:self"))
 }
 
 /// The account namespace of a tenant, home of its TenantUsers. It cannot be another tenant's
@@ -98,21 +98,40 @@ pub fn slug_of_account_namespace(namespace: &str) -> Option<&str> {
     namespace.strip_suffix(ACCOUNT_SUFFIX)?.strip_suffix('-').filter(|slug| !slug.is_empty())
 }
 
-/// A TenantUser name as a label value: itself when it fits 63 characters, else its first 52
-/// characters and a hash of the whole name (names are DNS subdomains: up to 253 characters).
+/// A TenantUser name as a label value: itself when it fits 63 characters, else its first 30
+/// characters, `-` and 128 bits of its SHA-256 (names are DNS subdomains: up to 253
+/// characters). The label selects; the user's identity is the annotation [`ANNOTATION_USER`].
 pub fn user_label_value(name: &str) -> String {
-    shortened(name, 63)
-}
-
-/// `name` itself when it fits `max` characters, else a prefix and a hash of the whole name,
-/// so that distinct long names stay distinct.
-fn shortened(name: &str, max: usize) -> String {
-    if name.len() <= max {
+    if name.len() <= 63 {
         return name.to_string();
     }
-    let hash = crate::hash::hash_str(name);
-    let prefix: String = name.chars().take(max - 11).collect();
-    format!("{}-{:010x}", prefix.trim_end_matches(['-', '.', '@', ':']), hash & 0xff_ffff_ffff)
+    let prefix: String = name.chars().take(30).collect();
+    format!("{}-{}", prefix.trim_end_matches(['-', '.', '_']), digest_hex(name))
+}
+
+/// Separates a shortened name from the hash of the whole: usernames and custom-role names
+/// never contain it, so no full name can equal a shortened one (a username chosen to look
+/// like another user's shortened name stays distinct from it).
+const SHORTENED_MARK: char = '~';
+
+/// `name` itself when it fits a Role or RoleBinding name, else a prefix, [`SHORTENED_MARK`]
+/// and 128 bits of the SHA-256 of the whole name: distinct long names stay distinct beyond
+/// anyone's reach, and names that fit (every user's before long names were hashed this way)
+/// do not change.
+fn shortened_object_name(name: &str) -> String {
+    if name.len() <= MAX_OBJECT_NAME {
+        return name.to_string();
+    }
+    let hash = digest_hex(name);
+    let room = MAX_OBJECT_NAME - hash.len() - SHORTENED_MARK.len_utf8();
+    let prefix: String = name.chars().take(room).collect();
+    format!("{prefix}{SHORTENED_MARK}{hash}")
+}
+
+/// The first 128 bits of the SHA-256 of `text`, in hex (32 characters).
+fn digest_hex(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().take(16).map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Hostname of an application of a tenant in one environment.
@@ -206,6 +225,28 @@ mod tests {
         assert_ne!(user_custom_binding_name("a", "b"), user_binding_name("a-b"));
         assert_eq!(user_custom_binding_name("jdoe", "flow-billing-editor"), "tenantuser-jdoe:flow-billing-editor");
         assert_eq!(user_self_service_name("jane@acme.example"), "tenantuser-jane@acme.example:self");
+    }
+
+    /// Issue 20 §5: a 242-character username equal to another user's name shortened by the
+    /// old 40-bit scheme, and usernames chosen to look like any shortened name, stay distinct.
+    #[test]
+    fn a_username_cannot_equal_another_users_shortened_name() {
+        let long = "a".repeat(250);
+        let lookalike = format!("{}-20c089d837", "a".repeat(231));
+        let shortened = user_binding_name(&long);
+        assert!(shortened.len() <= 253 && shortened.contains(SHORTENED_MARK), "{shortened}");
+        assert_ne!(shortened, user_binding_name(&lookalike));
+        assert_eq!(user_binding_name(&lookalike), format!("tenantuser-{lookalike}"), "a name that fits is kept");
+        // Whatever a username looks like, it cannot produce the mark.
+        let pattern = regex_free_username_check(&shortened["tenantuser-".len()..]);
+        assert!(!pattern, "a shortened name is never a valid username");
+        assert_eq!(digest_hex("x").len(), 32, "128 bits");
+    }
+
+    /// The characters a username may hold (the CRD's pattern): letters, digits, `.`, `_`,
+    /// `+`, `-`, `@`.
+    fn regex_free_username_check(candidate: &str) -> bool {
+        candidate.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._+-@".contains(c))
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
     config::Config,
     controller::{
         tenant::{self, GuardedTenant, TenantCache},
-        user::{self, GuardedUser},
+        user::{self, GuardedUser, SelfService},
         Caches, Child, Context, ContextParts,
     },
     desired::ChildKind,
@@ -190,6 +190,17 @@ pub async fn run_controllers(
             users = users.reconcile_on(stream.filter_map(|object| futures::future::ready(user::user_of_binding(&object))));
         }
     }
+    // The self-service policy verified or lost re-reconciles every user: their self-service
+    // Roles follow at once.
+    let (verdict, self_service) = watch::channel(SelfService::Unknown);
+    let store_for_policy = user_store.clone();
+    let policy_changes = futures::stream::unfold(self_service.clone(), |mut changes| async move {
+        changes.changed().await.ok()?;
+        Some(((), changes))
+    })
+    .flat_map(move |()| futures::stream::iter(user::all_users(&store_for_policy)));
+    users = users.reconcile_on(policy_changes);
+    let policy_watch = user::self_service::watch_policy(client.clone(), verdict, options.metrics.clone());
     // A ClusterRole becoming assignable (or ceasing to be) re-reconciles the users naming it.
     if let Some(stream) = streams.remove(&ChildKind::ClusterRole) {
         users =
@@ -202,10 +213,12 @@ pub async fn run_controllers(
         tenants: tenants.store(),
         users: user_store,
         tenant_cache,
+        self_service,
         tenant_trigger,
         metrics: options.metrics.clone(),
     }));
     let gauges = report_gauges(ctx.clone(), options.readiness.clone());
+    let sweeps = user::sweep_periodically(ctx.clone());
 
     let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
         |result| async move {
@@ -224,6 +237,8 @@ pub async fn run_controllers(
     futures::select! {
         _ = futures::future::join(tenant_run, user_run).fuse() => {},
         _ = gauges.fuse() => {},
+        _ = policy_watch.fuse() => {},
+        _ = sweeps.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
 }

@@ -112,7 +112,8 @@ pub fn render_objects(resources: &Resources, config: &Config) -> Result<Vec<Desi
         let slug = crate::naming::slug_of_account_namespace(&namespace)
             .ok_or_else(|| RenderError::NotInAccountNamespace { user: user_name.clone(), namespace: namespace.clone() })?;
         let tenant = tenants.get(slug).ok_or_else(|| RenderError::MissingTenant { user: user_name.clone(), tenant: slug.to_string() })?;
-        objects.extend(UserPlan::build(user, tenant, config)?.objects().cloned());
+        // As the operator writes them once the self-service admission policy is verified.
+        objects.extend(UserPlan::build(user, tenant, config, true)?.objects().cloned());
     }
     Ok(objects)
 }

@@ -326,7 +326,8 @@ fn operator_cluster_role_is_least_privilege() {
     let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
     let mut want: Vec<(&str, &str, &[&str])> = vec![
         ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"]),
-        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch", "update"]),
+        // No `update`: the self-service Roles grant `patch` only.
+        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch"]),
         ("tenancy.platform.dev", "tenants/status", &["patch"]),
         ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
         ("", "secrets", &["get", "list", "watch", "create", "patch"]),
@@ -334,6 +335,9 @@ fn operator_cluster_role_is_least_privilege() {
         ("events.k8s.io", "events", &["create", "patch"]),
         ("rbac.authorization.k8s.io", "clusterroles", &["get", "list", "watch"]),
         ("", "events", &["list"]),
+        // The self-service admission policy and its binding, verified before self-edit.
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies", &["get", "list", "watch"]),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", &["get", "list", "watch"]),
     ];
     // Deleted only where the operator removes its own objects (removed environments, quota,
     // applications, user bindings); the rest goes only with its namespace.
@@ -545,9 +549,8 @@ fn chart_options_render() {
     assert!(objects.iter().all(|o| str_at(o, "/kind") != "ConfigMap" || str_at(o, "/metadata/name") != "ops-tenant-operator-config"));
     assert!(kinds.contains(&"ServiceMonitor"));
     let binding = find(&objects, "ValidatingAdmissionPolicyBinding", "tenantuser-self-service.tenancy.platform.dev");
-    assert_eq!(str_at(binding, "/spec/paramRef/name"), "ops-tenant-operator-admission");
-    assert_eq!(str_at(binding, "/spec/paramRef/namespace"), "platform");
-    find(&objects, "ConfigMap", "ops-tenant-operator-admission");
+    assert!(binding.pointer("/spec/paramRef").is_none(), "the policy has no parameter to keep in sync: {binding}");
+    assert_eq!(string_list(binding, "/spec/validationActions"), ["Deny"]);
     let role = find(&objects, "ClusterRole", "ops-tenant-operator");
     assert!(rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
     let d = find(&objects, "Deployment", "ops-tenant-operator");
@@ -693,7 +696,8 @@ fn built_in_view_edit_and_admin_roles_see_tenants() {
     // `edit` aggregates `view`, `admin` aggregates `edit`: each adds to the one below.
     let edit = role("tenant-operator:aggregate-to-edit", "edit");
     assert_eq!(edit["tenants"], set(&["create", "update", "patch"]), "edit must not delete Tenants");
-    assert_eq!(edit["tenantusers"], set(&["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]));
+    // `manage`: what the self-service admission policy asks before a user's roles change.
+    assert_eq!(edit["tenantusers"], set(&["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "manage"]));
     let admin = role("tenant-operator:aggregate-to-admin", "admin");
     assert_eq!(admin, BTreeMap::from([("tenants".to_owned(), set(&["delete", "deletecollection"]))]));
 

@@ -41,7 +41,7 @@ use kube::{
 };
 use rand::RngExt;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use caches::{Caches, Child};
 pub use changes::Changes;
@@ -50,7 +50,7 @@ use events::{EventRecorder, EventSpec};
 
 use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
 use tenant::{GuardedTenant, HostIndex, TenantCache};
-use user::GuardedUser;
+use user::{GuardedUser, SelfService};
 
 /// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
 /// might have missed. It makes no writes when nothing changed.
@@ -94,6 +94,9 @@ pub struct Context {
     pub users: Store<GuardedUser>,
     /// What the Tenant cache keeps of the Tenants' statuses besides the store.
     pub tenant_cache: TenantCache,
+    /// Whether users may edit their own TenantUser (the self-service admission policy is
+    /// verified); see `user::self_service`.
+    pub self_service: watch::Receiver<SelfService>,
     /// Resolves once every cache holds its initial list (and the hostname index is filled).
     /// One shared future for all reconciles: awaiting a Store's readiness from many tasks at
     /// once left some of them unwoken.
@@ -126,21 +129,26 @@ pub struct ContextParts {
     pub tenants: Store<GuardedTenant>,
     pub users: Store<GuardedUser>,
     pub tenant_cache: TenantCache,
+    pub self_service: watch::Receiver<SelfService>,
     pub tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
     pub metrics: Metrics,
 }
 
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
-        let ContextParts { client, config, caches, tenants, users, tenant_cache, tenant_trigger, metrics } = parts;
+        let ContextParts { client, config, caches, tenants, users, tenant_cache, self_service, tenant_trigger, metrics } = parts;
         let recorder = Arc::new(EventRecorder::new(client.clone(), REPORTING_CONTROLLER, std::env::var("POD_NAME").ok()));
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {
             let (caches, tenants, users, hosts, config) = (caches.clone(), tenants.clone(), users.clone(), hosts.clone(), config.clone());
+            let mut verdict = self_service.clone();
             async move {
                 caches.wait_until_ready().await;
                 let _ = tenants.wait_until_ready().await;
                 let _ = users.wait_until_ready().await;
+                // Users' self-service Roles depend on it: deciding before it is known would
+                // rewrite them on every start.
+                let _ = verdict.wait_for(|v| *v != SelfService::Unknown).await;
                 // Every Tenant's hosts are known before the first reconcile, so that after a
                 // restart the older Tenant keeps a contested host whatever the order.
                 if let Ok(mut index) = hosts.lock() {
@@ -159,6 +167,7 @@ impl Context {
             tenants,
             users,
             tenant_cache,
+            self_service,
             caches_ready,
             hosts,
             tenant_trigger,

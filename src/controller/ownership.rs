@@ -1,16 +1,19 @@
 //! Which objects are the operator's (SPEC §8): only those it may change or delete.
 //!
-//! An object is the operator's when it carries the tenant label **and** the operator's field
-//! manager wrote it. A label alone proves nothing: anyone who can create a ConfigMap can copy
-//! it. Retained data is the operator's too, but only a person deletes it.
+//! An object is the operator's when it carries the tenant label, the operator's field manager
+//! wrote it **and** it carries the operator's stamp (the annotation with the UID of the Tenant
+//! that applied it, set on every object the operator applies). A label alone proves nothing:
+//! anyone who can create a ConfigMap can copy it; neither does a field manager, which any
+//! client may name in its requests. Nothing is deleted, overwritten or read as credentials on
+//! less. Retained data is the operator's too, but only a person deletes it.
 
 use super::caches::Child;
 use crate::naming::{ANNOTATION_TENANT_UID, LABEL_RETAINED, LABEL_TENANT};
 
 /// Whether `object` belongs to the tenant `slug` and was made by the operator (its field
-/// manager wrote it).
+/// manager wrote it, and it carries the operator's Tenant-UID stamp).
 pub fn is_ours(object: &Child, slug: &str) -> bool {
-    object.label(LABEL_TENANT) == Some(slug) && object.written_by_operator()
+    object.label(LABEL_TENANT) == Some(slug) && object.written_by_operator() && object.stamped()
 }
 
 /// Whether `object` was kept under `deletionPolicy: Retain` (only a person deletes it).
@@ -58,8 +61,9 @@ mod tests {
     use super::*;
     use crate::{desired::ChildKind, naming::FIELD_MANAGER};
 
+    /// An object as the operator stamps what it applies.
     fn object(labels: &[(&str, &str)], manager: Option<&str>) -> Child {
-        Child::from_object(ChildKind::Namespace, &dynamic(labels, manager, &[]))
+        Child::from_object(ChildKind::Namespace, &dynamic(labels, manager, &[(ANNOTATION_TENANT_UID, "uid-1")]))
     }
 
     fn dynamic(labels: &[(&str, &str)], manager: Option<&str>, annotations: &[(&str, &str)]) -> DynamicObject {
@@ -83,6 +87,19 @@ mod tests {
         assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], None)), "acme"), Claim::Foreign);
     }
 
+    /// Issue 20 §7: any client may send the operator's field manager; without the stamp the
+    /// object is someone else's.
+    #[test]
+    fn a_field_manager_without_the_stamp_does_not_make_an_object_ours() {
+        let forged = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[]));
+        assert_eq!(claim(Some(&forged), "acme"), Claim::Foreign);
+        let empty = Child::from_object(
+            ChildKind::Namespace,
+            &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "")]),
+        );
+        assert_eq!(claim(Some(&empty), "acme"), Claim::Foreign);
+    }
+
     #[test]
     fn the_operators_objects_are_ours_or_retained() {
         assert_eq!(claim(None, "acme"), Claim::Free);
@@ -93,7 +110,7 @@ mod tests {
 
     #[test]
     fn previous_owner_names_an_earlier_tenant() {
-        let found = object(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER));
+        let found = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[]));
         assert_eq!(previous_owner(&found, "uid-2"), None);
         let found = Child::from_object(
             ChildKind::Namespace,

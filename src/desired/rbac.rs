@@ -23,9 +23,16 @@ pub const USER_ADMIN: &str = "tenancy:user-admin";
 /// Every ClusterRole the operator binds for system roles; it needs `bind` on exactly these.
 pub const SYSTEM_CLUSTER_ROLES: [&str; 6] = [ACCOUNT_ADMIN, EDITOR, VIEWER, SUPERVISOR, AGENT, USER_ADMIN];
 
-/// Verbs a user holds on their own TenantUser (a Role with `resourceNames`); what they may
-/// change is limited further by the shipped ValidatingAdmissionPolicy.
-pub const SELF_SERVICE_VERBS: [&str; 3] = ["get", "update", "patch"];
+/// Verbs a user holds on their own TenantUser (a Role with `resourceNames`) while the shipped
+/// ValidatingAdmissionPolicy is verified: it limits what they may change. `patch` is enough
+/// for `kubectl edit`/`apply`; `update` is not granted.
+pub const SELF_SERVICE_VERBS: [&str; 2] = ["get", "patch"];
+/// Verbs a user holds on their own TenantUser while the policy is not verified: read only.
+pub const SELF_SERVICE_READ_ONLY_VERBS: [&str; 1] = ["get"];
+/// The custom verb the self-service policy asks the authorizer about: who holds it on
+/// `tenantusers` in a namespace may change users' `username`, `email`, `roles` and
+/// `customRoles` there. Only `tenancy:user-admin` (and `edit`/`admin`, cluster admins) grant it.
+pub const MANAGE_USERS_VERB: &str = "manage";
 
 /// The highest of a user's system roles, which decides their access.
 pub fn effective_role(roles: &[SystemRole]) -> Option<SystemRole> {
@@ -123,7 +130,7 @@ pub fn system_cluster_roles() -> Vec<ClusterRole> {
     let agent = vec![rule("", &["services", "configmaps"], READ), rule("networking.k8s.io", &["ingresses"], READ)];
     let group = TenantUser::group(&());
     let user_admin = vec![
-        rule(&group, &[&TenantUser::plural(&())], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+        rule(&group, &[&TenantUser::plural(&())], &["get", "list", "watch", "create", "patch", "delete", MANAGE_USERS_VERB]),
         rule("", &["events"], READ),
         rule("events.k8s.io", &["events"], READ),
     ];

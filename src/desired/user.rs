@@ -9,7 +9,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::{api::ObjectMeta, Resource};
 
 use super::{
-    rbac::{cluster_role_for, effective_role, NotBound, SELF_SERVICE_VERBS, USER_ADMIN},
+    rbac::{cluster_role_for, effective_role, NotBound, SELF_SERVICE_READ_ONLY_VERBS, SELF_SERVICE_VERBS, USER_ADMIN},
     tenant_labels, ChildKind, DesiredObject,
 };
 use crate::{
@@ -21,8 +21,11 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserPlan {
     pub effective_role: Option<SystemRole>,
-    /// RoleBindings in the environment namespaces.
+    /// RoleBindings of the system role in the environment namespaces.
     pub bindings: Vec<DesiredObject>,
+    /// RoleBindings of the custom roles in the environment namespaces (refused unless the
+    /// ClusterRole is assignable).
+    pub custom_role_bindings: Vec<DesiredObject>,
     /// The account namespace's objects: the self-service Role and its RoleBinding, and the
     /// `tenancy:user-admin` RoleBinding of an Account Admin. The Role comes first.
     pub account_objects: Vec<DesiredObject>,
@@ -41,7 +44,9 @@ pub fn subject_name(user: &TenantUser, config: &Config) -> String {
 }
 
 impl UserPlan {
-    pub fn build(user: &TenantUser, tenant: &Tenant, config: &Config) -> Result<Self, serde_json::Error> {
+    /// `self_edit`: whether the user's self-service Role may patch their TenantUser (only while
+    /// the self-service admission policy is verified), else it only reads it.
+    pub fn build(user: &TenantUser, tenant: &Tenant, config: &Config, self_edit: bool) -> Result<Self, serde_json::Error> {
         let slug = tenant.metadata.name.clone().unwrap_or_default();
         let account_namespace = naming::account_namespace_name(&slug);
         let role = effective_role(&user.spec.roles);
@@ -50,6 +55,7 @@ impl UserPlan {
         environments.dedup();
 
         let mut bindings = Vec::new();
+        let mut custom_role_bindings = Vec::new();
         let mut bound = vec![account_namespace.clone()];
         let mut not_bound = Vec::new();
         for env in environments {
@@ -67,7 +73,7 @@ impl UserPlan {
             }
             for custom in &user.spec.custom_roles {
                 let name = naming::user_custom_binding_name(&user.spec.username, custom);
-                bindings.push(binding(user, config, &slug, Some(env), &namespace, &name, "ClusterRole", custom)?);
+                custom_role_bindings.push(binding(user, config, &slug, Some(env), &namespace, &name, "ClusterRole", custom)?);
                 bound_here = true;
             }
             if bound_here {
@@ -77,19 +83,33 @@ impl UserPlan {
 
         let self_service = naming::user_self_service_name(&user.spec.username);
         let mut account_objects = vec![
-            DesiredObject::from_typed(ChildKind::Role, &self_service_role(user, &slug, &account_namespace, &self_service))?,
+            DesiredObject::from_typed(ChildKind::Role, &self_service_role(user, &slug, &account_namespace, &self_service, self_edit))?,
             binding(user, config, &slug, None, &account_namespace, &self_service, "Role", &self_service)?,
         ];
         if role == Some(SystemRole::AccountAdmin) {
             let name = naming::user_binding_name(&user.spec.username);
             account_objects.push(binding(user, config, &slug, None, &account_namespace, &name, "ClusterRole", USER_ADMIN)?);
         }
-        Ok(Self { effective_role: role, bindings, account_objects, account_namespace, bound_namespaces: bound, not_bound })
+        Ok(Self {
+            effective_role: role,
+            bindings,
+            custom_role_bindings,
+            account_objects,
+            account_namespace,
+            bound_namespaces: bound,
+            not_bound,
+        })
     }
 
-    /// Every object of the plan: the account namespace's, then the environments'.
+    /// Every object of the plan: the account namespace's, then the environments' (system
+    /// role, then custom roles).
     pub fn objects(&self) -> impl Iterator<Item = &DesiredObject> {
-        self.account_objects.iter().chain(self.bindings.iter())
+        self.account_objects.iter().chain(self.bindings.iter()).chain(self.custom_role_bindings.iter())
+    }
+
+    /// Whether the plan binds anything in the environment namespaces.
+    pub fn binds_environments(&self) -> bool {
+        !self.bindings.is_empty() || !self.custom_role_bindings.is_empty()
     }
 }
 
@@ -137,16 +157,18 @@ fn binding(
     DesiredObject::from_typed(ChildKind::RoleBinding, &rb)
 }
 
-/// The user's own TenantUser, by name: read and edit. Which fields a user may change on
-/// themselves is the ValidatingAdmissionPolicy's business (`deploy/admission/`).
-fn self_service_role(user: &TenantUser, slug: &str, namespace: &str, name: &str) -> Role {
+/// The user's own TenantUser, by name: read, and patch when `self_edit`. Which fields a user
+/// may change on themselves is the ValidatingAdmissionPolicy's business (`deploy/admission/`),
+/// which is why patching is granted only while the operator has verified it.
+fn self_service_role(user: &TenantUser, slug: &str, namespace: &str, name: &str, self_edit: bool) -> Role {
+    let verbs: &[&str] = if self_edit { &SELF_SERVICE_VERBS } else { &SELF_SERVICE_READ_ONLY_VERBS };
     Role {
         metadata: user_meta(user, slug, None, namespace, name),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![TenantUser::group(&()).into_owned()]),
             resources: Some(vec![TenantUser::plural(&()).into_owned()]),
             resource_names: Some(vec![user.metadata.name.clone().unwrap_or_default()]),
-            verbs: SELF_SERVICE_VERBS.iter().map(|v| v.to_string()).collect(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
             ..PolicyRule::default()
         }]),
     }
@@ -177,6 +199,7 @@ mod tests {
     fn role_refs(plan: &UserPlan) -> Vec<(String, String, String)> {
         plan.bindings
             .iter()
+            .chain(&plan.custom_role_bindings)
             .map(|b| {
                 (
                     b.namespace.clone().unwrap_or_default(),
@@ -189,7 +212,7 @@ mod tests {
 
     #[test]
     fn account_admin_is_admin_outside_prod_and_viewer_in_prod() {
-        let plan = UserPlan::build(&users()[0], &acme(), &example_config()).unwrap();
+        let plan = UserPlan::build(&users()[0], &acme(), &example_config(), true).unwrap();
         assert_eq!(plan.effective_role, Some(SystemRole::AccountAdmin));
         assert_eq!(
             role_refs(&plan),
@@ -207,7 +230,7 @@ mod tests {
 
     #[test]
     fn account_admins_manage_users_and_everyone_edits_themselves() {
-        let admin = UserPlan::build(&users()[0], &acme(), &example_config()).unwrap();
+        let admin = UserPlan::build(&users()[0], &acme(), &example_config(), true).unwrap();
         let account: Vec<(String, String, String)> = admin
             .account_objects
             .iter()
@@ -225,17 +248,19 @@ mod tests {
         let rule = &admin.account_objects[0].object["rules"][0];
         assert_eq!(rule["resources"], serde_json::json!(["tenantusers"]));
         assert_eq!(rule["resourceNames"], serde_json::json!(["jdoe"]));
-        assert_eq!(rule["verbs"], serde_json::json!(["get", "update", "patch"]));
+        assert_eq!(rule["verbs"], serde_json::json!(["get", "patch"]), "patch is enough: no update");
+        let read_only = UserPlan::build(&users()[0], &acme(), &example_config(), false).unwrap();
+        assert_eq!(read_only.account_objects[0].object["rules"][0]["verbs"], serde_json::json!(["get"]), "self-edit withheld");
         assert_eq!(admin.bound_namespaces[0], "acme-account");
 
-        let designer = UserPlan::build(&users()[1], &acme(), &example_config()).unwrap();
+        let designer = UserPlan::build(&users()[1], &acme(), &example_config(), true).unwrap();
         assert_eq!(designer.account_objects.len(), 2, "no user-admin binding for a Designer");
         assert_eq!(designer.account_objects[0].object["rules"][0]["resourceNames"], serde_json::json!(["bsmith"]));
     }
 
     #[test]
     fn owner_references_stay_inside_the_users_namespace() {
-        let plan = UserPlan::build(&users()[0], &acme(), &example_config()).unwrap();
+        let plan = UserPlan::build(&users()[0], &acme(), &example_config(), true).unwrap();
         for object in &plan.bindings {
             assert!(object.object["metadata"].get("ownerReferences").is_none(), "{}", object.describe());
         }
@@ -249,7 +274,7 @@ mod tests {
         let mut analyst = users()[1].clone();
         analyst.spec.roles = vec![SystemRole::Analyst];
         analyst.spec.custom_roles.clear();
-        let plan = UserPlan::build(&analyst, &acme(), &example_config()).unwrap();
+        let plan = UserPlan::build(&analyst, &acme(), &example_config(), true).unwrap();
         assert_eq!(
             role_refs(&plan),
             [
@@ -262,7 +287,7 @@ mod tests {
 
     #[test]
     fn custom_roles_are_extra_bindings_everywhere() {
-        let plan = UserPlan::build(&users()[1], &acme(), &example_config()).unwrap();
+        let plan = UserPlan::build(&users()[1], &acme(), &example_config(), true).unwrap();
         let refs = role_refs(&plan);
         assert_eq!(refs.len(), 6);
         assert!(refs.contains(&("acme-dev".into(), "tenantuser-bsmith".into(), EDITOR.into())));
@@ -272,14 +297,14 @@ mod tests {
 
     #[test]
     fn agent_only_in_prod() {
-        let plan = UserPlan::build(&users()[2], &acme(), &example_config()).unwrap();
+        let plan = UserPlan::build(&users()[2], &acme(), &example_config(), true).unwrap();
         assert_eq!(role_refs(&plan), [("acme-prod".into(), "tenantuser-alee".into(), AGENT.into())]);
         assert_eq!(plan.not_bound, [(Environment::Dev, NotBound::ProdOnlyRole), (Environment::Staging, NotBound::ProdOnlyRole)]);
 
         let mut no_prod = acme();
         no_prod.spec.environments = vec![Environment::Dev];
-        let plan = UserPlan::build(&users()[2], &no_prod, &example_config()).unwrap();
-        assert!(plan.bindings.is_empty());
+        let plan = UserPlan::build(&users()[2], &no_prod, &example_config(), true).unwrap();
+        assert!(!plan.binds_environments());
         assert_eq!(plan.bound_namespaces, ["acme-account"], "only the self-service binding");
     }
 
@@ -287,7 +312,7 @@ mod tests {
     fn subject_prefix_is_applied() {
         let mut config = example_config();
         config.users.subject_prefix = "oidc:".into();
-        let plan = UserPlan::build(&users()[0], &acme(), &config).unwrap();
+        let plan = UserPlan::build(&users()[0], &acme(), &config, true).unwrap();
         assert_eq!(plan.bindings[0].object["subjects"][0]["name"], "oidc:jane.doe@acme.example");
     }
 }

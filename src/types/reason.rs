@@ -20,6 +20,8 @@ pub enum ConditionType {
     NamespacesReady,
     IngressReady,
     DatabaseReady,
+    /// A TenantUser: whether the user may edit their own TenantUser.
+    SelfService,
 }
 
 impl ConditionType {
@@ -31,6 +33,7 @@ impl ConditionType {
             ConditionType::NamespacesReady => "NamespacesReady",
             ConditionType::IngressReady => "IngressReady",
             ConditionType::DatabaseReady => "DatabaseReady",
+            ConditionType::SelfService => "SelfService",
         }
     }
 }
@@ -152,6 +155,15 @@ reasons! {
     CustomRoleRefused,
     /// A custom role does not exist.
     CustomRoleNotFound,
+    /// The self-service admission policy and its binding are installed as shipped: users may
+    /// edit their own names and details (condition `SelfService`).
+    SelfServiceVerified,
+    /// The self-service admission policy or its binding is missing or altered: users may only
+    /// read their own TenantUser (condition `SelfService`, message says what is wrong).
+    SelfServiceUnavailable,
+    /// A Role or RoleBinding the user needs is taken by another TenantUser (or is not the
+    /// operator's); it is left alone.
+    BindingConflict,
 
     // Events.
     Created,
@@ -190,6 +202,7 @@ impl Reason {
                 | Reason::RoleRequiresProd
                 | Reason::CustomRoleRefused
                 | Reason::CustomRoleNotFound
+                | Reason::BindingConflict
         )
     }
 }

@@ -38,8 +38,10 @@ use serde::{Deserialize, Serialize};
 pub struct TenantUserSpec {
     /// Sign-in email, unique within the tenant (compared case-insensitively); with the
     /// configured prefix it is the RBAC subject (`User`) of the user's RoleBindings. A second
-    /// TenantUser with the same email gets `Ready=False`, reason `DuplicateEmail`.
+    /// TenantUser with the same email gets `Ready=False`, reason `DuplicateEmail`. It is the
+    /// user's identity and cannot be changed: create a new TenantUser instead.
     #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.email is the user's identity in RBAC and cannot be changed: create a new TenantUser instead"))]
     pub email: String,
 
     /// User name, unique within the tenant (a second TenantUser with the same one gets
@@ -187,8 +189,10 @@ pub struct TenantUserStatus {
     /// Standard conditions, one per type: `Ready` (True when the user's RoleBindings exist in
     /// every environment namespace; False with reasons such as `TenantNotFound`,
     /// `DuplicateEmail`, `DuplicateUsername`), `Reconciling` (True while bindings are being
-    /// written) and `Stalled` (True when the operator cannot progress without a change by a
-    /// person, e.g. a duplicate email or username).
+    /// written), `Stalled` (True when the operator cannot progress without a change by a
+    /// person, e.g. a duplicate email or username) and `SelfService` (True while the user may
+    /// edit their own TenantUser; False, reason `SelfServiceUnavailable`, while the
+    /// self-service admission policy is not installed as shipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

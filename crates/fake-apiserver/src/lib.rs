@@ -4,6 +4,7 @@
 
 mod admission;
 mod builtin;
+mod cel_authorizer;
 mod errors;
 mod faults;
 mod fields;

@@ -1,12 +1,12 @@
 //! ValidatingAdmissionPolicies (`admissionregistration.k8s.io/v1`) as the real server's
 //! validating-policy admission plugin applies them to create and update requests: bindings
 //! select policies, `matchConstraints`/`matchResources` select requests, `matchConditions`
-//! narrow them, `validations` are evaluated with kube's CEL engine (`object`, `oldObject`,
-//! `request`, `params`), and a `Deny` binding refuses with the plugin's message.
+//! narrow them, `validations` are evaluated with kube's CEL functions (`object`, `oldObject`,
+//! `request`, `params`, `namespaceObject`, `authorizer`), and a `Deny` binding refuses with the plugin's message.
 
-use kube::core::cel::{AdmissionRequest, VapEvaluator, VapExpression};
 use serde_json::{json, Value};
 
+use super::cel_authorizer::Evaluation;
 use super::errors::ApiError;
 use super::rbac::UserInfo;
 use super::resources::ResourceType;
@@ -88,19 +88,18 @@ fn resources_match(state: &State, m: Option<&Value>, req: &Request) -> bool {
         && (!req.rt.namespaced || selector_matches(m.get("namespaceSelector"), &namespace_labels))
 }
 
-fn admission_request(req: &Request) -> AdmissionRequest {
-    serde_json::from_value(json!({
+/// The `request` variable: the admission request as the real plugin shows it.
+fn request_variable(req: &Request) -> Value {
+    json!({
         "operation": req.operation,
-        "username": req.user.name,
-        "uid": "",
-        "groups": req.user.groups,
+        "userInfo": {"username": req.user.name, "uid": "", "groups": req.user.groups},
         "name": req.name,
         "namespace": req.namespace,
         "dryRun": false,
+        "subResource": req.subresource,
         "kind": {"group": req.rt.group, "version": req.rt.version, "kind": req.rt.kind},
         "resource": {"group": req.rt.group, "version": req.rt.version, "resource": req.rt.plural},
-    }))
-    .unwrap_or_default()
+    })
 }
 
 /// The `params` object a binding's `paramRef` names, if the policy has a `paramKind`.
@@ -146,13 +145,14 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             err
         };
         let fail_closed = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) != Some("Ignore");
-        let mut builder = VapEvaluator::builder().object(req.object.clone()).request(admission_request(req));
-        if let Some(old) = req.old_object {
-            builder = builder.old_object(old.clone());
-        }
+        let mut variables = json!({
+            "object": req.object,
+            "oldObject": req.old_object.cloned().unwrap_or(Value::Null),
+            "request": request_variable(req),
+        });
         let wants_params = policy.pointer("/spec/paramKind").is_some() && binding.pointer("/spec/paramRef").is_some();
         match params(state, policy, binding, req) {
-            Some(p) => builder = builder.params(p),
+            Some(p) => variables["params"] = p,
             // The real plugin: a binding whose parameter is missing denies, or is skipped with
             // `parameterNotFoundAction: Allow`.
             None if wants_params => {
@@ -163,31 +163,28 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             }
             None => {}
         }
-        let evaluator = builder.build();
+        if req.rt.namespaced {
+            if let Some(ns) = state.namespace_state(req.namespace) {
+                variables["namespaceObject"] = Value::clone(ns);
+            }
+        }
+        let evaluation = Evaluation { state, user: req.user, variables: &variables };
         // A false match condition skips the policy; one that errs (and none false) is a
         // failure under the policy's failurePolicy.
-        const FALSE: &str = "false";
-        let conditions: Vec<VapExpression> = policy
+        let conditions: Vec<&str> = policy
             .pointer("/spec/matchConditions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|c| {
-                Some(VapExpression {
-                    expression: c.get("expression")?.as_str()?.to_string(),
-                    message: Some(FALSE.to_string()),
-                    message_expression: None,
-                })
-            })
+            .filter_map(|c| c.get("expression")?.as_str())
             .collect();
-        let results = evaluator.evaluate(&conditions);
-        if results.iter().any(|r| !r.passed && r.message.as_deref() == Some(FALSE)) {
+        let results = evaluation.run(&conditions);
+        if results.iter().any(|r| matches!(r, Ok(false))) {
             continue;
         }
-        if let Some(error) = results.iter().find(|r| !r.passed) {
+        if let Some((expression, Err(why))) = conditions.iter().zip(&results).find(|(_, r)| r.is_err()) {
             if fail_closed {
-                let why = error.message.clone().unwrap_or_default();
-                return Err(deny(format!("failed to evaluate match condition {:?}: {why}", error.expression), 403, "Forbidden"));
+                return Err(deny(format!("failed to evaluate match condition {expression:?}: {why}"), 403, "Forbidden"));
             }
             continue;
         }
@@ -196,22 +193,26 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             let Some(expression) = v.get("expression").and_then(Value::as_str) else {
                 continue;
             };
-            // The plugin's message when a validation gives none: the expression itself.
-            let message =
-                v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("failed expression: {expression}"));
-            let check = VapExpression {
-                expression: expression.to_string(),
-                message: Some(message.clone()),
-                message_expression: v.get("messageExpression").and_then(Value::as_str).map(String::from),
+            let passed = match evaluation.run(&[expression]).into_iter().next() {
+                Some(Ok(passed)) => passed,
+                // An expression that errs fails the validation (failurePolicy Fail) or is
+                // skipped (Ignore), as in the real plugin.
+                Some(Err(_)) => !fail_closed,
+                None => true,
             };
-            let Some(result) = evaluator.evaluate(&[check]).into_iter().next() else {
-                continue;
-            };
-            if result.passed {
+            if passed {
                 continue;
             }
-            // An empty messageExpression result falls back to the message.
-            let detail = result.message.filter(|m| !m.trim().is_empty()).unwrap_or(message);
+            // The plugin's message when a validation gives none: the expression itself; an
+            // empty messageExpression result falls back to it.
+            let message =
+                v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("failed expression: {expression}"));
+            let detail = v
+                .get("messageExpression")
+                .and_then(Value::as_str)
+                .and_then(|m| evaluation.message(m))
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or(message);
             let reason = v.get("reason").and_then(Value::as_str).unwrap_or("Invalid");
             let code = match reason {
                 "Unauthorized" => 401,

@@ -206,3 +206,85 @@ spec:
     fake.apply_manifests(&policy("Deny", "false")).unwrap();
     admin.patch("acme-jdoe", &PatchParams::default(), &touch()).await.expect("a false condition skips the policy");
 }
+
+const BY_AUTHORIZER: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: roles-by-authorizer}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: ["tenancy.platform.dev"], apiVersions: ["*"], operations: ["UPDATE"], resources: ["tenantusers"]}
+  validations:
+    - expression: >-
+        object.spec.roles == oldObject.spec.roles ||
+        authorizer.group('tenancy.platform.dev').resource('tenantusers').namespace(request.namespace).check('manage').allowed()
+      messageExpression: "'spec.roles: ' + request.userInfo.username + ' may not manage users in ' + namespaceObject.metadata.name"
+      reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: roles-by-authorizer}
+spec:
+  policyName: roles-by-authorizer
+  validationActions: [Deny]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: user-editor}
+rules: [{apiGroups: ["tenancy.platform.dev"], resources: ["tenantusers"], verbs: ["get", "patch"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: user-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: user-editor}
+subjects: [{kind: User, name: jane@acme.example}, {kind: User, name: boss@acme.example}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: user-manager, namespace: acme-account}
+rules: [{apiGroups: ["tenancy.platform.dev"], resources: ["tenantusers"], verbs: ["manage"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: user-manager, namespace: acme-account}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: user-manager}
+subjects: [{kind: User, name: boss@acme.example}]
+"#;
+
+/// `authorizer` asks the RBAC authorizer about the requester (a custom verb here), in the
+/// namespace the expression names; `namespaceObject` is the request's namespace.
+#[tokio::test]
+async fn the_authorizer_variable_answers_for_the_requester() {
+    let fake = FakeApiServer::start().await;
+    namespace(&fake, "acme-account").await;
+    namespace(&fake, "globex-account").await;
+    fake.apply_manifests(BY_AUTHORIZER).unwrap();
+    users(fake.client()).create(&PostParams::default(), &user("jdoe")).await.unwrap();
+    let roles = |roles: Value| Patch::Merge(json!({ "spec": { "roles": roles } }));
+
+    let jane = users(fake.client_as("jane@acme.example"));
+    let s = api_err(jane.patch("acme-jdoe", &PatchParams::default(), &roles(json!(["AccountAdmin"]))).await);
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+    assert!(s.message.ends_with("denied request: spec.roles: jane@acme.example may not manage users in acme-account"), "{}", s.message);
+    jane.patch("acme-jdoe", &PatchParams::default(), &Patch::Merge(json!({"spec": {"firstName": "Janet"}}))).await.expect("not roles");
+
+    let boss = users(fake.client_as("boss@acme.example"));
+    boss.patch("acme-jdoe", &PatchParams::default(), &roles(json!(["Analyst"]))).await.expect("manage in acme-account");
+    users(fake.client()).patch("acme-jdoe", &PatchParams::default(), &roles(json!(["AccountAdmin"]))).await.expect("system:masters");
+    // The Role grants `manage` in acme-account only.
+    let globex: Api<DynamicObject> = Api::namespaced_with(
+        fake.client(),
+        "globex-account",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser")),
+    );
+    globex.create(&PostParams::default(), &user("jdoe")).await.unwrap();
+    let in_globex = Api::<DynamicObject>::namespaced_with(
+        fake.client_as("boss@acme.example"),
+        "globex-account",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser")),
+    );
+    let s = api_err(in_globex.patch("acme-jdoe", &PatchParams::default(), &roles(json!(["Agent"]))).await);
+    assert!(s.message.contains("may not manage users in globex-account"), "{}", s.message);
+}

@@ -51,6 +51,8 @@ const KEPT: u8 = 16;
 const WRITTEN_BY_OPERATOR: u8 = 1;
 const TERMINATING: u8 = 2;
 const HAS_APPLIED_HASH: u8 = 4;
+/// The operator's stamp, the tenant-UID annotation, is on the object (see `ownership`).
+const STAMPED: u8 = 8;
 
 /// The kind, flags, the fingerprint and the applied-hash come first in the bytes; the
 /// fields follow.
@@ -103,6 +105,9 @@ impl Child {
             meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED_HASH)).and_then(|h| u64::from_str_radix(h, 16).ok());
         if applied_hash.is_some() {
             flags |= HAS_APPLIED_HASH;
+        }
+        if meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_TENANT_UID)).is_some_and(|uid| !uid.is_empty()) {
+            flags |= STAMPED;
         }
 
         let mut bytes = Vec::with_capacity(128);
@@ -172,6 +177,12 @@ impl Child {
 
     pub fn is_terminating(&self) -> bool {
         self.flags() & TERMINATING != 0
+    }
+
+    /// Whether the object carries the operator's stamp: the annotation naming the UID of the
+    /// Tenant that applied it (kept as this flag on every kind; the UID itself on Namespaces).
+    pub fn stamped(&self) -> bool {
+        self.flags() & STAMPED != 0
     }
 
     /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
@@ -400,6 +411,7 @@ mod tests {
         assert_eq!(child.annotation("kubectl.kubernetes.io/last-applied-configuration"), None);
         assert_eq!(child.applied_hash(), Some(0xff));
         assert!(child.written_by_operator() && !child.is_terminating());
+        assert!(child.stamped(), "the tenant-UID stamp is kept as a flag on every kind");
         assert_eq!(child.data(), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
         let applied = json!({"metadata": {"name": "xconsole"}, "spec": {"ingressClassName": "nginx"}});
         assert_eq!(child.fingerprint(), fingerprint::of_desired(ChildKind::Ingress, &applied));
@@ -417,6 +429,8 @@ mod tests {
         object.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
         let child = Child::from_object(ChildKind::Ingress, &object);
         assert!(!child.written_by_operator() && child.is_terminating());
+        object.metadata.annotations = None;
+        assert!(!Child::from_object(ChildKind::Ingress, &object).stamped());
         assert_eq!(child.fingerprint(), 0);
         assert_eq!(child.applied_hash(), Some(0xff));
     }

@@ -46,24 +46,10 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
 }
 
 /// RoleBindings and Roles of TenantUsers that no longer exist: a user whose finalizer a
-/// person removed, or one deleted while the operator was down, must not keep access.
+/// person removed, or one deleted while the operator was down, must not keep access (the user
+/// controller also sweeps every `users.orphanSweepSeconds`).
 async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
-    for kind in [ChildKind::RoleBinding, ChildKind::Role] {
-        for object in ctx.caches.of_tenant(kind, &valid.slug) {
-            let Some(user) = crate::controller::user::user_of_binding(&object) else { continue };
-            if ctx.users.get(&user).is_some() || is_terminating(&object) || !is_ours(&object, &valid.slug) {
-                continue;
-            }
-            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name());
-            if apply::delete(ctx, kind, Some(namespace), name).await? {
-                changes.note(
-                    Reason::Deleted,
-                    format!("deleted {} {namespace}/{name} of the TenantUser {}, which no longer exists", kind.name(), user.name),
-                );
-            }
-        }
-    }
-    Ok(())
+    crate::controller::user::sweep_orphans(ctx, &valid.slug, changes).await
 }
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold

@@ -10,12 +10,13 @@ use kube::ResourceExt;
 use super::{status::BindingObservations, validate::ValidatedUser};
 use crate::{
     controller::{
-        apply::{self, needs_apply},
+        apply::{self, get_uncached, needs_apply},
+        caches::Child,
         ownership::{is_ours, is_retained, is_terminating},
         Changes, Context, Error,
     },
     desired::ChildKind,
-    naming::{self, LABEL_ASSIGNABLE_TRUE},
+    naming::{ANNOTATION_USER, LABEL_ASSIGNABLE_TRUE},
     types::{Problem, Reason, TenantUser},
 };
 
@@ -28,14 +29,14 @@ pub async fn apply_bindings(
     let mut observed = BindingObservations::default();
     let mut kept = BTreeSet::new();
     let owner_uid = valid.tenant.uid().unwrap_or_default();
-    let system_binding = naming::user_binding_name(&user.spec.username);
-    // The self-service Role before the binding that names it.
-    for binding in valid.plan.account_objects.iter().chain(&valid.plan.bindings) {
+    let plan = &valid.plan;
+    // The self-service Role before the binding that names it; whether a binding is a custom
+    // role's comes from the plan, never from its name.
+    let objects =
+        plan.account_objects.iter().chain(&plan.bindings).map(|o| (o, false)).chain(plan.custom_role_bindings.iter().map(|o| (o, true)));
+    for (binding, custom) in objects {
         let namespace = binding.namespace.clone().unwrap_or_default();
         let role = binding.object.pointer("/roleRef/name").and_then(|r| r.as_str()).unwrap_or_default();
-        let custom = binding.kind == ChildKind::RoleBinding
-            && binding.object.pointer("/roleRef/kind").and_then(|k| k.as_str()) == Some("ClusterRole")
-            && binding.name != system_binding;
         if custom && !assignable(ctx, role) {
             let problem = Problem::new(
                 Reason::CustomRoleRefused,
@@ -54,14 +55,18 @@ pub async fn apply_bindings(
             observed.waiting.push(namespace);
             continue;
         }
+        let found = found(ctx, binding.kind, &namespace, &binding.name).await?;
+        if let Some(problem) = found.as_ref().and_then(|object| taken(object, user, &valid.tenant.name_any())) {
+            observed.refused.push(problem);
+            continue;
+        }
         kept.insert((binding.kind, namespace.clone(), binding.name.clone()));
-        let cached = ctx.caches.get(binding.kind, Some(&namespace), &binding.name);
-        if !needs_apply(ctx, binding, &owner_uid, cached.as_ref()).await? {
+        if !needs_apply(ctx, binding, &owner_uid, found.as_ref()).await? {
             continue;
         }
         // `roleRef` is immutable: a changed role means a new binding, not an update.
         if binding.kind == ChildKind::RoleBinding
-            && cached.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef"))
+            && found.as_ref().is_some_and(|c| c.data().get("roleRef") != binding.object.get("roleRef"))
         {
             apply::delete(ctx, ChildKind::RoleBinding, Some(&namespace), &binding.name).await?;
         }
@@ -79,6 +84,41 @@ pub async fn apply_bindings(
     }
     revoke(user, &kept, ctx, changes).await?;
     Ok(observed)
+}
+
+/// The object under a name the user's plan wants: the caches hold only the operator's
+/// labelled objects, so a miss is confirmed with one GET (a foreign, unlabelled object must not
+/// be overwritten either).
+async fn found(ctx: &Context, kind: ChildKind, namespace: &str, name: &str) -> Result<Option<Child>, Error> {
+    match ctx.caches.get(kind, Some(namespace), name) {
+        Some(cached) => Ok(Some(cached)),
+        None => Ok(get_uncached(ctx, kind, Some(namespace), name).await?.map(|object| Child::from_object(kind, &object))),
+    }
+}
+
+/// Why `object`, found under a name the user's plan wants, must be left alone: it is not the
+/// operator's, or it is stamped for another TenantUser (two users' names must never share
+/// one binding, which the operator would otherwise flip between them for ever).
+fn taken(object: &Child, user: &TenantUser, slug: &str) -> Option<Problem> {
+    let (kind, namespace, name) = (object.kind().name(), object.namespace().unwrap_or_default(), object.name());
+    let mine = user.name_any();
+    if !is_ours(object, slug) {
+        return Some(Problem::new(
+            Reason::BindingConflict,
+            format!("{kind} {namespace}/{name} exists and was not made by the operator for tenant {slug}; it is left alone. Delete it"),
+        ));
+    }
+    match object.annotation(ANNOTATION_USER) {
+        Some(owner) if owner == mine => None,
+        owner => Some(Problem::new(
+            Reason::BindingConflict,
+            format!(
+                "{kind} {namespace}/{name} belongs to TenantUser {}; it is left alone and this user gets no binding there. \
+                 Rename one of the two users",
+                owner.unwrap_or("(unnamed)")
+            ),
+        )),
+    }
 }
 
 /// Whether a TenantUser may name `role` in `customRoles`: listed in the configuration, or

@@ -6,8 +6,13 @@
 //! environment namespaces, so the garbage collector cannot do it.
 
 mod apply;
+pub mod self_service;
 mod status;
+mod sweep;
 mod validate;
+
+pub use self_service::SelfService;
+pub use sweep::{sweep_orphans, sweep_periodically};
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -26,7 +31,7 @@ use kube::{
 use super::{caches::Child, readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
     desired::ChildKind,
-    naming::{self, ANNOTATION_USER, FINALIZER, LABEL_USER},
+    naming::{self, ANNOTATION_USER, FINALIZER},
     types::{Reason, TenantUser},
 };
 
@@ -81,7 +86,9 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
-    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others };
+    let self_service = ctx.self_service.borrow().clone();
+    let around =
+        validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others, self_edit: self_service.allows_self_edit() };
     let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
@@ -99,7 +106,8 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let observed = apply::apply_bindings(user, &valid, ctx, &mut changes).await?;
     ctx.changes_event(&user.object_ref(&()), &changes);
     let refused = observed.refused.clone();
-    let new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    let mut new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    status::self_service(&mut new, &self_service, generation, &now);
     if ctx.write_status(user, user.status.as_ref(), &new).await? {
         for problem in &refused {
             ctx.event(&user.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
@@ -110,10 +118,11 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
 }
 
 /// The TenantUser a Role or RoleBinding of the operator is for, as a reference: the user
-/// lives in its tenant's account namespace, and its full name is in an annotation (a label
-/// value is cut at 63 characters).
+/// lives in its tenant's account namespace, and its full name is the operator's stamp, an
+/// annotation (a label value is shortened beyond 63 characters, and selects only). Without
+/// the stamp a binding is no user's: nothing decides on the label alone.
 pub fn user_of_binding(binding: &Child) -> Option<ObjectRef<GuardedUser>> {
-    let name = binding.annotation(ANNOTATION_USER).or_else(|| binding.label(LABEL_USER))?;
+    let name = binding.annotation(ANNOTATION_USER)?;
     let slug = binding.label(naming::LABEL_TENANT)?;
     Some(ObjectRef::new(name).within(&naming::account_namespace_name(slug)))
 }
@@ -137,6 +146,11 @@ pub fn users_of_tenant(users: &Store<GuardedUser>, slug: &str) -> Vec<ObjectRef<
         .filter(|g| g.meta().namespace.as_deref() == Some(account.as_str()))
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
+}
+
+/// Every TenantUser, from the controller's cache.
+pub fn all_users(users: &Store<GuardedUser>) -> Vec<ObjectRef<GuardedUser>> {
+    users.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect()
 }
 
 /// TenantUsers in the same namespace as `user` (the same tenant's, when it is an account

@@ -2,10 +2,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::SelfService;
 use crate::{
     controller::summary::Summary,
     desired::{rbac::NotBound, user::UserPlan},
-    types::{Problem, Reason, TenantUserStatus},
+    types::{condition, set_condition, ConditionType, Problem, Reason, TenantUserStatus},
 };
 
 /// What applying a user's bindings found.
@@ -43,7 +44,7 @@ pub fn bound(
         Some(Problem::new(first.reason, message))
     } else if !waiting.is_empty() {
         Some(Problem::new(Reason::WaitingForNamespaces, format!("namespaces {} of tenant {slug} do not exist yet", waiting.join(", "))))
-    } else if plan.bindings.is_empty() && !prod_only.is_empty() {
+    } else if !plan.binds_environments() && !prod_only.is_empty() {
         Some(Problem::new(
             Reason::RoleRequiresProd,
             format!("{role} accounts are only supported in prod, and tenant {slug} has no prod environment"),
@@ -62,6 +63,25 @@ pub fn bound(
         }
     }
     status
+}
+
+/// The `SelfService` condition: whether the user may edit their own TenantUser, and if not,
+/// why (the self-service admission policy is not installed as shipped).
+pub fn self_service(status: &mut TenantUserStatus, verdict: &SelfService, generation: Option<i64>, now: &Time) {
+    let (allowed, reason, message) = match verdict {
+        SelfService::Verified => (
+            true,
+            Reason::SelfServiceVerified,
+            "the user may edit their own names and details (the self-service admission policy is verified)".to_string(),
+        ),
+        SelfService::Withheld(why) => {
+            (false, Reason::SelfServiceUnavailable, format!("the user may only read their own TenantUser: {why}"))
+        }
+        SelfService::Unknown => {
+            (false, Reason::SelfServiceUnavailable, "the self-service admission policy has not been checked yet".to_string())
+        }
+    };
+    set_condition(&mut status.conditions, condition(ConditionType::SelfService, allowed, reason, message, generation, now));
 }
 
 /// Status of a user the validate step refused: no bindings. `slug`: the tenant whose account

@@ -35,6 +35,8 @@ pub struct Surroundings<'a> {
     pub namespace: Option<&'a Child>,
     /// The other users of the cluster.
     pub others: &'a [TenantUser],
+    /// Whether users may edit their own TenantUser (the self-service policy is verified).
+    pub self_edit: bool,
 }
 
 /// The slug whose account namespace holds `user`, by the namespace's name.
@@ -81,7 +83,7 @@ pub fn validate(user: &TenantUser, around: Surroundings<'_>, config: &Config) ->
     if let Some(problem) = duplicate_of(user, around.others) {
         return Err(problem);
     }
-    let plan = UserPlan::build(user, &tenant, config)
+    let plan = UserPlan::build(user, &tenant, config, around.self_edit)
         .map_err(|error| Problem::new(Reason::InvalidSpec, format!("the user's RBAC objects cannot be built: {error}")))?;
     Ok(ValidatedUser { tenant, plan })
 }
@@ -163,6 +165,8 @@ mod tests {
         }))
         .unwrap();
         ns.labels_mut().insert(naming::LABEL_TENANT.into(), slug.into());
+        // The operator's stamp, as on every namespace it applies.
+        ns.annotations_mut().insert(naming::ANNOTATION_TENANT_UID.into(), "uid-1".into());
         ns.metadata.managed_fields = Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
         Child::from_object(ChildKind::Namespace, &ns)
     }
@@ -172,7 +176,7 @@ mod tests {
     }
 
     fn check(user: &TenantUser, tenant: Option<Tenant>, ns: Option<&Child>, others: &[TenantUser]) -> Result<ValidatedUser, Problem> {
-        validate(user, Surroundings { tenant, namespace: ns, others }, &config())
+        validate(user, Surroundings { tenant, namespace: ns, others, self_edit: true }, &config())
     }
 
     #[test]
