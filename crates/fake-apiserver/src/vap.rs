@@ -1,8 +1,10 @@
 //! ValidatingAdmissionPolicies (`admissionregistration.k8s.io/v1`) as the real server's
-//! validating-policy admission plugin applies them to create and update requests: bindings
-//! select policies, `matchConstraints`/`matchResources` select requests, `matchConditions`
-//! narrow them, `validations` are evaluated with kube's CEL engine (`object`, `oldObject`,
-//! `request`, `params`), and a `Deny` binding refuses with the plugin's message.
+//! validating-policy admission plugin applies them to create, update and delete requests:
+//! bindings select policies, `matchConstraints`/`matchResources` select requests,
+//! `matchConditions` narrow them, `validations` are evaluated with kube's CEL engine
+//! (`object`, `oldObject`, `request`, `params`, `namespaceObject`), and a `Deny` binding
+//! refuses with the plugin's message. On DELETE `object` is null and `oldObject` the object
+//! being deleted, as on the real server.
 
 use kube::core::cel::{AdmissionRequest, VapEvaluator, VapExpression};
 use serde_json::{json, Value};
@@ -18,11 +20,12 @@ pub const GROUP: &str = "admissionregistration.k8s.io";
 /// What is being admitted.
 pub struct Request<'a> {
     pub rt: &'a ResourceType,
-    /// `CREATE` or `UPDATE`.
+    /// `CREATE`, `UPDATE` or `DELETE`.
     pub operation: &'a str,
     pub subresource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// `Value::Null` for DELETE.
     pub object: &'a Value,
     pub old_object: Option<&'a Value>,
     pub user: &'a UserInfo,
@@ -76,7 +79,9 @@ fn resources_match(state: &State, m: Option<&Value>, req: &Request) -> bool {
     };
     let included = m.get("resourceRules").and_then(Value::as_array).is_none_or(|rules| rules.iter().any(|r| rule_matches(r, req)));
     let excluded = m.get("excludeResourceRules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(|r| rule_matches(r, req)));
-    let object_labels = req.object.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    // The real plugin matches objectSelector against the new object, or the old one on DELETE.
+    let subject = if req.object.is_null() { req.old_object.unwrap_or(req.object) } else { req.object };
+    let object_labels = subject.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
     let namespace_labels = if req.rt.namespaced {
         state.namespace_state(req.namespace).and_then(|n| n.pointer("/metadata/labels").cloned()).unwrap_or(json!({}))
     } else {
@@ -149,6 +154,12 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
         let mut builder = VapEvaluator::builder().object(req.object.clone()).request(admission_request(req));
         if let Some(old) = req.old_object {
             builder = builder.old_object(old.clone());
+        }
+        // `namespaceObject`: the namespace of a namespaced request (null for cluster-scoped).
+        if req.rt.namespaced {
+            if let Some(namespace) = state.namespace_state(req.namespace) {
+                builder = builder.namespace_object((**namespace).clone());
+            }
         }
         let wants_params = policy.pointer("/spec/paramKind").is_some() && binding.pointer("/spec/paramRef").is_some();
         match params(state, policy, binding, req) {

@@ -24,7 +24,8 @@ fn one_namespace_per_environment_with_tenant_labels() {
     for object in plan.objects() {
         let labels = &object.object["metadata"]["labels"];
         assert_eq!(labels["tenancy.platform.dev/tenant"], "acme", "{}", object.describe());
-        assert_eq!(labels["tenancy.platform.dev/environment"].is_string(), object.name != "acme-account", "{}", object.describe());
+        let in_account = object.name == "acme-account" || object.namespace.as_deref() == Some("acme-account");
+        assert_eq!(labels["tenancy.platform.dev/environment"].is_string(), !in_account, "{}", object.describe());
         assert!(object.object["metadata"]["ownerReferences"].is_null(), "{} has owner references", object.describe());
     }
 }
@@ -33,11 +34,13 @@ fn one_namespace_per_environment_with_tenant_labels() {
 fn the_account_namespace_holds_no_workloads() {
     let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
     assert_eq!(plan.account.namespace, "acme-account");
-    assert_eq!(plan.account.objects.len(), 1, "the Namespace alone");
+    let kinds: Vec<ChildKind> = plan.account.objects.iter().map(|o| o.kind).collect();
+    assert_eq!(kinds, [ChildKind::Namespace, ChildKind::ResourceQuota], "the Namespace and its count quota");
     let labels = &plan.account.objects[0].object["metadata"]["labels"];
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(labels["app.kubernetes.io/component"], "account");
-    assert!(plan.objects().all(|o| o.namespace.as_deref() != Some("acme-account")), "nothing of the Tenant inside it");
+    let inside: Vec<String> = plan.objects().filter(|o| o.namespace.as_deref() == Some("acme-account")).map(|o| o.describe()).collect();
+    assert_eq!(inside, ["ResourceQuota acme-account/tenant-quota"], "nothing else of the Tenant inside it");
 }
 
 #[test]
@@ -111,20 +114,26 @@ fn network_policy_admits_own_namespaces_and_ingress_controller_only() {
 }
 
 #[test]
-fn quota_only_when_set() {
+fn every_environment_has_a_quota_with_spec_quota_over_the_defaults() {
     let config = example_config();
     let plan = TenantPlan::build(&acme(), &config).unwrap();
     let hard = &object(&plan, ChildKind::ResourceQuota, "acme-prod", "tenant-quota")["spec"]["hard"];
     assert_eq!(hard["requests.cpu"], "8");
     assert_eq!(hard["requests.memory"], "16Gi");
     assert_eq!(hard["pods"], "50");
+    assert_eq!(hard["services.nodeports"], "0", "the configured default where spec.quota says nothing");
+    // Without spec.quota (or with an empty one) every environment still has the default quota
+    // and the LimitRange that lets pods without resources in.
     let mut tenant = acme();
-    tenant.spec.quota = None;
-    let plan = TenantPlan::build(&tenant, &config).unwrap();
-    assert!(plan.objects().all(|o| o.kind != ChildKind::ResourceQuota));
-    tenant.spec.quota = Some(QuotaSpec::default());
-    let plan = TenantPlan::build(&tenant, &config).unwrap();
-    assert!(plan.objects().all(|o| o.kind != ChildKind::ResourceQuota));
+    for quota in [None, Some(QuotaSpec::default())] {
+        tenant.spec.quota = quota;
+        let plan = TenantPlan::build(&tenant, &config).unwrap();
+        for env in ["acme-dev", "acme-staging", "acme-prod"] {
+            let hard = &object(&plan, ChildKind::ResourceQuota, env, "tenant-quota")["spec"]["hard"];
+            assert_eq!(hard, &serde_json::to_value(config.namespaces.quota()).unwrap(), "{env}");
+            object(&plan, ChildKind::LimitRange, env, "tenant-defaults");
+        }
+    }
 }
 
 #[test]
