@@ -67,6 +67,11 @@ struct WriteLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -82,6 +87,7 @@ struct Inner {
     users: Family<RoleLabels, Gauge>,
     leader: Gauge,
     kube_writes: Family<WriteLabels, Counter>,
+    policies: Family<PolicyLabels, Gauge>,
     // Label values seen in earlier snapshots that are not in the fixed lists above (a phase or
     // role added later); they are reset to 0 when a snapshot no longer has them.
     extra_phases: Mutex<BTreeSet<String>>,
@@ -123,6 +129,12 @@ impl Metrics {
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
         let kube_writes = Family::<WriteLabels, Counter>::default();
         registry.register("kube_writes", "Write requests sent to the Kubernetes API, by verb and kind", kube_writes.clone());
+        let policies = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "admission_policy_installed",
+            "1 when the shipped ValidatingAdmissionPolicy and its binding are installed, 0 when either is missing, -1 while unknown",
+            policies.clone(),
+        );
 
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -134,6 +146,7 @@ impl Metrics {
                 users,
                 leader,
                 kube_writes,
+                policies,
                 extra_phases: Mutex::new(BTreeSet::new()),
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
@@ -178,6 +191,13 @@ impl Metrics {
         set_snapshot(&self.inner.users, &effective_roles(), &self.inner.extra_roles, counts, |effective_role| RoleLabels {
             effective_role,
         });
+    }
+
+    /// Sets `tenant_operator_admission_policy_installed{policy}`: `Some(true)` installed,
+    /// `Some(false)` missing, `None` unknown (the check failed).
+    pub fn set_admission_policy(&self, policy: &str, installed: Option<bool>) {
+        let value = installed.map_or(-1, i64::from);
+        self.inner.policies.get_or_create(&PolicyLabels { policy: policy.to_owned() }).set(value);
     }
 
     pub fn set_leader(&self, leader: bool) {

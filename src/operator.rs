@@ -206,6 +206,7 @@ pub async fn run_controllers(
         metrics: options.metrics.clone(),
     }));
     let gauges = report_gauges(ctx.clone(), options.readiness.clone());
+    let policies = crate::admission::report_policies(client.clone(), ctx.config.clone(), options.metrics.clone());
 
     let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
         |result| async move {
@@ -224,6 +225,7 @@ pub async fn run_controllers(
     futures::select! {
         _ = futures::future::join(tenant_run, user_run).fuse() => {},
         _ = gauges.fuse() => {},
+        _ = policies.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
 }

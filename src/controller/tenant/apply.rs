@@ -21,11 +21,11 @@ use crate::{
     types::{AccountNamespaceStatus, DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
 
-/// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota
-/// and its LimitRange.
+/// Kinds a spec change can make unwanted: the Ingress of a removed application. (The quota and
+/// its LimitRange are in every environment namespace, whatever the spec says.)
 /// Data holders (Secrets, PVCs, the StatefulSet, the CloudNativePG Cluster) are never among
 /// them: they go only with their environment or Tenant, under `deletionPolicy: Delete`.
-const REMOVABLE: [ChildKind; 3] = [ChildKind::Ingress, ChildKind::ResourceQuota, ChildKind::LimitRange];
+const REMOVABLE: [ChildKind; 1] = [ChildKind::Ingress];
 
 /// Apply every environment of the plan and remove what the spec no longer asks for.
 pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<Observations, Error> {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::types::{DeletionPolicy, QuotaSpec, TenantSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 pub(crate) fn example_config() -> Config {
     Config::parse(include_str!("../../../examples/config.yaml"), "examples/config.yaml").expect("example config is valid")
