@@ -6,7 +6,11 @@
 //! refuses with the plugin's message. On DELETE `object` is null and `oldObject` the object
 //! being deleted, as on the real server.
 
-use kube::core::cel::{AdmissionRequest, VapEvaluator, VapExpression};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::core::cel::cel::{self, Program};
+use kube::core::cel::KubeCelExt;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
@@ -93,19 +97,75 @@ fn resources_match(state: &State, m: Option<&Value>, req: &Request) -> bool {
         && (!req.rt.namespaced || selector_matches(m.get("namespaceSelector"), &namespace_labels))
 }
 
-fn admission_request(req: &Request) -> AdmissionRequest {
-    serde_json::from_value(json!({
+/// The `request` variable: what the real plugin binds (`userInfo`, operation, names, kind,
+/// resource).
+fn request_value(req: &Request) -> Value {
+    json!({
         "operation": req.operation,
-        "username": req.user.name,
-        "uid": "",
-        "groups": req.user.groups,
+        "userInfo": {"username": req.user.name, "uid": "", "groups": req.user.groups},
         "name": req.name,
         "namespace": req.namespace,
         "dryRun": false,
         "kind": {"group": req.rt.group, "version": req.rt.version, "kind": req.rt.kind},
         "resource": {"group": req.rt.group, "version": req.rt.version, "resource": req.rt.plural},
-    }))
-    .unwrap_or_default()
+        "subResource": req.subresource,
+    })
+}
+
+/// A JSON value as CEL sees it. Map keys stay as they are: label, annotation and data keys
+/// such as `tenancy.platform.dev/tenant` are looked up verbatim on the real server (escaping
+/// like `__dot__` applies to schema property names only), which is why the fake does not use
+/// kube's `VapEvaluator` (it escapes every key).
+fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(fields) => {
+            let map: HashMap<cel::objects::Key, cel::Value> =
+                fields.iter().map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// The variables of one admission request, bound once for all of a policy's expressions.
+struct Bindings<'a>(cel::Context<'a>);
+
+impl Bindings<'_> {
+    fn new(variables: &[(&str, Option<&Value>)]) -> Self {
+        let mut ctx = cel::Context::default().with_all();
+        for (name, value) in variables {
+            if let Some(value) = value {
+                ctx.add_variable_from_value(*name, to_cel(value));
+            }
+        }
+        Bindings(ctx)
+    }
+
+    /// A validation or match condition: `Ok(passed)`, or the evaluation error.
+    fn check(&self, expression: &str) -> Result<bool, String> {
+        let program = Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))?;
+        match program.execute(&self.0) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("expression returned non-boolean: {other:?}")),
+            Err(e) => Err(format!("evaluation error: {e}")),
+        }
+    }
+
+    /// A `messageExpression`; `None` when it fails or gives no string (the message is used).
+    fn message(&self, expression: &str) -> Option<String> {
+        match Program::compile(expression).ok()?.execute(&self.0) {
+            Ok(cel::Value::String(s)) => Some((*s).clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The `params` object a binding's `paramRef` names, if the policy has a `paramKind`.
@@ -151,19 +211,9 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             err
         };
         let fail_closed = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) != Some("Ignore");
-        let mut builder = VapEvaluator::builder().object(req.object.clone()).request(admission_request(req));
-        if let Some(old) = req.old_object {
-            builder = builder.old_object(old.clone());
-        }
-        // `namespaceObject`: the namespace of a namespaced request (null for cluster-scoped).
-        if req.rt.namespaced {
-            if let Some(namespace) = state.namespace_state(req.namespace) {
-                builder = builder.namespace_object((**namespace).clone());
-            }
-        }
         let wants_params = policy.pointer("/spec/paramKind").is_some() && binding.pointer("/spec/paramRef").is_some();
-        match params(state, policy, binding, req) {
-            Some(p) => builder = builder.params(p),
+        let params = match params(state, policy, binding, req) {
+            Some(p) => Some(p),
             // The real plugin: a binding whose parameter is missing denies, or is skipped with
             // `parameterNotFoundAction: Allow`.
             None if wants_params => {
@@ -172,33 +222,34 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
                 }
                 continue;
             }
-            None => {}
-        }
-        let evaluator = builder.build();
+            None => None,
+        };
+        // `namespaceObject`: the namespace of a namespaced request (null for cluster-scoped).
+        let namespace = if req.rt.namespaced { state.namespace_state(req.namespace).map(|n| (**n).clone()) } else { None };
+        let request = request_value(req);
+        let bindings = Bindings::new(&[
+            ("object", Some(req.object)),
+            ("oldObject", Some(req.old_object.unwrap_or(&Value::Null))),
+            ("request", Some(&request)),
+            ("params", params.as_ref()),
+            ("namespaceObject", Some(namespace.as_ref().unwrap_or(&Value::Null))),
+        ]);
         // A false match condition skips the policy; one that errs (and none false) is a
         // failure under the policy's failurePolicy.
-        const FALSE: &str = "false";
-        let conditions: Vec<VapExpression> = policy
+        let conditions: Vec<(&str, Result<bool, String>)> = policy
             .pointer("/spec/matchConditions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|c| {
-                Some(VapExpression {
-                    expression: c.get("expression")?.as_str()?.to_string(),
-                    message: Some(FALSE.to_string()),
-                    message_expression: None,
-                })
-            })
+            .filter_map(|c| c.get("expression")?.as_str())
+            .map(|expression| (expression, bindings.check(expression)))
             .collect();
-        let results = evaluator.evaluate(&conditions);
-        if results.iter().any(|r| !r.passed && r.message.as_deref() == Some(FALSE)) {
+        if conditions.iter().any(|(_, result)| matches!(result, Ok(false))) {
             continue;
         }
-        if let Some(error) = results.iter().find(|r| !r.passed) {
+        if let Some((expression, Err(why))) = conditions.iter().find(|(_, result)| result.is_err()) {
             if fail_closed {
-                let why = error.message.clone().unwrap_or_default();
-                return Err(deny(format!("failed to evaluate match condition {:?}: {why}", error.expression), 403, "Forbidden"));
+                return Err(deny(format!("failed to evaluate match condition {expression:?}: {why}"), 403, "Forbidden"));
             }
             continue;
         }
@@ -210,19 +261,17 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             // The plugin's message when a validation gives none: the expression itself.
             let message =
                 v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("failed expression: {expression}"));
-            let check = VapExpression {
-                expression: expression.to_string(),
-                message: Some(message.clone()),
-                message_expression: v.get("messageExpression").and_then(Value::as_str).map(String::from),
+            let detail = match bindings.check(expression) {
+                Ok(true) => continue,
+                // An empty messageExpression result falls back to the message.
+                Ok(false) => v
+                    .get("messageExpression")
+                    .and_then(Value::as_str)
+                    .and_then(|m| bindings.message(m))
+                    .filter(|m| !m.trim().is_empty())
+                    .unwrap_or(message),
+                Err(error) => error,
             };
-            let Some(result) = evaluator.evaluate(&[check]).into_iter().next() else {
-                continue;
-            };
-            if result.passed {
-                continue;
-            }
-            // An empty messageExpression result falls back to the message.
-            let detail = result.message.filter(|m| !m.trim().is_empty()).unwrap_or(message);
             let reason = v.get("reason").and_then(Value::as_str).unwrap_or("Invalid");
             let code = match reason {
                 "Unauthorized" => 401,

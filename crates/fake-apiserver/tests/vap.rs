@@ -273,3 +273,46 @@ async fn delete_requests_are_admitted_with_the_old_object_and_the_namespace_obje
     // The administrator is subject to policies too (as on the real server).
     assert_eq!(api_err(Api::<ConfigMap>::namespaced(fake.client(), "guarded").delete("c", &DeleteParams::default()).await).code, 403);
 }
+
+
+/// Label keys are map keys: CEL sees `example.com/owner` verbatim (kube's own evaluator would
+/// escape it to `example__dot__com__slash__owner`, which the real server does not).
+#[tokio::test]
+async fn label_keys_with_dots_and_slashes_are_seen_verbatim() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let fake = FakeApiServer::start().await;
+    Api::<Namespace>::all(fake.client())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"example.com/allowed": "a.b"}}})).unwrap())
+        .await
+        .unwrap();
+    fake.apply_manifests(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: reserved}
+spec:
+  matchConstraints:
+    resourceRules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["configmaps"]}]
+  validations:
+    - expression: "!has(object.metadata.labels) || !object.metadata.labels.exists(k, k.startsWith('example.com/'))"
+      message: reserved prefix
+    - expression: "!has(object.data) || object.data.all(k, k in namespaceObject.metadata.labels['example.com/allowed'].split('.'))"
+      messageExpression: "'allowed keys: ' + namespaceObject.metadata.labels['example.com/allowed'].split('.').join(', ')"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: reserved}
+spec: {policyName: reserved, validationActions: [Deny]}
+"#,
+    )
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client(), "n");
+    let cm = |name: &str, labels: Value, data: Value| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": data})).unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("ok", json!({"app": "x"}), json!({"a": "1"}))).await.expect("allowed");
+    let status = api_err(cms.create(&PostParams::default(), &cm("forged", json!({"example.com/owner": "x"}), json!({}))).await);
+    assert!(status.message.ends_with("denied request: reserved prefix"), "{}", status.message);
+    let status = api_err(cms.create(&PostParams::default(), &cm("extra", json!({}), json!({"c": "1"}))).await);
+    assert!(status.message.ends_with("denied request: allowed keys: a, b"), "{}", status.message);
+}
