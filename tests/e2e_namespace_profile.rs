@@ -379,3 +379,34 @@ async fn a_tenant_without_spec_quota_has_the_configured_default_quota() {
     assert_eq!(hard.get("limits.memory").map(|q| q.0.as_str()), Some(want["limits.memory"].as_str()));
     s.cleanup().await;
 }
+
+/// Without the shipped policies a tenant could delete its database: the operator says so in
+/// `tenant_operator_admission_policy_installed` (0 for each missing policy, 1 once installed).
+/// Fake only: on a shared real cluster, removing the policies would open every tenant.
+#[tokio::test]
+async fn the_operator_reports_missing_admission_policies() {
+    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some_and(|v| !v.is_empty()) {
+        support::skipped_on_real_cluster("the_operator_reports_missing_admission_policies", "it removes cluster-wide policies");
+        return;
+    }
+    let manifests: Vec<String> = support::e2e::deploy_manifests()
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("tenant-namespace-policies.yaml"))
+        .map(|(_, text)| text)
+        .collect();
+    let fake = fake_apiserver::FakeApiServer::start().await;
+    let env = support::e2e::TestEnv::with_fake_and_manifests(fake, &manifests);
+    let s = Scenario::start_on(env, support::fixtures::example_config()).await;
+    let gauge = |policy: &str| format!("tenant_operator_admission_policy_installed{{policy=\"{policy}\"}}");
+    for policy in [OBJECTS_POLICY, SERVICES_POLICY, PULL_POLICY] {
+        s.wait_for(&format!("{policy} reported missing"), || async { s.metrics().encode().contains(&format!("{} 0", gauge(policy))) }).await;
+    }
+    s.cleanup().await;
+
+    // With deploy/'s policies (what every other scenario runs with) they are reported installed.
+    let s = Scenario::start().await;
+    for policy in [OBJECTS_POLICY, SERVICES_POLICY, PULL_POLICY] {
+        s.wait_for(&format!("{policy} reported installed"), || async { s.metrics().encode().contains(&format!("{} 1", gauge(policy))) }).await;
+    }
+    s.cleanup().await;
+}
