@@ -14,7 +14,9 @@ mod database;
 mod namespaces;
 
 pub use database::{CloudNativePgConfig, DatabaseConfig, ExternalDatabaseConfig, SecretRef, StatefulSetDatabaseConfig};
-pub use namespaces::{default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, SERVICE_TYPES};
+pub use namespaces::{
+    default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, SERVICE_TYPES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

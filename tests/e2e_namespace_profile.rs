@@ -58,8 +58,26 @@ async fn hostile_tenant(s: &Scenario, prefix: &str) -> (String, Vec<(&'static st
                "database": {"provider": "statefulset"}, "deletionPolicy": "Delete"}),
     ))
     .await;
-    s.mark_statefulsets_ready(&slug).await;
-    s.wait_tenant(&slug, ready).await;
+    if s.fake().is_some() {
+        s.mark_statefulsets_ready(&slug).await;
+        s.wait_tenant(&slug, ready).await;
+    } else {
+        // No kubelet and no ingress controller on a bare control plane: the Tenant never gets
+        // Ready there. What the attacks need is there once the StatefulSet controller created
+        // the database pod (through Pod Security, the policies and the quota) and its volume.
+        for env in ["dev", "staging"] {
+            let ns = format!("{slug}-{env}");
+            let pods: Api<Pod> = Api::namespaced(s.client(), &ns);
+            let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(s.client(), &ns);
+            let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(s.client(), &ns);
+            s.wait_for(&format!("the database pod, volume and Ingress in {ns}"), || async {
+                pods.get_opt(&format!("{slug}-db-0")).await.is_ok_and(|p| p.is_some())
+                    && claims.get_opt(&format!("data-{slug}-db-0")).await.is_ok_and(|c| c.is_some())
+                    && ingresses.get_opt("xconsole").await.is_ok_and(|i| i.is_some())
+            })
+            .await;
+        }
+    }
     let mut people = Vec::new();
     for (name, role) in [("admin", "AccountAdmin"), ("designer", "Designer")] {
         let email = format!("{name}@{slug}.example");
@@ -110,7 +128,13 @@ fn merged(mut base: Value, change: &Value) -> Value {
 
 fn dynamic(client: &Client, api_version: &str, kind: &str, plural: &str, namespace: &str) -> Api<DynamicObject> {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource { group: group.into(), version: version.into(), api_version: api_version.into(), kind: kind.into(), plural: plural.into() };
+    let ar = ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
     Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
@@ -185,16 +209,28 @@ async fn tenants_cannot_run_pods_outside_restricted_or_from_a_nodes_image_cache(
     let s = Scenario::start().await;
     let (slug, people) = hostile_tenant(&s, "pods").await;
     let attacks: Vec<(&str, Value, &str)> = vec![
-        ("added capabilities", json!({"spec": {"containers": [{"name": "app", "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}}}]}}), RESTRICTED),
+        (
+            "added capabilities",
+            json!({"spec": {"containers": [{"name": "app", "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}}}]}}),
+            RESTRICTED,
+        ),
         ("run as root", json!({"spec": {"securityContext": {"runAsNonRoot": false, "runAsUser": 0}}}), RESTRICTED),
-        ("privilege escalation", json!({"spec": {"containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": true}}]}}), RESTRICTED),
+        (
+            "privilege escalation",
+            json!({"spec": {"containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": true}}]}}),
+            RESTRICTED,
+        ),
         ("privileged", json!({"spec": {"containers": [{"name": "app", "securityContext": {"privileged": true}}]}}), RESTRICTED),
         ("host network", json!({"spec": {"hostNetwork": true}}), RESTRICTED),
         ("host PID", json!({"spec": {"hostPID": true}}), RESTRICTED),
         ("host IPC", json!({"spec": {"hostIPC": true}}), RESTRICTED),
         ("hostPath volume", json!({"spec": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}), RESTRICTED),
         ("imagePullPolicy Never", json!({"spec": {"containers": [{"name": "app", "imagePullPolicy": "Never"}]}}), PULL_POLICY),
-        ("imagePullPolicy IfNotPresent", json!({"spec": {"containers": [{"name": "app", "imagePullPolicy": "IfNotPresent"}]}}), PULL_POLICY),
+        (
+            "imagePullPolicy IfNotPresent",
+            json!({"spec": {"containers": [{"name": "app", "imagePullPolicy": "IfNotPresent"}]}}),
+            PULL_POLICY,
+        ),
     ];
     for env in ["dev", "staging"] {
         let ns = format!("{slug}-{env}");
@@ -264,17 +300,21 @@ async fn tenants_cannot_create_or_change_quotas_and_limit_ranges() {
             let message = refusal(quotas.create(&PostParams::default(), &mine).await, &format!("{person} creates a quota in {env}"));
             assert!(message.contains("cannot create resource \"resourcequotas\""), "{message}");
             let raise = Patch::Merge(json!({"spec": {"hard": {"pods": "1000"}}}));
-            let message = refusal(quotas.patch("tenant-quota", &PatchParams::default(), &raise).await, &format!("{person} raises the quota"));
+            let message =
+                refusal(quotas.patch("tenant-quota", &PatchParams::default(), &raise).await, &format!("{person} raises the quota"));
             assert!(message.contains("cannot patch resource \"resourcequotas\""), "{message}");
             // They can read them.
             quotas.get("tenant-quota").await.unwrap_or_else(|e| panic!("{person} reads the quota in {env}: {e}"));
 
             let limits: Api<LimitRange> = Api::namespaced(client.clone(), &ns);
-            let mine: LimitRange = serde_json::from_value(json!({"metadata": {"name": "mine"}, "spec": {"limits": [{"type": "Container", "default": {"cpu": "64"}}]}}))
-                .expect("limit range");
+            let mine: LimitRange = serde_json::from_value(
+                json!({"metadata": {"name": "mine"}, "spec": {"limits": [{"type": "Container", "default": {"cpu": "64"}}]}}),
+            )
+            .expect("limit range");
             let message = refusal(limits.create(&PostParams::default(), &mine).await, &format!("{person} creates a LimitRange in {env}"));
             assert!(message.contains("cannot create resource \"limitranges\""), "{message}");
-            let message = refusal(limits.delete("tenant-defaults", &DeleteParams::default()).await, &format!("{person} deletes the LimitRange"));
+            let message =
+                refusal(limits.delete("tenant-defaults", &DeleteParams::default()).await, &format!("{person} deletes the LimitRange"));
             assert!(message.contains("cannot delete resource \"limitranges\""), "{message}");
             limits.get("tenant-defaults").await.unwrap_or_else(|e| panic!("{person} reads the LimitRange in {env}: {e}"));
         }
@@ -296,14 +336,19 @@ async fn ordinary_work_still_succeeds() {
             let mut bare = restricted_pod(&format!("bare-{person}"));
             bare["spec"]["containers"][0].as_object_mut().map(|c| c.remove("resources"));
             let bare: Pod = serde_json::from_value(bare).expect("pod");
-            pods.create(&PostParams::default(), &bare).await.unwrap_or_else(|e| panic!("{person} runs a pod without resources in {env}: {e}"));
+            pods.create(&PostParams::default(), &bare)
+                .await
+                .unwrap_or_else(|e| panic!("{person} runs a pod without resources in {env}: {e}"));
 
             let services: Api<Service> = Api::namespaced(client.clone(), &ns);
             let service: Service = serde_json::from_value(
                 json!({"metadata": {"name": format!("app-{person}")}, "spec": {"selector": {"app": "x"}, "ports": [{"port": 8080}]}}),
             )
             .expect("service");
-            services.create(&PostParams::default(), &service).await.unwrap_or_else(|e| panic!("{person} opens a ClusterIP Service in {env}: {e}"));
+            services
+                .create(&PostParams::default(), &service)
+                .await
+                .unwrap_or_else(|e| panic!("{person} opens a ClusterIP Service in {env}: {e}"));
         }
         // The Account Admin's own NetworkPolicy: created, changed, deleted.
         let (_, admin) = &people[0];
@@ -312,7 +357,10 @@ async fn ordinary_work_still_succeeds() {
             "podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"],
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]}}))
         .expect("network policy");
-        policies.create(&PostParams::default(), &own).await.unwrap_or_else(|e| panic!("the Account Admin adds a NetworkPolicy in {env}: {e}"));
+        policies
+            .create(&PostParams::default(), &own)
+            .await
+            .unwrap_or_else(|e| panic!("the Account Admin adds a NetworkPolicy in {env}: {e}"));
         policies
             .patch("allow-monitoring", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "ops"}}})))
             .await
@@ -341,9 +389,23 @@ async fn a_tenant_without_spec_quota_has_the_configured_default_quota() {
         .and_then(Value::as_object)
         .map(|q| q.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect())
         .unwrap_or_default();
-    for key in ["requests.cpu", "limits.cpu", "requests.memory", "limits.memory", "requests.ephemeral-storage", "limits.ephemeral-storage",
-                "pods", "services", "services.nodeports", "services.loadbalancers", "configmaps", "secrets", "persistentvolumeclaims",
-                "replicationcontrollers", "resourcequotas"] {
+    for key in [
+        "requests.cpu",
+        "limits.cpu",
+        "requests.memory",
+        "limits.memory",
+        "requests.ephemeral-storage",
+        "limits.ephemeral-storage",
+        "pods",
+        "services",
+        "services.nodeports",
+        "services.loadbalancers",
+        "configmaps",
+        "secrets",
+        "persistentvolumeclaims",
+        "replicationcontrollers",
+        "resourcequotas",
+    ] {
         assert!(want.contains_key(key), "the default quota lacks {key}");
     }
     assert_eq!(want["services.nodeports"], "0");
@@ -359,7 +421,8 @@ async fn a_tenant_without_spec_quota_has_the_configured_default_quota() {
         let labels = namespace.metadata.labels.unwrap_or_default();
         assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("restricted"), "{ns}");
     }
-    let account = Api::<ResourceQuota>::namespaced(s.client(), &format!("{slug}-account")).get("tenant-quota").await.expect("account quota");
+    let account =
+        Api::<ResourceQuota>::namespaced(s.client(), &format!("{slug}-account")).get("tenant-quota").await.expect("account quota");
     let hard = account.spec.and_then(|s| s.hard).unwrap_or_default();
     for key in ["count/tenantusers.tenancy.platform.dev", "configmaps", "secrets"] {
         assert!(hard.contains_key(key), "the account quota lacks {key}: {hard:?}");
@@ -399,14 +462,16 @@ async fn the_operator_reports_missing_admission_policies() {
     let s = Scenario::start_on(env, support::fixtures::example_config()).await;
     let gauge = |policy: &str| format!("tenant_operator_admission_policy_installed{{policy=\"{policy}\"}}");
     for policy in [OBJECTS_POLICY, SERVICES_POLICY, PULL_POLICY] {
-        s.wait_for(&format!("{policy} reported missing"), || async { s.metrics().encode().contains(&format!("{} 0", gauge(policy))) }).await;
+        s.wait_for(&format!("{policy} reported missing"), || async { s.metrics().encode().contains(&format!("{} 0", gauge(policy))) })
+            .await;
     }
     s.cleanup().await;
 
     // With deploy/'s policies (what every other scenario runs with) they are reported installed.
     let s = Scenario::start().await;
     for policy in [OBJECTS_POLICY, SERVICES_POLICY, PULL_POLICY] {
-        s.wait_for(&format!("{policy} reported installed"), || async { s.metrics().encode().contains(&format!("{} 1", gauge(policy))) }).await;
+        s.wait_for(&format!("{policy} reported installed"), || async { s.metrics().encode().contains(&format!("{} 1", gauge(policy))) })
+            .await;
     }
     s.cleanup().await;
 }

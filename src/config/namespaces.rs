@@ -183,9 +183,13 @@ pub fn is_quantity(value: &str) -> bool {
 pub(super) fn check(config: &NamespaceConfig) -> Result<(), (String, String)> {
     let levels = ["privileged", "baseline", "restricted"];
     let pod_security = &config.pod_security;
-    let fields = [("enforce".to_string(), &pod_security.enforce), ("warn".to_string(), &pod_security.warn), ("audit".to_string(), &pod_security.audit)]
-        .into_iter()
-        .chain(pod_security.environments.iter().map(|(env, level)| (format!("environments.{env}"), level)));
+    let fields = [
+        ("enforce".to_string(), &pod_security.enforce),
+        ("warn".to_string(), &pod_security.warn),
+        ("audit".to_string(), &pod_security.audit),
+    ]
+    .into_iter()
+    .chain(pod_security.environments.iter().map(|(env, level)| (format!("environments.{env}"), level)));
     for (field, level) in fields {
         if !levels.contains(&level.as_str()) {
             return Err((format!("namespaces.podSecurity.{field}"), format!("{level:?} is not one of {}", levels.join(", "))));
@@ -206,7 +210,10 @@ pub(super) fn check(config: &NamespaceConfig) -> Result<(), (String, String)> {
         return Err(("namespaces.serviceTypes".into(), format!("{unknown:?} is not one of {}", SERVICE_TYPES.join(", "))));
     }
     if !config.service_types.iter().any(|t| t == "ClusterIP") {
-        return Err(("namespaces.serviceTypes".into(), "must contain ClusterIP (the database Service and every application need it)".into()));
+        return Err((
+            "namespaces.serviceTypes".into(),
+            "must contain ClusterIP (the database Service and every application need it)".into(),
+        ));
     }
     Ok(())
 }

@@ -31,12 +31,14 @@ fn pod_security_levels_are_checked() {
     assert_eq!(config.namespaces.pod_security.enforce, "restricted");
     assert_eq!(config.namespaces.pod_security.warn, "restricted");
     assert_eq!(config.namespaces.pod_security.enforce_in(Environment::Dev), "restricted");
-    let dev_baseline = Config::parse(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      dev: baseline\n"), "c.yaml").unwrap();
+    let dev_baseline =
+        Config::parse(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      dev: baseline\n"), "c.yaml").unwrap();
     assert_eq!(dev_baseline.namespaces.pod_security.enforce_in(Environment::Dev), "baseline");
     assert_eq!(dev_baseline.namespaces.pod_security.enforce_in(Environment::Staging), "restricted");
     let bad = error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      dev: open\n"));
     assert!(bad.contains("namespaces.podSecurity.environments.dev"), "{bad}");
-    assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      qa: baseline\n")).contains("namespaces.podSecurity.environments"));
+    assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      qa: baseline\n"))
+        .contains("namespaces.podSecurity.environments"));
 }
 
 #[test]

@@ -190,9 +190,7 @@ mod tests {
             .into_iter()
             .filter(|r| r.metadata.name.as_deref() == Some(role))
             .flat_map(|r| r.rules.unwrap_or_default())
-            .filter(|rule| {
-                rule.api_groups.iter().flatten().any(|g| g == group) && rule.resources.iter().flatten().any(|r| r == resource)
-            })
+            .filter(|rule| rule.api_groups.iter().flatten().any(|g| g == group) && rule.resources.iter().flatten().any(|r| r == resource))
             .flat_map(|rule| rule.verbs)
             .collect()
     }

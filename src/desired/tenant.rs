@@ -18,13 +18,13 @@ use super::{tenant_labels, ChildKind, DesiredObject};
 
 pub mod profile;
 
-pub use profile::{account_namespace_object, namespace_object};
 use crate::{
     config::{ClusterConfig, Config},
     database,
     naming::{self, NETWORK_POLICY, TENANT_CONFIG_MAP},
     types::{DatabaseProvider, EndpointStatus, Environment, Reason, Tenant},
 };
+pub use profile::{account_namespace_object, namespace_object};
 
 /// A spec that cannot be built with this operator configuration. Becomes a status reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,7 +130,6 @@ impl TenantPlan {
                 DesiredObject::from_typed(ChildKind::Namespace, &profile::namespace_object(&slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
                 DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config))?,
-
                 DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::resource_quota(tenant, &slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::LimitRange, &profile::limit_range(&slug, env, config))?,
             ];

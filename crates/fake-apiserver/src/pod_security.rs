@@ -33,7 +33,8 @@ const BASELINE_CAPABILITIES: [&str; 13] = [
 ];
 
 /// Volume types `restricted` allows.
-const RESTRICTED_VOLUMES: [&str; 8] = ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+const RESTRICTED_VOLUMES: [&str; 8] =
+    ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
@@ -113,8 +114,11 @@ fn capabilities(pod: &Value, level: Level) -> Option<Violation> {
 }
 
 fn host_namespaces(pod: &Value) -> Option<Violation> {
-    let set: Vec<String> =
-        ["hostNetwork", "hostPID", "hostIPC"].iter().filter(|f| flag(pod, &format!("/spec/{f}")) == Some(true)).map(|f| format!("{f}=true")).collect();
+    let set: Vec<String> = ["hostNetwork", "hostPID", "hostIPC"]
+        .iter()
+        .filter(|f| flag(pod, &format!("/spec/{f}")) == Some(true))
+        .map(|f| format!("{f}=true"))
+        .collect();
     violation("host namespaces", (!set.is_empty()).then(|| set.join(", ")).into_iter().collect())
 }
 
@@ -131,7 +135,8 @@ fn volumes(pod: &Value, level: Level) -> Option<Violation> {
         return violation("restricted volume types", details);
     }
     let host_path: Vec<String> = volumes.iter().filter(|v| v.get("hostPath").is_some()).map(|v| name(v)).collect();
-    let detail = (!host_path.is_empty()).then(|| format!("{} {}", if host_path.len() == 1 { "volume" } else { "volumes" }, quoted(&host_path)));
+    let detail =
+        (!host_path.is_empty()).then(|| format!("{} {}", if host_path.len() == 1 { "volume" } else { "volumes" }, quoted(&host_path)));
     violation("hostPath volumes", detail.into_iter().collect())
 }
 
@@ -146,7 +151,12 @@ fn host_ports(pod: &Value) -> Option<Violation> {
             .filter_map(|p| p.get("hostPort").and_then(Value::as_i64).filter(|port| *port != 0).map(|port| port.to_string()))
             .collect();
         if !ports.is_empty() {
-            details.push(format!("container {:?} uses {} {}", name(c), if ports.len() == 1 { "hostPort" } else { "hostPorts" }, ports.join(", ")));
+            details.push(format!(
+                "container {:?} uses {} {}",
+                name(c),
+                if ports.len() == 1 { "hostPort" } else { "hostPorts" },
+                ports.join(", ")
+            ));
         }
     }
     violation("hostPort", details)

@@ -12,7 +12,10 @@ fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
 
 async fn namespace(fake: &FakeApiServer, name: &str, level: Option<&str>) -> Api<Pod> {
     let labels = level.map(|l| json!({"pod-security.kubernetes.io/enforce": l})).unwrap_or(json!({}));
-    Api::<Namespace>::all(fake.client()).create(&PostParams::default(), &obj(json!({"metadata": {"name": name, "labels": labels}}))).await.unwrap();
+    Api::<Namespace>::all(fake.client())
+        .create(&PostParams::default(), &obj(json!({"metadata": {"name": name, "labels": labels}})))
+        .await
+        .unwrap();
     Api::namespaced(fake.client(), name)
 }
 
@@ -48,15 +51,31 @@ async fn restricted_refuses_each_violation_with_the_real_reason_and_detail() {
          \"RuntimeDefault\" or \"Localhost\")"
     );
     let cases = [
-        (json!({"containers": [{"name": "app", "image": "app:1", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}),
-         "unrestricted capabilities (container \"app\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)"),
-        (json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}}}), "runAsUser=0 (pod must not set runAsUser=0)"),
-        (json!({"securityContext": {"runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}}}), "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false)"),
-        (json!({"containers": [{"name": "app", "image": "app:1", "securityContext": {"allowPrivilegeEscalation": false, "privileged": true, "capabilities": {"drop": ["ALL"]}}}]}),
-         "privileged (container \"app\" must not set securityContext.privileged=true)"),
+        (
+            json!({"containers": [{"name": "app", "image": "app:1", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}),
+            "unrestricted capabilities (container \"app\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)",
+        ),
+        (
+            json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}}}),
+            "runAsUser=0 (pod must not set runAsUser=0)",
+        ),
+        (
+            json!({"securityContext": {"runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}}}),
+            "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false)",
+        ),
+        (
+            json!({"containers": [{"name": "app", "image": "app:1", "securityContext": {"allowPrivilegeEscalation": false, "privileged": true, "capabilities": {"drop": ["ALL"]}}}]}),
+            "privileged (container \"app\" must not set securityContext.privileged=true)",
+        ),
         (json!({"hostNetwork": true, "hostPID": true}), "host namespaces (hostNetwork=true, hostPID=true)"),
-        (json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}), "restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")"),
-        (json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "Unconfined"}}}), "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")"),
+        (
+            json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+            "restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")",
+        ),
+        (
+            json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "Unconfined"}}}),
+            "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")",
+        ),
     ];
     for (i, (change, want)) in cases.into_iter().enumerate() {
         let mut pod = restricted();

@@ -245,7 +245,10 @@ async fn delete_requests_are_admitted_with_the_old_object_and_the_namespace_obje
     use kube::api::DeleteParams;
     let fake = FakeApiServer::start().await;
     Api::<Namespace>::all(fake.client())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "guarded", "labels": {"owner": "ops"}}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "guarded", "labels": {"owner": "ops"}}})).unwrap(),
+        )
         .await
         .unwrap();
     namespace(&fake, "free").await;
@@ -274,7 +277,6 @@ async fn delete_requests_are_admitted_with_the_old_object_and_the_namespace_obje
     assert_eq!(api_err(Api::<ConfigMap>::namespaced(fake.client(), "guarded").delete("c", &DeleteParams::default()).await).code, 403);
 }
 
-
 /// Label keys are map keys: CEL sees `example.com/owner` verbatim (kube's own evaluator would
 /// escape it to `example__dot__com__slash__owner`, which the real server does not).
 #[tokio::test]
@@ -282,7 +284,10 @@ async fn label_keys_with_dots_and_slashes_are_seen_verbatim() {
     use k8s_openapi::api::core::v1::ConfigMap;
     let fake = FakeApiServer::start().await;
     Api::<Namespace>::all(fake.client())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"example.com/allowed": "a.b"}}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"example.com/allowed": "a.b"}}})).unwrap(),
+        )
         .await
         .unwrap();
     fake.apply_manifests(

@@ -146,7 +146,10 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                     if !is_ours(current, &valid.slug) {
                         observed.object_problems.push(Problem::new(
                             Reason::ObjectConflict,
-                            format!("{} exists and was not created by the operator; it is left as it is. Rename or delete it", desired.describe()),
+                            format!(
+                                "{} exists and was not created by the operator; it is left as it is. Rename or delete it",
+                                desired.describe()
+                            ),
                         ));
                         continue;
                     }

@@ -79,7 +79,11 @@ fn quota_object(
     metadata: kube::api::ObjectMeta,
     hard: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 ) -> ResourceQuota {
-    ResourceQuota { metadata, spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }), ..ResourceQuota::default() }
+    ResourceQuota {
+        metadata,
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        ..ResourceQuota::default()
+    }
 }
 
 /// Default container requests and limits: the quota covers requests and limits of cpu, memory
@@ -124,7 +128,10 @@ mod tests {
         assert_eq!(labels(&config, Environment::Dev)["pod-security.kubernetes.io/enforce"], "baseline");
         assert_eq!(labels(&config, Environment::Dev)["pod-security.kubernetes.io/warn"], "restricted");
         assert_eq!(labels(&config, Environment::Staging)["pod-security.kubernetes.io/enforce"], "restricted");
-        assert_eq!(account_namespace_object("acme").metadata.labels.unwrap_or_default()["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(
+            account_namespace_object("acme").metadata.labels.unwrap_or_default()["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
     }
 
     #[test]
