@@ -232,22 +232,25 @@ pub fn admit(namespace_labels: Option<&Value>, pod_name: &str, pod: &Value) -> R
         _ => return Ok(()),
     };
     let restricted = level == Level::Restricted;
-    // In the order of the real registry (check IDs sorted); restricted checks replace their
-    // baseline counterparts.
-    let violations: Vec<Violation> = [
-        if restricted { allow_privilege_escalation(pod) } else { None },
-        capabilities(pod, level),
-        host_namespaces(pod),
-        volumes(pod, level),
-        host_ports(pod),
-        privileged(pod),
-        if restricted { run_as_non_root(pod) } else { None },
-        if restricted { run_as_user(pod) } else { None },
-        seccomp(pod, level),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    // In the real plugin's order: the baseline checks (by check ID), then, at `restricted`, the
+    // restricted ones, which replace their baseline counterparts (capabilities, volumes,
+    // seccomp). Checked against a real API server.
+    let checks: Vec<Option<Violation>> = if restricted {
+        vec![
+            host_namespaces(pod),
+            host_ports(pod),
+            privileged(pod),
+            allow_privilege_escalation(pod),
+            capabilities(pod, level),
+            volumes(pod, level),
+            run_as_non_root(pod),
+            run_as_user(pod),
+            seccomp(pod, level),
+        ]
+    } else {
+        vec![capabilities(pod, level), host_namespaces(pod), volumes(pod, level), host_ports(pod), privileged(pod), seccomp(pod, level)]
+    };
+    let violations: Vec<Violation> = checks.into_iter().flatten().collect();
     if violations.is_empty() {
         return Ok(());
     }

@@ -50,6 +50,21 @@ async fn restricted_refuses_each_violation_with_the_real_reason_and_detail() {
          securityContext.runAsNonRoot=true), seccompProfile (pod or container \"app\" must set securityContext.seccompProfile.type to \
          \"RuntimeDefault\" or \"Localhost\")"
     );
+    // Several at once, in the real plugin's order (as a Kubernetes 1.36 API server answers).
+    let host = json!({"metadata": {"name": "host"}, "spec": {
+        "hostNetwork": true, "hostPID": true,
+        "securityContext": {"runAsNonRoot": false, "runAsUser": 0, "seccompProfile": {"type": "Unconfined"}},
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 80, "hostPort": 80}],
+                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}});
+    assert_eq!(
+        refusal(&pods, host).await,
+        "pods \"host\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true, hostPID=true), \
+         hostPort (container \"app\" uses hostPort 80), unrestricted capabilities (container \"app\" must not include \"NET_ADMIN\" in \
+         securityContext.capabilities.add), restricted volume types (volume \"root\" uses restricted volume type \"hostPath\"), \
+         runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false), runAsUser=0 (pod must not set runAsUser=0), \
+         seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")"
+    );
     let cases = [
         (
             json!({"containers": [{"name": "app", "image": "app:1", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}),
