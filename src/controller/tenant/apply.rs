@@ -142,7 +142,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                     _ if fresh => None,
                     _ => found(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await?,
                 };
-                if let Some(current) = current.as_ref().filter(|c| desired.kind != ChildKind::Namespace) {
+                if let Some(current) = current.as_ref().filter(|_| desired.kind != ChildKind::Namespace) {
                     if !is_ours(current, &valid.slug) {
                         observed.object_problems.push(Problem::new(
                             Reason::ObjectConflict,
