@@ -379,3 +379,55 @@ async fn the_operator_reports_missing_admission_policies() {
     }
     s.cleanup().await;
 }
+
+/// A tenant provisioned under a looser profile (baseline, no pull rule, a smaller quota)
+/// converges to the stricter one when the configuration changes: namespaces relabelled, the
+/// quota replaced, the database pod template hardened; its volume and password are kept.
+#[tokio::test]
+async fn an_existing_tenant_converges_to_a_stricter_profile_without_losing_data() {
+    use k8s_openapi::api::{
+        apps::v1::StatefulSet,
+        core::v1::{PersistentVolumeClaim, Secret},
+    };
+    let mut loose = support::fixtures::example_config();
+    loose.namespaces.pod_security.enforce = "baseline".into();
+    loose.namespaces.require_image_pull_always = false;
+    loose.namespaces.quota.insert("pods".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("5".into()));
+    let s = Scenario::start_with(loose).await;
+    let slug = s.slug("converge");
+    s.create_tenant(&tenant(
+        &slug,
+        json!({"displayName": "Old Corp", "cluster": "uk", "environments": ["dev"], "database": {"provider": "statefulset"}, "deletionPolicy": "Delete"}),
+    ))
+    .await;
+    let ns = format!("{slug}-dev");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(s.client(), &ns);
+    let claim = format!("data-{slug}-db-0");
+    s.wait_for("the database volume", || async { claims.get_opt(&claim).await.is_ok_and(|c| c.is_some()) }).await;
+    let volume_uid = claims.get(&claim).await.expect("claim").metadata.uid;
+    let password = secrets.get(&format!("{slug}-db-credentials")).await.expect("credentials").data.and_then(|d| d.get("password").cloned());
+    let namespaces: Api<Namespace> = Api::all(s.client());
+    let enforced = |n: &Namespace| n.metadata.labels.as_ref().and_then(|l| l.get("pod-security.kubernetes.io/enforce").cloned());
+    assert_eq!(enforced(&namespaces.get(&ns).await.expect("namespace")).as_deref(), Some("baseline"));
+
+    s.restart_operator_with(support::fixtures::example_config()).await;
+    s.wait_object(namespaces, &ns, |n| enforced(n).as_deref() == Some("restricted")).await;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client(), &ns);
+    s.wait_object(statefulsets, &format!("{slug}-db"), |sts| {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_some_and(|p| p.containers[0].image_pull_policy.as_deref() == Some("Always"))
+    })
+    .await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(s.client(), &ns);
+    s.wait_object(quotas, "tenant-quota", |q| {
+        q.spec.as_ref().and_then(|s| s.hard.as_ref()).and_then(|h| h.get("pods")).is_some_and(|p| p.0 == "50")
+    })
+    .await;
+    assert_eq!(claims.get(&claim).await.expect("the volume is kept").metadata.uid, volume_uid, "the same volume");
+    let kept = secrets.get(&format!("{slug}-db-credentials")).await.expect("credentials").data.and_then(|d| d.get("password").cloned());
+    assert_eq!(kept, password, "the password is kept");
+    s.cleanup().await;
+}
