@@ -14,7 +14,9 @@ mod database;
 mod namespaces;
 
 pub use database::{CloudNativePgConfig, DatabaseConfig, ExternalDatabaseConfig, SecretRef, StatefulSetDatabaseConfig};
-pub use namespaces::{ContainerDefaults, NamespaceConfig, PodSecurityConfig};
+pub use namespaces::{
+    default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, SERVICE_TYPES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -258,13 +260,7 @@ impl Config {
         if !is_dns_label(&self.network_policy.ingress_controller_namespace) {
             return Err(("networkPolicy.ingressControllerNamespace".into(), "is not a valid namespace name".into()));
         }
-        let levels = ["privileged", "baseline", "restricted"];
-        let pod_security = &self.namespaces.pod_security;
-        for (field, level) in [("enforce", &pod_security.enforce), ("warn", &pod_security.warn), ("audit", &pod_security.audit)] {
-            if !levels.contains(&level.as_str()) {
-                return Err((format!("namespaces.podSecurity.{field}"), format!("{level:?} is not one of {}", levels.join(", "))));
-            }
-        }
+        namespaces::check(&self.namespaces)?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! operator's wiring and its HTTP/metrics/leader-election parts. The controllers themselves
 //! are reached only through [`operator`].
 
+pub mod admission;
 pub mod allocator;
 pub mod config;
 pub(crate) mod controller;

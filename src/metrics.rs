@@ -67,6 +67,11 @@ struct WriteLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -83,6 +88,7 @@ struct Inner {
     leader: Gauge,
     self_service: Gauge,
     kube_writes: Family<WriteLabels, Counter>,
+    policies: Family<PolicyLabels, Gauge>,
     // Label values seen in earlier snapshots that are not in the fixed lists above (a phase or
     // role added later); they are reset to 0 when a snapshot no longer has them.
     extra_phases: Mutex<BTreeSet<String>>,
@@ -130,6 +136,12 @@ impl Metrics {
         );
         let kube_writes = Family::<WriteLabels, Counter>::default();
         registry.register("kube_writes", "Write requests sent to the Kubernetes API, by verb and kind", kube_writes.clone());
+        let policies = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "admission_policy_installed",
+            "1 when the shipped ValidatingAdmissionPolicy and its binding are installed, 0 when either is missing, -1 while unknown",
+            policies.clone(),
+        );
 
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -142,6 +154,7 @@ impl Metrics {
                 leader,
                 self_service,
                 kube_writes,
+                policies,
                 extra_phases: Mutex::new(BTreeSet::new()),
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
@@ -190,6 +203,13 @@ impl Metrics {
 
     pub fn set_self_service_verified(&self, verified: bool) {
         self.inner.self_service.set(i64::from(verified));
+    }
+
+    /// Sets `tenant_operator_admission_policy_installed{policy}`: `Some(true)` installed,
+    /// `Some(false)` missing, `None` unknown (the check failed).
+    pub fn set_admission_policy(&self, policy: &str, installed: Option<bool>) {
+        let value = installed.map_or(-1, i64::from);
+        self.inner.policies.get_or_create(&PolicyLabels { policy: policy.to_owned() }).set(value);
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -33,6 +33,13 @@ pub const ANNOTATION_DATABASE_PROVIDER: &str = "tenancy.platform.dev/database-pr
 /// UID of the Tenant whose retained data a re-created Tenant adopted.
 pub const ANNOTATION_ADOPTED_FROM: &str = "tenancy.platform.dev/adopted-from-uid";
 
+/// On environment namespaces: the Service types tenants may create, joined by `.` (read by the
+/// admission policy `tenancy-service-types`).
+pub const LABEL_SERVICE_TYPES: &str = "tenancy.platform.dev/service-types";
+/// On environment namespaces, `Always` when containers must pull always (read by the
+/// admission policy `tenancy-image-pull-policy`).
+pub const LABEL_IMAGE_PULL_POLICY: &str = "tenancy.platform.dev/image-pull-policy";
+
 pub const TENANT_CONFIG_MAP: &str = "tenant-config";
 pub const NETWORK_POLICY: &str = "tenant-isolation";
 pub const RESOURCE_QUOTA: &str = "tenant-quota";

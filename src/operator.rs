@@ -219,6 +219,7 @@ pub async fn run_controllers(
     }));
     let gauges = report_gauges(ctx.clone(), options.readiness.clone());
     let sweeps = user::sweep_periodically(ctx.clone());
+    let policies = crate::admission::report_policies(client.clone(), ctx.config.clone(), options.metrics.clone());
 
     let tenant_run = tenants.graceful_shutdown_on(shutdown.clone()).run(tenant::reconcile, tenant::error_policy, ctx.clone()).for_each(
         |result| async move {
@@ -239,6 +240,7 @@ pub async fn run_controllers(
         _ = gauges.fuse() => {},
         _ = policy_watch.fuse() => {},
         _ = sweeps.fuse() => {},
+        _ = policies.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
 }

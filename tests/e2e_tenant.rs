@@ -587,9 +587,16 @@ async fn with_a_quota_the_database_pod_is_admitted_thanks_to_the_limit_range() {
     s.mark_statefulsets_ready(&slug).await;
     s.wait_tenant(&slug, ready).await;
 
-    // The quota removed: the LimitRange goes with it.
+    // spec.quota removed: the quota goes back to the configured default (every tenant
+    // namespace has one), and the LimitRange stays.
     s.patch_spec(&slug, json!({"quota": null})).await;
-    s.wait_gone(limits, "tenant-defaults").await;
+    let default_pods = support::fixtures::example_config().namespaces.quota()["pods"].0.clone();
+    let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client(), &dev);
+    s.wait_object(quotas, "tenant-quota", |q| {
+        q.spec.as_ref().and_then(|s| s.hard.as_ref()).and_then(|h| h.get("pods")).is_some_and(|p| p.0 == default_pods)
+    })
+    .await;
+    limits.get("tenant-defaults").await.expect("the LimitRange stays");
     s.cleanup().await;
 }
 

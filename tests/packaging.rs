@@ -8,6 +8,7 @@
 //! - `deploy/rbac/tenancy-clusterroles.yaml` and its chart copy = `system_cluster_roles()`
 //! - `charts/tenant-operator/files/aggregated-clusterroles.yaml` = `deploy/rbac/aggregated-clusterroles.yaml`
 //! - `charts/tenant-operator/files/tenantuser-self-service-policy.yaml` = `deploy/admission/tenantuser-self-service-policy.yaml`
+//! - `charts/tenant-operator/files/tenant-namespace-policies.yaml` = `deploy/admission/tenant-namespace-policies.yaml`
 //!
 //! The chart is compared with `deploy/` by rendering it with Helm's own engine through
 //! `scripts/render-chart.py` (PyPI `helm-python-sdk`), and `deploy/` is built with
@@ -240,6 +241,7 @@ fn copies_equal_their_sources() {
     assert_copy("deploy/rbac/tenancy-clusterroles.yaml", "charts/tenant-operator/files/tenancy-clusterroles.yaml");
     assert_copy("deploy/rbac/aggregated-clusterroles.yaml", "charts/tenant-operator/files/aggregated-clusterroles.yaml");
     assert_copy("deploy/admission/tenantuser-self-service-policy.yaml", "charts/tenant-operator/files/tenantuser-self-service-policy.yaml");
+    assert_copy("deploy/admission/tenant-namespace-policies.yaml", "charts/tenant-operator/files/tenant-namespace-policies.yaml");
     // Every CRD in crds/ is shipped, by deploy/crds.
     let shipped: BTreeSet<String> = string_list(&crds_kustomization(), "/resources").into_iter().collect();
     let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
@@ -316,7 +318,13 @@ fn operator_cluster_role_is_least_privilege() {
             assert_eq!(names, want, "bind only on the role-table ClusterRoles");
             continue;
         }
-        assert!(string_list(rule, "/resourceNames").is_empty(), "unexpected resourceNames: {rule}");
+        let names = string_list(rule, "/resourceNames");
+        if string_list(rule, "/apiGroups") == ["admissionregistration.k8s.io"] {
+            // Checked by namespace_policies_match_the_code: exactly the shipped policies.
+            assert!(!names.is_empty(), "the admission policies are read by name: {rule}");
+        } else {
+            assert!(names.is_empty(), "unexpected resourceNames: {rule}");
+        }
         for group in string_list(rule, "/apiGroups") {
             for resource in string_list(rule, "/resources") {
                 granted.entry((group.clone(), resource)).or_default().extend(verbs.iter().cloned());
@@ -339,21 +347,25 @@ fn operator_cluster_role_is_least_privilege() {
         ("admissionregistration.k8s.io", "validatingadmissionpolicies", &["get", "list", "watch"]),
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", &["get", "list", "watch"]),
     ];
-    // Deleted only where the operator removes its own objects (removed environments, quota,
+    // Deleted only where the operator removes its own objects (removed environments,
     // applications, user bindings); the rest goes only with its namespace.
     for (group, resource) in [
         ("", "namespaces"),
-        ("", "resourcequotas"),
-        ("", "limitranges"),
         ("networking.k8s.io", "ingresses"),
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ] {
         want.push((group, resource, &watch_and_write));
     }
+    // The admission policies are only checked, by name.
+    for resource in ["validatingadmissionpolicies", "validatingadmissionpolicybindings"] {
+        want.push(("admissionregistration.k8s.io", resource, &["get"]));
+    }
     for (group, resource) in [
         ("", "configmaps"),
         ("", "services"),
+        ("", "resourcequotas"),
+        ("", "limitranges"),
         ("apps", "statefulsets"),
         ("networking.k8s.io", "networkpolicies"),
         ("postgresql.cnpg.io", "clusters"),
@@ -551,6 +563,14 @@ fn chart_options_render() {
     let binding = find(&objects, "ValidatingAdmissionPolicyBinding", "tenantuser-self-service.tenancy.platform.dev");
     assert!(binding.pointer("/spec/paramRef").is_none(), "the policy has no parameter to keep in sync: {binding}");
     assert_eq!(string_list(binding, "/spec/validationActions"), ["Deny"]);
+    assert_eq!(str_at(binding, "/spec/paramRef/name"), "ops-tenant-operator-admission");
+    assert_eq!(str_at(binding, "/spec/paramRef/namespace"), "platform");
+    find(&objects, "ConfigMap", "ops-tenant-operator-admission");
+    // The namespace policies exempt this release's ServiceAccount, not the default one.
+    let policy = find(&objects, "ValidatingAdmissionPolicy", tenant_operator::admission::OPERATOR_OBJECTS);
+    let exempt = str_at(policy, "/spec/matchConditions/0/expression");
+    assert!(exempt.contains("'system:serviceaccount:platform:ops-tenant-operator'"), "{exempt}");
+    assert!(!exempt.contains("system:serviceaccount:tenant-operator:tenant-operator"), "{exempt}");
     let role = find(&objects, "ClusterRole", "ops-tenant-operator");
     assert!(rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
     let d = find(&objects, "Deployment", "ops-tenant-operator");
@@ -872,4 +892,40 @@ fn the_operations_guide_lists_exactly_the_operator_permissions() {
         only_documented.is_empty() && only_granted.is_empty(),
         "docs/operations.md \"Permissions\" vs deploy/rbac/operator-clusterrole.yaml\nonly documented: {only_documented:?}\nonly granted: {only_granted:?}"
     );
+/// The shipped admission policies of the tenant namespace profile are the ones the operator
+/// checks for, fail closed, deny, and the operator may read exactly them.
+#[test]
+fn namespace_policies_match_the_code() {
+    use tenant_operator::admission::{IMAGE_PULL_POLICY, OPERATOR_OBJECTS, SERVICE_TYPES};
+    let objects = docs(&read("deploy/admission/tenant-namespace-policies.yaml"), "tenant-namespace-policies.yaml");
+    let names = |kind: &str| -> BTreeSet<String> {
+        objects.iter().filter(|o| str_at(o, "/kind") == kind).map(|o| str_at(o, "/metadata/name").to_owned()).collect()
+    };
+    let want: BTreeSet<String> = [OPERATOR_OBJECTS, SERVICE_TYPES, IMAGE_PULL_POLICY].map(str::to_owned).into_iter().collect();
+    assert_eq!(names("ValidatingAdmissionPolicy"), want);
+    assert_eq!(names("ValidatingAdmissionPolicyBinding"), want);
+    for o in &objects {
+        match str_at(o, "/kind") {
+            "ValidatingAdmissionPolicy" => assert_eq!(str_at(o, "/spec/failurePolicy"), "Fail", "{}", key(o)),
+            _ => {
+                assert_eq!(str_at(o, "/spec/policyName"), str_at(o, "/metadata/name"));
+                assert_eq!(string_list(o, "/spec/validationActions"), ["Deny"]);
+            }
+        }
+    }
+    let policy = find(&objects, "ValidatingAdmissionPolicy", OPERATOR_OBJECTS);
+    assert!(str_at(policy, "/spec/matchConditions/0/expression").contains("'system:serviceaccount:tenant-operator:tenant-operator'"));
+    let deploy = deploy_objects();
+    let role = find(&deploy, "ClusterRole", "tenant-operator");
+    for name in &want {
+        for resource in ["validatingadmissionpolicies", "validatingadmissionpolicybindings"] {
+            let readable = rules_of(role).iter().any(|r| {
+                string_list(r, "/apiGroups") == ["admissionregistration.k8s.io"]
+                    && string_list(r, "/resources").iter().any(|x| x == resource)
+                    && string_list(r, "/verbs").iter().any(|v| v == "get")
+                    && (r.get("resourceNames").is_none() || string_list(r, "/resourceNames").contains(name))
+            });
+            assert!(readable, "the operator cannot get {resource} {name}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! ServiceAccount, authorized by the fake with the RBAC of `deploy/` (loaded from the very files
 //! users install), through representative scenarios: tenants with
 //! the statefulset, cloudnative-pg and external providers becoming Ready, environments removed
-//! under Retain and under Delete, an application and the quota removed,
+//! under Retain and under Delete, an application removed and the quota back to its default,
 //! tenants deleted under Retain and Delete, TenantUsers of every role-table ClusterRole and a
 //! custom role created, changed and deleted, Events all along, and the leader Lease.
 //!
@@ -552,7 +552,8 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     }
     env.wait_bindings("designer", &[]).await;
 
-    // 3. An application, the quota and an environment removed (Retain: the namespace is kept);
+    // 3. An application and an environment removed (Retain: the namespace is kept), the quota
+    //    back to the configured default (every tenant namespace keeps one);
     //    a ConfigMap and a NetworkPolicy a person created with a copy of the tenant's label are
     //    not the operator's: they stay.
     let leftover: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "leftover", "namespace": format!("{keep}-dev"),
@@ -573,8 +574,12 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     let staging = format!("{keep}-staging");
     env.wait_tenant(keep, |t| ns_state(t, &staging) == Some(NamespaceState::Retained)).await;
     env.wait_gone(Api::<Ingress>::namespaced(env.test.clone(), &format!("{keep}-dev")), "u-assist").await;
-    env.wait_gone(Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(env.test.clone(), &format!("{keep}-dev")), "tenant-quota")
-        .await;
+    let default_pods = example_config().namespaces.quota()["pods"].0.clone();
+    let quota_is_default = |q: &k8s_openapi::api::core::v1::ResourceQuota| {
+        q.spec.as_ref().and_then(|s| s.hard.as_ref()).and_then(|h| h.get("pods")).is_some_and(|p| p.0 == default_pods)
+    };
+    let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(env.test.clone(), &format!("{keep}-dev"));
+    env.wait_obj(quotas, "tenant-quota", quota_is_default).await;
     env.wait_ready(keep).await;
     let dev_configmaps = Api::<ConfigMap>::namespaced(env.test.clone(), &format!("{keep}-dev"));
     assert!(dev_configmaps.get_opt("leftover").await.expect("get").is_some(), "a person's ConfigMap is not the operator's to delete");

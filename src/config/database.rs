@@ -50,7 +50,8 @@ pub struct StatefulSetDatabaseConfig {
     pub storage: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// CPU and memory requests/limits of the PostgreSQL container.
+    /// Requests and limits of the PostgreSQL container; defaults that fit the default quota of a
+    /// tenant namespace when absent (what is left out comes from the LimitRange).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
@@ -94,6 +95,10 @@ pub struct CloudNativePgConfig {
     pub storage: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
+    /// Requests and limits of the PostgreSQL pods (a core/v1 ResourceRequirements); defaults
+    /// that fit the default quota of a tenant namespace when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 fn default_instances() -> i32 {
@@ -102,6 +107,6 @@ fn default_instances() -> i32 {
 
 impl Default for CloudNativePgConfig {
     fn default() -> Self {
-        Self { instances: default_instances(), storage: default_storage(), image_name: None }
+        Self { instances: default_instances(), storage: default_storage(), image_name: None, resources: None }
     }
 }

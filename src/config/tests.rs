@@ -28,8 +28,51 @@ fn default_hostname_templates_are_injective_and_others_are_warned_about() {
 fn pod_security_levels_are_checked() {
     assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    enforce: strict\n")).contains("namespaces.podSecurity.enforce"));
     let config = Config::parse(MINIMAL, "c.yaml").unwrap();
-    assert_eq!(config.namespaces.pod_security.enforce, "baseline");
+    assert_eq!(config.namespaces.pod_security.enforce, "restricted");
     assert_eq!(config.namespaces.pod_security.warn, "restricted");
+    assert_eq!(config.namespaces.pod_security.enforce_in(Environment::Dev), "restricted");
+    let dev_baseline =
+        Config::parse(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      dev: baseline\n"), "c.yaml").unwrap();
+    assert_eq!(dev_baseline.namespaces.pod_security.enforce_in(Environment::Dev), "baseline");
+    assert_eq!(dev_baseline.namespaces.pod_security.enforce_in(Environment::Staging), "restricted");
+    let bad = error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      dev: open\n"));
+    assert!(bad.contains("namespaces.podSecurity.environments.dev"), "{bad}");
+    assert!(error(&format!("{MINIMAL}namespaces:\n  podSecurity:\n    environments:\n      qa: baseline\n"))
+        .contains("namespaces.podSecurity.environments"));
+}
+
+#[test]
+fn the_quota_merges_configured_keys_over_the_defaults() {
+    let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!(config.namespaces.quota(), default_quota());
+    assert_eq!(config.namespaces.quota()["services.nodeports"].0, "0");
+    assert_eq!(config.namespaces.quota()["services.loadbalancers"].0, "0");
+    let raised = Config::parse(&format!("{MINIMAL}namespaces:\n  quota:\n    pods: \"200\"\n"), "c.yaml").unwrap();
+    let hard = raised.namespaces.quota();
+    assert_eq!(hard["pods"].0, "200");
+    assert_eq!(hard["limits.cpu"], default_quota()["limits.cpu"]);
+    assert!(config.namespaces.account_quota().contains_key("count/tenantusers.tenancy.platform.dev"));
+    let bad = error(&format!("{MINIMAL}namespaces:\n  quota:\n    requests.cpu: lots\n"));
+    assert!(bad.contains("namespaces.quota.requests.cpu"), "{bad}");
+}
+
+#[test]
+fn service_types_are_known_and_keep_cluster_ip() {
+    let config = Config::parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!(config.namespaces.service_types, ["ClusterIP"]);
+    assert!(config.namespaces.require_image_pull_always);
+    assert!(error(&format!("{MINIMAL}namespaces:\n  serviceTypes: [ClusterIP, Ingress]\n")).contains("namespaces.serviceTypes"));
+    assert!(error(&format!("{MINIMAL}namespaces:\n  serviceTypes: [NodePort]\n")).contains("must contain ClusterIP"));
+}
+
+#[test]
+fn quantities_are_recognised() {
+    for good in ["1", "500m", "16Gi", "0.5", "1e3", "100M", "+1"] {
+        assert!(is_quantity(good), "{good}");
+    }
+    for bad in ["", "lots", "1.", "5 Gi", "1GiB", "Gi"] {
+        assert!(!is_quantity(bad), "{bad}");
+    }
 }
 
 #[test]

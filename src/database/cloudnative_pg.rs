@@ -54,6 +54,12 @@ fn cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> De
     if let Some(image) = &cnpg.image_name {
         spec["imageName"] = json!(image);
     }
+    // The tenant namespace profile: pods pull always, and set the resources its quota covers.
+    // CloudNativePG's pods comply with Pod Security `restricted` by themselves.
+    if config.namespaces.require_image_pull_always {
+        spec["imagePullPolicy"] = json!("Always");
+    }
+    spec["resources"] = serde_json::to_value(cnpg.resources.clone().unwrap_or_else(super::default_resources)).unwrap_or_default();
     let object = json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",

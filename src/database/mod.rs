@@ -16,7 +16,7 @@ pub mod statefulset;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
 use kube::api::ObjectMeta;
 
 pub use credentials::{credentials_secret, generate_password, ConnectionInfo};
@@ -94,6 +94,19 @@ pub fn readiness(provider: DatabaseProvider, observed: Option<&serde_json::Value
         DatabaseProvider::Statefulset => statefulset::readiness(observed),
         DatabaseProvider::CloudnativePg => cloudnative_pg::readiness(observed),
         DatabaseProvider::External | DatabaseProvider::None => Ok(()),
+    }
+}
+
+/// Requests and limits of a database container when the configuration names none: they fit
+/// the default quota of a tenant namespace, which covers cpu, memory and ephemeral storage.
+pub(crate) fn default_resources() -> ResourceRequirements {
+    let quantities = |entries: [(&str, &str); 3]| -> BTreeMap<String, Quantity> {
+        entries.into_iter().map(|(key, value)| (key.to_string(), Quantity(value.to_string()))).collect()
+    };
+    ResourceRequirements {
+        requests: Some(quantities([("cpu", "100m"), ("memory", "256Mi"), ("ephemeral-storage", "64Mi")])),
+        limits: Some(quantities([("cpu", "1"), ("memory", "1Gi"), ("ephemeral-storage", "1Gi")])),
+        ..ResourceRequirements::default()
     }
 }
 

@@ -106,9 +106,12 @@ fn statefulset(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -
             mount_path: "/var/lib/postgresql/data".to_string(),
             ..VolumeMount::default()
         }]),
-        resources: sts_config.resources.clone(),
-        // Compatible with the `restricted` Pod Security level: the official image runs as the
-        // `postgres` user (999) when started as it.
+        resources: Some(sts_config.resources.clone().unwrap_or_else(super::default_resources)),
+        // The tenant namespace profile refuses other pull policies (a node's image cache must
+        // not serve an image to a pod that could not pull it).
+        image_pull_policy: config.namespaces.require_image_pull_always.then(|| "Always".to_string()),
+        // Complies with the `restricted` Pod Security level (with the pod's seccomp profile):
+        // the official image runs as the `postgres` user (999) when started as it.
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), add: None }),

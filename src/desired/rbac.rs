@@ -85,11 +85,12 @@ fn workload_rules(verbs: &[&str]) -> Vec<PolicyRule> {
 }
 
 /// Kinds the operator manages inside tenant namespaces: people may look, not change them
-/// (a change would be reverted as drift anyway).
+/// (a change would be reverted as drift anyway). Quotas and LimitRanges are the tenant's
+/// limits: never theirs to write.
 fn operator_managed_read_rules() -> Vec<PolicyRule> {
     vec![
-        rule("networking.k8s.io", &["ingresses", "networkpolicies"], READ),
-        rule("", &["resourcequotas", "events", "pods/log", "endpoints"], READ),
+        rule("networking.k8s.io", &["ingresses"], READ),
+        rule("", &["resourcequotas", "limitranges", "events", "pods/log", "endpoints"], READ),
         rule("events.k8s.io", &["events"], READ),
     ]
 }
@@ -113,13 +114,18 @@ pub fn system_cluster_roles() -> Vec<ClusterRole> {
     admin.push(rule("", &["secrets"], WRITE));
     admin.push(rule("", &["pods/exec", "pods/portforward"], &["create", "get"]));
     admin.push(rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], READ));
+    // Their own allowances for their own pods, in dev and staging (the role is bound there
+    // only); `tenant-isolation` stays the operator's (the admission policy on its labels).
+    admin.push(rule("networking.k8s.io", &["networkpolicies"], WRITE));
     admin.extend(operator_managed_read_rules());
 
     let mut editor = workload_rules(WRITE);
     editor.push(rule("", &["secrets"], WRITE));
+    editor.push(rule("networking.k8s.io", &["networkpolicies"], READ));
     editor.extend(operator_managed_read_rules());
 
     let mut viewer = workload_rules(READ);
+    viewer.push(rule("networking.k8s.io", &["networkpolicies"], READ));
     viewer.extend(operator_managed_read_rules());
 
     let supervisor = vec![
@@ -131,6 +137,8 @@ pub fn system_cluster_roles() -> Vec<ClusterRole> {
     let group = TenantUser::group(&());
     let user_admin = vec![
         rule(&group, &[&TenantUser::plural(&())], &["get", "list", "watch", "create", "patch", "delete", MANAGE_USERS_VERB]),
+        // The count quota of the account namespace: how many TenantUsers are left.
+        rule("", &["resourcequotas"], READ),
         rule("", &["events"], READ),
         rule("events.k8s.io", &["events"], READ),
     ];
@@ -182,6 +190,38 @@ mod tests {
         let roles = system_cluster_roles();
         let names: Vec<_> = roles.iter().filter_map(|r| r.metadata.name.as_deref()).collect();
         assert_eq!(names, SYSTEM_CLUSTER_ROLES);
+    }
+
+    fn grants(role: &str, group: &str, resource: &str) -> Vec<String> {
+        system_cluster_roles()
+            .into_iter()
+            .filter(|r| r.metadata.name.as_deref() == Some(role))
+            .flat_map(|r| r.rules.unwrap_or_default())
+            .filter(|rule| rule.api_groups.iter().flatten().any(|g| g == group) && rule.resources.iter().flatten().any(|r| r == resource))
+            .flat_map(|rule| rule.verbs)
+            .collect()
+    }
+
+    #[test]
+    fn quotas_and_limit_ranges_are_read_only_for_every_role() {
+        for role in SYSTEM_CLUSTER_ROLES {
+            for resource in ["resourcequotas", "limitranges"] {
+                let verbs = grants(role, "", resource);
+                assert!(verbs.iter().all(|v| READ.contains(&v.as_str())), "{role} may {verbs:?} {resource}");
+            }
+        }
+        assert_eq!(grants(ACCOUNT_ADMIN, "", "limitranges"), READ);
+        assert_eq!(grants(USER_ADMIN, "", "resourcequotas"), READ);
+    }
+
+    #[test]
+    fn only_account_admins_write_network_policies() {
+        assert_eq!(grants(ACCOUNT_ADMIN, "networking.k8s.io", "networkpolicies"), WRITE);
+        for role in [EDITOR, VIEWER] {
+            assert_eq!(grants(role, "networking.k8s.io", "networkpolicies"), READ, "{role}");
+        }
+        // Account Admins hold `tenancy:account-admin` in dev and staging only.
+        assert_eq!(cluster_role_for(AccountAdmin, Prod), Ok(VIEWER));
     }
 
     #[test]

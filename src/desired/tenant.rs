@@ -4,26 +4,27 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec},
+        core::v1::ConfigMap,
         networking::v1::{
             HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, IngressTLS,
             NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
         },
     },
-    apimachinery::pkg::{
-        api::resource::Quantity,
-        apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
-    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
 };
 use kube::api::ObjectMeta;
 
 use super::{tenant_labels, ChildKind, DesiredObject};
+
+pub mod profile;
+
 use crate::{
     config::{ClusterConfig, Config},
     database,
-    naming::{self, LIMIT_RANGE, NETWORK_POLICY, RESOURCE_QUOTA, TENANT_CONFIG_MAP},
+    naming::{self, NETWORK_POLICY, TENANT_CONFIG_MAP},
     types::{DatabaseProvider, EndpointStatus, Environment, Reason, Tenant},
 };
+pub use profile::{account_namespace_object, namespace_object};
 
 /// A spec that cannot be built with this operator configuration. Becomes a status reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,13 +65,13 @@ pub struct TenantPlan {
     pub slug: String,
     pub database_provider: DatabaseProvider,
     /// The account namespace `<slug>-account`: home of the tenant's TenantUsers, where Account
-    /// Admins manage users. No workloads, no Ingress.
+    /// Admins manage users. No workloads, no Ingress: the Namespace and a count quota.
     pub account: AccountPlan,
     pub environments: Vec<EnvironmentPlan>,
     pub endpoints: Vec<EndpointStatus>,
 }
 
-/// The account namespace of a tenant; `objects` is the Namespace alone.
+/// The account namespace of a tenant; `objects` are the Namespace and its count quota.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountPlan {
     pub namespace: String,
@@ -126,16 +127,12 @@ impl TenantPlan {
             endpoints.extend(urls.iter().map(|(app, url)| EndpointStatus { application: app.clone(), environment: env, url: url.clone() }));
 
             let mut objects = vec![
-                DesiredObject::from_typed(ChildKind::Namespace, &namespace_object(&slug, env, config))?,
+                DesiredObject::from_typed(ChildKind::Namespace, &profile::namespace_object(&slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
                 DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config))?,
+                DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::resource_quota(tenant, &slug, env, config))?,
+                DesiredObject::from_typed(ChildKind::LimitRange, &profile::limit_range(&slug, env, config))?,
             ];
-            if let Some(quota) = resource_quota(tenant, &slug, env) {
-                objects.push(DesiredObject::from_typed(ChildKind::ResourceQuota, &quota)?);
-            }
-            if let Some(limits) = limit_range(tenant, &slug, env, config) {
-                objects.push(DesiredObject::from_typed(ChildKind::LimitRange, &limits)?);
-            }
             for app in &spec.applications {
                 // Presence was checked above; a missing key would be a bug, not user input.
                 if let Some(app_config) = config.applications.get(app) {
@@ -149,7 +146,10 @@ impl TenantPlan {
         }
         let account = AccountPlan {
             namespace: naming::account_namespace_name(&slug),
-            objects: vec![DesiredObject::from_typed(ChildKind::Namespace, &account_namespace_object(&slug))?],
+            objects: vec![
+                DesiredObject::from_typed(ChildKind::Namespace, &profile::account_namespace_object(&slug))?,
+                DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::account_quota(&slug, config))?,
+            ],
         };
         Ok(Self { slug, database_provider: provider, account, environments, endpoints })
     }
@@ -205,46 +205,6 @@ fn url(cluster: &ClusterConfig, host: &str) -> String {
 
 fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta { name: Some(name.to_string()), namespace: namespace.map(str::to_string), labels: Some(labels), ..ObjectMeta::default() }
-}
-
-/// An environment namespace, with the Pod Security Admission levels of the configuration.
-pub fn namespace_object(slug: &str, env: Environment, config: &Config) -> Namespace {
-    let mut labels = tenant_labels(slug, Some(env));
-    let pod_security = &config.namespaces.pod_security;
-    for (mode, level) in [("enforce", &pod_security.enforce), ("warn", &pod_security.warn), ("audit", &pod_security.audit)] {
-        labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.clone());
-    }
-    Namespace { metadata: meta(&naming::namespace_name(slug, env), None, labels), ..Namespace::default() }
-}
-
-/// The account namespace holds TenantUsers and RBAC only: Pod Security `restricted` everywhere,
-/// whatever the environments use.
-pub fn account_namespace_object(slug: &str) -> Namespace {
-    let mut labels = tenant_labels(slug, None);
-    labels.insert(naming::LABEL_COMPONENT.to_string(), "account".to_string());
-    for mode in ["enforce", "warn", "audit"] {
-        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_string());
-    }
-    Namespace { metadata: meta(&naming::account_namespace_name(slug), None, labels), ..Namespace::default() }
-}
-
-/// Default container requests and limits where a quota is set: the quota makes the API server
-/// refuse pods without requests, the tenant's own database pod included.
-fn limit_range(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> Option<LimitRange> {
-    tenant.spec.quota.as_ref()?;
-    let defaults = &config.namespaces.default_container_resources;
-    let namespace = naming::namespace_name(slug, env);
-    Some(LimitRange {
-        metadata: meta(LIMIT_RANGE, Some(&namespace), tenant_labels(slug, Some(env))),
-        spec: Some(LimitRangeSpec {
-            limits: vec![LimitRangeItem {
-                type_: "Container".to_string(),
-                default: Some(defaults.default.clone()),
-                default_request: Some(defaults.default_request.clone()),
-                ..LimitRangeItem::default()
-            }],
-        }),
-    })
 }
 
 fn tenant_config_map(
@@ -357,30 +317,6 @@ fn network_policy(slug: &str, env: Environment, tenant_namespaces: &[String], co
             egress: None,
         }),
     }
-}
-
-/// Compute quota on requests (what the scheduler reserves) and a pod count, per namespace.
-fn resource_quota(tenant: &Tenant, slug: &str, env: Environment) -> Option<ResourceQuota> {
-    let quota = tenant.spec.quota.as_ref()?;
-    let mut hard = BTreeMap::new();
-    if let Some(cpu) = &quota.cpu {
-        hard.insert("requests.cpu".to_string(), cpu.clone());
-    }
-    if let Some(memory) = &quota.memory {
-        hard.insert("requests.memory".to_string(), memory.clone());
-    }
-    if let Some(pods) = quota.pods {
-        hard.insert("pods".to_string(), Quantity(pods.to_string()));
-    }
-    if hard.is_empty() {
-        return None;
-    }
-    let namespace = naming::namespace_name(slug, env);
-    Some(ResourceQuota {
-        metadata: meta(RESOURCE_QUOTA, Some(&namespace), tenant_labels(slug, Some(env))),
-        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
-        ..ResourceQuota::default()
-    })
 }
 
 #[cfg(test)]

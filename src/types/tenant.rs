@@ -64,8 +64,8 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
 
-    /// Resource quota applied to every environment namespace (a ResourceQuota
-    /// `tenant-quota`); no quota when absent.
+    /// Overrides of the quota every environment namespace has (the ResourceQuota
+    /// `tenant-quota`); what is left out keeps the operator configuration's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSpec>,
 
@@ -174,7 +174,10 @@ impl fmt::Display for DatabaseProvider {
     }
 }
 
-/// Limits per environment namespace, enforced by a ResourceQuota.
+/// Limits per environment namespace, enforced by the ResourceQuota `tenant-quota`. Every
+/// environment namespace has that quota: fields left out keep the operator configuration's
+/// defaults (`namespaces.quota`), including the counts not listed here
+/// (`services.nodeports` and `services.loadbalancers`, 0 by default).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaSpec {
@@ -188,10 +191,68 @@ pub struct QuotaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
     pub memory: Option<Quantity>,
+    /// Upper bound of the CPU limits summed over the namespace's pods (`limits.cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
+    pub limits_cpu: Option<Quantity>,
+    /// Upper bound of the memory limits summed over the namespace's pods (`limits.memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
+    pub limits_memory: Option<Quantity>,
+    /// Upper bound of the local ephemeral storage requests (`requests.ephemeral-storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
+    pub ephemeral_storage: Option<Quantity>,
+    /// Upper bound of the local ephemeral storage limits (`limits.ephemeral-storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a Kubernetes quantity, e.g. 500m, 8, 16Gi"))]
+    pub limits_ephemeral_storage: Option<Quantity>,
     /// Maximum number of pods in the namespace (0 to 100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub pods: Option<i32>,
+    /// Maximum number of Services (0 to 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub services: Option<i32>,
+    /// Maximum number of ConfigMaps (0 to 100000); `tenant-config` and `kube-root-ca.crt` count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub config_maps: Option<i32>,
+    /// Maximum number of Secrets (0 to 100000); the database credentials Secret counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub secrets: Option<i32>,
+    /// Maximum number of PersistentVolumeClaims (0 to 100000); the database volume counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub persistent_volume_claims: Option<i32>,
+}
+
+impl QuotaSpec {
+    /// The ResourceQuota entries this spec sets, as `(spec.hard key, quantity)`.
+    pub fn hard(&self) -> Vec<(&'static str, Quantity)> {
+        let quantities = [
+            ("requests.cpu", &self.cpu),
+            ("requests.memory", &self.memory),
+            ("limits.cpu", &self.limits_cpu),
+            ("limits.memory", &self.limits_memory),
+            ("requests.ephemeral-storage", &self.ephemeral_storage),
+            ("limits.ephemeral-storage", &self.limits_ephemeral_storage),
+        ];
+        let counts = [
+            ("pods", self.pods),
+            ("services", self.services),
+            ("configmaps", self.config_maps),
+            ("secrets", self.secrets),
+            ("persistentvolumeclaims", self.persistent_volume_claims),
+        ];
+        quantities
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.clone()?)))
+            .chain(counts.into_iter().filter_map(|(key, count)| Some((key, Quantity(count?.to_string())))))
+            .collect()
+    }
 }
 
 /// What removing a Tenant or one of its environments does to its data: `Retain` or `Delete`.

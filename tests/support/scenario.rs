@@ -151,13 +151,25 @@ impl Scenario {
         self.tenants.lock().unwrap().push(name);
     }
 
-    /// Create a TenantUser in its namespace (as the administrator).
+    /// Create a TenantUser in its namespace (as the administrator). The account namespace's
+    /// quota counts TenantUsers; on a real cluster the API server refuses them ("status unknown
+    /// for quota") until the quota controller has counted a new quota, so that is retried, as
+    /// GitOps tools do.
     pub async fn create_user(&self, user: &TenantUser) {
         let (namespace, name) = (user.namespace().unwrap_or_default(), user.name_any());
-        Api::<TenantUser>::namespaced(self.client(), &namespace)
-            .create(&PostParams::default(), user)
-            .await
-            .unwrap_or_else(|e| panic!("create TenantUser {namespace}/{name}: {e}"));
+        let api = Api::<TenantUser>::namespaced(self.client(), &namespace);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match api.create(&PostParams::default(), user).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(status))
+                    if status.message.contains("status unknown for quota") && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("create TenantUser {namespace}/{name}: {e}"),
+            }
+        }
         self.users.lock().unwrap().push((namespace, name));
     }
 

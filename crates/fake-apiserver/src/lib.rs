@@ -10,6 +10,7 @@ mod faults;
 mod fields;
 mod gc;
 mod patch;
+mod pod_security;
 mod pods;
 mod rbac;
 mod resources;
@@ -1027,6 +1028,7 @@ fn serve(
                 }
             };
             let opts = DeleteOpts {
+                user: ctx.user.clone(),
                 propagation,
                 uid: opts_body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
                 resource_version: opts_body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),

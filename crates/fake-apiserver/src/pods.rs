@@ -1,6 +1,7 @@
 //! Pod admission as the real server chains it: defaulting (requests from limits), the
-//! LimitRanger plugin (default requests/limits of the namespace's LimitRanges) and the
-//! ResourceQuota plugin (`must specify ...` constraints, `exceeded quota`, pod counts).
+//! LimitRanger plugin (default requests/limits of the namespace's LimitRanges), PodSecurity
+//! (`pod_security.rs`) and, after the ValidatingAdmissionPolicies, the ResourceQuota plugin
+//! (`must specify ...` constraints, `exceeded quota`, pod counts).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -272,11 +273,18 @@ fn resource_quota(state: &State, ns: &str, pod: &Value, name: &str) -> Result<()
     Ok(())
 }
 
-/// The admission chain for a pod being created in `ns`: defaults, LimitRanger, ResourceQuota.
+/// The admission chain for a pod being created in `ns` up to the validating policies:
+/// defaults, LimitRanger, PodSecurity. [`admit_quota`] comes last, as on the real server.
 pub fn admit(state: &State, ns: &str, name: &str, pod: &mut Value) -> Result<(), ApiError> {
     default_pod(pod);
     limit_ranger(state, ns, pod);
     default_pod(pod);
+    let namespace_labels = state.namespace_state(ns).and_then(|n| n.pointer("/metadata/labels"));
+    super::pod_security::admit(namespace_labels, name, pod)
+}
+
+/// ResourceQuota admission, the last validating plugin (after ValidatingAdmissionPolicies).
+pub fn admit_quota(state: &State, ns: &str, name: &str, pod: &Value) -> Result<(), ApiError> {
     resource_quota(state, ns, pod, name)
 }
 

@@ -111,6 +111,9 @@ pub enum Propagation {
 
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOpts {
+    /// The requester, for admission (ValidatingAdmissionPolicies on DELETE); `None` for the
+    /// fake's own controllers.
+    pub user: Option<UserInfo>,
     pub propagation: Option<Propagation>,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
@@ -610,6 +613,9 @@ impl State {
             };
             vap::admit(self, &req)?;
         }
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            pods::admit_quota(self, ns, &name, &body)?;
+        }
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.install_crd(&mut body)?;
         }
@@ -896,6 +902,19 @@ impl State {
                     ),
                 ));
             }
+        }
+        if let Some(user) = &opts.user {
+            let req = vap::Request {
+                rt,
+                operation: "DELETE",
+                subresource: "",
+                namespace: ns,
+                name,
+                object: &Value::Null,
+                old_object: Some(&obj),
+                user,
+            };
+            vap::admit(self, &req)?;
         }
         if opts.dry_run {
             return Ok((obj, false));

@@ -1,8 +1,11 @@
 //! ValidatingAdmissionPolicies (`admissionregistration.k8s.io/v1`) as the real server's
-//! validating-policy admission plugin applies them to create and update requests: bindings
-//! select policies, `matchConstraints`/`matchResources` select requests, `matchConditions`
-//! narrow them, `validations` are evaluated with kube's CEL functions (`object`, `oldObject`,
-//! `request`, `params`, `namespaceObject`, `authorizer`), and a `Deny` binding refuses with the plugin's message.
+//! validating-policy admission plugin applies them to create, update and delete requests:
+//! bindings select policies, `matchConstraints`/`matchResources` select requests,
+//! `matchConditions` narrow them, `validations` are evaluated with kube's CEL functions
+//! (`object`, `oldObject`, `request`, `params`, `namespaceObject`, `authorizer`; map keys such
+//! as `tenancy.platform.dev/tenant` are seen verbatim, as on the real server), and a `Deny`
+//! binding refuses with the plugin's message. On DELETE `object` is null and `oldObject` the
+//! object being deleted, as on the real server.
 
 use serde_json::{json, Value};
 
@@ -18,11 +21,12 @@ pub const GROUP: &str = "admissionregistration.k8s.io";
 /// What is being admitted.
 pub struct Request<'a> {
     pub rt: &'a ResourceType,
-    /// `CREATE` or `UPDATE`.
+    /// `CREATE`, `UPDATE` or `DELETE`.
     pub operation: &'a str,
     pub subresource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// `Value::Null` for DELETE.
     pub object: &'a Value,
     pub old_object: Option<&'a Value>,
     pub user: &'a UserInfo,
@@ -76,7 +80,9 @@ fn resources_match(state: &State, m: Option<&Value>, req: &Request) -> bool {
     };
     let included = m.get("resourceRules").and_then(Value::as_array).is_none_or(|rules| rules.iter().any(|r| rule_matches(r, req)));
     let excluded = m.get("excludeResourceRules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(|r| rule_matches(r, req)));
-    let object_labels = req.object.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    // The real plugin matches objectSelector against the new object, or the old one on DELETE.
+    let subject = if req.object.is_null() { req.old_object.unwrap_or(req.object) } else { req.object };
+    let object_labels = subject.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
     let namespace_labels = if req.rt.namespaced {
         state.namespace_state(req.namespace).and_then(|n| n.pointer("/metadata/labels").cloned()).unwrap_or(json!({}))
     } else {
@@ -163,11 +169,11 @@ pub fn admit(state: &State, req: &Request) -> Result<(), ApiError> {
             }
             None => {}
         }
-        if req.rt.namespaced {
-            if let Some(ns) = state.namespace_state(req.namespace) {
-                variables["namespaceObject"] = Value::clone(ns);
-            }
-        }
+        // `namespaceObject`: the namespace of a namespaced request (null for cluster-scoped).
+        variables["namespaceObject"] = match req.rt.namespaced.then(|| state.namespace_state(req.namespace)).flatten() {
+            Some(ns) => Value::clone(ns),
+            None => Value::Null,
+        };
         let evaluation = Evaluation { state, user: req.user, variables: &variables };
         // A false match condition skips the policy; one that errs (and none false) is a
         // failure under the policy's failurePolicy.

@@ -287,4 +287,117 @@ async fn the_authorizer_variable_answers_for_the_requester() {
     );
     let s = api_err(in_globex.patch("acme-jdoe", &PatchParams::default(), &roles(json!(["Agent"]))).await);
     assert!(s.message.contains("may not manage users in globex-account"), "{}", s.message);
+const PROTECTED: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: protected}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    namespaceSelector: {matchExpressions: [{key: owner, operator: Exists}]}
+    resourceRules:
+      - {apiGroups: [""], apiVersions: ["*"], operations: ["CREATE", "UPDATE", "DELETE"], resources: ["configmaps"]}
+  validations:
+    - expression: "oldObject == null || !has(oldObject.metadata.labels) || !('locked' in oldObject.metadata.labels)"
+      reason: Forbidden
+      messageExpression: "'locked by ' + namespaceObject.metadata.labels['owner'] + ' (' + request.operation + ', object is ' + (object == null ? 'null' : 'set') + ')'"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: protected}
+spec: {policyName: protected, validationActions: [Deny]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: cm-editor}
+rules: [{apiGroups: [""], resources: ["configmaps"], verbs: ["get", "patch", "create", "delete"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: cm-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cm-editor}
+subjects: [{kind: User, name: mallory}]
+"#;
+
+#[tokio::test]
+async fn delete_requests_are_admitted_with_the_old_object_and_the_namespace_object() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::DeleteParams;
+    let fake = FakeApiServer::start().await;
+    Api::<Namespace>::all(fake.client())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "guarded", "labels": {"owner": "ops"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    namespace(&fake, "free").await;
+    fake.apply_manifests(PROTECTED).unwrap();
+    for ns in ["guarded", "free"] {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c", "labels": {"locked": "yes"}}})).unwrap();
+        Api::<ConfigMap>::namespaced(fake.client(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let mallory = fake.client_as("mallory");
+    let guarded: Api<ConfigMap> = Api::namespaced(mallory.clone(), "guarded");
+    let status = api_err(guarded.delete("c", &DeleteParams::default()).await);
+    assert_eq!(status.code, 403);
+    assert_eq!(
+        status.message,
+        "configmaps \"c\" is forbidden: ValidatingAdmissionPolicy 'protected' with binding 'protected' denied request: locked by ops (DELETE, object is null)"
+    );
+    let status = api_err(guarded.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "b"}}))).await);
+    assert!(status.message.ends_with("locked by ops (UPDATE, object is set)"), "{}", status.message);
+    assert!(fake.object("v1", "ConfigMap", "guarded", "c").is_some(), "the refused delete deleted nothing");
+    // A dry run is admitted the same way.
+    let dry = DeleteParams { dry_run: true, ..DeleteParams::default() };
+    assert_eq!(api_err(guarded.delete("c", &dry).await).code, 403);
+    // Outside the namespaceSelector, and for the fake's own administrator's setup, nothing is refused.
+    Api::<ConfigMap>::namespaced(mallory, "free").delete("c", &DeleteParams::default()).await.expect("unselected namespace");
+    // The administrator is subject to policies too (as on the real server).
+    assert_eq!(api_err(Api::<ConfigMap>::namespaced(fake.client(), "guarded").delete("c", &DeleteParams::default()).await).code, 403);
+}
+
+/// Label keys are map keys: CEL sees `example.com/owner` verbatim (kube's own evaluator would
+/// escape it to `example__dot__com__slash__owner`, which the real server does not).
+#[tokio::test]
+async fn label_keys_with_dots_and_slashes_are_seen_verbatim() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let fake = FakeApiServer::start().await;
+    Api::<Namespace>::all(fake.client())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "n", "labels": {"example.com/allowed": "a.b"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    fake.apply_manifests(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: reserved}
+spec:
+  matchConstraints:
+    resourceRules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["configmaps"]}]
+  validations:
+    - expression: "!has(object.metadata.labels) || !object.metadata.labels.exists(k, k.startsWith('example.com/'))"
+      message: reserved prefix
+    - expression: "!has(object.data) || object.data.all(k, k in namespaceObject.metadata.labels['example.com/allowed'].split('.'))"
+      messageExpression: "'allowed keys: ' + namespaceObject.metadata.labels['example.com/allowed'].split('.').join(', ')"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: reserved}
+spec: {policyName: reserved, validationActions: [Deny]}
+"#,
+    )
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client(), "n");
+    let cm = |name: &str, labels: Value, data: Value| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": data})).unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("ok", json!({"app": "x"}), json!({"a": "1"}))).await.expect("allowed");
+    let status = api_err(cms.create(&PostParams::default(), &cm("forged", json!({"example.com/owner": "x"}), json!({}))).await);
+    assert!(status.message.ends_with("denied request: reserved prefix"), "{}", status.message);
+    let status = api_err(cms.create(&PostParams::default(), &cm("extra", json!({}), json!({"c": "1"}))).await);
+    assert!(status.message.ends_with("denied request: allowed keys: a, b"), "{}", status.message);
 }

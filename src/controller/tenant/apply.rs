@@ -21,11 +21,11 @@ use crate::{
     types::{AccountNamespaceStatus, DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
 
-/// Kinds a spec change can make unwanted: the Ingress of a removed application, the quota
-/// and its LimitRange.
+/// Kinds a spec change can make unwanted: the Ingress of a removed application. (The quota and
+/// its LimitRange are in every environment namespace, whatever the spec says.)
 /// Data holders (Secrets, PVCs, the StatefulSet, the CloudNativePG Cluster) are never among
 /// them: they go only with their environment or Tenant, under `deletionPolicy: Delete`.
-const REMOVABLE: [ChildKind; 3] = [ChildKind::Ingress, ChildKind::ResourceQuota, ChildKind::LimitRange];
+const REMOVABLE: [ChildKind; 1] = [ChildKind::Ingress];
 
 /// Apply every environment of the plan and remove what the spec no longer asks for.
 pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<Observations, Error> {
@@ -114,16 +114,36 @@ async fn claim_namespace(
 }
 
 /// The account namespace, home of the tenant's TenantUsers: claimed and applied like an
-/// environment namespace, with nothing else in it from the Tenant.
+/// environment namespace, with its count quota and nothing else from the Tenant.
 async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Observations, changes: &mut Changes) -> Result<(), Error> {
     let account = &valid.plan.account;
     let state = match claim_namespace(valid, &account.namespace, ctx, observed, changes).await? {
         NamespaceClaim::Unusable { terminating: true } => NamespaceState::Terminating,
         NamespaceClaim::Unusable { terminating: false } => return Ok(()),
-        NamespaceClaim::Usable { found, .. } => {
+        NamespaceClaim::Usable { found: namespace, fresh } => {
             for desired in &account.objects {
-                let current = if desired.kind == ChildKind::Namespace { found.as_ref() } else { None };
-                if !needs_apply(ctx, desired, &valid.uid, current).await? {
+                let current = match desired.kind {
+                    ChildKind::Namespace => namespace.clone(),
+                    // Nothing can be in a namespace this reconcile is creating.
+                    _ if fresh => None,
+                    _ => found(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await?,
+                };
+                if let Some(current) = current.as_ref().filter(|_| desired.kind != ChildKind::Namespace) {
+                    if !is_ours(current, &valid.slug) {
+                        observed.object_problems.push(Problem::new(
+                            Reason::ObjectConflict,
+                            format!(
+                                "{} exists and was not created by the operator; it is left as it is. Rename or delete it",
+                                desired.describe()
+                            ),
+                        ));
+                        continue;
+                    }
+                    if is_terminating(current) {
+                        continue;
+                    }
+                }
+                if !needs_apply(ctx, desired, &valid.uid, current.as_ref()).await? {
                     continue;
                 }
                 match apply::apply(ctx, desired, &valid.uid).await {
