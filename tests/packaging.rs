@@ -892,6 +892,8 @@ fn the_operations_guide_lists_exactly_the_operator_permissions() {
         only_documented.is_empty() && only_granted.is_empty(),
         "docs/operations.md \"Permissions\" vs deploy/rbac/operator-clusterrole.yaml\nonly documented: {only_documented:?}\nonly granted: {only_granted:?}"
     );
+}
+
 /// The shipped admission policies of the tenant namespace profile are the ones the operator
 /// checks for, fail closed, deny, and the operator may read exactly them.
 #[test]

@@ -287,6 +287,8 @@ async fn the_authorizer_variable_answers_for_the_requester() {
     );
     let s = api_err(in_globex.patch("acme-jdoe", &PatchParams::default(), &roles(json!(["Agent"]))).await);
     assert!(s.message.contains("may not manage users in globex-account"), "{}", s.message);
+}
+
 const PROTECTED: &str = r#"
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
