@@ -120,6 +120,9 @@ reasons! {
     HostnameConflict,
     /// The database provider of an environment changed after its database was created.
     ProviderChangeRefused,
+    /// Namespaces, credentials or external databases of the tenant's name were left by an
+    /// earlier Tenant (another UID), and `spec.adoptRetainedFrom` does not name it.
+    RetainedDataFromAnotherTenant,
 
     // External database provider.
     InvalidAdminSecret,
@@ -152,6 +155,9 @@ reasons! {
     CustomRoleRefused,
     /// A custom role does not exist.
     CustomRoleNotFound,
+    /// The user was given access by an earlier Tenant of the same name (another UID), whose
+    /// data the current Tenant has not adopted.
+    UserOfAnotherTenant,
 
     // Events.
     Created,
@@ -178,6 +184,8 @@ impl Reason {
                 | Reason::DatabaseConflict
                 | Reason::HostnameConflict
                 | Reason::ProviderChangeRefused
+                | Reason::RetainedDataFromAnotherTenant
+                | Reason::UserOfAnotherTenant
                 | Reason::InvalidAdminSecret
                 | Reason::InvalidDatabaseName
                 | Reason::InvalidDatabasePassword

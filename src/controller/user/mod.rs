@@ -81,7 +81,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
-    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others };
+    let around = validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others, bound_under: old.tenant_uid.as_deref() };
     let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
@@ -99,7 +99,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let observed = apply::apply_bindings(user, &valid, ctx, &mut changes).await?;
     ctx.changes_event(&user.object_ref(&()), &changes);
     let refused = observed.refused.clone();
-    let new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    let new = status::bound(&old, &valid.plan, (&valid.tenant.name_any(), &valid.tenant_uid), observed, generation, &now);
     if ctx.write_status(user, user.status.as_ref(), &new).await? {
         for problem in &refused {
             ctx.event(&user.object_ref(&()), EventType::Warning, problem.reason, &problem.message);
