@@ -132,8 +132,9 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
     assert!(message.contains(&old_uid), "the message names the previous Tenant's UID: {message}");
     assert!(message.contains(&format!("adoptRetainedFrom: {old_uid}")), "the message says how to adopt: {message}");
     assert!(message.contains(&format!("kubectl delete namespace {}", account(&slug))), "the message says how to delete: {message}");
-    let u = s.wait_user(&slug, &boss, |u| u.status.as_ref().is_some_and(|st| st.observed_generation == u.metadata.generation)).await;
-    assert!(!user_ready(&u), "{:?}", u.status);
+    let u = s.wait_user(&slug, &boss, |u| user_reason(u) == "RetainedDataFromAnotherTenant").await;
+    let message = u.status.as_ref().and_then(|st| st.condition("Ready")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains(&old_uid) && message.contains(&account(&slug)), "the user is told why: {message}");
 
     // Nothing retained was touched: still marked, still stamped with the previous UID.
     for namespace in [account(&slug), dev.clone()] {
@@ -204,6 +205,10 @@ async fn consent_adopts_the_retained_data_and_the_previous_users() {
     let u = s.wait_user(&slug, &boss, user_ready).await;
     assert_eq!(u.status.as_ref().and_then(|st| st.tenant_uid.as_deref()), Some(new_uid.as_str()));
     s.wait_for("the Account Admin's access", || async { can_read_configmaps(&boss_client, &dev).await }).await;
+    // The mark is status, which neither the user nor an Account Admin can write.
+    let own = Api::<TenantUser>::namespaced(boss_client.clone(), &account(&slug));
+    let forged = own.patch_status(&boss, &PatchParams::default(), &Patch::Merge(json!({"status": {"tenantUid": null}}))).await;
+    assert!(matches!(forged, Err(kube::Error::Api(ref e)) if e.code == 403), "an Account Admin rewrote the mark: {forged:?}");
 
     // Adopted once: a restart (a re-list of everything) writes nothing.
     if let Some(requests) = s.requests_of_a_restart().await {
