@@ -65,14 +65,26 @@ async fn can_read_configmaps(person: &Client, namespace: &str) -> bool {
     Api::<ConfigMap>::namespaced(person.clone(), namespace).list(&ListParams::default()).await.is_ok()
 }
 
+/// The Tenant once its database exists: ready on the fake (which plays the kubelet), its
+/// StatefulSet and credentials Secret in place on a real control plane without a kubelet.
+async fn database_started(s: &Scenario, slug: &str) -> Tenant {
+    if s.fake().is_some() {
+        s.mark_statefulsets_ready(slug).await;
+        return s.wait_tenant(slug, |t| settled(t) && t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))).await;
+    }
+    let secrets = Api::<Secret>::namespaced(s.client(), &format!("{slug}-dev"));
+    let name = format!("{slug}-db-credentials");
+    s.wait_for("the credentials Secret", || async { secrets.get_opt(&name).await.is_ok_and(|found| found.is_some()) }).await;
+    s.wait_tenant(slug, |t| t.status.as_ref().is_some_and(|st| st.observed_generation == t.metadata.generation)).await
+}
+
 /// A tenant of the first customer, with a database and an Account Admin, deleted under Retain:
 /// returns the first Tenant's UID, the Account Admin's TenantUser name and a client acting as
 /// that person. Afterwards the admin has no access and the data is retained.
 async fn a_deleted_customer(s: &Scenario, slug: &str) -> (String, String, Client) {
     let first = data_tenant(slug, json!({"database": {"provider": "statefulset"}, "deletionPolicy": "Retain"}));
     s.create_tenant(&first).await;
-    s.mark_statefulsets_ready(slug).await;
-    let t = s.wait_tenant(slug, |t| settled(t) && t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))).await;
+    let t = database_started(s, slug).await;
     let old_uid = t.uid().expect("a stored Tenant has a UID");
     let email = format!("boss@{slug}.example");
     s.create_user(&user("boss", slug, &email, "boss", &["AccountAdmin"], &[])).await;
@@ -159,6 +171,15 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
     assert!(bindings_of(&s, &boss).await.is_empty());
     let writes = writes_to_objects(&s, log_start);
     assert!(writes.is_empty(), "the operator wrote to the tenant's objects: {writes:?}");
+
+    // Deleting the new Tenant, even under Delete, leaves what it never adopted.
+    s.patch_spec(&slug, json!({"deletionPolicy": "Delete"})).await;
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    for namespace in [account(&slug), dev.clone()] {
+        let ns = Api::<Namespace>::all(s.client()).get(&namespace).await.expect("the earlier Tenant's namespace is still there");
+        assert!(ns.metadata.deletion_timestamp.is_none(), "{namespace} is being deleted by a Tenant that never adopted it");
+    }
     s.delete_namespaces_of(&slug).await;
     s.cleanup().await;
 }
@@ -174,8 +195,8 @@ async fn consent_adopts_the_retained_data_and_the_previous_users() {
 
     let back = data_tenant(&slug, json!({"database": {"provider": "statefulset"}, "adoptRetainedFrom": old_uid}));
     s.create_tenant(&back).await;
-    s.mark_statefulsets_ready(&slug).await;
-    let t = s.wait_tenant(&slug, |t| settled(t) && t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready))).await;
+    database_started(&s, &slug).await;
+    let t = s.wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| st.adopted_from.is_some())).await;
     let new_uid = t.uid().expect("uid");
     assert_ne!(new_uid, old_uid);
     assert_eq!(t.status.as_ref().and_then(|s| s.adopted_from.as_deref()), Some(old_uid.as_str()), "status shows the adoption");
@@ -213,6 +234,39 @@ async fn consent_adopts_the_retained_data_and_the_previous_users() {
     // Adopted once: a restart (a re-list of everything) writes nothing.
     if let Some(requests) = s.requests_of_a_restart().await {
         assert_eq!(requests.writes(), 0, "a restart after the adoption wrote: {:?}", requests.0);
+    }
+    s.delete_namespaces_of(&slug).await;
+    s.cleanup().await;
+}
+
+/// The earlier Tenant vanished without its finalizer (removed by hand while the operator was
+/// down): its namespaces are not even marked retained. A new Tenant of the name under
+/// `deletionPolicy: Delete` neither takes them nor deletes them when it is deleted itself.
+#[tokio::test]
+async fn namespaces_of_a_tenant_removed_by_force_are_neither_taken_nor_deleted_by_the_next() {
+    let s = Scenario::start().await;
+    let slug = s.slug("forced");
+    let dev = format!("{slug}-dev");
+    s.create_tenant(&data_tenant(&slug, json!({"database": {"provider": "none"}, "deletionPolicy": "Delete"}))).await;
+    let old_uid = s.wait_tenant(&slug, settled).await.uid().expect("uid");
+    s.stop_operator().await;
+    s.delete_tenant(&slug).await;
+    let tenants = Api::<Tenant>::all(s.client());
+    tenants.patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("remove finalizer");
+    s.wait_tenant_gone(&slug).await;
+    s.start_operator();
+
+    s.create_tenant(&data_tenant(&slug, json!({"database": {"provider": "none"}, "deletionPolicy": "Delete"}))).await;
+    let t = s.wait_tenant(&slug, settled).await;
+    let (reason, message) = ready_message(&t);
+    assert_eq!(reason, "RetainedDataFromAnotherTenant", "{message}");
+    assert!(message.contains(&old_uid), "{message}");
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    for namespace in [account(&slug), dev] {
+        let ns = Api::<Namespace>::all(s.client()).get(&namespace).await.expect("the earlier Tenant's namespace is still there");
+        assert!(ns.metadata.deletion_timestamp.is_none(), "{namespace} deleted by a Tenant that never adopted it");
+        assert_eq!(ns.annotations().get(TENANT_UID), Some(&old_uid), "{namespace} was re-stamped");
     }
     s.delete_namespaces_of(&slug).await;
     s.cleanup().await;
