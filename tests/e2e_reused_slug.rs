@@ -247,7 +247,10 @@ async fn namespaces_of_a_tenant_removed_by_force_are_neither_taken_nor_deleted_b
     let s = Scenario::start().await;
     let slug = s.slug("forced");
     let dev = format!("{slug}-dev");
-    s.create_tenant(&data_tenant(&slug, json!({"database": {"provider": "none"}, "deletionPolicy": "Delete"}))).await;
+    // No application: no Ingress to wait an address for on a control plane without an ingress
+    // controller.
+    let spec = json!({"applications": [], "database": {"provider": "none"}, "deletionPolicy": "Delete"});
+    s.create_tenant(&data_tenant(&slug, spec.clone())).await;
     let old_uid = s.wait_tenant(&slug, settled).await.uid().expect("uid");
     s.stop_operator().await;
     s.delete_tenant(&slug).await;
@@ -256,7 +259,7 @@ async fn namespaces_of_a_tenant_removed_by_force_are_neither_taken_nor_deleted_b
     s.wait_tenant_gone(&slug).await;
     s.start_operator();
 
-    s.create_tenant(&data_tenant(&slug, json!({"database": {"provider": "none"}, "deletionPolicy": "Delete"}))).await;
+    s.create_tenant(&data_tenant(&slug, spec)).await;
     let t = s.wait_tenant(&slug, settled).await;
     let (reason, message) = ready_message(&t);
     assert_eq!(reason, "RetainedDataFromAnotherTenant", "{message}");
