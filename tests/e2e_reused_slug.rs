@@ -134,9 +134,16 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The old Account Admin must not regain access.
-    assert!(bindings_of(&s, &boss).await.is_empty(), "the previous Tenant's Account Admin was bound again: {:?}", bindings_of(&s, &boss).await);
+    assert!(
+        bindings_of(&s, &boss).await.is_empty(),
+        "the previous Tenant's Account Admin was bound again: {:?}",
+        bindings_of(&s, &boss).await
+    );
     assert!(!can_read_configmaps(&boss_client, &dev).await, "the previous Tenant's Account Admin can read {dev}");
-    assert!(!can_read_configmaps(&boss_client, &account(&slug)).await, "the previous Tenant's Account Admin can read the account namespace");
+    assert!(
+        !can_read_configmaps(&boss_client, &account(&slug)).await,
+        "the previous Tenant's Account Admin can read the account namespace"
+    );
 
     let (reason, message) = ready_message(&t);
     assert_eq!(reason, "RetainedDataFromAnotherTenant", "{message}");
@@ -162,7 +169,11 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
 
     // A UID that is not the previous Tenant's is no consent either.
     let t = Api::<Tenant>::all(s.client())
-        .patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"spec": {"adoptRetainedFrom": "00000000-0000-4000-8000-000000000000"}})))
+        .patch(
+            &slug,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"adoptRetainedFrom": "00000000-0000-4000-8000-000000000000"}})),
+        )
         .await
         .expect("a UID passes admission");
     let generation = t.metadata.generation;
@@ -255,7 +266,10 @@ async fn namespaces_of_a_tenant_removed_by_force_are_neither_taken_nor_deleted_b
     s.stop_operator().await;
     s.delete_tenant(&slug).await;
     let tenants = Api::<Tenant>::all(s.client());
-    tenants.patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("remove finalizer");
+    tenants
+        .patch(&slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .expect("remove finalizer");
     s.wait_tenant_gone(&slug).await;
     s.start_operator();
 

@@ -114,12 +114,16 @@ mod tests {
     #[test]
     fn what_an_earlier_tenant_of_the_slug_applied_is_not_this_tenants() {
         for labels in [&[(LABEL_TENANT, "acme")][..], &[(LABEL_TENANT, "acme"), (LABEL_RETAINED, "true")]] {
-            let earlier = Child::from_object(ChildKind::Namespace, &dynamic(labels, Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "uid-1")]));
+            let earlier =
+                Child::from_object(ChildKind::Namespace, &dynamic(labels, Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "uid-1")]));
             assert_eq!(claim(Some(&earlier), "acme", "uid-2"), Claim::Earlier { uid: "uid-1".into() });
             assert!(!is_ours_for(&earlier, "acme", "uid-2"));
             assert!(is_ours_for(&earlier, "acme", "uid-1"));
         }
-        let foreign = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some("kubectl"), &[(ANNOTATION_TENANT_UID, "uid-2")]));
+        let foreign = Child::from_object(
+            ChildKind::Namespace,
+            &dynamic(&[(LABEL_TENANT, "acme")], Some("kubectl"), &[(ANNOTATION_TENANT_UID, "uid-2")]),
+        );
         assert!(!is_ours_for(&foreign, "acme", "uid-2"), "a copied stamp proves nothing either");
     }
 

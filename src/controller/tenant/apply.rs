@@ -302,7 +302,13 @@ fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String
 /// A retained namespace of this Tenant, or one the earlier Tenant `previous` of the slug left,
 /// is taken back: the `retained` mark is removed from it and from the data it holds, and the
 /// Tenant it came from is recorded on it.
-async fn adopt(valid: &ValidatedTenant, namespace: &str, previous: Option<&str>, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
+async fn adopt(
+    valid: &ValidatedTenant,
+    namespace: &str,
+    previous: Option<&str>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(), Error> {
     for (kind, name) in data_of(ctx, &valid.slug, namespace) {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
     }

@@ -238,9 +238,7 @@ async fn ensure_credentials(
 /// the last status).
 pub fn pinned_providers(tenant: &Tenant, ctx: &Context) -> BTreeMap<Environment, DatabaseProvider> {
     let slug = tenant.name_any();
-    let ours = |kind: ChildKind, namespace: &str, name: &str| {
-        ctx.caches.get(kind, Some(namespace), name).filter(|o| is_ours(o, &slug))
-    };
+    let ours = |kind: ChildKind, namespace: &str, name: &str| ctx.caches.get(kind, Some(namespace), name).filter(|o| is_ours(o, &slug));
     let mut pinned = BTreeMap::new();
     for env in Environment::ALL {
         let namespace = naming::namespace_name(&slug, env);

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn consent_for_one_earlier_tenant_does_not_cover_another() {
-        let earlier = BTreeMap::from([("a".to_string(), vec!["acme-account".to_string()]), ("b".to_string(), vec!["acme-dev".to_string()])]);
+        let earlier =
+            BTreeMap::from([("a".to_string(), vec!["acme-account".to_string()]), ("b".to_string(), vec!["acme-dev".to_string()])]);
         let problem = check("acme", "new", Some("a"), &earlier).unwrap_err();
         assert!(problem.message.contains("UID b") && !problem.message.contains("UID a "), "{}", problem.message);
         assert!(problem.message.contains("kubectl delete namespace acme-dev`"), "{}", problem.message);

@@ -189,7 +189,8 @@ fn another_tenants_stamp_is_a_conflict_naming_the_object_and_the_way_out() {
     assert!(found.contains(OTHER_UID), "{found}");
     assert!(remedy.contains(UID) && remedy.contains(&format!("`spec.adoptRetainedFrom: {OTHER_UID}`")), "{remedy}");
     // With that consent it is adopted.
-    let claim = assess(&stamp().adopting(Some(OTHER_UID)), &names, SERVER, &inventory(Some(Some(&other)), names.owner_role(), None, None, &names));
+    let claim =
+        assess(&stamp().adopting(Some(OTHER_UID)), &names, SERVER, &inventory(Some(Some(&other)), names.owner_role(), None, None, &names));
     assert_eq!(claim.unwrap(), Claim { previous_tenant_uid: Some(OTHER_UID.to_owned()), ..Claim::default() });
 
     // A role alone is checked the same way, with no database at all.
