@@ -124,6 +124,18 @@ fn invalid_tenants() -> Vec<(&'static str, String, &'static str, &'static str)> 
         ("negative pod quota", t("acme", &format!("{base}  quota:\n    pods: -1\n")), "spec.quota.pods", "greater than or equal to 0"),
         ("suspend not a boolean", t("acme", &format!("{base}  suspend: sometimes\n")), "spec.suspend", "must be of type boolean"),
         (
+            "adoptRetainedFrom not a UID",
+            t("acme", &format!("{base}  adoptRetainedFrom: acme\n")),
+            "spec.adoptRetainedFrom",
+            "at least 36 chars long",
+        ),
+        (
+            "adoptRetainedFrom with upper-case letters",
+            t("acme", &format!("{base}  adoptRetainedFrom: 0F4C2A9E-1B2C-4D5E-8F90-A1B2C3D4E5F6\n")),
+            "spec.adoptRetainedFrom",
+            "should match",
+        ),
+        (
             "missing spec",
             "apiVersion: tenancy.platform.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: acme\n".to_string(),
             "spec",

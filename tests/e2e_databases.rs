@@ -176,11 +176,15 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
     s.wait_tenant(&slug, ready).await;
     assert_eq!(tenant_uri(&s, &slug, "dev").await, dev_uri, "credentials survive reconciles");
 
-    // Retain: the database stays, marked, and a re-created tenant reads the old row.
+    // Retain: the database stays, marked, and a re-created tenant (consenting to adopt the
+    // earlier one's data) reads the old row.
+    let earlier = Api::<Tenant>::all(s.client()).get(&slug).await.unwrap().metadata.uid;
     s.delete_tenant(&slug).await;
     s.wait_tenant_gone(&slug).await;
     let names = ExternalNames::new(&slug, Environment::Dev).unwrap();
     assert!(external::is_retained(&admin, &names).await.unwrap());
+    let mut spec = spec.clone();
+    spec.spec.adopt_retained_from = earlier;
     s.create_tenant(&spec).await;
     s.wait_tenant(&slug, ready).await;
     assert_eq!(tenant_uri(&s, &slug, "dev").await, dev_uri, "a re-created tenant reuses its credentials");
@@ -200,6 +204,48 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
         let message = err.map(|e| format!("{e:?}")).unwrap_or_default();
         assert!(message.contains("does not exist"), "database {} still exists: {message}", names.database());
     }
+    s.cleanup().await;
+}
+
+/// A reused slug on the shared server: the earlier Tenant's namespaces were deleted (the way
+/// to start afresh on the cluster), but its retained database is still there, stamped with its
+/// UID. The new Tenant neither takes it nor changes it without consent.
+#[tokio::test]
+async fn an_earlier_tenants_retained_external_database_is_adopted_only_with_consent() {
+    let Some(admin) = admin() else { return };
+    let s = Scenario::start().await;
+    if s.fake().is_none() {
+        return support::skipped_on_real_cluster("external provider", "writes a Secret into the operator namespace; kept to the fake");
+    }
+    write_admin_secret(&s.client(), &admin, admin.port).await;
+    let slug = s.slug("extreuse");
+    let spec = tenant(&slug, json!({"database": {"provider": "external"}}));
+    s.create_tenant(&spec).await;
+    let earlier = s.wait_tenant(&slug, ready).await.metadata.uid.unwrap();
+    let earlier_uri = tenant_uri(&s, &slug, "dev").await;
+    connect(&earlier_uri).await.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (7);").await.unwrap();
+    s.delete_tenant(&slug).await;
+    s.wait_tenant_gone(&slug).await;
+    s.delete_namespaces_of(&slug).await;
+    for namespace in [format!("{slug}-dev"), format!("{slug}-account")] {
+        s.wait_gone(Api::<Namespace>::all(s.client()), &namespace).await;
+    }
+
+    s.create_tenant(&spec).await;
+    let t = s.wait_tenant(&slug, |t| database_reason(t) == "RetainedDataFromAnotherTenant").await;
+    assert_eq!(t.status.as_ref().and_then(|s| s.phase), Some(TenantPhase::Failed), "a person must decide");
+    let message = t.status.as_ref().and_then(|s| s.condition("DatabaseReady")).map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains(&format!("spec.adoptRetainedFrom: {earlier}")), "{message}");
+    let names = ExternalNames::new(&slug, Environment::Dev).unwrap();
+    assert!(external::is_retained(&admin, &names).await.unwrap(), "still marked retained by the earlier Tenant");
+    let row = connect(&earlier_uri).await.query_one("SELECT id FROM orders", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7, "the earlier password still works: nothing was changed");
+
+    s.patch_spec(&slug, json!({"adoptRetainedFrom": earlier})).await;
+    s.wait_tenant(&slug, ready).await;
+    let row = connect(&tenant_uri(&s, &slug, "dev").await).await.query_one("SELECT id FROM orders", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7, "adopted with its data");
+    assert!(!external::is_retained(&admin, &names).await.unwrap());
     s.cleanup().await;
 }
 

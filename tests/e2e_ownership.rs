@@ -283,3 +283,46 @@ async fn a_long_multibyte_display_name_is_handled_without_a_panic() {
     s.wait_tenant(&slug, ready).await;
     s.cleanup().await;
 }
+
+/// A namespace under a tenant's environment name that the operator did not create for that
+/// Tenant (labelled for it by someone else, or labelled for another tenant) gets no user
+/// bindings: the user controller applies the Tenant's rule of what is "ours" and reports the
+/// conflict on the user.
+#[tokio::test]
+async fn users_are_never_bound_in_a_namespace_the_operator_did_not_create_for_their_tenant() {
+    let s = Scenario::start().await;
+    let slug = s.slug("wall");
+    let (staging, prod) = (format!("{slug}-staging"), format!("{slug}-prod"));
+    let namespaces = Api::<Namespace>::all(s.client());
+    for (name, labelled_for) in [(&prod, slug.clone()), (&staging, "another-tenant".to_string())] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tenancy.platform.dev/tenant": labelled_for}}}))
+                .expect("ns");
+        namespaces.create(&PostParams::default(), &ns).await.expect("create a look-alike namespace");
+    }
+    s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "staging", "prod"], "deletionPolicy": "Delete"}))).await;
+    s.wait_tenant(&slug, stalled("NamespaceConflict")).await;
+
+    s.create_user(&support::fixtures::user("jdoe", &slug, "jdoe@x.example", "jdoe", &["Designer"], &[])).await;
+    let u = s
+        .wait_user(&slug, "jdoe", |u| {
+            u.status.as_ref().is_some_and(|st| st.observed_generation == u.metadata.generation && !st.bound_namespaces.is_empty())
+        })
+        .await;
+    let bindings = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::all(s.client());
+    let listed = bindings.list(&kube::api::ListParams::default().labels("tenancy.platform.dev/user=jdoe")).await.expect("list");
+    let bound: Vec<String> = listed.items.iter().filter_map(|b| b.namespace()).collect();
+    assert!(!bound.contains(&prod) && !bound.contains(&staging), "bound in a namespace that is not the tenant's: {bound:?}");
+    assert!(bound.contains(&format!("{slug}-dev")), "bound in the tenant's own namespace: {bound:?}");
+    let status = u.status.unwrap_or_default();
+    assert_eq!(status.bound_namespaces, [format!("{slug}-account"), format!("{slug}-dev")]);
+    let ready = status.condition("Ready").cloned().expect("a Ready condition");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NamespaceConflict"), "{}", ready.message);
+    assert!(ready.message.contains(&prod) && ready.message.contains(&staging), "names the namespaces: {}", ready.message);
+
+    // The look-alikes are not the operator's to delete.
+    for name in [&staging, &prod] {
+        let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    }
+    s.cleanup().await;
+}

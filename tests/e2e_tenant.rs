@@ -356,6 +356,7 @@ async fn deleting_with_retain_keeps_data_and_recreating_adopts_it() {
     let secrets = Api::<Secret>::namespaced(s.client(), &ns);
     let password = secrets.get(&format!("{slug}-db-credentials")).await.unwrap().data.unwrap_or_default()["password"].0.clone();
 
+    let old_uid = Api::<Tenant>::all(s.client()).get(&slug).await.unwrap().metadata.uid.unwrap();
     s.delete_tenant(&slug).await;
     s.wait_tenant_gone(&slug).await;
     let namespace = Api::<Namespace>::all(s.client()).get(&ns).await.unwrap();
@@ -364,6 +365,10 @@ async fn deleting_with_retain_keeps_data_and_recreating_adopts_it() {
     let secret = secrets.get(&format!("{slug}-db-credentials")).await.unwrap();
     assert_eq!(secret.labels().get("tenancy.platform.dev/retained").map(String::as_str), Some("true"));
 
+    // A new Tenant of the name (a new UID) adopts with consent (tests/e2e_reused_slug.rs: and
+    // only with it).
+    let mut spec = spec.clone();
+    spec.spec.adopt_retained_from = Some(old_uid);
     s.create_tenant(&spec).await;
     s.mark_statefulsets_ready(&slug).await;
     s.wait_tenant(&slug, ready).await;

@@ -274,15 +274,16 @@ async fn a_user_applied_with_its_tenant_is_bound_as_soon_as_the_account_namespac
 }
 
 /// Deleting a Tenant under Retain keeps its account namespace and the users in it (without
-/// access); the Tenant re-created with the same slug adopts the namespace and the users are
-/// bound again.
+/// access); the Tenant re-created with the same slug, consenting to adopt the earlier one's
+/// data, adopts the namespace and the users are bound again (without consent they are not:
+/// tests/e2e_reused_slug.rs).
 #[tokio::test]
 async fn users_wait_in_a_retained_account_namespace_and_are_bound_again_when_the_tenant_returns() {
     let s = Scenario::start().await;
     let slug = s.slug("back");
     let retained = || tenant_with_policy(&slug, "Retain");
     s.create_tenant(&retained()).await;
-    s.wait_tenant(&slug, tenant_ready).await;
+    let earlier = s.wait_tenant(&slug, tenant_ready).await.metadata.uid;
     s.create_user(&user("jdoe", &slug, "jane@x.example", "jdoe", &["Designer"], &[])).await;
     s.wait_user(&slug, "jdoe", user_ready).await;
     s.delete_tenant(&slug).await;
@@ -291,7 +292,9 @@ async fn users_wait_in_a_retained_account_namespace_and_are_bound_again_when_the
     assert!(u.status.unwrap_or_default().bound_namespaces.is_empty());
     s.wait_for("the user's access to be revoked", || async { all_bindings(&s, "jdoe").await.is_empty() }).await;
 
-    s.create_tenant(&retained()).await;
+    let mut returning = retained();
+    returning.spec.adopt_retained_from = earlier;
+    s.create_tenant(&returning).await;
     let u = s.wait_user(&slug, "jdoe", user_ready).await;
     assert_eq!(u.status.unwrap_or_default().bound_namespaces, [account(&slug), format!("{slug}-dev")]);
     s.cleanup().await;

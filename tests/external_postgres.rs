@@ -92,6 +92,13 @@ impl Tenant {
     fn recreated(&self) -> Self {
         Self::with_slug(&self.slug)
     }
+
+    /// The same slug re-created, consenting to adopt what this Tenant left
+    /// (`spec.adoptRetainedFrom`).
+    fn recreated_adopting(&self) -> Self {
+        let next = self.recreated();
+        Tenant { stamp: next.stamp.adopting(Some(self.stamp.tenant_uid())), ..next }
+    }
 }
 
 fn names(tag: &str) -> ExternalNames {
@@ -342,8 +349,23 @@ async fn retained_database_is_adopted_by_the_recreated_tenant_which_records_the_
     assert!(!kept.dropped_database && !kept.dropped_roles && kept.left_alone.len() == 3, "{kept:?}");
     assert!(database_exists(&admin, names.database()).await);
 
-    // ...and a Tenant re-created with the same slug and credentials adopts it.
-    let second = first.recreated();
+    // ...a Tenant re-created with the same slug (a new UID, maybe another customer) does not
+    // take it without consent, and changes nothing...
+    let stranger = first.recreated();
+    match ensure_database(&admin, names, &stranger.stamp, &password).await {
+        Err(err @ ExternalDbError::RetainedByEarlierTenant { .. }) => {
+            assert_eq!(err.reason().as_str(), "RetainedDataFromAnotherTenant");
+            let message = err.to_string();
+            assert!(message.contains(&format!("spec.adoptRetainedFrom: {}", first.stamp.tenant_uid())), "{message}");
+        }
+        other => panic!("an earlier Tenant's retained database needs consent: {other:?}"),
+    }
+    for mark in marks(&admin, names).await {
+        assert!(mark.is_by(&first.stamp) && mark.is_retained(), "untouched without consent: {mark:?}");
+    }
+
+    // ...and with consent (and the credentials) adopts it.
+    let second = first.recreated_adopting();
     let outcome = ensure_database(&admin, names, &second.stamp, &password).await.unwrap();
     assert!(outcome.adopted_retained && !outcome.created_database && !outcome.created_roles, "{outcome:?}");
     assert_eq!(outcome.previous_tenant_uid.as_deref(), Some(first.stamp.tenant_uid()));
@@ -495,7 +517,10 @@ async fn another_tenant_uids_objects_are_a_conflict_and_left_untouched() {
 
     let message = is_conflict(ensure_database(&admin, &owner.names, &twin.stamp, &password).await);
     assert!(message.contains(owner.stamp.tenant_uid()) && message.contains(twin.stamp.tenant_uid()), "{message}");
-    assert!(message.contains("retained=true"), "the way out is to mark it retained: {message}");
+    assert!(
+        message.contains(&format!("spec.adoptRetainedFrom: {}", owner.stamp.tenant_uid())),
+        "the way out is consent on the new Tenant: {message}"
+    );
 
     let retained = mark_retained(&admin, &owner.names, &twin.stamp).await.unwrap();
     assert!(!retained.marked_database && retained.left_alone.len() == 3, "{retained:?}");
@@ -749,7 +774,7 @@ async fn managed_service_style_admin_without_superuser_works() {
     drop(app);
     let marked = mark_retained(&managed, names, &tenant.stamp).await.unwrap();
     assert!(marked.marked_database && marked.marked_roles, "{marked:?}");
-    let recreated = tenant.recreated();
+    let recreated = tenant.recreated_adopting();
     let adopted = ensure_database(&managed, names, &recreated.stamp, &password).await.unwrap();
     assert!(adopted.adopted_retained, "{adopted:?}");
     // The upgrade path works without superuser too.

@@ -6,6 +6,11 @@
 //! anyone who can create a ConfigMap can copy it; neither does a field manager, which any
 //! client may name in its requests. Nothing is deleted, overwritten or read as credentials on
 //! less. Retained data is the operator's too, but only a person deletes it.
+//!
+//! The operator's object is a given Tenant's only when that Tenant (by UID) applied it: a
+//! Tenant re-created with the same name is a new UID and may be another customer (SPEC §0a), so
+//! what an earlier Tenant left is adopted only with consent (`spec.adoptRetainedFrom`). Both
+//! controllers decide "ours, for this Tenant" with [`is_ours_for`].
 
 use super::caches::Child;
 use crate::naming::{ANNOTATION_TENANT_UID, LABEL_RETAINED, LABEL_TENANT};
@@ -14,6 +19,14 @@ use crate::naming::{ANNOTATION_TENANT_UID, LABEL_RETAINED, LABEL_TENANT};
 /// manager wrote it, and it carries the operator's Tenant-UID stamp).
 pub fn is_ours(object: &Child, slug: &str) -> bool {
     object.label(LABEL_TENANT) == Some(slug) && object.written_by_operator() && object.stamped()
+}
+
+/// Whether `object` is the operator's for the Tenant `slug` with UID `uid`: ours, and not
+/// applied by an earlier Tenant of that name. The caches keep the UID on Namespaces only, so
+/// for other kinds this is [`is_ours`]; an object with no UID recorded counts as this Tenant's
+/// (only the operator and cluster administrators write Namespaces).
+pub fn is_ours_for(object: &Child, slug: &str, uid: &str) -> bool {
+    is_ours(object, slug) && previous_owner(object, uid).is_none()
 }
 
 /// Whether `object` was kept under `deletionPolicy: Retain` (only a person deletes it).
@@ -36,20 +49,27 @@ pub fn previous_owner(object: &Child, current_uid: &str) -> Option<String> {
 pub enum Claim {
     /// Nothing there: create it.
     Free,
-    /// The operator's own object for this tenant.
+    /// The operator's own object for this Tenant.
     Ours,
-    /// The operator's object, kept under Retain (by this or an earlier Tenant of the slug).
+    /// This Tenant's object, kept under Retain (an environment removed and added again).
     Retained,
+    /// The operator's object for this slug, applied by an earlier Tenant (UID `uid`): adopted
+    /// only with consent, untouched otherwise.
+    Earlier { uid: String },
     /// Someone else's object: never changed, never deleted.
     Foreign,
 }
 
-pub fn claim(found: Option<&Child>, slug: &str) -> Claim {
+/// The claim on `found` of the Tenant `slug` with UID `uid`.
+pub fn claim(found: Option<&Child>, slug: &str, uid: &str) -> Claim {
     match found {
         None => Claim::Free,
         Some(object) if !is_ours(object, slug) => Claim::Foreign,
-        Some(object) if is_retained(object) => Claim::Retained,
-        Some(_) => Claim::Ours,
+        Some(object) => match previous_owner(object, uid) {
+            Some(uid) => Claim::Earlier { uid },
+            None if is_retained(object) => Claim::Retained,
+            None => Claim::Ours,
+        },
     }
 }
 
@@ -81,10 +101,10 @@ mod tests {
 
     #[test]
     fn a_copied_label_does_not_make_an_object_ours() {
-        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], Some("kubectl"))), "acme"), Claim::Foreign);
-        assert_eq!(claim(Some(&object(&[], Some(FIELD_MANAGER))), "acme"), Claim::Foreign);
-        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "other")], Some(FIELD_MANAGER))), "acme"), Claim::Foreign);
-        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], None)), "acme"), Claim::Foreign);
+        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], Some("kubectl"))), "acme", "uid-1"), Claim::Foreign);
+        assert_eq!(claim(Some(&object(&[], Some(FIELD_MANAGER))), "acme", "uid-1"), Claim::Foreign);
+        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "other")], Some(FIELD_MANAGER))), "acme", "uid-1"), Claim::Foreign);
+        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], None)), "acme", "uid-1"), Claim::Foreign);
     }
 
     /// Issue 20 §7: any client may send the operator's field manager; without the stamp the
@@ -92,20 +112,36 @@ mod tests {
     #[test]
     fn a_field_manager_without_the_stamp_does_not_make_an_object_ours() {
         let forged = Child::from_object(ChildKind::Namespace, &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[]));
-        assert_eq!(claim(Some(&forged), "acme"), Claim::Foreign);
+        assert_eq!(claim(Some(&forged), "acme", "uid-1"), Claim::Foreign);
         let empty = Child::from_object(
             ChildKind::Namespace,
             &dynamic(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "")]),
         );
-        assert_eq!(claim(Some(&empty), "acme"), Claim::Foreign);
+        assert_eq!(claim(Some(&empty), "acme", "uid-1"), Claim::Foreign);
     }
 
     #[test]
     fn the_operators_objects_are_ours_or_retained() {
-        assert_eq!(claim(None, "acme"), Claim::Free);
-        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER))), "acme"), Claim::Ours);
+        assert_eq!(claim(None, "acme", "uid-1"), Claim::Free);
+        assert_eq!(claim(Some(&object(&[(LABEL_TENANT, "acme")], Some(FIELD_MANAGER))), "acme", "uid-1"), Claim::Ours);
         let retained = object(&[(LABEL_TENANT, "acme"), (LABEL_RETAINED, "true")], Some(FIELD_MANAGER));
-        assert_eq!(claim(Some(&retained), "acme"), Claim::Retained);
+        assert_eq!(claim(Some(&retained), "acme", "uid-1"), Claim::Retained);
+    }
+
+    #[test]
+    fn what_an_earlier_tenant_of_the_slug_applied_is_not_this_tenants() {
+        for labels in [&[(LABEL_TENANT, "acme")][..], &[(LABEL_TENANT, "acme"), (LABEL_RETAINED, "true")]] {
+            let earlier =
+                Child::from_object(ChildKind::Namespace, &dynamic(labels, Some(FIELD_MANAGER), &[(ANNOTATION_TENANT_UID, "uid-1")]));
+            assert_eq!(claim(Some(&earlier), "acme", "uid-2"), Claim::Earlier { uid: "uid-1".into() });
+            assert!(!is_ours_for(&earlier, "acme", "uid-2"));
+            assert!(is_ours_for(&earlier, "acme", "uid-1"));
+        }
+        let foreign = Child::from_object(
+            ChildKind::Namespace,
+            &dynamic(&[(LABEL_TENANT, "acme")], Some("kubectl"), &[(ANNOTATION_TENANT_UID, "uid-2")]),
+        );
+        assert!(!is_ours_for(&foreign, "acme", "uid-2"), "a copied stamp proves nothing either");
     }
 
     #[test]

@@ -123,6 +123,9 @@ reasons! {
     HostnameConflict,
     /// The database provider of an environment changed after its database was created.
     ProviderChangeRefused,
+    /// Namespaces, credentials or external databases of the tenant's name were left by an
+    /// earlier Tenant (another UID), and `spec.adoptRetainedFrom` does not name it.
+    RetainedDataFromAnotherTenant,
 
     // External database provider.
     InvalidAdminSecret,
@@ -164,6 +167,9 @@ reasons! {
     /// A Role or RoleBinding the user needs is taken by another TenantUser (or is not the
     /// operator's); it is left alone.
     BindingConflict,
+    /// The user was given access by an earlier Tenant of the same name (another UID), whose
+    /// data the current Tenant has not adopted.
+    UserOfAnotherTenant,
 
     // Events.
     Created,
@@ -190,6 +196,8 @@ impl Reason {
                 | Reason::DatabaseConflict
                 | Reason::HostnameConflict
                 | Reason::ProviderChangeRefused
+                | Reason::RetainedDataFromAnotherTenant
+                | Reason::UserOfAnotherTenant
                 | Reason::InvalidAdminSecret
                 | Reason::InvalidDatabaseName
                 | Reason::InvalidDatabasePassword

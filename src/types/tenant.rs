@@ -80,6 +80,16 @@ pub struct TenantSpec {
     /// phase is `Suspended` meanwhile. Status is still written.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Consent to take over what an earlier Tenant of the same name left behind: that Tenant's
+    /// UID (its `metadata.uid`, named in the `RetainedDataFromAnotherTenant` condition). A
+    /// Tenant re-created with the same name is a new UID and may be another customer: without
+    /// this field it touches none of the earlier Tenant's namespaces, credentials, volumes or
+    /// external databases and is `Stalled` until they are adopted or deleted. With it, they
+    /// become this Tenant's, and the earlier Tenant's TenantUsers get their access again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 36, max = 36), regex(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]
+    pub adopt_retained_from: Option<String>,
 }
 
 /// A deployment stage of a tenant: `dev` (development and early testing), `staging`
@@ -302,6 +312,10 @@ pub struct TenantStatus {
     /// The database of every environment: provider, host, credentials Secret and readiness.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseStatus>,
+    /// The UID of the earlier Tenant of the same name whose retained data this Tenant adopted
+    /// (with `spec.adoptRetainedFrom`), as recorded on its namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<String>,
 }
 
 /// One-word summary of the Tenant's state for people: `Provisioning` (work in progress, or a

@@ -182,6 +182,12 @@ pub struct TenantUserStatus {
     /// environment; the CRD shows the description of [`SystemRole`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_role: Option<SystemRole>,
+    /// The UID of the Tenant under which the user was given access. A Tenant re-created with
+    /// the same name (a new UID) binds the user again only if it adopted this Tenant's data
+    /// (`spec.adoptRetainedFrom`); otherwise the user is refused (`UserOfAnotherTenant`). Only
+    /// the operator writes it: status cannot be changed by the user or by Account Admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_uid: Option<String>,
     /// Namespaces in which the user's RoleBindings exist (environment namespaces and, for
     /// Account Admins, the account namespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use futures::future::join_all;
 use serde_json::json;
 
-use super::{database, status::Observations, validate::ValidatedTenant};
+use super::{database, predecessor, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
         caches::Child,
-        ownership::{claim, is_ours, is_retained, is_terminating, previous_owner, Claim},
+        ownership::{claim, is_ours, is_ours_for, is_retained, is_terminating, Claim},
         Changes, Context, Error,
     },
     database::DATA_VOLUME,
@@ -70,7 +70,8 @@ enum NamespaceClaim {
 }
 
 /// Decide whether the namespace `name` may be used for the tenant, adopting it if it was
-/// retained from an earlier Tenant of the slug.
+/// retained by this Tenant, or left by the earlier Tenant of the slug it consents to adopt
+/// from (validation refused the Tenant for any other earlier Tenant's namespace).
 async fn claim_namespace(
     valid: &ValidatedTenant,
     name: &str,
@@ -79,7 +80,10 @@ async fn claim_namespace(
     changes: &mut Changes,
 ) -> Result<NamespaceClaim, Error> {
     let namespace = found(ctx, ChildKind::Namespace, None, name).await?;
-    let fresh = match claim(namespace.as_ref(), &valid.slug) {
+    if let Some(from) = namespace.as_ref().and_then(|ns| ns.annotation(ANNOTATION_ADOPTED_FROM)) {
+        observed.adopted_from.get_or_insert_with(|| from.to_string());
+    }
+    let fresh = match claim(namespace.as_ref(), &valid.slug, &valid.uid) {
         Claim::Foreign => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceConflict,
@@ -91,6 +95,11 @@ async fn claim_namespace(
             ));
             return Ok(NamespaceClaim::Unusable { terminating: false });
         }
+        Claim::Earlier { uid } if valid.adopt_from.as_deref() != Some(uid.as_str()) => {
+            let problem = predecessor::refuse_object(&valid.slug, &format!("namespace {name}"), &uid);
+            observed.namespace_problems.push(problem);
+            return Ok(NamespaceClaim::Unusable { terminating: false });
+        }
         _ if namespace.as_ref().is_some_and(is_terminating) => {
             observed.namespace_problems.push(Problem::new(
                 Reason::NamespaceTerminating,
@@ -98,16 +107,16 @@ async fn claim_namespace(
             ));
             return Ok(NamespaceClaim::Unusable { terminating: true });
         }
+        Claim::Earlier { uid } => {
+            adopt(valid, name, Some(&uid), ctx, changes).await?;
+            observed.adopted_from = Some(uid);
+            false
+        }
         Claim::Retained => {
-            adopt(valid, name, namespace.as_ref(), ctx, changes).await?;
+            adopt(valid, name, None, ctx, changes).await?;
             false
         }
-        Claim::Ours => {
-            if let Some(previous) = namespace.as_ref().and_then(|ns| previous_owner(ns, &valid.uid)) {
-                changes.note(Reason::Adopted, format!("adopted namespace {name} of the earlier Tenant {previous}"));
-            }
-            false
-        }
+        Claim::Ours => false,
         Claim::Free => true,
     };
     Ok(NamespaceClaim::Usable { found: namespace, fresh })
@@ -296,15 +305,21 @@ fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String
     data
 }
 
-/// A retained namespace of this slug is taken back: the `retained` mark is removed from it
-/// and from the data it holds, and the Tenant it came from is recorded on it.
-async fn adopt(valid: &ValidatedTenant, namespace: &str, found: Option<&Child>, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
+/// A retained namespace of this Tenant, or one the earlier Tenant `previous` of the slug left,
+/// is taken back: the `retained` mark is removed from it and from the data it holds, and the
+/// Tenant it came from is recorded on it.
+async fn adopt(
+    valid: &ValidatedTenant,
+    namespace: &str,
+    previous: Option<&str>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(), Error> {
     for (kind, name) in data_of(ctx, &valid.slug, namespace) {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
     }
-    let previous = found.and_then(|ns| previous_owner(ns, &valid.uid));
     let mut metadata = json!({ "labels": { LABEL_RETAINED: null } });
-    if let Some(previous) = &previous {
+    if let Some(previous) = previous {
         metadata["annotations"] = json!({ ANNOTATION_ADOPTED_FROM: previous });
     }
     apply::patch_metadata(ctx, ChildKind::Namespace, None, namespace, metadata).await?;
@@ -340,6 +355,9 @@ async fn remove_unwanted(
         if wanted.contains(name.as_str()) || !is_ours(&ns, slug) {
             continue;
         }
+        // An earlier Tenant's namespace the plan does not want is not this Tenant's to retain
+        // or delete; it is reported while it is retained.
+        let earlier = !is_ours_for(&ns, slug, &valid.uid);
         let environment =
             ns.label(LABEL_ENVIRONMENT).and_then(Environment::parse).or_else(|| naming::environment_of_namespace(slug, &name));
         let Some(environment) = environment else { continue };
@@ -348,6 +366,8 @@ async fn remove_unwanted(
         } else if is_retained(&ns) {
             // Retained data is deleted only by a person, whatever the policy says now.
             NamespaceState::Retained
+        } else if earlier {
+            continue;
         } else {
             match tenant.spec.deletion_policy {
                 DeletionPolicy::Retain => {

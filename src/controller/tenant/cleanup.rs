@@ -4,14 +4,14 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{api::ListParams, runtime::controller::Action, Resource};
+use kube::{api::ListParams, runtime::controller::Action, Resource, ResourceExt};
 
 use super::{apply::mark_retained, database, status};
 use crate::{
     controller::{
         apply,
         caches::Child,
-        ownership::{is_ours, is_retained, is_terminating},
+        ownership::{is_ours_for, is_retained, is_terminating},
         Changes, Context, Error,
     },
     desired::ChildKind,
@@ -32,11 +32,13 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let listed = apply::api_for(&ctx.client, ChildKind::Namespace, None)
         .list(&ListParams::default().labels(&format!("{}={slug}", naming::LABEL_TENANT)))
         .await?;
+    let uid = tenant.uid().ok_or(Error::MissingName)?;
     let mut changes = Changes::default();
     let mut remaining = Vec::new();
     for ns in listed.items.iter().map(|ns| Child::from_object(ChildKind::Namespace, ns)) {
-        // Namespaces someone else made, and data already retained, are not the finalizer's.
-        if !is_ours(&ns, &slug) || is_retained(&ns) {
+        // Namespaces someone else made, those an earlier Tenant of the slug left (and this one
+        // never adopted), and data already retained, are not the finalizer's.
+        if !is_ours_for(&ns, &slug, &uid) || is_retained(&ns) {
             continue;
         }
         let name = ns.name_any();

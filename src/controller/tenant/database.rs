@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::{api::ListParams, runtime::events::EventType, Api, Resource, ResourceExt};
 
-use super::{status::Observations, validate::ValidatedTenant};
+use super::{predecessor, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, applied_form, compare_cached, confirm, get_uncached, Cached},
         caches::Child,
         fingerprint,
-        ownership::{claim, Claim},
+        ownership::is_ours,
         Changes, Context, Error,
     },
     database::{
@@ -22,7 +22,7 @@ use crate::{
         generate_password, ConnectionInfo,
     },
     desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
-    naming::{self, ANNOTATION_DATABASE_PROVIDER},
+    naming::{self, ANNOTATION_DATABASE_PROVIDER, ANNOTATION_TENANT_UID},
     types::{DatabaseProvider, DatabaseStatus, Environment, Problem, Reason, Tenant},
 };
 
@@ -123,7 +123,7 @@ pub async fn secret_is_foreign(valid: &ValidatedTenant, env: &EnvironmentPlan, c
     if env.database.is_none() && valid.plan.database_provider != DatabaseProvider::External {
         return Ok(false);
     }
-    Ok(claim(credentials_secret_of(valid, env, ctx).await?.as_ref(), &valid.slug) == Claim::Foreign)
+    Ok(credentials_secret_of(valid, env, ctx).await?.is_some_and(|secret| !is_ours(&secret, &valid.slug)))
 }
 
 /// The credentials Secret the operator wants, with `password`; the provider is pinned on
@@ -171,7 +171,7 @@ fn credentials_cached(
 ) -> Result<Option<Result<(), Problem>>, Error> {
     let name = naming::database_secret_name(&valid.slug);
     let Some(cached) = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) else { return Ok(None) };
-    if claim(Some(&cached), &valid.slug) == Claim::Foreign {
+    if !is_ours(&cached, &valid.slug) {
         return Ok(Some(Err(secret_conflict(env, &name))));
     }
     let probe = desired_credentials(valid, env, connection, provider, fingerprint::PASSWORD_STAND_IN)?;
@@ -196,8 +196,14 @@ async fn ensure_credentials(
     // a password can never be generated twice.
     let existing = get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?;
     let existing_child = existing.as_ref().map(|object| Child::from_object(ChildKind::Secret, object));
-    if claim(existing_child.as_ref(), &valid.slug) == Claim::Foreign {
+    if existing_child.as_ref().is_some_and(|secret| !is_ours(secret, &valid.slug)) {
         return Ok(Err(secret_conflict(env, &name)));
+    }
+    // An earlier Tenant's password is used only with consent (the caches do not keep a
+    // Secret's UID: the server's copy tells).
+    let applied_by = existing.as_ref().and_then(|object| object.annotations().get(ANNOTATION_TENANT_UID));
+    if let Some(previous) = applied_by.filter(|uid| **uid != valid.uid && Some(uid.as_str()) != valid.adopt_from.as_deref()) {
+        return Ok(Err(predecessor::refuse_object(&valid.slug, &format!("Secret {}/{name}", env.namespace), previous)));
     }
     let existing_password = existing
         .as_ref()
@@ -232,9 +238,7 @@ async fn ensure_credentials(
 /// the last status).
 pub fn pinned_providers(tenant: &Tenant, ctx: &Context) -> BTreeMap<Environment, DatabaseProvider> {
     let slug = tenant.name_any();
-    let ours = |kind: ChildKind, namespace: &str, name: &str| {
-        ctx.caches.get(kind, Some(namespace), name).filter(|o| crate::controller::ownership::is_ours(o, &slug))
-    };
+    let ours = |kind: ChildKind, namespace: &str, name: &str| ctx.caches.get(kind, Some(namespace), name).filter(|o| is_ours(o, &slug));
     let mut pinned = BTreeMap::new();
     for env in Environment::ALL {
         let namespace = naming::namespace_name(&slug, env);
@@ -325,7 +329,7 @@ async fn reconcile_external(
         Err(problem) => return Ok(Err(problem)),
     };
     let stamp = match stamp(&valid.slug, &valid.uid) {
-        Ok(stamp) => stamp,
+        Ok(stamp) => stamp.adopting(valid.adopt_from.as_deref()),
         Err(error) => return Ok(Err(problem_of(&error))),
     };
     match external::ensure_database(&admin, &names, &stamp, &password).await {

@@ -6,6 +6,7 @@ mod cache;
 mod cleanup;
 mod database;
 mod hosts;
+mod predecessor;
 mod status;
 mod validate;
 
@@ -27,7 +28,7 @@ pub use hosts::{HostIndex, Seniority};
 
 use super::{readable, Changes, Context, ControllerKind, Error, ErrorKind, POLL, RESYNC};
 use crate::{
-    desired::tenant::hostnames,
+    desired::{tenant::hostnames, ChildKind},
     naming::FINALIZER,
     types::{Tenant, TenantPhase, TenantStatus},
 };
@@ -147,7 +148,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
 
     let contested = ctx.claim_hosts(seniority(tenant), hostnames(tenant, &ctx.config));
     let pinned = database::pinned_providers(tenant, ctx);
-    let valid = match validate::validate(tenant, &ctx.config, &pinned, contested) {
+    let namespaces = ctx.caches.of_tenant(ChildKind::Namespace, &name);
+    let valid = match validate::validate(tenant, &ctx.config, &pinned, contested, &namespaces) {
         Ok(valid) => valid,
         Err(problem) => {
             let stored = stored_status(tenant, ctx, Details::Kept).await?;

@@ -30,6 +30,8 @@ pub struct Observations {
     pub object_problems: Vec<Problem>,
     pub ingress_problems: Vec<Problem>,
     pub database_problems: Vec<Problem>,
+    /// The earlier Tenant whose retained namespaces this Tenant adopted, as recorded on them.
+    pub adopted_from: Option<String>,
 }
 
 /// Status after a reconcile of a valid Tenant, and the problem that stalls it, if any (a
@@ -49,6 +51,7 @@ pub fn reconciled(
     status.namespaces = namespaces;
     status.account_namespace = observed.account_namespace;
     status.databases = observed.databases;
+    status.adopted_from = observed.adopted_from;
 
     let namespaces_problem = observed.namespace_problems.first().cloned().or_else(|| joined(&observed.object_problems));
     let namespaces_condition = match &namespaces_problem {

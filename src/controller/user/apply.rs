@@ -3,7 +3,7 @@
 //! self-service Role and bindings in the account namespace, and the revocation of every Role
 //! and RoleBinding it should no longer have.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 
@@ -12,7 +12,7 @@ use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
         caches::Child,
-        ownership::{is_ours, is_retained, is_terminating},
+        ownership::{is_ours, is_ours_for, is_retained, is_terminating, previous_owner},
         Changes, Context, Error,
     },
     desired::ChildKind,
@@ -28,7 +28,8 @@ pub async fn apply_bindings(
 ) -> Result<BindingObservations, Error> {
     let mut observed = BindingObservations::default();
     let mut kept = BTreeSet::new();
-    let owner_uid = valid.tenant.uid().unwrap_or_default();
+    let mut uses = BTreeMap::new();
+    let owner_uid = valid.tenant_uid.clone();
     let plan = &valid.plan;
     // The self-service Role before the binding that names it; whether a binding is a custom
     // role's comes from the plan, never from its name.
@@ -50,10 +51,23 @@ pub async fn apply_bindings(
             }
             continue;
         }
-        let usable = ctx.caches.get(ChildKind::Namespace, None, &namespace).is_some_and(|ns| !is_terminating(&ns) && !is_retained(&ns));
-        if !usable {
-            observed.waiting.push(namespace);
-            continue;
+        let usable = match uses.get(&namespace) {
+            Some(known) => known,
+            None => uses.entry(namespace.clone()).or_insert(namespace_use(ctx, valid, &namespace).await?),
+        };
+        match usable {
+            NamespaceUse::Usable => {}
+            NamespaceUse::Waiting => {
+                observed.waiting.push(namespace);
+                continue;
+            }
+            NamespaceUse::Conflict(problem) => {
+                if !observed.refused.contains(problem) {
+                    observed.refused.push(problem.clone());
+                }
+                observed.conflicts.push(namespace);
+                continue;
+            }
         }
         let found = found(ctx, binding.kind, &namespace, &binding.name).await?;
         if let Some(problem) = found.as_ref().and_then(|object| taken(object, user, &valid.tenant.name_any())) {
@@ -119,6 +133,51 @@ fn taken(object: &Child, user: &TenantUser, slug: &str) -> Option<Problem> {
             ),
         )),
     }
+}
+
+/// Whether the user's bindings may go into a namespace of the plan.
+enum NamespaceUse {
+    Usable,
+    /// Not there yet, being deleted, retained, or being adopted by the Tenant.
+    Waiting,
+    /// Not the Tenant's: someone else's, or an earlier Tenant's it has not adopted.
+    Conflict(Problem),
+}
+
+/// The rule the Tenant controller applies to its namespaces ([`is_ours_for`]): bindings go
+/// only into the operator's live namespace for this very Tenant. The caches hold only labelled
+/// namespaces; one they do not have is looked up, so that someone else's unlabelled namespace
+/// is reported rather than waited for.
+async fn namespace_use(ctx: &Context, valid: &ValidatedUser, namespace: &str) -> Result<NamespaceUse, Error> {
+    let slug = valid.tenant.name_any();
+    let found = match ctx.caches.get(ChildKind::Namespace, None, namespace) {
+        Some(cached) => Some(cached),
+        None => get_uncached(ctx, ChildKind::Namespace, None, namespace).await?.map(|ns| Child::from_object(ChildKind::Namespace, &ns)),
+    };
+    let Some(ns) = found else { return Ok(NamespaceUse::Waiting) };
+    if is_ours_for(&ns, &slug, &valid.tenant_uid) {
+        return Ok(if is_terminating(&ns) || is_retained(&ns) { NamespaceUse::Waiting } else { NamespaceUse::Usable });
+    }
+    let problem = match previous_owner(&ns, &valid.tenant_uid).filter(|_| is_ours(&ns, &slug)) {
+        Some(previous) if valid.tenant.spec.adopt_retained_from.as_deref() == Some(previous.as_str()) => {
+            return Ok(NamespaceUse::Waiting);
+        }
+        Some(previous) => Problem::new(
+            Reason::RetainedDataFromAnotherTenant,
+            format!(
+                "namespace {namespace} was left by an earlier Tenant {slug} with UID {previous}, which Tenant {slug} has not \
+                 adopted; the user is not bound there"
+            ),
+        ),
+        None => Problem::new(
+            Reason::NamespaceConflict,
+            format!(
+                "namespace {namespace} exists and was not created by the operator for tenant {slug} (the Tenant reports \
+                 NamespaceConflict); the user is not bound there"
+            ),
+        ),
+    };
+    Ok(NamespaceUse::Conflict(problem))
 }
 
 /// Whether a TenantUser may name `role` in `customRoles`: listed in the configuration, or

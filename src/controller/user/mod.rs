@@ -87,8 +87,13 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
     let mut changes = Changes::default();
     let self_service = ctx.self_service.borrow().clone();
-    let around =
-        validate::Surroundings { tenant, namespace: namespace.as_ref(), others: &others, self_edit: self_service.allows_self_edit() };
+    let around = validate::Surroundings {
+        tenant,
+        namespace: namespace.as_ref(),
+        others: &others,
+        self_edit: self_service.allows_self_edit(),
+        bound_under: old.tenant_uid.as_deref(),
+    };
     let valid = match validate::validate(user, around, &ctx.config) {
         Ok(valid) => valid,
         Err(problem) => {
@@ -106,7 +111,7 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let observed = apply::apply_bindings(user, &valid, ctx, &mut changes).await?;
     ctx.changes_event(&user.object_ref(&()), &changes);
     let refused = observed.refused.clone();
-    let mut new = status::bound(&old, &valid.plan, &valid.tenant.name_any(), observed, generation, &now);
+    let mut new = status::bound(&old, &valid.plan, (&valid.tenant.name_any(), &valid.tenant_uid), observed, generation, &now);
     status::self_service(&mut new, &self_service, generation, &now);
     if ctx.write_status(user, user.status.as_ref(), &new).await? {
         for problem in &refused {

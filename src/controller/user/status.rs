@@ -14,14 +14,19 @@ use crate::{
 pub struct BindingObservations {
     /// Environment namespaces that do not exist (yet) or are not the tenant's live ones.
     pub waiting: Vec<String>,
-    /// Bindings the API server refused, one problem each.
+    /// Bindings the API server refused, and namespaces that are not the tenant's, one problem
+    /// each.
     pub refused: Vec<Problem>,
+    /// Namespaces of the plan that are not the tenant's (someone else's, or an earlier Tenant's):
+    /// nothing is bound there.
+    pub conflicts: Vec<String>,
 }
 
+/// `tenant`: the slug and UID of the Tenant the user is bound under.
 pub fn bound(
     old: &TenantUserStatus,
     plan: &UserPlan,
-    slug: &str,
+    (slug, tenant_uid): (&str, &str),
     observed: BindingObservations,
     generation: Option<i64>,
     now: &Time,
@@ -29,11 +34,13 @@ pub fn bound(
     let mut status = old.clone();
     status.observed_generation = generation;
     status.tenant = Some(slug.to_string());
+    status.tenant_uid = Some(tenant_uid.to_string());
     let mut waiting = observed.waiting;
     waiting.sort();
     waiting.dedup();
     status.effective_role = plan.effective_role;
-    status.bound_namespaces = plan.bound_namespaces.iter().filter(|ns| !waiting.contains(ns)).cloned().collect();
+    status.bound_namespaces =
+        plan.bound_namespaces.iter().filter(|ns| !waiting.contains(ns) && !observed.conflicts.contains(ns)).cloned().collect();
     let role = plan.effective_role.map(|r| r.to_string()).unwrap_or_default();
     let prod_only: Vec<String> =
         plan.not_bound.iter().filter(|(_, why)| *why == NotBound::ProdOnlyRole).map(|(env, _)| env.to_string()).collect();

@@ -3,9 +3,14 @@
 //! email or username. Otherwise the user is refused and gets no access.
 //!
 //! The namespace decides the tenant: RBAC on `<slug>-account` is what lets Account Admins
-//! manage users, so only a namespace the operator created for that Tenant is trusted — a
-//! TenantUser in a look-alike namespace someone else made would grant access to a tenant
-//! nobody delegated.
+//! manage users, so only a namespace the operator created for that Tenant (by UID) is trusted —
+//! a TenantUser in a look-alike namespace someone else made would grant access to a tenant
+//! nobody delegated, and one in a namespace an earlier Tenant of the same name left would give
+//! the previous customer's users access to the new one.
+//!
+//! A user keeps the UID of the Tenant it was first given access under (in status, which only
+//! the operator writes): a Tenant re-created with the same name binds it again only when it
+//! adopted the earlier Tenant's data (`spec.adoptRetainedFrom`); consent covers the users.
 
 use kube::ResourceExt;
 
@@ -13,7 +18,7 @@ use crate::{
     config::Config,
     controller::{
         caches::Child,
-        ownership::{is_ours, is_retained, is_terminating},
+        ownership::{is_ours, is_ours_for, is_retained, is_terminating, previous_owner},
     },
     desired::user::UserPlan,
     naming,
@@ -23,6 +28,8 @@ use crate::{
 #[derive(Debug)]
 pub struct ValidatedUser {
     pub tenant: Tenant,
+    /// The Tenant's UID: what the user is bound under.
+    pub tenant_uid: String,
     pub plan: UserPlan,
 }
 
@@ -37,6 +44,8 @@ pub struct Surroundings<'a> {
     pub others: &'a [TenantUser],
     /// Whether users may edit their own TenantUser (the self-service policy is verified).
     pub self_edit: bool,
+    /// The UID of the Tenant the user was given access under, from its status.
+    pub bound_under: Option<&'a str>,
 }
 
 /// The slug whose account namespace holds `user`, by the namespace's name.
@@ -61,14 +70,33 @@ pub fn validate(user: &TenantUser, around: Surroundings<'_>, config: &Config) ->
     if tenant.metadata.deletion_timestamp.is_some() {
         return Err(Problem::new(Reason::TenantTerminating, format!("tenant {slug} is being deleted")));
     }
+    let tenant_uid = tenant.uid().ok_or_else(|| Problem::new(Reason::TenantNotFound, format!("tenant {slug} has no UID yet")))?;
+    let consent = tenant.spec.adopt_retained_from.as_deref();
     match around.namespace {
-        Some(ns) if is_ours(ns, &slug) => {
+        Some(ns) if is_ours_for(ns, &slug, &tenant_uid) => {
             if is_retained(ns) || is_terminating(ns) {
                 return Err(Problem::new(
                     Reason::WaitingForNamespaces,
                     format!("namespace {namespace} is retained from an earlier Tenant {slug} or being deleted; waiting for the Tenant"),
                 ));
             }
+        }
+        Some(ns) if is_ours(ns, &slug) => {
+            let previous = previous_owner(ns, &tenant_uid).unwrap_or_default();
+            if consent == Some(previous.as_str()) {
+                return Err(Problem::new(
+                    Reason::WaitingForNamespaces,
+                    format!("namespace {namespace} of the earlier Tenant {previous} is being adopted by Tenant {slug}"),
+                ));
+            }
+            return Err(Problem::new(
+                Reason::RetainedDataFromAnotherTenant,
+                format!(
+                    "namespace {namespace} was left by an earlier Tenant {slug} with UID {previous}; Tenant {slug} (UID {tenant_uid}) \
+                     has not adopted it, so users in it get no access. Set `spec.adoptRetainedFrom: {previous}` on Tenant {slug} \
+                     to let them back in, or delete the namespace"
+                ),
+            ));
         }
         _ => {
             return Err(Problem::new(
@@ -80,12 +108,24 @@ pub fn validate(user: &TenantUser, around: Surroundings<'_>, config: &Config) ->
             ))
         }
     }
+    if let Some(previous) = around.bound_under.filter(|uid| *uid != tenant_uid && Some(*uid) != consent) {
+        return Err(Problem::new(
+            Reason::UserOfAnotherTenant,
+            format!(
+                "TenantUser {} was given access by an earlier Tenant {slug} with UID {previous}; Tenant {slug} is now UID \
+                 {tenant_uid} and has not adopted that Tenant's data, so the user gets no access. Set \
+                 `spec.adoptRetainedFrom: {previous}` on Tenant {slug} to let the earlier Tenant's users back in, or delete this \
+                 TenantUser and create it again",
+                user.name_any()
+            ),
+        ));
+    }
     if let Some(problem) = duplicate_of(user, around.others) {
         return Err(problem);
     }
     let plan = UserPlan::build(user, &tenant, config, around.self_edit)
         .map_err(|error| Problem::new(Reason::InvalidSpec, format!("the user's RBAC objects cannot be built: {error}")))?;
-    Ok(ValidatedUser { tenant, plan })
+    Ok(ValidatedUser { tenant, tenant_uid, plan })
 }
 
 /// Why a user is refused, if another user of the same tenant (its namespace) already has its
@@ -139,7 +179,16 @@ mod tests {
 
     fn tenant() -> Tenant {
         let spec: TenantSpec = serde_json::from_value(json!({"displayName": "Acme", "cluster": "uk", "environments": ["dev"]})).unwrap();
-        Tenant::new("acme", spec)
+        let mut tenant = Tenant::new("acme", spec);
+        tenant.metadata.uid = Some("uid-2".into());
+        tenant
+    }
+
+    /// The Tenant `uid-2`, consenting to adopt from `from`.
+    fn adopting(from: &str) -> Tenant {
+        let mut tenant = tenant();
+        tenant.spec.adopt_retained_from = Some(from.into());
+        tenant
     }
 
     fn user_in(namespace: &str, name: &str, email: &str, username: &str, created: i64) -> TenantUser {
@@ -175,8 +224,20 @@ mod tests {
         namespace("acme-account", "acme", naming::FIELD_MANAGER, json!({}))
     }
 
+    /// The account namespace as the earlier Tenant `uid-1` of the slug left it.
+    fn earlier(labels: serde_json::Value) -> Child {
+        let mut ns: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "acme-account", "labels": labels, "annotations": {naming::ANNOTATION_TENANT_UID: "uid-1"}}
+        }))
+        .unwrap();
+        ns.labels_mut().insert(naming::LABEL_TENANT.into(), "acme".into());
+        ns.metadata.managed_fields = Some(vec![ManagedFieldsEntry { manager: Some(naming::FIELD_MANAGER.into()), ..Default::default() }]);
+        Child::from_object(ChildKind::Namespace, &ns)
+    }
+
     fn check(user: &TenantUser, tenant: Option<Tenant>, ns: Option<&Child>, others: &[TenantUser]) -> Result<ValidatedUser, Problem> {
-        validate(user, Surroundings { tenant, namespace: ns, others, self_edit: true }, &config())
+        validate(user, Surroundings { tenant, namespace: ns, others, self_edit: true, bound_under: None }, &config())
     }
 
     #[test]
@@ -221,5 +282,32 @@ mod tests {
         // Another tenant's user with the same email is no duplicate.
         let globex = user_in("globex-account", "a", "jane@acme.example", "jane", 0);
         assert!(check(&newer, Some(tenant()), Some(&ours()), &[globex, newer.clone()]).is_ok());
+    }
+
+    #[test]
+    fn an_account_namespace_an_earlier_tenant_left_grants_nothing_without_consent() {
+        let u = user("a", "a@acme.example", "a", 1);
+        for labels in [json!({naming::LABEL_RETAINED: "true"}), json!({})] {
+            let problem = check(&u, Some(tenant()), Some(&earlier(labels.clone())), &[]).unwrap_err();
+            assert_eq!(problem.reason, Reason::RetainedDataFromAnotherTenant, "{labels}");
+            assert!(problem.message.contains("UID uid-1") && problem.message.contains("adoptRetainedFrom: uid-1"), "{}", problem.message);
+            // With consent the user waits for the Tenant to adopt the namespace.
+            let problem = check(&u, Some(adopting("uid-1")), Some(&earlier(labels)), &[]).unwrap_err();
+            assert_eq!(problem.reason, Reason::WaitingForNamespaces);
+        }
+    }
+
+    #[test]
+    fn a_user_of_an_earlier_tenant_is_bound_again_only_with_consent() {
+        let u = user("a", "a@acme.example", "a", 1);
+        let ns = ours();
+        let around = |tenant, bound_under| Surroundings { tenant: Some(tenant), namespace: Some(&ns), others: &[], self_edit: true, bound_under };
+        let problem = validate(&u, around(tenant(), Some("uid-1")), &config()).unwrap_err();
+        assert_eq!(problem.reason, Reason::UserOfAnotherTenant);
+        assert!(problem.message.contains("UID uid-1") && problem.message.contains("uid-2"), "{}", problem.message);
+        assert!(validate(&u, around(adopting("uid-1"), Some("uid-1")), &config()).is_ok(), "consent covers the users");
+        assert!(validate(&u, around(adopting("uid-0"), Some("uid-1")), &config()).is_err(), "consent to another UID does not");
+        assert!(validate(&u, around(tenant(), Some("uid-2")), &config()).is_ok(), "bound under this Tenant");
+        assert!(validate(&u, around(tenant(), None), &config()).is_ok(), "never bound yet");
     }
 }

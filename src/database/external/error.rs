@@ -39,6 +39,15 @@ pub enum ExternalDbError {
     /// rule 5); nothing about it was changed.
     #[error("{object} cannot be claimed by this Tenant: {found}; it was left untouched. {remedy}")]
     DatabaseConflict { object: String, found: String, remedy: String },
+
+    /// A database or role of the tenant's names was retained by an earlier Tenant of the same
+    /// slug (another UID, possibly another customer) that this Tenant does not consent to
+    /// adopt from; nothing about it was changed.
+    #[error(
+        "{object} was retained by an earlier Tenant of this name with UID {previous_uid}; it was left untouched. Set \
+         `spec.adoptRetainedFrom: {previous_uid}` to take it over with its data, or drop it by hand"
+    )]
+    RetainedByEarlierTenant { object: String, previous_uid: String },
 }
 
 impl ExternalDbError {
@@ -55,6 +64,7 @@ impl ExternalDbError {
             Self::InsufficientPrivilege { .. } => Reason::InsufficientPrivilege,
             Self::Database { .. } => Reason::DatabaseError,
             Self::DatabaseConflict { .. } => Reason::DatabaseConflict,
+            Self::RetainedByEarlierTenant { .. } => Reason::RetainedDataFromAnotherTenant,
         }
     }
 

@@ -16,7 +16,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-use super::names::{check_slug, quote_ident, quote_literal};
+use super::names::{check_slug, quote_literal};
 use super::{ExternalDbError, ExternalNames};
 
 const KEY_TENANT: &str = "tenancy.platform.dev/tenant";
@@ -31,11 +31,13 @@ const MAX_UID_LEN: usize = 128;
 /// nothing, marked a database kept after its Tenant was deleted with `deletionPolicy: Retain`.
 pub const LEGACY_RETAINED_MARK: &str = "tenancy.platform.dev/retained=true";
 
-/// Who the caller is: the Tenant whose databases and roles these are.
+/// Who the caller is: the Tenant whose databases and roles these are, and the earlier Tenant
+/// of its slug whose objects it consents to adopt (`spec.adoptRetainedFrom`), if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stamp {
     slug: String,
     tenant_uid: String,
+    adopt_from: Option<String>,
 }
 
 impl Stamp {
@@ -47,7 +49,17 @@ impl Stamp {
                 "tenant UID {tenant_uid:?} is not 1 to {MAX_UID_LEN} letters, digits and '-'"
             )));
         }
-        Ok(Self { slug: slug.to_owned(), tenant_uid: tenant_uid.to_owned() })
+        Ok(Self { slug: slug.to_owned(), tenant_uid: tenant_uid.to_owned(), adopt_from: None })
+    }
+
+    /// The same Tenant, consenting to adopt what the earlier Tenant `from` of its slug stamped.
+    pub fn adopting(self, from: Option<&str>) -> Self {
+        Self { adopt_from: from.map(str::to_owned), ..self }
+    }
+
+    /// Whether objects stamped for this slug by the Tenant `uid` may become this Tenant's.
+    fn may_take_over(&self, uid: &str) -> bool {
+        uid == self.tenant_uid || self.adopt_from.as_deref() == Some(uid)
     }
 
     pub fn slug(&self) -> &str {
@@ -255,19 +267,27 @@ impl<'a> Inventory<'a> {
 }
 
 /// Decides whether this Tenant may use what exists under its names:
-/// absent or stamped by this Tenant → yes; stamped by this slug and retained (any UID) → yes,
-/// adopting it; unstamped → only after the login role proves the Tenant's password (and an
-/// unstamped database must belong to the Tenant's owner role, as the stamp-less operator
+/// absent or stamped by this Tenant → yes (retained: taken back); stamped by the earlier Tenant
+/// of this slug it consents to adopt from → yes, adopting it; retained by another earlier
+/// Tenant of this slug → [`ExternalDbError::RetainedByEarlierTenant`] (a reused slug may be
+/// another customer); unstamped → only after the login role proves the Tenant's password (and
+/// an unstamped database must belong to the Tenant's owner role, as the stamp-less operator
 /// version left it); stamped by another Tenant → [`ExternalDbError::DatabaseConflict`].
 pub(super) fn assess(stamp: &Stamp, names: &ExternalNames, server: &str, found: &Inventory<'_>) -> Result<Claim, ExternalDbError> {
     let mut claim = Claim::default();
     for object in found.existing() {
         match object.mark() {
-            Mark::Stamped(record) if record.slug == stamp.slug && (record.retained || record.tenant_uid == stamp.tenant_uid) => {
-                if record.retained {
-                    claim.adopted_retained = true;
+            Mark::Stamped(record) if record.slug == stamp.slug && stamp.may_take_over(&record.tenant_uid) => {
+                claim.adopted_retained |= record.retained;
+                if record.tenant_uid != stamp.tenant_uid {
                     claim.previous_tenant_uid.get_or_insert(record.tenant_uid);
                 }
+            }
+            Mark::Stamped(record) if record.slug == stamp.slug && record.retained => {
+                return Err(ExternalDbError::RetainedByEarlierTenant {
+                    object: format!("{} on {server}", object.label()),
+                    previous_uid: record.tenant_uid,
+                })
             }
             Mark::Stamped(record) => return Err(foreign_conflict(stamp, names, server, object, &record)),
             Mark::LegacyRetained | Mark::Unstamped => {
@@ -331,17 +351,14 @@ fn unstamped_conflict(stamp: &Stamp, names: &ExternalNames, server: &str, object
 
 fn foreign_conflict(stamp: &Stamp, names: &ExternalNames, server: &str, object: &Found<'_>, record: &StampRecord) -> ExternalDbError {
     let remedy = if record.slug == stamp.slug {
-        let previous = Stamp { slug: record.slug.clone(), tenant_uid: record.tenant_uid.clone() };
         format!(
             "This Tenant's UID is {}; the other Tenant `{}` may live on another cluster sharing this server. If it no longer \
-             exists and this Tenant is to take its data over, mark its objects retained by hand: COMMENT ON {} {} IS {} \
-             (and the same on the other objects of database `{}`).",
+             exists and this Tenant is to take its data over (database `{}` and its roles), set `spec.adoptRetainedFrom: {}` \
+             on this Tenant.",
             stamp.tenant_uid,
             record.slug,
-            object.kind.sql(),
-            quote_ident(object.name),
-            literal(&previous.retained_record(Timestamp::now())),
             names.database(),
+            record.tenant_uid,
         )
     } else {
         format!("Two Tenants cannot share these names; rename or remove the other Tenant `{}`'s object by hand.", record.slug)

@@ -271,6 +271,7 @@ fn single_environment_tenant() {
             quota: None,
             deletion_policy: DeletionPolicy::Delete,
             suspend: false,
+            adopt_retained_from: None,
         },
     );
     let plan = TenantPlan::build(&tenant, &example_config()).unwrap();

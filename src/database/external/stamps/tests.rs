@@ -158,13 +158,25 @@ fn nothing_there_or_everything_ours_needs_nothing() {
 }
 
 #[test]
-fn retained_by_this_slug_is_adopted_with_the_previous_uid() {
+fn retained_by_an_earlier_tenant_of_this_slug_is_adopted_only_with_consent() {
     let names = names();
     let previous = Stamp::new("acme", OTHER_UID).unwrap().retained_record(at()).to_string();
     let ours = stamp().record().to_string();
     let found = inventory(Some(Some(&previous)), names.owner_role(), Some(Some(&previous)), Some(Some(&ours)), &names);
-    let claim = assess(&stamp(), &names, SERVER, &found).unwrap();
+    match assess(&stamp(), &names, SERVER, &found) {
+        Err(ExternalDbError::RetainedByEarlierTenant { object, previous_uid }) => {
+            assert_eq!((object.as_str(), previous_uid.as_str()), ("database `acme_dev` on db.example:5432", OTHER_UID));
+        }
+        other => panic!("an earlier Tenant's retained database needs consent: {other:?}"),
+    }
+    let unrelated = stamp().adopting(Some(UID.replace('0', "1").as_str()));
+    assert!(assess(&unrelated, &names, SERVER, &found).is_err(), "consent names another UID");
+    let claim = assess(&stamp().adopting(Some(OTHER_UID)), &names, SERVER, &found).unwrap();
     assert_eq!(claim, Claim { needs_proof: false, adopted_retained: true, previous_tenant_uid: Some(OTHER_UID.to_owned()) });
+    // This Tenant's own retained objects (an environment removed and added again) need none.
+    let own = stamp().retained_record(at()).to_string();
+    let found = inventory(Some(Some(&own)), names.owner_role(), Some(Some(&own)), Some(Some(&own)), &names);
+    assert_eq!(assess(&stamp(), &names, SERVER, &found).unwrap(), Claim { adopted_retained: true, ..Claim::default() });
 }
 
 #[test]
@@ -175,18 +187,17 @@ fn another_tenants_stamp_is_a_conflict_naming_the_object_and_the_way_out() {
     let (object, found, remedy) = conflict(assess(&stamp(), &names, SERVER, &found));
     assert_eq!(object, "database `acme_dev` on db.example:5432");
     assert!(found.contains(OTHER_UID), "{found}");
-    assert!(remedy.contains(UID) && remedy.contains("COMMENT ON DATABASE \"acme_dev\" IS") && remedy.contains("retained=true"), "{remedy}");
-    // The remedy's comment is itself a valid retained stamp of the other Tenant.
-    let quoted = remedy.split(" IS ").nth(1).unwrap();
-    let comment = quoted.split('\'').nth(1).unwrap();
-    let record = StampRecord::parse(comment).unwrap();
-    assert!(record.retained && record.tenant_uid == OTHER_UID);
+    assert!(remedy.contains(UID) && remedy.contains(&format!("`spec.adoptRetainedFrom: {OTHER_UID}`")), "{remedy}");
+    // With that consent it is adopted.
+    let claim =
+        assess(&stamp().adopting(Some(OTHER_UID)), &names, SERVER, &inventory(Some(Some(&other)), names.owner_role(), None, None, &names));
+    assert_eq!(claim.unwrap(), Claim { previous_tenant_uid: Some(OTHER_UID.to_owned()), ..Claim::default() });
 
     // A role alone is checked the same way, with no database at all.
     let role_only = inventory(None, "", None, Some(Some(&other)), &names);
     let (object, _, remedy) = conflict(assess(&stamp(), &names, SERVER, &role_only));
     assert_eq!(object, "role `acme_dev_app` on db.example:5432");
-    assert!(remedy.contains("COMMENT ON ROLE \"acme_dev_app\""), "{remedy}");
+    assert!(remedy.contains("spec.adoptRetainedFrom"), "{remedy}");
 
     let other_slug = Stamp::new("globex", UID).unwrap().record().to_string();
     let found = inventory(None, "", Some(Some(&other_slug)), None, &names);
