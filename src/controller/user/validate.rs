@@ -215,7 +215,7 @@ mod tests {
         .unwrap();
         ns.labels_mut().insert(naming::LABEL_TENANT.into(), slug.into());
         // The operator's stamp, as on every namespace it applies.
-        ns.annotations_mut().insert(naming::ANNOTATION_TENANT_UID.into(), "uid-1".into());
+        ns.annotations_mut().insert(naming::ANNOTATION_TENANT_UID.into(), "uid-2".into());
         ns.metadata.managed_fields = Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
         Child::from_object(ChildKind::Namespace, &ns)
     }
