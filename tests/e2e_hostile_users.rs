@@ -200,9 +200,11 @@ async fn access_is_revoked_without_the_finalizer_and_forged_bindings_are_left_al
     s.cleanup().await;
 }
 
-/// Issue 20 §7: a tenant's editor replaces the database credentials Secret by one of their own,
-/// sent with the operator's field manager and labels. The operator neither adopts nor reads
-/// it: the Tenant reports `SecretConflict` and the forged Secret stays as the tenant wrote it.
+/// Issue 20 §7: the database credentials Secret replaced by a forged one, sent with the
+/// operator's field manager and labels. A tenant's editor is stopped by the shipped namespace
+/// policy first; the forgery is then made as an administrator (who is exempt from it), i.e.
+/// as anyone could where the policy is missing. The operator neither adopts nor reads it: the
+/// Tenant reports `SecretConflict` and the forged Secret stays as it was written.
 #[tokio::test]
 async fn a_credentials_secret_forged_with_the_operators_field_manager_is_not_read() {
     let s = Scenario::start().await;
@@ -217,14 +219,29 @@ async fn a_credentials_secret_forged_with_the_operators_field_manager_is_not_rea
 
     let theirs: Api<Secret> = Api::namespaced(s.client_as_person(&email).await, &format!("{slug}-dev"));
     s.wait_for("the designer's access to be effective", || async { theirs.list(&Default::default()).await.is_ok() }).await;
-    theirs.delete(&name, &Default::default()).await.expect("an editor deletes the Secret");
+    let refused = theirs.delete(&name, &Default::default()).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("only the operator")),
+        "the namespace policy keeps an editor from deleting the operator's Secret: {refused:?}"
+    );
     let forged: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "labels": {"tenancy.platform.dev/tenant": slug, "tenancy.platform.dev/environment": "dev"}},
         "stringData": {"password": "chosen-by-the-tenant", "username": "postgres"}
     }))
     .expect("secret");
-    theirs.patch(&name, &PatchParams::apply("tenant-operator").force(), &Patch::Apply(&forged)).await.expect("forge");
+    // Delete and create with the operator's field manager; the operator may put its own Secret
+    // back in between, so repeat until the forged one is the one created.
+    let as_operator = kube::api::PostParams { field_manager: Some("tenant-operator".into()), ..Default::default() };
+    let mut created = false;
+    for _ in 0..20 {
+        let _ = secrets.delete(&name, &Default::default()).await;
+        if secrets.create(&as_operator, &forged).await.is_ok() {
+            created = true;
+            break;
+        }
+    }
+    assert!(created, "the forged Secret could not be created");
 
     let conflict = |t: &Tenant| t.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.reason == "SecretConflict"));
     s.wait_tenant(&slug, conflict).await;
