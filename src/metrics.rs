@@ -67,6 +67,17 @@ struct WriteLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    kind: String,
+    reason: String,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -82,6 +93,9 @@ struct Inner {
     users: Family<RoleLabels, Gauge>,
     leader: Gauge,
     kube_writes: Family<WriteLabels, Counter>,
+    cached_objects: Family<KindLabels, Gauge>,
+    cached_bytes: Family<KindLabels, Gauge>,
+    cache_dropped: Family<DropLabels, Counter>,
     // Label values seen in earlier snapshots that are not in the fixed lists above (a phase or
     // role added later); they are reset to 0 when a snapshot no longer has them.
     extra_phases: Mutex<BTreeSet<String>>,
@@ -123,6 +137,17 @@ impl Metrics {
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
         let kube_writes = Family::<WriteLabels, Counter>::default();
         registry.register("kube_writes", "Write requests sent to the Kubernetes API, by verb and kind", kube_writes.clone());
+        let cached_objects = Family::<KindLabels, Gauge>::default();
+        registry.register("cached_objects", "Objects held in the children's caches, by kind", cached_objects.clone());
+        let cached_bytes = Family::<KindLabels, Gauge>::default();
+        registry.register_with_unit(
+            "cached",
+            "Bytes of the compact objects held in the children's caches, by kind",
+            Unit::Bytes,
+            cached_bytes.clone(),
+        );
+        let cache_dropped = Family::<DropLabels, Counter>::default();
+        registry.register("cache_dropped", "Watched objects the caches did not keep, by kind and reason", cache_dropped.clone());
 
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -134,6 +159,9 @@ impl Metrics {
                 users,
                 leader,
                 kube_writes,
+                cached_objects,
+                cached_bytes,
+                cache_dropped,
                 extra_phases: Mutex::new(BTreeSet::new()),
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
@@ -187,6 +215,18 @@ impl Metrics {
     /// Counts a write sent to the API server (`verb`: create, patch, apply, update, delete).
     pub fn kube_write(&self, verb: &str, kind: &str) {
         self.inner.kube_writes.get_or_create(&WriteLabels { verb: verb.to_owned(), kind: kind.to_owned() }).inc();
+    }
+
+    /// Sets `tenant_operator_cached_objects{kind}` and `tenant_operator_cached_bytes{kind}`.
+    pub fn set_cached(&self, kind: &str, objects: i64, bytes: i64) {
+        let labels = KindLabels { kind: kind.to_owned() };
+        self.inner.cached_objects.get_or_create(&labels).set(objects);
+        self.inner.cached_bytes.get_or_create(&labels).set(bytes);
+    }
+
+    /// Counts a watched object the caches did not keep (`reason`: a short, fixed word).
+    pub fn cache_dropped(&self, kind: &str, reason: &str) {
+        self.inner.cache_dropped.get_or_create(&DropLabels { kind: kind.to_owned(), reason: reason.to_owned() }).inc();
     }
 
     /// The registry in OpenMetrics text format (see [`CONTENT_TYPE`]).

@@ -139,7 +139,7 @@ pub async fn run_controllers(
     kinds.push(ChildKind::Role);
     kinds.push(ChildKind::RoleBinding);
     kinds.push(ChildKind::ClusterRole);
-    let (caches, mut streams) = Caches::start(&client, &kinds);
+    let (caches, mut streams) = Caches::start(&client, &kinds, &options.metrics);
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
     let (tenant_trigger, triggered) = mpsc::unbounded_channel();

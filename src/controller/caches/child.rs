@@ -230,6 +230,11 @@ impl Stored {
         field(&self.0, LABEL, Some(key))
     }
 
+    /// The size of the compact form in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether `other` is this very stored state (not merely an equal one).
     pub(super) fn same(&self, other: &Stored) -> bool {
         Arc::ptr_eq(&self.0, &other.0)

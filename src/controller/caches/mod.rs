@@ -39,6 +39,7 @@ pub use child::Child;
 use crate::{
     desired::ChildKind,
     hash::hash_str,
+    metrics::Metrics,
     naming::{LABEL_ASSIGNABLE_TRUE, LABEL_TENANT},
 };
 use child::Stored;
@@ -60,6 +61,7 @@ pub type CacheStream = BoxStream<'static, Child>;
 
 struct Shared {
     kinds: Vec<ChildKind>,
+    metrics: Option<Metrics>,
     state: RwLock<State>,
     synced: watch::Sender<bool>,
 }
@@ -77,6 +79,14 @@ struct State {
     /// Per kind being listed again: what the list has delivered so far (the rest is gone).
     relisting: HashMap<u8, HashSet<usize>>,
     synced: BTreeSet<ChildKind>,
+    /// Per kind code: objects held and the bytes of their compact forms.
+    held: HashMap<u8, Held>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Held {
+    objects: i64,
+    bytes: i64,
 }
 
 /// A write of the operator: the object as the API server returned it (`None`: deleted), and
@@ -102,13 +112,18 @@ impl Default for Caches {
 
 impl Caches {
     fn with_kinds(kinds: Vec<ChildKind>) -> Self {
-        let (synced, _) = watch::channel(kinds.is_empty());
-        Self { shared: Arc::new(Shared { kinds, state: RwLock::new(State::default()), synced }) }
+        Self::with_kinds_and_metrics(kinds, None)
     }
 
-    /// Start a cache for each kind; returns the caches and the stream that drives each.
-    pub fn start(client: &Client, kinds: &[ChildKind]) -> (Self, HashMap<ChildKind, CacheStream>) {
-        let caches = Self::with_kinds(kinds.to_vec());
+    fn with_kinds_and_metrics(kinds: Vec<ChildKind>, metrics: Option<Metrics>) -> Self {
+        let (synced, _) = watch::channel(kinds.is_empty());
+        Self { shared: Arc::new(Shared { kinds, metrics, state: RwLock::new(State::default()), synced }) }
+    }
+
+    /// Start a cache for each kind; returns the caches and the stream that drives each. What
+    /// the caches hold is reported in `metrics`.
+    pub fn start(client: &Client, kinds: &[ChildKind], metrics: &Metrics) -> (Self, HashMap<ChildKind, CacheStream>) {
+        let caches = Self::with_kinds_and_metrics(kinds.to_vec(), Some(metrics.clone()));
         let mut streams = HashMap::new();
         // One (re-)list at a time: each page of objects is held whole while it is decoded,
         // and the peak of that, not the caches, would decide the operator's memory.
@@ -267,6 +282,15 @@ impl Shared {
 
     /// Apply one watch event; returns the objects whose change a reconcile must see.
     fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Child> {
+        let touched = self.apply_event(kind, event);
+        if let Some(metrics) = &self.metrics {
+            let held = self.read().held.get(&(kind as u8)).copied().unwrap_or_default();
+            metrics.set_cached(kind.name(), held.objects, held.bytes);
+        }
+        touched
+    }
+
+    fn apply_event(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Child> {
         let code = kind as u8;
         match event {
             watcher::Event::Init => {
@@ -327,7 +351,9 @@ impl State {
         }
         if let Some(old) = self.objects.replace(new.clone()) {
             self.unindex(&old);
+            self.count(&old, -1);
         }
+        self.count(&new, 1);
         self.forget_verified(&new);
         if let Some(tenant) = new.label(LABEL_TENANT) {
             let children = self.by_tenant.entry(hash_str(tenant)).or_default();
@@ -360,7 +386,14 @@ impl State {
         self.verified.remove(key as &dyn Keyed);
         let stored = self.objects.take(key as &dyn Keyed)?;
         self.unindex(&stored);
+        self.count(&stored, -1);
         Some(stored)
+    }
+
+    fn count(&mut self, stored: &Stored, sign: i64) {
+        let held = self.held.entry(stored.kind_code()).or_default();
+        held.objects += sign;
+        held.bytes += sign * stored.len() as i64;
     }
 
     /// A verification holds for the state it was made on only.
