@@ -25,9 +25,6 @@ use crate::{
     },
 };
 
-/// Labels and annotations under this prefix are the operator's; no others are kept.
-const OWN_PREFIX: &str = "tenancy.platform.dev/";
-
 /// Keys stored as one byte instead of their text.
 const KNOWN_KEYS: [&str; 8] = [
     LABEL_TENANT,

@@ -56,7 +56,7 @@ fn an_object_the_operator_never_wrote() {
 fn long_values_survive_packing_up_to_the_cap_and_longer_ones_are_left_out() {
     let mut object = ingress();
     let longest = "x".repeat(MAX_KEPT_VALUE);
-    let unknown = format!("{OWN_PREFIX}note");
+    let unknown = "tenancy.platform.dev/note".to_string();
     object.metadata.annotations = Some(
         [
             (ANNOTATION_USER.to_string(), longest.clone()),
