@@ -320,6 +320,29 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_held_without_its_body_is_fingerprinted_by_the_operators_field_set() {
+        let applied = |value: &str, hash: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "c", "namespace": "n", "labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: hash}},
+                   "data": {"k": value, "j": "x"}})
+        };
+        let fields = json!({"f:metadata": {"f:labels": {"f:a": {}}, "f:annotations": {"f:tenancy.platform.dev/applied-hash": {}}},
+                            "f:data": {".": {}, "f:k": {}, "f:j": {}}});
+        // What a metadata-only watch delivers: no body at all.
+        let metadata_only = json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}});
+        let wanted = of_desired(ChildKind::ConfigMap, &applied("v", "h1"));
+        assert_eq!(of_observed(ChildKind::ConfigMap, &metadata_only, &fields), wanted);
+        // The whole object (an apply's response) gives the same number.
+        let whole = json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}, "data": {"k": "v", "j": "x"}});
+        assert_eq!(of_observed(ChildKind::ConfigMap, &whole, &fields), wanted);
+        // Someone else changed `k`: it left the operator's set.
+        let taken = json!({"f:metadata": fields["f:metadata"], "f:data": {"f:j": {}}});
+        assert_ne!(of_observed(ChildKind::ConfigMap, &metadata_only, &taken), wanted);
+        // A new value the operator wants comes with a new applied-hash.
+        assert_ne!(of_observed(ChildKind::ConfigMap, &metadata_only, &fields), of_desired(ChildKind::ConfigMap, &applied("w", "h2")));
+    }
+
+    #[test]
     fn numbers_compare_by_value() {
         let a = json!({"spec": {"replicas": 1}});
         let b = json!({"spec": {"replicas": 1.0}});
