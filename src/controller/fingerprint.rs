@@ -333,7 +333,8 @@ mod tests {
         let wanted = of_desired(ChildKind::ConfigMap, &applied("v", "h1"));
         assert_eq!(of_observed(ChildKind::ConfigMap, &metadata_only, &fields), wanted);
         // The whole object (an apply's response) gives the same number.
-        let whole = json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}, "data": {"k": "v", "j": "x"}});
+        let whole =
+            json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}, "data": {"k": "v", "j": "x"}});
         assert_eq!(of_observed(ChildKind::ConfigMap, &whole, &fields), wanted);
         // Someone else changed `k`: it left the operator's set.
         let taken = json!({"f:metadata": fields["f:metadata"], "f:data": {"f:j": {}}});
