@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
     Api,
 };
 use support::{
@@ -147,5 +147,28 @@ async fn a_noisy_tenant_does_not_take_the_operator_down_for_another() {
         Api::<TenantUser>::namespaced(s.client(), &account(&noisy)).list(&Default::default()).await.expect("list users").items.len()
             >= USERS
     );
+    s.cleanup().await;
+}
+
+/// ConfigMaps are watched metadata only: a hand edit of a value alone (no label touched) is
+/// still seen, because the editor takes the field from the operator's field set.
+#[tokio::test]
+async fn a_value_edited_by_hand_is_put_back_though_the_body_is_not_watched() {
+    let s = Scenario::start().await;
+    let slug = s.slug("body");
+    s.create_tenant(&users_tenant(&slug, &["dev"])).await;
+    s.wait_tenant(&slug, support::fixtures::ready).await;
+    let config_maps = Api::<ConfigMap>::namespaced(s.client(), &format!("{slug}-dev"));
+    let cluster = |cm: &ConfigMap| cm.data.as_ref().and_then(|d| d.get("cluster").cloned());
+    let original = cluster(&config_maps.get("tenant-config").await.expect("tenant-config"));
+    assert!(original.is_some());
+    config_maps
+        .patch("tenant-config", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"cluster": "hacked"}})))
+        .await
+        .expect("edit by hand");
+    s.wait_for("the value to be put back", || async {
+        config_maps.get("tenant-config").await.ok().is_some_and(|cm| cluster(&cm) == original)
+    })
+    .await;
     s.cleanup().await;
 }
