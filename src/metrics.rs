@@ -72,6 +72,17 @@ struct PolicyLabels {
     policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    kind: String,
+    reason: String,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -89,6 +100,9 @@ struct Inner {
     self_service: Gauge,
     kube_writes: Family<WriteLabels, Counter>,
     policies: Family<PolicyLabels, Gauge>,
+    cached_objects: Family<KindLabels, Gauge>,
+    cached_bytes: Family<KindLabels, Gauge>,
+    cache_dropped: Family<DropLabels, Counter>,
     // Label values seen in earlier snapshots that are not in the fixed lists above (a phase or
     // role added later); they are reset to 0 when a snapshot no longer has them.
     extra_phases: Mutex<BTreeSet<String>>,
@@ -142,6 +156,17 @@ impl Metrics {
             "1 when the shipped ValidatingAdmissionPolicy and its binding are installed, 0 when either is missing, -1 while unknown",
             policies.clone(),
         );
+        let cached_objects = Family::<KindLabels, Gauge>::default();
+        registry.register("cached_objects", "Objects held in the children's caches, by kind", cached_objects.clone());
+        let cached_bytes = Family::<KindLabels, Gauge>::default();
+        registry.register_with_unit(
+            "cached",
+            "Bytes of the compact objects held in the children's caches, by kind",
+            Unit::Bytes,
+            cached_bytes.clone(),
+        );
+        let cache_dropped = Family::<DropLabels, Counter>::default();
+        registry.register("cache_dropped", "Watched objects the caches did not keep, by kind and reason", cache_dropped.clone());
 
         let metrics = Self {
             inner: Arc::new(Inner {
@@ -155,6 +180,9 @@ impl Metrics {
                 self_service,
                 kube_writes,
                 policies,
+                cached_objects,
+                cached_bytes,
+                cache_dropped,
                 extra_phases: Mutex::new(BTreeSet::new()),
                 extra_roles: Mutex::new(BTreeSet::new()),
             }),
@@ -219,6 +247,18 @@ impl Metrics {
     /// Counts a write sent to the API server (`verb`: create, patch, apply, update, delete).
     pub fn kube_write(&self, verb: &str, kind: &str) {
         self.inner.kube_writes.get_or_create(&WriteLabels { verb: verb.to_owned(), kind: kind.to_owned() }).inc();
+    }
+
+    /// Sets `tenant_operator_cached_objects{kind}` and `tenant_operator_cached_bytes{kind}`.
+    pub fn set_cached(&self, kind: &str, objects: i64, bytes: i64) {
+        let labels = KindLabels { kind: kind.to_owned() };
+        self.inner.cached_objects.get_or_create(&labels).set(objects);
+        self.inner.cached_bytes.get_or_create(&labels).set(bytes);
+    }
+
+    /// Counts a watched object the caches did not keep (`reason`: a short, fixed word).
+    pub fn cache_dropped(&self, kind: &str, reason: &str) {
+        self.inner.cache_dropped.get_or_create(&DropLabels { kind: kind.to_owned(), reason: reason.to_owned() }).inc();
     }
 
     /// The registry in OpenMetrics text format (see [`CONTENT_TYPE`]).

@@ -21,14 +21,14 @@ use crate::{
     config::Config,
     controller::{
         tenant::{self, GuardedTenant, TenantCache},
-        user::{self, GuardedUser, SelfService},
+        user::{self, GuardedUser, SelfService, UserIndex},
         Caches, Child, Context, ContextParts,
     },
     desired::ChildKind,
     http::Readiness,
     leader::LeaderElection,
     metrics::Metrics,
-    naming::LABEL_TENANT,
+    naming::{self, LABEL_TENANT},
     types::TenantPhase,
 };
 
@@ -139,7 +139,7 @@ pub async fn run_controllers(
     kinds.push(ChildKind::Role);
     kinds.push(ChildKind::RoleBinding);
     kinds.push(ChildKind::ClusterRole);
-    let (caches, mut streams) = Caches::start(&client, &kinds);
+    let (caches, mut streams) = Caches::start(&client, &kinds, &options.metrics);
     let controller_config = controller::Config::default().concurrency(options.concurrency).debounce(Duration::from_millis(200));
 
     let (tenant_trigger, triggered) = mpsc::unbounded_channel();
@@ -166,25 +166,32 @@ pub async fn run_controllers(
     }
 
     let (user_store, user_writer) = reflector::store();
+    // The index is kept by the same watch as the store; a user's change re-queues the users
+    // it concerns (a shared email or username), not its whole tenant.
+    let user_index = UserIndex::default();
+    let (user_trigger, user_triggered) = mpsc::unbounded_channel();
+    let indexing = user_index.clone();
     let user_changes = watcher(Api::<GuardedUser>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .modify(strip_bookkeeping)
+        .map(move |event| {
+            if let Ok(event) = &event {
+                for concerned in indexing.observe(event) {
+                    let _ = user_trigger.send(concerned);
+                }
+            }
+            event
+        })
         .reflect(user_writer)
         .applied_objects();
     let users_controller = Controller::for_stream(user_changes, user_store.clone()).with_config(controller_config);
-    let store_for_tenants = user_store.clone();
-    let store_for_users = user_store.clone();
-    let store_for_roles = user_store.clone();
+    let (index_for_tenants, index_for_roles) = (user_index.clone(), user_index.clone());
     let mut users = users_controller
         // A tenant created, changed (environments) or deleted re-reconciles its users.
         .watches(Api::<GuardedTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
-            user::users_of_tenant(&store_for_tenants, &tenant.name_any())
+            index_for_tenants.in_namespace(&naming::account_namespace_name(&tenant.name_any()))
         })
-        // A user created, changed or deleted re-reconciles the other users of its tenant: the
-        // owner of a duplicate email may have gone.
-        .watches_stream(user_spec_changes(client.clone()), move |changed| {
-            user::users_beside(&store_for_users, changed.meta().namespace.as_deref())
-        });
+        .reconcile_on(futures::stream::unfold(user_triggered, |mut rx| async move { rx.recv().await.map(|user| (user, rx)) }));
     for kind in [ChildKind::Role, ChildKind::RoleBinding] {
         if let Some(stream) = streams.remove(&kind) {
             users = users.reconcile_on(stream.filter_map(|object| futures::future::ready(user::user_of_binding(&object))));
@@ -203,8 +210,7 @@ pub async fn run_controllers(
     let policy_watch = user::self_service::watch_policy(client.clone(), verdict, options.metrics.clone());
     // A ClusterRole becoming assignable (or ceasing to be) re-reconciles the users naming it.
     if let Some(stream) = streams.remove(&ChildKind::ClusterRole) {
-        users =
-            users.reconcile_on(stream.flat_map(move |role| futures::stream::iter(user::users_naming_role(&store_for_roles, role.name()))));
+        users = users.reconcile_on(stream.flat_map(move |role| futures::stream::iter(index_for_roles.naming_role(role.name()))));
     }
     let ctx = Arc::new(Context::new(ContextParts {
         client: client.clone(),
@@ -212,6 +218,7 @@ pub async fn run_controllers(
         caches,
         tenants: tenants.store(),
         users: user_store,
+        user_index,
         tenant_cache,
         self_service,
         tenant_trigger,
@@ -243,28 +250,6 @@ pub async fn run_controllers(
         _ = policies.fuse() => {},
     }
     options.readiness.set_controllers_running(false);
-}
-
-/// TenantUsers that appeared, changed their spec (generation) or were deleted. Status writes
-/// are left out: each would otherwise re-reconcile every other user of the tenant.
-fn user_spec_changes(client: Client) -> impl futures::Stream<Item = Result<GuardedUser, watcher::Error>> + Send + 'static {
-    let mut generations: HashMap<String, i64> = HashMap::new();
-    watcher(Api::<GuardedUser>::all(client), watcher::Config::default()).default_backoff().filter_map(move |event| {
-        let changed = match event {
-            Ok(watcher::Event::Apply(user) | watcher::Event::InitApply(user)) => {
-                let key = user.meta().uid.clone().unwrap_or_default();
-                let generation = user.meta().generation.unwrap_or_default();
-                (generations.insert(key, generation) != Some(generation)).then_some(Ok(user))
-            }
-            Ok(watcher::Event::Delete(user)) => {
-                generations.remove(&user.meta().uid.clone().unwrap_or_default());
-                Some(Ok(user))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(error) => Some(Err(error)),
-        };
-        futures::future::ready(changed)
-    })
 }
 
 /// Marks the caches synced once they are, then keeps the tenants-by-phase and

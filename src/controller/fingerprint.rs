@@ -14,7 +14,10 @@
 use k8s_openapi::ByteString;
 use serde_json::{Map, Value};
 
-use crate::{database::credentials::percent_encode, desired::ChildKind, hash::Fnv, naming::ANNOTATION_APPLIED_HASH};
+use crate::{
+    controller::caches::watches_metadata_only, database::credentials::percent_encode, desired::ChildKind, hash::Fnv,
+    naming::ANNOTATION_APPLIED_HASH,
+};
 
 /// The canonical hash of any JSON value (see `write_canonical`).
 pub fn of_value(value: &Value) -> u64 {
@@ -40,19 +43,67 @@ pub fn of_desired(kind: ChildKind, applied: &Value) -> u64 {
         metadata.remove("name");
         metadata.remove("namespace");
     }
+    if watches_metadata_only(kind) {
+        if let Some(map) = object.as_object_mut() {
+            for (_, value) in map.iter_mut().filter(|(key, _)| *key != "metadata") {
+                *value = field_set(value);
+            }
+        }
+    }
     finish(kind, object)
+}
+
+/// For kinds the caches hold without their body (`caches::watches_metadata_only`): the
+/// operator's fields of the body as a set, without values (`true` at each leaf), as
+/// `fieldsV1` records them. Whoever changes a value the operator applied (an update, a forced
+/// apply) takes that field from the operator's set, so the set changes with the value; the
+/// metadata keeps its values. Lists are leaves (their members are not compared).
+fn field_set(value: &Value) -> Value {
+    match value {
+        Value::Object(map) if !map.is_empty() => Value::Object(map.iter().map(|(key, sub)| (key.clone(), field_set(sub))).collect()),
+        Value::Null => Value::Null,
+        _ => Value::Bool(true),
+    }
+}
+
+/// The body part of a `fieldsV1` set as [`field_set`] gives it for the desired object.
+fn owned_field_set(fields: &Value) -> Value {
+    let named: Map<String, Value> = fields
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, sub)| key.strip_prefix("f:").map(|name| (name.to_string(), owned_field_set(sub))))
+        .collect();
+    if named.is_empty() {
+        Value::Bool(true)
+    } else {
+        Value::Object(named)
+    }
 }
 
 /// The fingerprint of the fields of `object` (a whole object, `metadata` included) that
 /// `fields` (the `fieldsV1` of the operator's apply) names.
 #[cfg(test)]
 pub fn of_observed(kind: ChildKind, object: &Value, fields: &Value) -> u64 {
-    of_projection(kind, project(object, fields))
+    let metadata = object.get("metadata").cloned().unwrap_or_default();
+    of_applied_fields(kind, object, &metadata, fields)
 }
 
-/// The fingerprint of an object already reduced to the operator's fields (see [`project`]).
-pub fn of_projection(kind: ChildKind, object: Value) -> u64 {
-    finish(kind, object)
+/// The fingerprint of an object's fields that `fields` (the `fieldsV1` of the operator's
+/// apply) names: `body` is the object (or, where the caches hold no body, anything: only the
+/// field set counts, see [`field_set`]), `metadata` its labels, annotations, finalizers and
+/// owner references.
+pub fn of_applied_fields(kind: ChildKind, body: &Value, metadata: &Value, fields: &Value) -> u64 {
+    let mut projected = if watches_metadata_only(kind) {
+        let set = fields.as_object().into_iter().flatten().filter(|(key, _)| *key != "f:metadata");
+        Value::Object(set.filter_map(|(key, sub)| Some((key.strip_prefix("f:")?.to_string(), owned_field_set(sub)))).collect())
+    } else {
+        project(body, fields)
+    };
+    if let (Some(meta_fields), Some(map)) = (fields.get("f:metadata"), projected.as_object_mut()) {
+        map.insert("metadata".into(), project(metadata, meta_fields));
+    }
+    finish(kind, projected)
 }
 
 fn finish(kind: ChildKind, mut object: Value) -> u64 {
@@ -266,6 +317,30 @@ mod tests {
             of_observed(ChildKind::ConfigMap, &observed, &lost),
             "a field taken over by someone else is no longer the operator's"
         );
+    }
+
+    #[test]
+    fn a_kind_held_without_its_body_is_fingerprinted_by_the_operators_field_set() {
+        let applied = |value: &str, hash: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "c", "namespace": "n", "labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: hash}},
+                   "data": {"k": value, "j": "x"}})
+        };
+        let fields = json!({"f:metadata": {"f:labels": {"f:a": {}}, "f:annotations": {"f:tenancy.platform.dev/applied-hash": {}}},
+                            "f:data": {".": {}, "f:k": {}, "f:j": {}}});
+        // What a metadata-only watch delivers: no body at all.
+        let metadata_only = json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}});
+        let wanted = of_desired(ChildKind::ConfigMap, &applied("v", "h1"));
+        assert_eq!(of_observed(ChildKind::ConfigMap, &metadata_only, &fields), wanted);
+        // The whole object (an apply's response) gives the same number.
+        let whole =
+            json!({"metadata": {"labels": {"a": "1"}, "annotations": {ANNOTATION_APPLIED_HASH: "h1"}}, "data": {"k": "v", "j": "x"}});
+        assert_eq!(of_observed(ChildKind::ConfigMap, &whole, &fields), wanted);
+        // Someone else changed `k`: it left the operator's set.
+        let taken = json!({"f:metadata": fields["f:metadata"], "f:data": {"f:j": {}}});
+        assert_ne!(of_observed(ChildKind::ConfigMap, &metadata_only, &taken), wanted);
+        // A new value the operator wants comes with a new applied-hash.
+        assert_ne!(of_observed(ChildKind::ConfigMap, &metadata_only, &fields), of_desired(ChildKind::ConfigMap, &applied("w", "h2")));
     }
 
     #[test]

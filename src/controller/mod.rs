@@ -50,7 +50,7 @@ use events::{EventRecorder, EventSpec};
 
 use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
 use tenant::{GuardedTenant, HostIndex, TenantCache};
-use user::{GuardedUser, SelfService};
+use user::{GuardedUser, SelfService, UserIndex};
 
 /// Requeue interval of a healthy object: a periodic resync that corrects drift the watches
 /// might have missed. It makes no writes when nothing changed.
@@ -92,6 +92,8 @@ pub struct Context {
     /// The Tenant and TenantUser controllers' own caches.
     pub tenants: Store<GuardedTenant>,
     pub users: Store<GuardedUser>,
+    /// The TenantUsers by namespace, email, username and custom role.
+    pub user_index: UserIndex,
     /// What the Tenant cache keeps of the Tenants' statuses besides the store.
     pub tenant_cache: TenantCache,
     /// Whether users may edit their own TenantUser (the self-service admission policy is
@@ -128,6 +130,7 @@ pub struct ContextParts {
     pub caches: Caches,
     pub tenants: Store<GuardedTenant>,
     pub users: Store<GuardedUser>,
+    pub user_index: UserIndex,
     pub tenant_cache: TenantCache,
     pub self_service: watch::Receiver<SelfService>,
     pub tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
@@ -136,7 +139,7 @@ pub struct ContextParts {
 
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
-        let ContextParts { client, config, caches, tenants, users, tenant_cache, self_service, tenant_trigger, metrics } = parts;
+        let ContextParts { client, config, caches, tenants, users, user_index, tenant_cache, self_service, tenant_trigger, metrics } = parts;
         let recorder = Arc::new(EventRecorder::new(client.clone(), REPORTING_CONTROLLER, std::env::var("POD_NAME").ok()));
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {
@@ -166,6 +169,7 @@ impl Context {
             caches,
             tenants,
             users,
+            user_index,
             tenant_cache,
             self_service,
             caches_ready,

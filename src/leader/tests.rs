@@ -1,3 +1,7 @@
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
 use super::*;
 
 const D: Duration = Duration::from_secs(15);

@@ -864,7 +864,15 @@ fn serve(
     };
     // `true` with a response when the request stored something (for the commit latency).
     let read = |r: Response| Ok((r, false));
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let presentation = store::Presentation::from_accept(accept, verb == "list");
     match verb {
+        "get" if presentation == store::Presentation::Metadata => {
+            let st = inner.state.lock().unwrap();
+            let obj = st.get(rt, &ns, &name)?;
+            drop(st);
+            read(text_response(StatusCode::OK, presentation.json(rt, &obj)))
+        }
         "get" => {
             let st = inner.state.lock().unwrap();
             let obj = st.get(rt, &ns, &name)?;
@@ -909,17 +917,14 @@ fn serve(
                 }
             }
             // The items are written straight from the store, not copied into a list value.
-            let mut out = format!(
-                "{{\"apiVersion\":{},\"kind\":{},\"metadata\":{},\"items\":[",
-                json!(rt.api_version()),
-                json!(format!("{}List", rt.kind)),
-                meta
-            );
+            let (list_version, list_kind) = presentation.list_type(rt);
+            let mut out =
+                format!("{{\"apiVersion\":{},\"kind\":{},\"metadata\":{},\"items\":[", json!(list_version), json!(list_kind), meta);
             for (i, item) in page.items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&store::present_json(rt, item));
+                out.push_str(&presentation.json(rt, item));
             }
             out.push_str("]}");
             read(text_response(StatusCode::OK, out))
@@ -934,6 +939,7 @@ fn serve(
                 resource_version: q.get("resourceVersion").cloned(),
                 send_initial_events: q.get("sendInitialEvents").is_some_and(|v| v == "true"),
                 bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+                presentation: store::Presentation::from_accept(accept, false),
                 timeout: Duration::from_secs(timeout),
             };
             if req.send_initial_events && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {

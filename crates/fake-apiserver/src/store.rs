@@ -267,6 +267,58 @@ fn same_spec(rt: &ResourceType, a: &Value, b: &Value) -> bool {
 
 /// The stored object as the version `rt` serves, as JSON: written straight from the stored
 /// value when it already is in that version (the common case), without a copy.
+/// What a request asked for: whole objects, or their metadata alone (`Accept:
+/// application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`, what kube's
+/// metadata-only API and `metadata_watcher` send).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presentation {
+    Whole,
+    Metadata,
+}
+
+impl Presentation {
+    /// From the `Accept` header: the first media type the fake serves decides, as on the real
+    /// server (`as=PartialObjectMetadataList` for lists, `as=PartialObjectMetadata` for the rest).
+    pub fn from_accept(accept: &str, list: bool) -> Presentation {
+        for media in accept.split(',') {
+            let mut parts = media.split(';').map(str::trim);
+            if !matches!(parts.next(), Some("application/json" | "*/*" | "application/*")) {
+                continue;
+            }
+            let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+            let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+            match param("as") {
+                None => return Presentation::Whole,
+                Some(kind) => {
+                    let wanted = if list { "PartialObjectMetadataList" } else { "PartialObjectMetadata" };
+                    if kind == wanted && param("g") == Some("meta.k8s.io") && matches!(param("v"), Some("v1" | "v1beta1")) {
+                        return Presentation::Metadata;
+                    }
+                }
+            }
+        }
+        Presentation::Whole
+    }
+
+    /// An object as this presentation shows it.
+    pub fn json(self, rt: &ResourceType, obj: &Value) -> String {
+        match self {
+            Presentation::Whole => present_json(rt, obj),
+            Presentation::Metadata => {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj.get("metadata")}).to_string()
+            }
+        }
+    }
+
+    /// `apiVersion` and `kind` of a list of `rt` in this presentation.
+    pub fn list_type(self, rt: &ResourceType) -> (String, String) {
+        match self {
+            Presentation::Whole => (rt.api_version(), format!("{}List", rt.kind)),
+            Presentation::Metadata => ("meta.k8s.io/v1".into(), "PartialObjectMetadataList".into()),
+        }
+    }
+}
+
 pub fn present_json(rt: &ResourceType, obj: &Value) -> String {
     let api_version = rt.api_version();
     if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())

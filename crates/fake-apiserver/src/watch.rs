@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::resources::ResourceType;
 use super::selectors::Selectors;
-use super::store::{present_json, EventType, HistEvent, State};
+use super::store::{present_json, EventType, HistEvent, Presentation, State};
 use super::Inner;
 
 pub struct WatchRequest {
@@ -27,6 +27,8 @@ pub struct WatchRequest {
     pub send_initial_events: bool,
     pub bookmarks: bool,
     pub timeout: Duration,
+    /// Whole objects, or their metadata alone.
+    pub presentation: Presentation,
 }
 
 /// One event line around an object already written as JSON.
@@ -69,6 +71,9 @@ fn transform(req: &WatchRequest, ev: &HistEvent) -> Option<String> {
             (false, false) => return None,
         },
     };
+    if req.presentation == Presentation::Metadata {
+        return Some(line_json(etype, &req.presentation.json(&req.rt, &ev.object)));
+    }
     // The shared text is the stored version's; a watch of another version of the resource
     // gets its own.
     if ev.object.get("apiVersion").and_then(Value::as_str) == Some(req.rt.api_version().as_str()) {
@@ -100,7 +105,7 @@ pub fn start(inner: Arc<Inner>, req: WatchRequest) -> Result<Body, ApiError> {
                 let mut lines: Vec<String> = state
                     .list(&req.rt, req.namespace.as_deref(), &req.selectors)
                     .iter()
-                    .map(|o| line_json("ADDED", &present_json(&req.rt, o)))
+                    .map(|o| line_json("ADDED", &req.presentation.json(&req.rt, o)))
                     .collect();
                 if req.send_initial_events && req.bookmarks {
                     lines.push(bookmark(&req.rt, state.rv, true));

@@ -25,9 +25,6 @@ use crate::{
     },
 };
 
-/// Labels and annotations under this prefix are the operator's; no others are kept.
-const OWN_PREFIX: &str = "tenancy.platform.dev/";
-
 /// Keys stored as one byte instead of their text.
 const KNOWN_KEYS: [&str; 8] = [
     LABEL_TENANT,
@@ -89,17 +86,13 @@ impl Child {
             flags |= TERMINATING;
         }
         let fingerprint = applied_fields.map_or(0, |fields| {
-            let mut projected = fingerprint::project(&object.data, fields);
-            if let (Some(meta_fields), Some(map)) = (fields.get("f:metadata"), projected.as_object_mut()) {
-                let metadata = json!({
-                    "labels": meta.labels,
-                    "annotations": meta.annotations,
-                    "finalizers": meta.finalizers,
-                    "ownerReferences": meta.owner_references,
-                });
-                map.insert("metadata".into(), fingerprint::project(&metadata, meta_fields));
-            }
-            fingerprint::of_projection(kind, projected)
+            let metadata = json!({
+                "labels": meta.labels,
+                "annotations": meta.annotations,
+                "finalizers": meta.finalizers,
+                "ownerReferences": meta.owner_references,
+            });
+            fingerprint::of_applied_fields(kind, &object.data, &metadata, fields)
         });
         let applied_hash =
             meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_APPLIED_HASH)).and_then(|h| u64::from_str_radix(h, 16).ok());
@@ -122,10 +115,10 @@ impl Child {
         if let Some(version) = &meta.resource_version {
             push(&mut bytes, VERSION, None, version);
         }
-        for (key, value) in meta.labels.iter().flatten().filter(|(key, _)| keeps_label(kind, key)) {
+        for (key, value) in meta.labels.iter().flatten().filter(|(key, value)| keeps_label(kind, key, value)) {
             push(&mut bytes, LABEL, Some(key), value);
         }
-        for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| keeps_annotation(kind, key)) {
+        for (key, value) in meta.annotations.iter().flatten().filter(|(key, value)| keeps_annotation(kind, key, value)) {
             push(&mut bytes, ANNOTATION, Some(key), value);
         }
         for (index, path) in kept_paths(kind).iter().enumerate() {
@@ -241,6 +234,16 @@ impl Stored {
         field(&self.0, LABEL, Some(key))
     }
 
+    /// Whether the operator's field manager wrote any field of the object.
+    pub(super) fn written_by_operator(&self) -> bool {
+        self.0.get(FLAGS_AT).copied().unwrap_or_default() & WRITTEN_BY_OPERATOR != 0
+    }
+
+    /// The size of the compact form in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether `other` is this very stored state (not merely an equal one).
     pub(super) fn same(&self, other: &Stored) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -266,15 +269,23 @@ fn field<'a>(bytes: &'a [u8], tag: u8, key: Option<&str>) -> Option<&'a str> {
     fields.into_iter().find(|(t, k, _)| *t == tag && *k == key).map(|(_, _, value)| value)
 }
 
+/// The longest label or annotation value kept. No value the operator writes or reads is
+/// longer (names and UIDs); a longer one is someone else's, and is left out whole rather than
+/// cut (a cut value could name another object).
+const MAX_KEPT_VALUE: usize = 253;
+
 /// The operator's labels a decision reads; the environment only where one reads it.
-fn keeps_label(kind: ChildKind, key: &str) -> bool {
-    key.starts_with(OWN_PREFIX) && (key != LABEL_ENVIRONMENT || kind == ChildKind::Namespace)
+fn keeps_label(kind: ChildKind, key: &str, value: &str) -> bool {
+    let read = matches!(key, LABEL_TENANT | LABEL_RETAINED | LABEL_USER) || (key == LABEL_ENVIRONMENT && kind == ChildKind::Namespace);
+    read && value.len() <= MAX_KEPT_VALUE
 }
 
 /// The operator's annotations a decision reads; the tenant UID only where adoption reads it
-/// (it is inside every fingerprint anyway).
-fn keeps_annotation(kind: ChildKind, key: &str) -> bool {
-    key.starts_with(OWN_PREFIX) && key != ANNOTATION_APPLIED_HASH && (key != ANNOTATION_TENANT_UID || kind == ChildKind::Namespace)
+/// (it is inside every fingerprint anyway). Not the applied-hash: see [`Child::applied_hash`].
+fn keeps_annotation(kind: ChildKind, key: &str, value: &str) -> bool {
+    let read = matches!(key, ANNOTATION_ADOPTED_FROM | ANNOTATION_DATABASE_PROVIDER | ANNOTATION_USER)
+        || (key == ANNOTATION_TENANT_UID && kind == ChildKind::Namespace);
+    read && value.len() <= MAX_KEPT_VALUE
 }
 
 /// Per kind, the fields other than the operator's own that a decision reads.
@@ -377,73 +388,4 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
-
-    use super::*;
-
-    fn ingress() -> DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {
-                "name": "xconsole", "namespace": "acme-dev", "resourceVersion": "42",
-                "labels": {LABEL_TENANT: "acme", LABEL_ENVIRONMENT: "dev", "app.kubernetes.io/managed-by": "tenant-operator", "tenancy.platform.dev/other": "x"},
-                "annotations": {ANNOTATION_APPLIED_HASH: "00000000000000ff", ANNOTATION_TENANT_UID: "uid-1", "kubectl.kubernetes.io/last-applied-configuration": "{…}"},
-                "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:ingressClassName": {}}}}]
-            },
-            "spec": {"ingressClassName": "nginx", "rules": [{"host": "a"}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}
-        }))
-        .expect("ingress")
-    }
-
-    #[test]
-    fn keeps_what_decisions_read() {
-        let child = Child::from_object(ChildKind::Ingress, &ingress());
-        assert_eq!((child.name(), child.namespace(), child.resource_version()), ("xconsole", Some("acme-dev"), Some("42")));
-        assert_eq!(child.label(LABEL_TENANT), Some("acme"));
-        assert_eq!(child.label(LABEL_ENVIRONMENT), None, "kept on Namespaces only");
-        assert_eq!(Child::from_object(ChildKind::Namespace, &ingress()).label(LABEL_ENVIRONMENT), Some("dev"));
-        assert_eq!(child.label("tenancy.platform.dev/other"), Some("x"), "an unknown key of the operator's own");
-        assert_eq!(child.label("app.kubernetes.io/managed-by"), None, "not the operator's prefix");
-        assert_eq!(child.annotation(ANNOTATION_TENANT_UID), None, "kept on Namespaces only");
-        assert_eq!(Child::from_object(ChildKind::Namespace, &ingress()).annotation(ANNOTATION_TENANT_UID), Some("uid-1"));
-        assert_eq!(child.annotation("kubectl.kubernetes.io/last-applied-configuration"), None);
-        assert_eq!(child.applied_hash(), Some(0xff));
-        assert!(child.written_by_operator() && !child.is_terminating());
-        assert!(child.stamped(), "the tenant-UID stamp is kept as a flag on every kind");
-        assert_eq!(child.data(), json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}));
-        let applied = json!({"metadata": {"name": "xconsole"}, "spec": {"ingressClassName": "nginx"}});
-        assert_eq!(child.fingerprint(), fingerprint::of_desired(ChildKind::Ingress, &applied));
-    }
-
-    #[test]
-    fn an_object_the_operator_never_wrote() {
-        let mut object = ingress();
-        object.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
-            manager: Some("kubectl".into()),
-            operation: Some("Apply".into()),
-            fields_v1: Some(FieldsV1(json!({"f:spec": {}}))),
-            ..Default::default()
-        }]);
-        object.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
-        let child = Child::from_object(ChildKind::Ingress, &object);
-        assert!(!child.written_by_operator() && child.is_terminating());
-        object.metadata.annotations = None;
-        assert!(!Child::from_object(ChildKind::Ingress, &object).stamped());
-        assert_eq!(child.fingerprint(), 0);
-        assert_eq!(child.applied_hash(), Some(0xff));
-    }
-
-    #[test]
-    fn long_values_and_keys_survive_packing() {
-        let mut object = ingress();
-        let long = "x".repeat(300);
-        object.metadata.annotations =
-            Some([(ANNOTATION_USER.to_string(), long.clone()), (format!("{OWN_PREFIX}{long}"), "v".into())].into());
-        let child = Child::from_object(ChildKind::Ingress, &object);
-        assert_eq!(child.annotation(ANNOTATION_USER), Some(long.as_str()));
-        assert_eq!(child.annotation(&format!("{OWN_PREFIX}{long}")), Some("v"));
-        assert_eq!(child.name(), "xconsole");
-    }
-}
+mod tests;

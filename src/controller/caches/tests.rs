@@ -1,5 +1,7 @@
-use kube::runtime::watcher::Event;
+use futures::StreamExt;
+use kube::{core::DynamicObject, runtime::watcher::Event};
 use serde_json::json;
+use tokio::sync::watch;
 
 use super::*;
 use crate::naming::FIELD_MANAGER;
@@ -17,8 +19,22 @@ fn config_map(namespace: &str, name: &str, tenant: &str, version: &str) -> Dynam
     .expect("config map")
 }
 
+fn namespace(name: &str, tenant: &str, manager: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "resourceVersion": "1", "labels": {LABEL_TENANT: tenant}, "managedFields": [{"manager": manager, "operation": "Apply"}]}
+    }))
+    .expect("namespace")
+}
+
+/// Caches of ConfigMaps and Namespaces, holding the operator's namespaces `acme-dev`,
+/// `acme-prod` (tenant `acme`) and `other-dev` (tenant `other`).
 fn caches() -> Caches {
-    Caches::with_kinds(vec![ChildKind::ConfigMap, ChildKind::Namespace])
+    let caches = Caches::with_kinds(vec![ChildKind::ConfigMap, ChildKind::Namespace]);
+    for (name, tenant) in [("acme-dev", "acme"), ("acme-prod", "acme"), ("other-dev", "other")] {
+        caches.shared.handle(ChildKind::Namespace, Event::Apply(namespace(name, tenant, FIELD_MANAGER)));
+    }
+    caches
 }
 
 fn touched(caches: &Caches, event: Event<DynamicObject>) -> Vec<String> {
@@ -54,12 +70,12 @@ fn objects_are_found_by_name_and_by_tenant_until_deleted() {
         caches.of_tenant(ChildKind::ConfigMap, "acme").iter().map(|c| c.namespace().unwrap_or_default().to_string()).collect();
     acme.sort();
     assert_eq!(acme, ["acme-dev", "acme-prod"]);
-    assert!(caches.of_tenant(ChildKind::Namespace, "acme").is_empty());
+    assert_eq!(caches.of_tenant(ChildKind::Namespace, "acme").len(), 2, "acme-dev and acme-prod");
 
-    // A relabelled object moves to its new tenant.
-    touched(&caches, Event::Apply(config_map("acme-prod", "a", "other", "4")));
+    // Relabelled for another tenant in acme's namespace: no longer held, a change for acme.
+    assert_eq!(touched(&caches, Event::Apply(config_map("acme-prod", "a", "other", "4"))), ["acme-prod/a"]);
     assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "acme").len(), 1);
-    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "other").len(), 2);
+    assert_eq!(caches.of_tenant(ChildKind::ConfigMap, "other").len(), 1);
 
     assert_eq!(touched(&caches, Event::Delete(config_map("acme-dev", "a", "acme", "5"))), ["acme-dev/a"]);
     assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").is_none());
@@ -132,4 +148,39 @@ fn a_write_the_watch_already_delivered_is_not_remembered() {
     assert!(caches.shared.read().written.is_empty());
     let cached = caches.get(ChildKind::ConfigMap, Some("acme-dev"), "a").expect("a");
     assert!(caches.satisfies(&cached, 9), "what the write proved holds for the same version");
+}
+
+#[test]
+fn objects_outside_the_operators_namespaces_are_not_held() {
+    let caches = caches();
+    let held = |caches: &Caches| caches.shared.read().held.get(&(ChildKind::ConfigMap as u8)).map_or(0, |held| held.objects);
+    // A namespace labelled for acme that someone else made, and a ConfigMap in it.
+    caches.shared.handle(ChildKind::Namespace, Event::Apply(namespace("acme-lookalike", "acme", "kubectl")));
+    assert!(touched(&caches, Event::Apply(config_map("acme-lookalike", "a", "acme", "2"))).is_empty(), "no reconcile for it");
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-lookalike"), "a").is_none());
+    // A namespace not cached at all (no tenant label), and another tenant's namespace.
+    assert!(touched(&caches, Event::Apply(config_map("kube-system", "b", "acme", "3"))).is_empty());
+    assert!(touched(&caches, Event::Apply(config_map("other-dev", "c", "acme", "4"))).is_empty(), "labelled for acme in other's");
+    assert!(caches.of_tenant(ChildKind::ConfigMap, "acme").is_empty());
+    assert_eq!(held(&caches), 0);
+    // Its deletion concerns no one either.
+    assert!(touched(&caches, Event::Delete(config_map("acme-lookalike", "a", "acme", "5"))).is_empty());
+
+    // A namespace the operator has just created is the operator's before its watch says so.
+    let created = Child::from_object(ChildKind::Namespace, &namespace("acme-staging", "acme", FIELD_MANAGER));
+    caches.wrote(ChildKind::Namespace, None, "acme-staging", None, Some(created));
+    assert_eq!(touched(&caches, Event::Apply(config_map("acme-staging", "d", "acme", "6"))), ["acme-staging/d"]);
+    assert_eq!(held(&caches), 1);
+}
+
+#[tokio::test]
+async fn namespaced_kinds_list_after_the_namespaces() {
+    let (listed, ready) = watch::channel(false);
+    let events = futures::stream::iter([Ok::<_, kube::runtime::watcher::Error>(Event::<DynamicObject>::Init), Ok(Event::InitDone)]).boxed();
+    let mut gated = Box::pin(streams::one_list_at_a_time(events, Arc::new(tokio::sync::Semaphore::new(1)), Some(ready)));
+    let first = tokio::time::timeout(Duration::from_millis(100), gated.next()).await;
+    assert!(first.is_err(), "the list waits");
+    listed.send_replace(true);
+    let first = tokio::time::timeout(Duration::from_secs(5), gated.next()).await.expect("listed").expect("an event");
+    assert!(matches!(first, Ok(Event::Init)));
 }

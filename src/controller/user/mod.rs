@@ -6,11 +6,13 @@
 //! environment namespaces, so the garbage collector cannot do it.
 
 mod apply;
+mod index;
 pub mod self_service;
 mod status;
 mod sweep;
 mod validate;
 
+pub use index::UserIndex;
 pub use self_service::SelfService;
 pub use sweep::{sweep_orphans, sweep_periodically};
 
@@ -23,7 +25,7 @@ use kube::{
         controller::Action,
         events::EventType,
         finalizer::{finalizer, Event as FinalizerEvent},
-        reflector::{ObjectRef, Store},
+        reflector::ObjectRef,
     },
     Api, Resource, ResourceExt,
 };
@@ -84,7 +86,8 @@ async fn reconcile_user(user: &TenantUser, ctx: &Context) -> Result<Action, Erro
     let slug = validate::slug_of(user);
     let tenant = slug.as_ref().and_then(|slug| ctx.tenants.get(&ObjectRef::new(slug))).and_then(|guarded| guarded.0.as_ref().ok().cloned());
     let namespace = ctx.caches.get(ChildKind::Namespace, None, &user.namespace().unwrap_or_default());
-    let others: Vec<TenantUser> = ctx.users.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect();
+    // Only the users that share its email or username can make it a duplicate.
+    let others = ctx.user_index.sharing_identity(user, &ctx.users);
     let mut changes = Changes::default();
     let self_service = ctx.self_service.borrow().clone();
     let around = validate::Surroundings {
@@ -132,34 +135,8 @@ pub fn user_of_binding(binding: &Child) -> Option<ObjectRef<GuardedUser>> {
     Some(ObjectRef::new(name).within(&naming::account_namespace_name(slug)))
 }
 
-/// TenantUsers that name `role` among their custom roles.
-pub fn users_naming_role(users: &Store<GuardedUser>, role: &str) -> Vec<ObjectRef<GuardedUser>> {
-    users
-        .state()
-        .iter()
-        .filter(|g| g.0.as_ref().is_ok_and(|u| u.spec.custom_roles.iter().any(|r| r == role)))
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
-/// TenantUsers of a tenant (those in its account namespace), from the controller's cache.
-pub fn users_of_tenant(users: &Store<GuardedUser>, slug: &str) -> Vec<ObjectRef<GuardedUser>> {
-    let account = naming::account_namespace_name(slug);
-    users
-        .state()
-        .iter()
-        .filter(|g| g.meta().namespace.as_deref() == Some(account.as_str()))
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
-/// Every TenantUser, from the controller's cache.
-pub fn all_users(users: &Store<GuardedUser>) -> Vec<ObjectRef<GuardedUser>> {
+/// Every TenantUser, from the controller's cache (a change of the self-service policy's
+/// verdict concerns them all).
+pub fn all_users(users: &kube::runtime::reflector::Store<GuardedUser>) -> Vec<ObjectRef<GuardedUser>> {
     users.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect()
-}
-
-/// TenantUsers in the same namespace as `user` (the same tenant's, when it is an account
-/// namespace), itself included.
-pub fn users_beside(users: &Store<GuardedUser>, namespace: Option<&str>) -> Vec<ObjectRef<GuardedUser>> {
-    users.state().iter().filter(|g| g.meta().namespace.as_deref() == namespace).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
 }

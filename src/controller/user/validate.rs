@@ -40,7 +40,8 @@ pub struct Surroundings<'a> {
     /// The user's namespace as the operator's cache has it (only namespaces with the tenant
     /// label are cached).
     pub namespace: Option<&'a Child>,
-    /// The other users of the cluster.
+    /// The other users that may share its email or username (at least those of its namespace
+    /// that do).
     pub others: &'a [TenantUser],
     /// Whether users may edit their own TenantUser (the self-service policy is verified).
     pub self_edit: bool,
