@@ -139,7 +139,8 @@ pub struct ContextParts {
 
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
-        let ContextParts { client, config, caches, tenants, users, user_index, tenant_cache, self_service, tenant_trigger, metrics } = parts;
+        let ContextParts { client, config, caches, tenants, users, user_index, tenant_cache, self_service, tenant_trigger, metrics } =
+            parts;
         let recorder = Arc::new(EventRecorder::new(client.clone(), REPORTING_CONTROLLER, std::env::var("POD_NAME").ok()));
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {

@@ -302,7 +302,8 @@ mod tests {
     fn a_user_of_an_earlier_tenant_is_bound_again_only_with_consent() {
         let u = user("a", "a@acme.example", "a", 1);
         let ns = ours();
-        let around = |tenant, bound_under| Surroundings { tenant: Some(tenant), namespace: Some(&ns), others: &[], self_edit: true, bound_under };
+        let around =
+            |tenant, bound_under| Surroundings { tenant: Some(tenant), namespace: Some(&ns), others: &[], self_edit: true, bound_under };
         let problem = validate(&u, around(tenant(), Some("uid-1")), &config()).unwrap_err();
         assert_eq!(problem.reason, Reason::UserOfAnotherTenant);
         assert!(problem.message.contains("UID uid-1") && problem.message.contains("uid-2"), "{}", problem.message);
