@@ -1,5 +1,7 @@
 //! One environment for end-to-end scenarios: a real cluster when
-//! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the in-process fake otherwise.
+//! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the local real control plane
+//! ([`super::control_plane`], with its stand-ins) when `TENANT_OPERATOR_E2E_SERVER=real`, the
+//! in-process fake otherwise.
 //!
 //! The operator's own manifests — `deploy/namespace.yaml`, `deploy/serviceaccount.yaml` and every
 //! `deploy/rbac/*.yaml`, the files users install — are loaded first, and
@@ -26,6 +28,35 @@ use serde_json::Value;
 use fake_apiserver::FakeApiServer;
 
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
+/// `real`: run the scenarios on the local control plane of `TENANT_OPERATOR_K8S_BINARIES`.
+pub const SERVER_ENV: &str = "TENANT_OPERATOR_E2E_SERVER";
+
+/// Where the scenarios of this run go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Fake,
+    /// The local control plane, with the stand-ins for kubelet and ingress controller.
+    LocalControlPlane,
+    /// Any cluster, by kubeconfig (it brings its own kubelet and ingress controller).
+    Kubeconfig(PathBuf),
+}
+
+impl Target {
+    pub fn from_env() -> Self {
+        if let Some(path) = std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
+            return Target::Kubeconfig(PathBuf::from(path));
+        }
+        match std::env::var(SERVER_ENV).as_deref() {
+            Ok("real") => Target::LocalControlPlane,
+            Ok("") | Ok("fake") | Err(_) => Target::Fake,
+            Ok(other) => panic!("{SERVER_ENV}={other:?}: expected `real` or `fake`"),
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        *self != Target::Fake
+    }
+}
 const FIELD_MANAGER: &str = "tenant-operator-e2e";
 /// Where `deploy/` installs the operator and its ServiceAccount.
 pub const OPERATOR_NAMESPACE: &str = "tenant-operator";
@@ -72,6 +103,9 @@ pub struct TestEnv {
     operator: Client,
     fake: Option<FakeApiServer>,
     kubeconfig: Option<PathBuf>,
+    /// The kubelet and ingress controller are the stand-ins (the local control plane), which a
+    /// scenario can tell to leave its Ingresses alone.
+    stand_ins: bool,
     created: Mutex<Vec<Tracked>>,
 }
 
@@ -85,13 +119,23 @@ async fn client_from_kubeconfig(path: &PathBuf) -> Client {
 }
 
 impl TestEnv {
-    /// A real cluster if `TENANT_OPERATOR_E2E_KUBECONFIG` is set (CRDs installed and
-    /// established), the fake API server otherwise.
+    /// The environment [`Target::from_env`] names (on a real cluster with the CRDs installed
+    /// and established).
     pub async fn new() -> Self {
-        match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
-            Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
-            None => Self::with_fake(FakeApiServer::start().await),
+        match Target::from_env() {
+            Target::Kubeconfig(path) => Self::from_kubeconfig(path).await,
+            Target::LocalControlPlane => Self::local_control_plane().await,
+            Target::Fake => Self::with_fake(FakeApiServer::start().await),
         }
+    }
+
+    /// The local control plane of this test binary (started on first use), as
+    /// [`Self::from_kubeconfig`] with the stand-ins running.
+    pub async fn local_control_plane() -> Self {
+        let plane = super::control_plane::shared().unwrap_or_else(|e| panic!("{SERVER_ENV}=real: no control plane: {e}"));
+        let mut env = Self::from_kubeconfig(plane.kubeconfig.clone()).await;
+        env.stand_ins = true;
+        env
     }
 
     /// The fake, started by the caller (e.g. with extra CRDs registered through its builder),
@@ -108,7 +152,7 @@ impl TestEnv {
             fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
         }
         let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
-        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
+        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, created: Mutex::new(Vec::new()) }
     }
 
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
@@ -121,7 +165,7 @@ impl TestEnv {
             apply_manifests(&client, &yaml).await.unwrap_or_else(|e| panic!("installing {file}: {e}"));
         }
         let operator = impersonating_client(&path, &operator_user()).await;
-        TestEnv { client, operator, fake: None, kubeconfig: Some(path), created: Mutex::new(Vec::new()) }
+        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, created: Mutex::new(Vec::new()) }
     }
 
     /// The administrator's client, for the test's own setup and checks.
@@ -153,6 +197,11 @@ impl TestEnv {
 
     pub fn is_real_cluster(&self) -> bool {
         self.fake.is_none()
+    }
+
+    /// Whether the kubelet and ingress controller are the stand-ins of the test support.
+    pub fn has_stand_ins(&self) -> bool {
+        self.stand_ins
     }
 
     /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug).
@@ -326,19 +375,37 @@ pub async fn install_crds(client: &Client) {
         names.push(name);
     }
     for name in names {
-        let mut established = false;
-        for _ in 0..120 {
-            if let Ok(c) = crds.get(&name).await {
-                established =
-                    c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-                if established {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert!(established, "CRD {name} did not become Established");
+        wait_established(client, &name).await;
     }
+}
+
+/// Wait until the CRD `name` is Established and its group is in the API discovery (which
+/// the operator reads at start).
+pub async fn wait_established(client: &Client, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for _ in 0..600 {
+        if let Ok(c) = crds.get(name).await {
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established && served(client, &c.spec.group, &c.spec.names.kind).await {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("CRD {name} did not become Established and served within a minute");
+}
+
+/// Whether API discovery lists `kind` in `group`.
+pub async fn served(client: &Client, group: &str, kind: &str) -> bool {
+    kube::discovery::Discovery::new(client.clone())
+        .filter(&[group])
+        .run()
+        .await
+        .is_ok_and(|d| d.groups().any(|g| g.recommended_resources().iter().any(|(ar, _)| ar.kind == kind)))
 }
 
 /// Convenience for scenario code: the object's name (panics on unnamed objects).
