@@ -597,13 +597,20 @@ async fn with_a_quota_the_database_pod_is_admitted_thanks_to_the_limit_range() {
 /// an ingress controller has published an address for it.
 #[tokio::test]
 async fn ingress_ready_waits_for_an_address_from_the_ingress_controller() {
-    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
-        return support::skipped_on_real_cluster("ingress address", "needs a cluster without an ingress controller");
-    }
-    // A cluster whose ingress controller is not running.
-    let fake = fake_apiserver::FakeApiServer::builder().simulate_ingress_controller(false).start().await;
-    let s = Scenario::start_on(support::e2e::TestEnv::with_fake(fake), support::fixtures::example_config()).await;
+    use support::e2e::Target;
+    // A cluster whose ingress controller is not running (for this tenant).
+    let s = match Target::from_env() {
+        Target::Kubeconfig(_) => {
+            return support::skipped_on_real_cluster("ingress address", "the cluster's own ingress controller cannot be switched off")
+        }
+        Target::LocalControlPlane => Scenario::start().await,
+        Target::Fake => {
+            let fake = fake_apiserver::FakeApiServer::builder().simulate_ingress_controller(false).start().await;
+            Scenario::start_on(support::e2e::TestEnv::with_fake(fake), support::fixtures::example_config()).await
+        }
+    };
     let slug = s.slug("noaddr");
+    support::stand_ins::IngressControllerStandIn::leave_alone(&slug);
     s.create_tenant(&support::fixtures::small_tenant(&slug, json!({}))).await;
     let t = s
         .wait_tenant(&slug, |t| {

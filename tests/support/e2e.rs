@@ -27,6 +27,8 @@ use serde_json::Value;
 
 use fake_apiserver::FakeApiServer;
 
+use super::scope::TenantScope;
+
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
 /// `real`: run the scenarios on the local control plane of `TENANT_OPERATOR_K8S_BINARIES`.
 pub const SERVER_ENV: &str = "TENANT_OPERATOR_E2E_SERVER";
@@ -106,6 +108,9 @@ pub struct TestEnv {
     /// The kubelet and ingress controller are the stand-ins (the local control plane), which a
     /// scenario can tell to leave its Ingresses alone.
     stand_ins: bool,
+    /// The tenants of this environment's scenario: on a real cluster the operator's client sees
+    /// no others (see [`super::scope`]).
+    scope: TenantScope,
     created: Mutex<Vec<Tracked>>,
 }
 
@@ -152,7 +157,7 @@ impl TestEnv {
             fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
         }
         let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
-        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, created: Mutex::new(Vec::new()) }
+        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, scope: TenantScope::default(), created: Mutex::new(Vec::new()) }
     }
 
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
@@ -164,8 +169,9 @@ impl TestEnv {
         for (file, yaml) in deploy_manifests() {
             apply_manifests(&client, &yaml).await.unwrap_or_else(|e| panic!("installing {file}: {e}"));
         }
-        let operator = impersonating_client(&path, &operator_user()).await;
-        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, created: Mutex::new(Vec::new()) }
+        let scope = TenantScope::default();
+        let operator = impersonating_client_in_scope(&path, &operator_user(), Some(&scope)).await;
+        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, scope, created: Mutex::new(Vec::new()) }
     }
 
     /// The administrator's client, for the test's own setup and checks.
@@ -184,7 +190,7 @@ impl TestEnv {
     pub async fn client_as_person(&self, user: &str) -> Client {
         match (&self.fake, &self.kubeconfig) {
             (Some(fake), _) => fake.client_as(user),
-            (None, Some(path)) => impersonating_client(path, user).await,
+            (None, Some(path)) => impersonating_client_in_scope(path, user, None).await,
             (None, None) => unreachable!("a test environment is the fake or a kubeconfig"),
         }
     }
@@ -204,18 +210,23 @@ impl TestEnv {
         self.stand_ins
     }
 
-    /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug).
+    /// Count `slug` as a tenant of this environment's scenario (its operator sees no others on a
+    /// real cluster): before the tenant is created.
+    pub fn own_slug(&self, slug: &str) {
+        self.scope.own(slug);
+    }
+
+    /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug),
+    /// counted as one of this environment's tenants.
     pub fn unique_slug(&self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let suffix: String = (0..6).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
         let mut p: String = prefix.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         p.truncate(40 - suffix.len() - 1);
         let p = p.trim_matches('-');
-        if p.is_empty() {
-            format!("t{suffix}")
-        } else {
-            format!("{p}-{suffix}")
-        }
+        let slug = if p.is_empty() { format!("t{suffix}") } else { format!("{p}-{suffix}") };
+        self.own_slug(&slug);
+        slug
     }
 
     /// Remember an object this test created, so that cleanup deletes it.
@@ -312,15 +323,20 @@ impl Drop for TestEnv {
     }
 }
 
-/// A client of the kubeconfig's user impersonating `user` (its groups added by the API server).
-async fn impersonating_client(path: &PathBuf, user: &str) -> Client {
+/// A client of the kubeconfig's user impersonating `user` (its groups added by the API server),
+/// seeing only the tenants of `scope` when one is given.
+async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<&TenantScope>) -> Client {
     let kc = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: bad kubeconfig: {e}", path.display()));
     cfg.auth_info.impersonate = Some(user.to_string());
-    Client::try_from(cfg).expect("impersonating client from kubeconfig")
+    let builder = kube::client::ClientBuilder::try_from(cfg).expect("impersonating client from kubeconfig");
+    match scope {
+        Some(scope) => builder.with_layer(&scope.layer()).build(),
+        None => builder.build(),
+    }
 }
 
 /// Server-side apply every object of a multi-document YAML of namespaces, ServiceAccounts and

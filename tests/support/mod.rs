@@ -7,6 +7,7 @@
 //! - [`control_plane`]: etcd, kube-apiserver and kube-controller-manager, started once per
 //!   test binary from `TENANT_OPERATOR_K8S_BINARIES`;
 //! - [`stand_ins`]: kubelet, ingress controller and CloudNativePG stand-ins for it;
+//! - [`scope`]: on a shared cluster, a scenario's operator sees only its own tenants;
 //! - [`scenario`]: the real controllers, in-process, as the operator's ServiceAccount;
 //! - [`fixtures`]: Tenants, TenantUsers and the example configuration.
 // Every test binary compiles this module and uses a different part of it.
@@ -16,6 +17,7 @@ pub mod control_plane;
 pub mod e2e;
 pub mod fixtures;
 pub mod scenario;
+pub mod scope;
 pub mod stand_ins;
 
 use std::path::{Path, PathBuf};

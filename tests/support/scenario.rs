@@ -26,7 +26,7 @@ use tenant_operator::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{e2e::TestEnv, fixtures::example_config};
+use super::{e2e::TestEnv, fixtures::example_config, stand_ins::KubeletStandIn};
 use fake_apiserver::FakeApiServer;
 
 struct Running {
@@ -89,11 +89,14 @@ impl Scenario {
         self.env.fake()
     }
 
-    /// A slug no other run uses (≤ 40 characters).
+    /// A slug no other run uses (≤ 40 characters), counted as one of this scenario's tenants
+    /// (on a real cluster its operator sees no others).
     pub fn slug(&self, prefix: &str) -> String {
         let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
         let prefix: String = prefix.chars().take(33).collect();
-        format!("{prefix}-{suffix}")
+        let slug = format!("{prefix}-{suffix}");
+        self.env.own_slug(&slug);
+        slug
     }
 
     pub fn start_operator(&self) {
@@ -246,7 +249,8 @@ impl Scenario {
     /// Wait until every database StatefulSet of the tenant has its pod (a pod refused by quota
     /// admission is a `FailedCreate` Event and this times out) and is ready. On the fake, which
     /// has no kubelet, the helper plays it: it reports the pod running and the StatefulSet
-    /// ready. On a real cluster it waits for the kubelet to do so.
+    /// ready. On the local control plane the kubelet stand-in starts the pod and the real
+    /// StatefulSet controller reports it; on another cluster it waits for its kubelet.
     pub async fn mark_statefulsets_ready(&self, slug: &str) {
         let list = ListParams::default().labels(&format!("tenancy.platform.dev/tenant={slug}"));
         let api: Api<StatefulSet> = Api::all(self.client());
@@ -262,7 +266,9 @@ impl Scenario {
             })
             .await;
             let statefulsets = Api::<StatefulSet>::namespaced(self.client(), &ns);
-            if self.fake().is_some() {
+            if self.env.has_stand_ins() {
+                KubeletStandIn::start_pods_in(&self.client(), &ns).await;
+            } else if self.fake().is_some() {
                 let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
                 pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
                     .await

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -62,11 +63,34 @@ fn report(what: &str, result: Result<impl Sized, kube::Error>) {
     }
 }
 
-/// A kubelet that has "started" every Pod of a StatefulSet: phase `Running`, condition `Ready`.
-/// The real StatefulSet controller then counts them in `readyReplicas`.
+/// A kubelet that "starts" the Pods of StatefulSets: phase `Running`, condition `Ready`; the
+/// real StatefulSet controller then counts them in `readyReplicas`. Like the fake, it starts
+/// them only when told, so that a scenario sees its database not ready first: in the namespaces
+/// given to [`Self::start_pods_in`] (from then on), or everywhere after [`Self::start_every_pod`].
 pub struct KubeletStandIn;
 
+static STARTING_IN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+static STARTING_EVERYWHERE: AtomicBool = AtomicBool::new(false);
+
 impl KubeletStandIn {
+    /// Start the Pods of StatefulSets in `namespace`, now and whenever one is created.
+    pub async fn start_pods_in(client: &Client, namespace: &str) {
+        if let Ok(mut namespaces) = STARTING_IN.lock() {
+            namespaces.insert(namespace.to_string());
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        for pod in pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+            if Self::should_start(&pod) {
+                report("kubelet stand-in", pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running())).await);
+            }
+        }
+    }
+
+    /// Start every Pod of a StatefulSet from now on, as a cluster's kubelets do.
+    pub fn start_every_pod() {
+        STARTING_EVERYWHERE.store(true, Ordering::SeqCst);
+    }
+
     async fn run(client: Client) {
         let pods: Api<Pod> = Api::all(client.clone());
         let mut events = watcher(pods, watcher::Config::default()).default_backoff().applied_objects().boxed();
@@ -84,12 +108,14 @@ impl KubeletStandIn {
     }
 
     fn should_start(pod: &Pod) -> bool {
+        let told = STARTING_EVERYWHERE.load(Ordering::SeqCst)
+            || pod.namespace().is_some_and(|ns| STARTING_IN.lock().is_ok_and(|namespaces| namespaces.contains(&ns)));
         let of_statefulset = pod.owner_references().iter().any(|o| o.kind == "StatefulSet");
         let ready = pod.status.as_ref().is_some_and(|s| {
             s.phase.as_deref() == Some("Running")
                 && s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
         });
-        of_statefulset && !ready && pod.metadata.deletion_timestamp.is_none()
+        told && of_statefulset && !ready && pod.metadata.deletion_timestamp.is_none()
     }
 
     fn running() -> Value {
