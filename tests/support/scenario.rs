@@ -147,6 +147,8 @@ impl Scenario {
 
     pub async fn create_tenant_ref(&self, tenant: Tenant) {
         let name = tenant.name_any();
+        // Also a name the scenario derived from one of its slugs.
+        self.env.own_slug(&name);
         Api::<Tenant>::all(self.client())
             .create(&PostParams::default(), &tenant)
             .await

@@ -8,7 +8,7 @@
 //! credentials Secret it meant to create itself; an Event counted by one operator was created
 //! anew by the next). So the operator's client of a real-cluster scenario is given a
 //! [`TenantScope`]: the lists and watches of Tenants and TenantUsers it makes answer only the
-//! scenario's own tenants (the slugs it named) and the users in their account namespaces. Every
+//! scenario's own tenants (the slugs it named) and the users in their namespaces. Every
 //! other request passes through untouched; what the operator does with its own tenants is exactly
 //! what it does on a cluster of its own.
 
@@ -46,8 +46,12 @@ impl TenantScope {
         self.slugs.lock().is_ok_and(|slugs| slugs.contains(name))
     }
 
+    /// `<slug>-<anything>` of an own slug: the account and environment namespaces (a TenantUser
+    /// outside its account namespace is the operator's business too).
     fn owns_namespace(&self, namespace: &str) -> bool {
-        namespace.strip_suffix("-account").is_some_and(|slug| self.owns_tenant(slug))
+        self.slugs.lock().is_ok_and(|slugs| {
+            slugs.iter().any(|slug| namespace.strip_prefix(slug.as_str()).is_some_and(|rest| rest.starts_with('-')))
+        })
     }
 
     /// Whether an object of a list or watch answer is one of the scenario's.
