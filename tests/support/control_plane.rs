@@ -62,7 +62,18 @@ pub fn configured() -> bool {
 /// (binaries not configured, a checksum mismatch, a process that would not start).
 pub fn shared() -> Result<&'static ControlPlane, String> {
     static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
-    SHARED.get_or_init(start_on_keeper_thread).as_ref().map_err(Clone::clone)
+    SHARED
+        .get_or_init(|| {
+            let started = start_on_keeper_thread();
+            if let Ok(plane) = &started {
+                // Past the harness's capture: the log says which server the scenarios ran on.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "real API server {} (kubeconfig {})", plane.version, plane.kubeconfig.display());
+            }
+            started
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Start the control plane from a thread that never ends: `PR_SET_PDEATHSIG` fires when the
