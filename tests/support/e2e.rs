@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use fake_apiserver::FakeApiServer;
 
+use super::requests::RequestLog;
 use super::scope::TenantScope;
 
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
@@ -111,6 +112,8 @@ pub struct TestEnv {
     /// The tenants of this environment's scenario: on a real cluster the operator's client sees
     /// no others (see [`super::scope`]).
     scope: TenantScope,
+    /// What the operator's client asked on a real cluster (the fake records it itself).
+    operator_requests: RequestLog,
     created: Mutex<Vec<Tracked>>,
 }
 
@@ -157,7 +160,7 @@ impl TestEnv {
             fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
         }
         let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
-        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, scope: TenantScope::default(), created: Mutex::new(Vec::new()) }
+        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, scope: TenantScope::default(), operator_requests: RequestLog::default(), created: Mutex::new(Vec::new()) }
     }
 
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
@@ -170,8 +173,9 @@ impl TestEnv {
             apply_manifests(&client, &yaml).await.unwrap_or_else(|e| panic!("installing {file}: {e}"));
         }
         let scope = TenantScope::default();
-        let operator = impersonating_client_in_scope(&path, &operator_user(), Some(&scope)).await;
-        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, scope, created: Mutex::new(Vec::new()) }
+        let operator_requests = RequestLog::for_user(&operator_user());
+        let operator = impersonating_client_in_scope(&path, &operator_user(), Some((&scope, &operator_requests))).await;
+        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, scope, operator_requests, created: Mutex::new(Vec::new()) }
     }
 
     /// The administrator's client, for the test's own setup and checks.
@@ -203,6 +207,12 @@ impl TestEnv {
 
     pub fn is_real_cluster(&self) -> bool {
         self.fake.is_none()
+    }
+
+    /// The requests of the operator's client on a real cluster, as the fake would record them
+    /// (empty on the fake: ask the fake).
+    pub fn operator_request_log(&self) -> &RequestLog {
+        &self.operator_requests
     }
 
     /// Whether the kubelet and ingress controller are the stand-ins of the test support.
@@ -324,8 +334,8 @@ impl Drop for TestEnv {
 }
 
 /// A client of the kubeconfig's user impersonating `user` (its groups added by the API server),
-/// seeing only the tenants of `scope` when one is given.
-async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<&TenantScope>) -> Client {
+/// seeing only the tenants of `scope` and recording its requests in the log when they are given.
+async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<(&TenantScope, &RequestLog)>) -> Client {
     let kc = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -334,7 +344,7 @@ async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option
     cfg.auth_info.impersonate = Some(user.to_string());
     let builder = kube::client::ClientBuilder::try_from(cfg).expect("impersonating client from kubeconfig");
     match scope {
-        Some(scope) => builder.with_layer(&scope.layer()).build(),
+        Some((scope, log)) => builder.with_layer(&scope.layer(log)).build(),
         None => builder.build(),
     }
 }

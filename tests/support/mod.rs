@@ -8,6 +8,7 @@
 //!   test binary from `TENANT_OPERATOR_K8S_BINARIES`;
 //! - [`stand_ins`]: kubelet, ingress controller and CloudNativePG stand-ins for it;
 //! - [`scope`]: on a shared cluster, a scenario's operator sees only its own tenants;
+//! - [`requests`]: on a real cluster, the operator's requests as the fake would record them;
 //! - [`scenario`]: the real controllers, in-process, as the operator's ServiceAccount;
 //! - [`fixtures`]: Tenants, TenantUsers and the example configuration.
 // Every test binary compiles this module and uses a different part of it.
@@ -16,6 +17,7 @@
 pub mod control_plane;
 pub mod e2e;
 pub mod fixtures;
+pub mod requests;
 pub mod scenario;
 pub mod scope;
 pub mod stand_ins;

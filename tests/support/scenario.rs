@@ -130,15 +130,28 @@ impl Scenario {
     }
 
     /// Restart the operator once the watches have settled and return the requests it made in
-    /// the following seconds: a full resync (fake only).
+    /// the following seconds: a full resync (the fake's records, or on a real cluster those of
+    /// the operator's client).
     pub async fn requests_of_a_restart(&self) -> Option<fake_apiserver::RequestCounts> {
-        let fake = self.fake()?;
+        let counts = || match self.fake() {
+            Some(fake) => fake.request_counts(),
+            None => self.env.operator_request_log().counts(),
+        };
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.stop_operator().await;
-        let before = fake.request_counts();
+        let before = counts();
         self.start_operator();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        Some(fake.request_counts().since(&before))
+        Some(counts().since(&before))
+    }
+
+    /// Every request recorded so far, oldest first: the fake's (of everyone), or on a real
+    /// cluster those of the operator's client.
+    pub fn requests(&self) -> Vec<fake_apiserver::RequestRecord> {
+        match self.fake() {
+            Some(fake) => fake.requests(),
+            None => self.env.operator_request_log().records(),
+        }
     }
 
     pub async fn create_tenant(&self, tenant: &Tenant) {

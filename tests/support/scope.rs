@@ -24,6 +24,8 @@ use futures::StreamExt;
 use kube::client::{Body, DynBody};
 use serde_json::Value;
 
+use super::requests::RequestLog;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const API_PREFIX: &str = "/apis/tenancy.platform.dev/v1alpha1/";
@@ -63,9 +65,10 @@ impl TenantScope {
         }
     }
 
-    /// The layer that filters a client's answers down to the scope.
-    pub fn layer(&self) -> ScopeLayer {
-        ScopeLayer(self.clone())
+    /// The layer that filters a client's answers down to the scope and records its requests
+    /// in `log`.
+    pub fn layer(&self, log: &RequestLog) -> ScopeLayer {
+        ScopeLayer(self.clone(), log.clone())
     }
 }
 
@@ -96,18 +99,19 @@ fn is_watch(request: &Request<Body>) -> bool {
     request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
-pub struct ScopeLayer(TenantScope);
+pub struct ScopeLayer(TenantScope, RequestLog);
 
 impl<S> tower::Layer<S> for ScopeLayer {
     type Service = Scoped<S>;
     fn layer(&self, inner: S) -> Scoped<S> {
-        Scoped { inner, scope: self.0.clone() }
+        Scoped { inner, scope: self.0.clone(), log: self.1.clone() }
     }
 }
 
 pub struct Scoped<S> {
     inner: S,
     scope: TenantScope,
+    log: RequestLog,
 }
 
 type ScopedFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
@@ -128,10 +132,12 @@ where
     fn call(&mut self, request: Request<Body>) -> ScopedFuture {
         let kind = collection(&request);
         let watch = is_watch(&request);
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let answer = self.inner.call(request);
-        let scope = self.scope.clone();
+        let (scope, log) = (self.scope.clone(), self.log.clone());
         Box::pin(async move {
             let response = answer.await?;
+            log.record(&method, &uri, response.status().as_u16());
             let Some(kind) = kind.filter(|_| response.status().is_success()) else {
                 return Ok(response.map(ResponseBody::new));
             };

@@ -81,7 +81,7 @@ impl KubeletStandIn {
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         for pod in pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
             if Self::should_start(&pod) {
-                report("kubelet stand-in", pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running())).await);
+                report("kubelet stand-in", pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await);
             }
         }
     }
@@ -98,7 +98,7 @@ impl KubeletStandIn {
             match events.try_next().await {
                 Ok(Some(pod)) if Self::should_start(&pod) => {
                     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-                    report("kubelet stand-in", api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running())).await);
+                    report("kubelet stand-in", api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await);
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
@@ -118,13 +118,24 @@ impl KubeletStandIn {
         told && of_statefulset && !ready && pod.metadata.deletion_timestamp.is_none()
     }
 
-    fn running() -> Value {
+    /// The status a kubelet writes once every container of the Pod runs and is ready.
+    fn running(pod: &Pod) -> Value {
         let now = now();
         let condition = |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now});
+        let containers: Vec<Value> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| &spec.containers)
+            .map(|c| {
+                json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true, "restartCount": 0,
+                       "state": {"running": {"startedAt": now}}})
+            })
+            .collect();
         json!({"status": {
             "phase": "Running",
             "startTime": now,
             "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
+            "containerStatuses": containers,
         }})
     }
 }
