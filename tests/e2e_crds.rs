@@ -128,7 +128,11 @@ async fn a_real_cluster_operator_sees_its_own_tenants_and_its_requests_are_count
 
     let tenants: Api<Tenant> = Api::all(env.operator_client());
     let listed = tenants.list(&ListParams::default()).await.unwrap();
-    assert_eq!(listed.items.iter().map(|t| t.name_any()).collect::<Vec<_>>(), [mine.clone()], "only the scenario's tenant is listed");
+    assert_eq!(
+        listed.items.iter().map(|t| t.name_any()).collect::<Vec<_>>(),
+        std::slice::from_ref(&mine),
+        "only the scenario's tenant is listed"
+    );
     let version = listed.metadata.resource_version.unwrap_or_default();
     let mut events = tenants.watch(&WatchParams::default().timeout(10), &version).await.unwrap().boxed();
     let admin: Api<Tenant> = Api::all(env.client());

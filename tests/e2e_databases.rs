@@ -63,7 +63,10 @@ async fn with_cnpg_crd(installed: bool) -> Option<(Scenario, Option<tokio::sync:
 #[tokio::test]
 async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
     let Some((s, _crd)) = with_cnpg_crd(true).await else {
-        return support::skipped_on_real_cluster("cloudnative_pg_cluster_per_environment", "installing the CloudNativePG CRD is not ours to decide there");
+        return support::skipped_on_real_cluster(
+            "cloudnative_pg_cluster_per_environment",
+            "installing the CloudNativePG CRD is not ours to decide there",
+        );
     };
     let slug = s.slug("cnpg");
     s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "cloudnative-pg", "storage": "5Gi"}})))

@@ -420,7 +420,10 @@ async fn injected_api_errors_are_retried_until_the_tenant_converges() {
 async fn fifty_tenants_created_at_once_all_become_ready() {
     let s = Scenario::start().await;
     if matches!(support::e2e::Target::from_env(), support::e2e::Target::Kubeconfig(_)) {
-        return support::skipped_on_real_cluster("fifty tenants at once", "too heavy for a shared cluster (runs on the local control plane)");
+        return support::skipped_on_real_cluster(
+            "fifty tenants at once",
+            "too heavy for a shared cluster (runs on the local control plane)",
+        );
     }
     let slugs: Vec<String> = (0..50).map(|i| s.slug(&format!("bulk{i}"))).collect();
     futures::future::join_all(slugs.iter().map(|slug| s.create_tenant_ref(tenant(slug, json!({}))))).await;

@@ -193,7 +193,11 @@ fn the_readme_quick_start_works_as_written() {
             eprintln!("the quick start runs in the real-server pass ({}=real)", support::e2e::SERVER_ENV);
             return;
         }
-        assert!(std::env::var_os("CI").is_none(), "CI: the README quick start needs {} (a real control plane)", control_plane::BINARIES_ENV);
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the README quick start needs {} (a real control plane)",
+            control_plane::BINARIES_ENV
+        );
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
@@ -277,7 +281,11 @@ fn the_readme_quick_start_works_as_written() {
     shell.run_until("kubectl get tenants -o name", "the Tenant gone", |out| out.trim().is_empty());
     let retained = shell.run("kubectl get ns -l tenancy.platform.dev/retained=true -o name");
     for env in ["dev", "staging", "prod"] {
-        assert!(retained.contains(&format!("namespace/acme-{env}")), "acme-{env} is retained:\n{retained}\noperator log:\n{}", operator.log());
+        assert!(
+            retained.contains(&format!("namespace/acme-{env}")),
+            "acme-{env} is retained:\n{retained}\noperator log:\n{}",
+            operator.log()
+        );
     }
     drop(operator);
 }

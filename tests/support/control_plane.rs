@@ -106,10 +106,8 @@ fn start_on_keeper_thread() -> Result<ControlPlane, String> {
 }
 
 fn start() -> Result<ControlPlane, String> {
-    let source = std::env::var_os(BINARIES_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| format!("{BINARIES_ENV} is not set"))?;
+    let source =
+        std::env::var_os(BINARIES_ENV).filter(|v| !v.is_empty()).map(PathBuf::from).ok_or_else(|| format!("{BINARIES_ENV} is not set"))?;
     let bin_dir = binaries(&source)?;
     let etcd = std::env::var_os(ETCD_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("etcd"));
 

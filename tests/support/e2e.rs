@@ -160,7 +160,16 @@ impl TestEnv {
             fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
         }
         let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
-        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, stand_ins: false, scope: TenantScope::default(), operator_requests: RequestLog::default(), created: Mutex::new(Vec::new()) }
+        TestEnv {
+            client: fake.client(),
+            operator,
+            fake: Some(fake),
+            kubeconfig: None,
+            stand_ins: false,
+            scope: TenantScope::default(),
+            operator_requests: RequestLog::default(),
+            created: Mutex::new(Vec::new()),
+        }
     }
 
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
@@ -175,7 +184,16 @@ impl TestEnv {
         let scope = TenantScope::default();
         let operator_requests = RequestLog::for_user(&operator_user());
         let operator = impersonating_client_in_scope(&path, &operator_user(), Some((&scope, &operator_requests))).await;
-        TestEnv { client, operator, fake: None, kubeconfig: Some(path), stand_ins: false, scope, operator_requests, created: Mutex::new(Vec::new()) }
+        TestEnv {
+            client,
+            operator,
+            fake: None,
+            kubeconfig: Some(path),
+            stand_ins: false,
+            scope,
+            operator_requests,
+            created: Mutex::new(Vec::new()),
+        }
     }
 
     /// The administrator's client, for the test's own setup and checks.
@@ -412,10 +430,8 @@ pub async fn wait_established(client: &Client, name: &str) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for _ in 0..600 {
         if let Ok(c) = crds.get(name).await {
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            let established =
+                c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
             if established && served(client, &c.spec.group, &c.spec.names.kind).await {
                 return;
             }

@@ -51,9 +51,9 @@ impl TenantScope {
     /// `<slug>-<anything>` of an own slug: the account and environment namespaces (a TenantUser
     /// outside its account namespace is the operator's business too).
     fn owns_namespace(&self, namespace: &str) -> bool {
-        self.slugs.lock().is_ok_and(|slugs| {
-            slugs.iter().any(|slug| namespace.strip_prefix(slug.as_str()).is_some_and(|rest| rest.starts_with('-')))
-        })
+        self.slugs
+            .lock()
+            .is_ok_and(|slugs| slugs.iter().any(|slug| namespace.strip_prefix(slug.as_str()).is_some_and(|rest| rest.starts_with('-'))))
     }
 
     /// Whether an object of a list or watch answer is one of the scenario's.
@@ -172,7 +172,9 @@ fn watch_in_scope(scope: TenantScope, kind: Kind, body: Box<DynBody>) -> Respons
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let in_scope = match serde_json::from_slice::<Value>(&line) {
-                Ok(event) => !matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) || scope.owns(kind, &event["object"]),
+                Ok(event) => {
+                    !matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) || scope.owns(kind, &event["object"])
+                }
                 Err(_) => true,
             };
             if in_scope {

@@ -81,7 +81,10 @@ impl KubeletStandIn {
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         for pod in pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
             if Self::should_start(&pod) {
-                report("kubelet stand-in", pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await);
+                report(
+                    "kubelet stand-in",
+                    pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await,
+                );
             }
         }
     }
@@ -98,7 +101,10 @@ impl KubeletStandIn {
             match events.try_next().await {
                 Ok(Some(pod)) if Self::should_start(&pod) => {
                     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-                    report("kubelet stand-in", api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await);
+                    report(
+                        "kubelet stand-in",
+                        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(Self::running(&pod))).await,
+                    );
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
@@ -112,8 +118,7 @@ impl KubeletStandIn {
             || pod.namespace().is_some_and(|ns| STARTING_IN.lock().is_ok_and(|namespaces| namespaces.contains(&ns)));
         let of_statefulset = pod.owner_references().iter().any(|o| o.kind == "StatefulSet");
         let ready = pod.status.as_ref().is_some_and(|s| {
-            s.phase.as_deref() == Some("Running")
-                && s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+            s.phase.as_deref() == Some("Running") && s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
         });
         told && of_statefulset && !ready && pod.metadata.deletion_timestamp.is_none()
     }
@@ -163,7 +168,10 @@ impl IngressControllerStandIn {
                 Ok(Some(ingress)) if Self::should_publish(&ingress) => {
                     let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
                     let address = json!({"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}});
-                    report("ingress controller stand-in", api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(address)).await);
+                    report(
+                        "ingress controller stand-in",
+                        api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(address)).await,
+                    );
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
@@ -173,7 +181,12 @@ impl IngressControllerStandIn {
     }
 
     fn should_publish(ingress: &Ingress) -> bool {
-        let published = ingress.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref()).is_some_and(|i| !i.is_empty());
+        let published = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|i| !i.is_empty());
         let left_alone = ingress.labels().get(TENANT_LABEL).is_some_and(|slug| LEFT_ALONE.lock().is_ok_and(|left| left.contains(slug)));
         !published && !left_alone && ingress.metadata.deletion_timestamp.is_none()
     }
