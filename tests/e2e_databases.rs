@@ -48,6 +48,7 @@ async fn with_cnpg_crd(installed: bool) -> Option<(Scenario, Option<tokio::sync:
         }
         Target::LocalControlPlane => {
             let guard = CNPG_CRD_LOCK.lock().await;
+            // (the external scenario holds it too: see `CloudNativePgStandIn::hold_crd_steady`)
             let env = TestEnv::new().await;
             if installed {
                 CloudNativePgStandIn::install_crd(&env.client()).await;
@@ -163,6 +164,9 @@ async fn connect(uri: &str) -> tokio_postgres::Client {
 #[tokio::test]
 async fn external_database_lifecycle_with_outage_retain_and_delete() {
     let Some(admin) = admin() else { return };
+    // On the local control plane the CloudNativePG CRD must not come or go under this operator:
+    // it reads discovery at start and then waits for a cache of every kind it found.
+    let _crd = CloudNativePgStandIn::hold_crd_steady().await;
     let s = Scenario::start().await;
     write_admin_secret(&s.client(), &admin, admin.port).await;
     let slug = s.slug("ext");

@@ -96,7 +96,11 @@ fn start_on_keeper_thread() -> Result<ControlPlane, String> {
                             std::thread::park();
                         }
                     }
-                    Err(e) => last_error = e,
+                    Err(e) => {
+                        // Nothing of a failed start may stay around for the next one.
+                        stop_children();
+                        last_error = e;
+                    }
                 }
             }
             let _ = started.send(Err(last_error));
@@ -210,14 +214,7 @@ static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 fn register_exit_hook(dir: &Path) {
     extern "C" fn stop_control_plane() {
-        let pids: Vec<u32> = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
-        for pid in pids.iter().rev() {
-            // SAFETY: signalling and reaping our own children, by pid.
-            unsafe {
-                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
-                libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), 0);
-            }
-        }
+        stop_children();
         if let Some(dir) = DATA_DIR.get() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -238,6 +235,18 @@ fn data_root() -> PathBuf {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
+    }
+}
+
+/// Kill and reap the processes started so far, newest first.
+fn stop_children() {
+    let pids: Vec<u32> = CHILDREN.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+    for pid in pids.iter().rev() {
+        // SAFETY: signalling and reaping our own children, by pid.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
     }
 }
 

@@ -198,6 +198,10 @@ pub struct CloudNativePgStandIn;
 
 /// Scenarios that depend on whether the CloudNativePG CRD is installed hold this for their whole
 /// run on a shared cluster: whether a CRD exists is cluster-wide, and the operator reads it at start.
+/// So do the other scenarios of a binary that changes it ([`CloudNativePgStandIn::hold_crd_steady`]):
+/// an operator that found the CRD at start waits for a cache of `Cluster`s before its first
+/// reconcile, and never gets one if the CRD is removed in between (seen: a Tenant without status
+/// for three minutes).
 pub static CNPG_CRD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CNPG_CRD_NAME: &str = "clusters.postgresql.cnpg.io";
@@ -229,6 +233,15 @@ impl CloudNativePgStandIn {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the CloudNativePG CRD was not deleted within a minute");
+    }
+
+    /// On the local control plane, keep the CRD as it is (present or absent) while the guard
+    /// lives; `None` elsewhere (nothing changes it there).
+    pub async fn hold_crd_steady() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+        match super::e2e::Target::from_env() {
+            super::e2e::Target::LocalControlPlane => Some(CNPG_CRD_LOCK.lock().await),
+            _ => None,
+        }
     }
 
     /// Report the `Cluster` healthy, as CloudNativePG does once its instances run.
