@@ -104,3 +104,51 @@ async fn kubeconfig_path_installs_crds_and_cleans_up_on_drop() {
     assert!(fake.object("tenancy.platform.dev/v1alpha1", "Tenant", "", &slug).is_none(), "dropped env deleted what it created");
     assert!(fake.object("v1", "Namespace", "", "default").is_some(), "nothing else touched");
 }
+
+/// On a real cluster a scenario's operator sees only the scenario's tenants (parallel scenarios
+/// share the server, see `support/scope.rs`) and its requests are recorded as the fake records
+/// them (`support/requests.rs`): checked against the fake through its kubeconfig.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_operator_sees_its_own_tenants_and_its_requests_are_counted_as_the_fake_counts_them() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
+    let fake = fake_apiserver::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, fake.kubeconfig_yaml()).unwrap();
+    let env = TestEnv::from_kubeconfig(path).await;
+    let mine = env.unique_slug("mine");
+    let theirs = format!("theirs-{mine}");
+    for slug in [&mine, &theirs] {
+        let t: Tenant = serde_json::from_value(tenant(slug, json!(["dev"]))).unwrap();
+        env.create(&t).await.unwrap();
+    }
+    let operator_user = support::e2e::operator_user();
+    let (fake_before, log_before) = (fake.request_counts_of(&operator_user), env.operator_request_log().counts());
+
+    let tenants: Api<Tenant> = Api::all(env.operator_client());
+    let listed = tenants.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed.items.iter().map(|t| t.name_any()).collect::<Vec<_>>(),
+        std::slice::from_ref(&mine),
+        "only the scenario's tenant is listed"
+    );
+    let version = listed.metadata.resource_version.unwrap_or_default();
+    let mut events = tenants.watch(&WatchParams::default().timeout(10), &version).await.unwrap().boxed();
+    let admin: Api<Tenant> = Api::all(env.client());
+    for slug in [&theirs, &mine] {
+        admin.patch(slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}))).await.unwrap();
+    }
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Modified(t)) => assert_eq!(t.name_any(), mine, "the other scenario's change is not seen"),
+        other => panic!("expected the scenario's own change first: {other:?}"),
+    }
+    drop(events);
+    tenants.get(&mine).await.unwrap();
+
+    let by_fake = fake.request_counts_of(&operator_user).since(&fake_before);
+    let by_log = env.operator_request_log().counts().since(&log_before);
+    assert_eq!(by_log, by_fake, "the client-side record matches the fake's");
+    assert_eq!((by_log.get("list", "tenancy.platform.dev/tenants"), by_log.get("watch", "tenancy.platform.dev/tenants")), (1, 1));
+    env.cleanup().await;
+}

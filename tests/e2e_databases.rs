@@ -1,6 +1,8 @@
 //! End-to-end scenarios of the database providers inside the Tenant controller:
-//! `cloudnative-pg` on the fake (with a minimal CloudNativePG CRD registered), and `external`
-//! against a real PostgreSQL server (`TENANT_OPERATOR_TEST_PG_URL`, see `.ci/postgres.sh`).
+//! `cloudnative-pg` with the minimal CloudNativePG CRD of `tests/data` (and, on the local control
+//! plane, the CloudNativePG stand-in writing the `Cluster`'s status), and `external` against a
+//! real PostgreSQL server (`TENANT_OPERATOR_TEST_PG_URL`, see `.ci/postgres.sh`), its admin
+//! Secret written where the configuration names it.
 
 mod support;
 
@@ -15,7 +17,12 @@ use kube::{
 };
 use serde_json::json;
 use support::fixtures::{data_tenant as tenant, example_config, ready};
-use support::{e2e::TestEnv, scenario::Scenario, CNPG_CLUSTER_CRD};
+use support::stand_ins::{CloudNativePgStandIn, CNPG_CRD_LOCK};
+use support::{
+    e2e::{Target, TestEnv},
+    scenario::Scenario,
+    CNPG_CLUSTER_CRD,
+};
 use tenant_operator::{
     database::external::{self, AdminConnection, ExternalNames},
     types::{Conditions, Environment, Tenant, TenantPhase},
@@ -30,16 +37,38 @@ fn cnpg_clusters(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, namespace, &resource)
 }
 
+/// The CloudNativePG CRD installed (on the fake at start, on the local control plane by its
+/// stand-in) and the lock that keeps the scenarios that want it absent apart; `None` on another
+/// cluster, where whether it is installed is not ours to decide.
+async fn with_cnpg_crd(installed: bool) -> Option<(Scenario, Option<tokio::sync::MutexGuard<'static, ()>>)> {
+    match Target::from_env() {
+        Target::Fake => {
+            let fake = if installed { FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await } else { FakeApiServer::start().await };
+            Some((Scenario::start_on(TestEnv::with_fake(fake), example_config()).await, None))
+        }
+        Target::LocalControlPlane => {
+            let guard = CNPG_CRD_LOCK.lock().await;
+            // (the external scenario holds it too: see `CloudNativePgStandIn::hold_crd_steady`)
+            let env = TestEnv::new().await;
+            if installed {
+                CloudNativePgStandIn::install_crd(&env.client()).await;
+            } else {
+                CloudNativePgStandIn::remove_crd(&env.client()).await;
+            }
+            Some((Scenario::start_on(env, example_config()).await, Some(guard)))
+        }
+        Target::Kubeconfig(_) => None,
+    }
+}
+
 #[tokio::test]
 async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
-    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
+    let Some((s, _crd)) = with_cnpg_crd(true).await else {
         return support::skipped_on_real_cluster(
             "cloudnative_pg_cluster_per_environment",
-            "needs the CloudNativePG operator; covered on the fake",
+            "installing the CloudNativePG CRD is not ours to decide there",
         );
-    }
-    let fake = FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await;
-    let s = Scenario::start_on(TestEnv::with_fake(fake), example_config()).await;
+    };
     let slug = s.slug("cnpg");
     s.create_tenant(&tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "cloudnative-pg", "storage": "5Gi"}})))
         .await;
@@ -57,14 +86,7 @@ async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
     }
     // CloudNativePG reports the cluster ready.
     for env in ["dev", "prod"] {
-        cnpg_clusters(s.client(), &format!("{slug}-{env}"))
-            .patch_status(
-                &format!("{slug}-db"),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"readyInstances": 1, "phase": "Cluster in healthy state"}})),
-            )
-            .await
-            .unwrap();
+        CloudNativePgStandIn::report_ready(&s.client(), &format!("{slug}-{env}"), &format!("{slug}-db")).await;
     }
     let t = s.wait_tenant(&slug, ready).await;
     assert!(t.status.unwrap_or_default().databases.iter().all(|d| d.ready));
@@ -73,10 +95,9 @@ async fn cloudnative_pg_cluster_per_environment_with_honest_readiness() {
 
 #[tokio::test]
 async fn cloudnative_pg_without_its_crd_says_so() {
-    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
+    let Some((s, _crd)) = with_cnpg_crd(false).await else {
         return support::skipped_on_real_cluster("cloudnative_pg_without_its_crd", "whether the CRD exists there is not ours to decide");
-    }
-    let s = Scenario::start().await;
+    };
     let slug = s.slug("nocnpg");
     s.create_tenant(&tenant(&slug, json!({"database": {"provider": "cloudnative-pg"}}))).await;
     let t = s.wait_tenant(&slug, |t| database_reason(t) == "CloudNativePgNotInstalled").await;
@@ -143,10 +164,10 @@ async fn connect(uri: &str) -> tokio_postgres::Client {
 #[tokio::test]
 async fn external_database_lifecycle_with_outage_retain_and_delete() {
     let Some(admin) = admin() else { return };
+    // On the local control plane the CloudNativePG CRD must not come or go under this operator:
+    // it reads discovery at start and then waits for a cache of every kind it found.
+    let _crd = CloudNativePgStandIn::hold_crd_steady().await;
     let s = Scenario::start().await;
-    if s.fake().is_none() {
-        return support::skipped_on_real_cluster("external provider", "writes a Secret into the operator namespace; kept to the fake");
-    }
     write_admin_secret(&s.client(), &admin, admin.port).await;
     let slug = s.slug("ext");
     let spec = tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "external"}}));

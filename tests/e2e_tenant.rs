@@ -234,9 +234,6 @@ async fn every_correction_is_told_by_its_own_event() {
 #[tokio::test]
 async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
     let s = Scenario::start().await;
-    if s.fake().is_none() {
-        return support::skipped_on_real_cluster("full resync writes nothing", "counts requests, which only the fake records");
-    }
     let slugs: Vec<String> = (0..3).map(|i| s.slug(&format!("quiet{i}"))).collect();
     for slug in &slugs {
         s.create_tenant(&tenant(slug, json!({"database": {"provider": "statefulset"}}))).await;
@@ -262,9 +259,6 @@ async fn a_full_resync_of_unchanged_tenants_writes_nothing() {
 #[tokio::test]
 async fn creating_tenants_costs_at_most_the_minimum_writes_plus_two_each() {
     let s = Scenario::start().await;
-    let Some(fake) = s.fake() else {
-        return support::skipped_on_real_cluster("write budget of a creation", "counts requests, which only the fake records");
-    };
     let config = support::fixtures::example_config();
     let mut tenants: Vec<Tenant> = (0..4).map(|i| tenant(&s.slug(&format!("budget{i}")), json!({}))).collect();
     tenants.extend(
@@ -278,7 +272,7 @@ async fn creating_tenants_costs_at_most_the_minimum_writes_plus_two_each() {
             plan.objects().count() + secrets + 2
         })
         .sum();
-    let seen = fake.requests().len();
+    let seen = s.requests().len();
     futures::future::join_all(tenants.iter().map(|t| s.create_tenant(t))).await;
     for t in tenants.iter().filter(|t| t.spec.database.as_ref().and_then(|d| d.provider) == Some(DatabaseProvider::Statefulset)) {
         s.mark_statefulsets_ready(&t.name_any()).await;
@@ -289,7 +283,7 @@ async fn creating_tenants_costs_at_most_the_minimum_writes_plus_two_each() {
     // Whatever the operator writes once everything is Ready counts too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let operator = support::e2e::operator_user();
-    let writes: Vec<String> = fake
+    let writes: Vec<String> = s
         .requests()
         .into_iter()
         .skip(seen)
@@ -430,8 +424,11 @@ async fn injected_api_errors_are_retried_until_the_tenant_converges() {
 #[tokio::test]
 async fn fifty_tenants_created_at_once_all_become_ready() {
     let s = Scenario::start().await;
-    if s.fake().is_none() {
-        return support::skipped_on_real_cluster("fifty tenants at once", "too heavy for a shared cluster");
+    if matches!(support::e2e::Target::from_env(), support::e2e::Target::Kubeconfig(_)) {
+        return support::skipped_on_real_cluster(
+            "fifty tenants at once",
+            "too heavy for a shared cluster (runs on the local control plane)",
+        );
     }
     let slugs: Vec<String> = (0..50).map(|i| s.slug(&format!("bulk{i}"))).collect();
     futures::future::join_all(slugs.iter().map(|slug| s.create_tenant_ref(tenant(slug, json!({}))))).await;
@@ -609,13 +606,20 @@ async fn with_a_quota_the_database_pod_is_admitted_thanks_to_the_limit_range() {
 /// an ingress controller has published an address for it.
 #[tokio::test]
 async fn ingress_ready_waits_for_an_address_from_the_ingress_controller() {
-    if std::env::var_os(support::e2e::KUBECONFIG_ENV).is_some() {
-        return support::skipped_on_real_cluster("ingress address", "needs a cluster without an ingress controller");
-    }
-    // A cluster whose ingress controller is not running.
-    let fake = fake_apiserver::FakeApiServer::builder().simulate_ingress_controller(false).start().await;
-    let s = Scenario::start_on(support::e2e::TestEnv::with_fake(fake), support::fixtures::example_config()).await;
+    use support::e2e::Target;
+    // A cluster whose ingress controller is not running (for this tenant).
+    let s = match Target::from_env() {
+        Target::Kubeconfig(_) => {
+            return support::skipped_on_real_cluster("ingress address", "the cluster's own ingress controller cannot be switched off")
+        }
+        Target::LocalControlPlane => Scenario::start().await,
+        Target::Fake => {
+            let fake = fake_apiserver::FakeApiServer::builder().simulate_ingress_controller(false).start().await;
+            Scenario::start_on(support::e2e::TestEnv::with_fake(fake), support::fixtures::example_config()).await
+        }
+    };
     let slug = s.slug("noaddr");
+    support::stand_ins::IngressControllerStandIn::leave_alone(&slug);
     s.create_tenant(&support::fixtures::small_tenant(&slug, json!({}))).await;
     let t = s
         .wait_tenant(&slug, |t| {

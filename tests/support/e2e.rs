@@ -1,5 +1,7 @@
 //! One environment for end-to-end scenarios: a real cluster when
-//! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the in-process fake otherwise.
+//! `TENANT_OPERATOR_E2E_KUBECONFIG` names a kubeconfig file, the local real control plane
+//! ([`super::control_plane`], with its stand-ins) when `TENANT_OPERATOR_E2E_SERVER=real`, the
+//! in-process fake otherwise.
 //!
 //! The operator's own manifests — `deploy/namespace.yaml`, `deploy/serviceaccount.yaml` and every
 //! `deploy/rbac/*.yaml`, the files users install — are loaded first, and
@@ -25,7 +27,39 @@ use serde_json::Value;
 
 use fake_apiserver::FakeApiServer;
 
+use super::requests::RequestLog;
+use super::scope::TenantScope;
+
 pub const KUBECONFIG_ENV: &str = "TENANT_OPERATOR_E2E_KUBECONFIG";
+/// `real`: run the scenarios on the local control plane of `TENANT_OPERATOR_K8S_BINARIES`.
+pub const SERVER_ENV: &str = "TENANT_OPERATOR_E2E_SERVER";
+
+/// Where the scenarios of this run go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Fake,
+    /// The local control plane, with the stand-ins for kubelet and ingress controller.
+    LocalControlPlane,
+    /// Any cluster, by kubeconfig (it brings its own kubelet and ingress controller).
+    Kubeconfig(PathBuf),
+}
+
+impl Target {
+    pub fn from_env() -> Self {
+        if let Some(path) = std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
+            return Target::Kubeconfig(PathBuf::from(path));
+        }
+        match std::env::var(SERVER_ENV).as_deref() {
+            Ok("real") => Target::LocalControlPlane,
+            Ok("") | Ok("fake") | Err(_) => Target::Fake,
+            Ok(other) => panic!("{SERVER_ENV}={other:?}: expected `real` or `fake`"),
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        *self != Target::Fake
+    }
+}
 const FIELD_MANAGER: &str = "tenant-operator-e2e";
 /// Where `deploy/` installs the operator and its ServiceAccount.
 pub const OPERATOR_NAMESPACE: &str = "tenant-operator";
@@ -72,6 +106,14 @@ pub struct TestEnv {
     operator: Client,
     fake: Option<FakeApiServer>,
     kubeconfig: Option<PathBuf>,
+    /// The kubelet and ingress controller are the stand-ins (the local control plane), which a
+    /// scenario can tell to leave its Ingresses alone.
+    stand_ins: bool,
+    /// The tenants of this environment's scenario: on a real cluster the operator's client sees
+    /// no others (see [`super::scope`]).
+    scope: TenantScope,
+    /// What the operator's client asked on a real cluster (the fake records it itself).
+    operator_requests: RequestLog,
     created: Mutex<Vec<Tracked>>,
 }
 
@@ -85,13 +127,23 @@ async fn client_from_kubeconfig(path: &PathBuf) -> Client {
 }
 
 impl TestEnv {
-    /// A real cluster if `TENANT_OPERATOR_E2E_KUBECONFIG` is set (CRDs installed and
-    /// established), the fake API server otherwise.
+    /// The environment [`Target::from_env`] names (on a real cluster with the CRDs installed
+    /// and established).
     pub async fn new() -> Self {
-        match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
-            Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
-            None => Self::with_fake(FakeApiServer::start().await),
+        match Target::from_env() {
+            Target::Kubeconfig(path) => Self::from_kubeconfig(path).await,
+            Target::LocalControlPlane => Self::local_control_plane().await,
+            Target::Fake => Self::with_fake(FakeApiServer::start().await),
         }
+    }
+
+    /// The local control plane of this test binary (started on first use), as
+    /// [`Self::from_kubeconfig`] with the stand-ins running.
+    pub async fn local_control_plane() -> Self {
+        let plane = super::control_plane::shared().unwrap_or_else(|e| panic!("{SERVER_ENV}=real: no control plane: {e}"));
+        let mut env = Self::from_kubeconfig(plane.kubeconfig.clone()).await;
+        env.stand_ins = true;
+        env
     }
 
     /// The fake, started by the caller (e.g. with extra CRDs registered through its builder),
@@ -108,7 +160,16 @@ impl TestEnv {
             fake.apply_manifests(yaml).unwrap_or_else(|e| panic!("loading manifests into the fake: {e}"));
         }
         let operator = fake.client_as_service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT);
-        TestEnv { client: fake.client(), operator, fake: Some(fake), kubeconfig: None, created: Mutex::new(Vec::new()) }
+        TestEnv {
+            client: fake.client(),
+            operator,
+            fake: Some(fake),
+            kubeconfig: None,
+            stand_ins: false,
+            scope: TenantScope::default(),
+            operator_requests: RequestLog::default(),
+            created: Mutex::new(Vec::new()),
+        }
     }
 
     /// Use the cluster a kubeconfig names (what `new` does when the variable is set): the CRDs
@@ -120,8 +181,19 @@ impl TestEnv {
         for (file, yaml) in deploy_manifests() {
             apply_manifests(&client, &yaml).await.unwrap_or_else(|e| panic!("installing {file}: {e}"));
         }
-        let operator = impersonating_client(&path, &operator_user()).await;
-        TestEnv { client, operator, fake: None, kubeconfig: Some(path), created: Mutex::new(Vec::new()) }
+        let scope = TenantScope::default();
+        let operator_requests = RequestLog::for_user(&operator_user());
+        let operator = impersonating_client_in_scope(&path, &operator_user(), Some((&scope, &operator_requests))).await;
+        TestEnv {
+            client,
+            operator,
+            fake: None,
+            kubeconfig: Some(path),
+            stand_ins: false,
+            scope,
+            operator_requests,
+            created: Mutex::new(Vec::new()),
+        }
     }
 
     /// The administrator's client, for the test's own setup and checks.
@@ -140,7 +212,7 @@ impl TestEnv {
     pub async fn client_as_person(&self, user: &str) -> Client {
         match (&self.fake, &self.kubeconfig) {
             (Some(fake), _) => fake.client_as(user),
-            (None, Some(path)) => impersonating_client(path, user).await,
+            (None, Some(path)) => impersonating_client_in_scope(path, user, None).await,
             (None, None) => unreachable!("a test environment is the fake or a kubeconfig"),
         }
     }
@@ -155,18 +227,34 @@ impl TestEnv {
         self.fake.is_none()
     }
 
-    /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug).
+    /// The requests of the operator's client on a real cluster, as the fake would record them
+    /// (empty on the fake: ask the fake).
+    pub fn operator_request_log(&self) -> &RequestLog {
+        &self.operator_requests
+    }
+
+    /// Whether the kubelet and ingress controller are the stand-ins of the test support.
+    pub fn has_stand_ins(&self) -> bool {
+        self.stand_ins
+    }
+
+    /// Count `slug` as a tenant of this environment's scenario (its operator sees no others on a
+    /// real cluster): before the tenant is created.
+    pub fn own_slug(&self, slug: &str) {
+        self.scope.own(slug);
+    }
+
+    /// `<prefix>-<random>`: a DNS-1123 label of at most 40 characters (a valid tenant slug),
+    /// counted as one of this environment's tenants.
     pub fn unique_slug(&self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let suffix: String = (0..6).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
         let mut p: String = prefix.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         p.truncate(40 - suffix.len() - 1);
         let p = p.trim_matches('-');
-        if p.is_empty() {
-            format!("t{suffix}")
-        } else {
-            format!("{p}-{suffix}")
-        }
+        let slug = if p.is_empty() { format!("t{suffix}") } else { format!("{p}-{suffix}") };
+        self.own_slug(&slug);
+        slug
     }
 
     /// Remember an object this test created, so that cleanup deletes it.
@@ -263,15 +351,20 @@ impl Drop for TestEnv {
     }
 }
 
-/// A client of the kubeconfig's user impersonating `user` (its groups added by the API server).
-async fn impersonating_client(path: &PathBuf, user: &str) -> Client {
+/// A client of the kubeconfig's user impersonating `user` (its groups added by the API server),
+/// seeing only the tenants of `scope` and recording its requests in the log when they are given.
+async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<(&TenantScope, &RequestLog)>) -> Client {
     let kc = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: bad kubeconfig: {e}", path.display()));
     cfg.auth_info.impersonate = Some(user.to_string());
-    Client::try_from(cfg).expect("impersonating client from kubeconfig")
+    let builder = kube::client::ClientBuilder::try_from(cfg).expect("impersonating client from kubeconfig");
+    match scope {
+        Some((scope, log)) => builder.with_layer(&scope.layer(log)).build(),
+        None => builder.build(),
+    }
 }
 
 /// Server-side apply every object of a multi-document YAML of namespaces, ServiceAccounts and
@@ -326,19 +419,35 @@ pub async fn install_crds(client: &Client) {
         names.push(name);
     }
     for name in names {
-        let mut established = false;
-        for _ in 0..120 {
-            if let Ok(c) = crds.get(&name).await {
-                established =
-                    c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-                if established {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert!(established, "CRD {name} did not become Established");
+        wait_established(client, &name).await;
     }
+}
+
+/// Wait until the CRD `name` is Established and its group is in the API discovery (which
+/// the operator reads at start).
+pub async fn wait_established(client: &Client, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for _ in 0..600 {
+        if let Ok(c) = crds.get(name).await {
+            let established =
+                c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established && served(client, &c.spec.group, &c.spec.names.kind).await {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("CRD {name} did not become Established and served within a minute");
+}
+
+/// Whether API discovery lists `kind` in `group`.
+pub async fn served(client: &Client, group: &str, kind: &str) -> bool {
+    kube::discovery::Discovery::new(client.clone())
+        .filter(&[group])
+        .run()
+        .await
+        .is_ok_and(|d| d.groups().any(|g| g.recommended_resources().iter().any(|(ar, _)| ar.kind == kind)))
 }
 
 /// Convenience for scenario code: the object's name (panics on unnamed objects).

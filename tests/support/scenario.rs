@@ -26,7 +26,7 @@ use tenant_operator::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{e2e::TestEnv, fixtures::example_config};
+use super::{e2e::TestEnv, fixtures::example_config, stand_ins::KubeletStandIn};
 use fake_apiserver::FakeApiServer;
 
 struct Running {
@@ -89,11 +89,14 @@ impl Scenario {
         self.env.fake()
     }
 
-    /// A slug no other run uses (≤ 40 characters).
+    /// A slug no other run uses (≤ 40 characters), counted as one of this scenario's tenants
+    /// (on a real cluster its operator sees no others).
     pub fn slug(&self, prefix: &str) -> String {
         let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5).to_lowercase();
         let prefix: String = prefix.chars().take(33).collect();
-        format!("{prefix}-{suffix}")
+        let slug = format!("{prefix}-{suffix}");
+        self.env.own_slug(&slug);
+        slug
     }
 
     pub fn start_operator(&self) {
@@ -127,15 +130,28 @@ impl Scenario {
     }
 
     /// Restart the operator once the watches have settled and return the requests it made in
-    /// the following seconds: a full resync (fake only).
+    /// the following seconds: a full resync (the fake's records, or on a real cluster those of
+    /// the operator's client).
     pub async fn requests_of_a_restart(&self) -> Option<fake_apiserver::RequestCounts> {
-        let fake = self.fake()?;
+        let counts = || match self.fake() {
+            Some(fake) => fake.request_counts(),
+            None => self.env.operator_request_log().counts(),
+        };
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.stop_operator().await;
-        let before = fake.request_counts();
+        let before = counts();
         self.start_operator();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        Some(fake.request_counts().since(&before))
+        Some(counts().since(&before))
+    }
+
+    /// Every request recorded so far, oldest first: the fake's (of everyone), or on a real
+    /// cluster those of the operator's client.
+    pub fn requests(&self) -> Vec<fake_apiserver::RequestRecord> {
+        match self.fake() {
+            Some(fake) => fake.requests(),
+            None => self.env.operator_request_log().records(),
+        }
     }
 
     pub async fn create_tenant(&self, tenant: &Tenant) {
@@ -144,6 +160,8 @@ impl Scenario {
 
     pub async fn create_tenant_ref(&self, tenant: Tenant) {
         let name = tenant.name_any();
+        // Also a name the scenario derived from one of its slugs.
+        self.env.own_slug(&name);
         Api::<Tenant>::all(self.client())
             .create(&PostParams::default(), &tenant)
             .await
@@ -258,7 +276,8 @@ impl Scenario {
     /// Wait until every database StatefulSet of the tenant has its pod (a pod refused by quota
     /// admission is a `FailedCreate` Event and this times out) and is ready. On the fake, which
     /// has no kubelet, the helper plays it: it reports the pod running and the StatefulSet
-    /// ready. On a real cluster it waits for the kubelet to do so.
+    /// ready. On the local control plane the kubelet stand-in starts the pod and the real
+    /// StatefulSet controller reports it; on another cluster it waits for its kubelet.
     pub async fn mark_statefulsets_ready(&self, slug: &str) {
         let list = ListParams::default().labels(&format!("tenancy.platform.dev/tenant={slug}"));
         let api: Api<StatefulSet> = Api::all(self.client());
@@ -274,7 +293,9 @@ impl Scenario {
             })
             .await;
             let statefulsets = Api::<StatefulSet>::namespaced(self.client(), &ns);
-            if self.fake().is_some() {
+            if self.env.has_stand_ins() {
+                KubeletStandIn::start_pods_in(&self.client(), &ns).await;
+            } else if self.fake().is_some() {
                 let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
                 pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
                     .await
