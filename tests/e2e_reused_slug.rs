@@ -49,11 +49,13 @@ fn ready_message(t: &Tenant) -> (String, String) {
 }
 
 /// Everything RBAC-bound to `user`'s name in the tenant's namespaces.
-async fn bindings_of(s: &Scenario, name: &str) -> Vec<String> {
+async fn bindings_of(s: &Scenario, slug: &str, name: &str) -> Vec<String> {
     let api: Api<RoleBinding> = Api::all(s.client());
     let listed = api.list(&ListParams::default().labels("tenancy.platform.dev/user")).await.map(|l| l.items).unwrap_or_default();
     listed
         .into_iter()
+        // Other scenarios on a shared cluster have users of the same name.
+        .filter(|b| b.labels().get("tenancy.platform.dev/tenant").map(String::as_str) == Some(slug))
         .filter(|b| b.annotations().get("tenancy.platform.dev/user-name").map(String::as_str) == Some(name))
         .filter(|b| b.metadata.deletion_timestamp.is_none())
         .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
@@ -96,7 +98,7 @@ async fn a_deleted_customer(s: &Scenario, slug: &str) -> (String, String, Client
     s.delete_tenant(slug).await;
     s.wait_tenant_gone(slug).await;
     s.wait_user(slug, "boss", |u| user_reason(u) == "TenantNotFound").await;
-    s.wait_for("the Account Admin's access to be revoked", || async { bindings_of(s, "boss").await.is_empty() }).await;
+    s.wait_for("the Account Admin's access to be revoked", || async { bindings_of(s, slug, "boss").await.is_empty() }).await;
     let namespace = Api::<Namespace>::all(s.client()).get(&account(slug)).await.expect("retained account namespace");
     assert_eq!(namespace.labels().get(RETAINED).map(String::as_str), Some("true"));
     (old_uid, "boss".to_string(), boss)
@@ -135,9 +137,9 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
 
     // The old Account Admin must not regain access.
     assert!(
-        bindings_of(&s, &boss).await.is_empty(),
+        bindings_of(&s, &slug, &boss).await.is_empty(),
         "the previous Tenant's Account Admin was bound again: {:?}",
-        bindings_of(&s, &boss).await
+        bindings_of(&s, &slug, &boss).await
     );
     assert!(!can_read_configmaps(&boss_client, &dev).await, "the previous Tenant's Account Admin can read {dev}");
     assert!(
@@ -179,7 +181,7 @@ async fn a_reused_slug_without_consent_is_stalled_and_touches_nothing_retained()
     let generation = t.metadata.generation;
     let t = s.wait_tenant(&slug, |t| settled(t) && t.status.as_ref().is_some_and(|st| st.observed_generation == generation)).await;
     assert_eq!(ready_message(&t).0, "RetainedDataFromAnotherTenant");
-    assert!(bindings_of(&s, &boss).await.is_empty());
+    assert!(bindings_of(&s, &slug, &boss).await.is_empty());
     let writes = writes_to_objects(&s, log_start);
     assert!(writes.is_empty(), "the operator wrote to the tenant's objects: {writes:?}");
 
