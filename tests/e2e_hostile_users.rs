@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::{core::v1::Secret, rbac::v1::RoleBinding};
 use kube::{
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     Api,
 };
 use serde_json::json;
+use support::bindings::{account_bindings, all_bindings, bindings, users_of};
 use support::fixtures::{account, data_tenant, example_config, user, users_tenant as tenant};
 use support::scenario::Scenario;
 use tenant_operator::types::{Conditions, Tenant, TenantPhase, TenantUser};
@@ -22,35 +23,6 @@ fn tenant_ready(t: &Tenant) -> bool {
 
 fn user_ready(u: &TenantUser) -> bool {
     u.status.as_ref().is_some_and(|s| s.is_true("Ready") && s.observed_generation == u.metadata.generation)
-}
-
-/// (namespace, binding name, role) of a user's RoleBindings, by the user-name annotation.
-async fn all_bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    let api: Api<RoleBinding> = Api::all(s.client());
-    let mut out: Vec<_> = api
-        .list(&ListParams::default().labels("tenancy.platform.dev/user"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|b| b.metadata.annotations.as_ref().and_then(|a| a.get("tenancy.platform.dev/user-name")).map(String::as_str) == Some(user))
-        .filter(|b| b.metadata.deletion_timestamp.is_none())
-        .map(|b| (b.metadata.namespace.unwrap_or_default(), b.metadata.name.unwrap_or_default(), b.role_ref.name))
-        .collect();
-    out.sort();
-    out
-}
-
-async fn bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    all_bindings(s, user).await.into_iter().filter(|(ns, _, _)| !ns.ends_with("-account")).collect()
-}
-
-async fn account_bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    all_bindings(s, user).await.into_iter().filter(|(ns, _, _)| ns.ends_with("-account")).collect()
-}
-
-fn users_of(s: &Scenario, slug: &str) -> Api<TenantUser> {
-    Api::namespaced(s.client(), &account(slug))
 }
 
 /// Issue 20 §5: a 250-character username is shortened; a 242-character one chosen to equal the

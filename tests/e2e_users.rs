@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::{api::ListParams, Api};
+use kube::Api;
 use serde_json::json;
+use support::bindings::{account_bindings, all_bindings, bindings, users_of};
 use support::fixtures::{account, user, users_tenant as tenant};
 use support::scenario::Scenario;
 use tenant_operator::types::{Conditions, SystemRole, Tenant, TenantPhase, TenantUser};
@@ -22,40 +22,6 @@ fn user_ready(u: &TenantUser) -> bool {
 
 fn reason(u: &TenantUser) -> String {
     u.status.as_ref().and_then(|s| s.condition("Ready")).map(|c| c.reason.clone()).unwrap_or_default()
-}
-
-/// (namespace, binding name, role) of all of a user's RoleBindings.
-async fn all_bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    let api: Api<RoleBinding> = Api::all(s.client());
-    let mut out: Vec<_> = api
-        .list(&ListParams::default().labels("tenancy.platform.dev/user"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        // The full user name is in an annotation: a label value holds at most 63 characters.
-        .filter(|b| b.metadata.annotations.as_ref().and_then(|a| a.get("tenancy.platform.dev/user-name")).map(String::as_str) == Some(user))
-        .filter(|b| b.metadata.deletion_timestamp.is_none())
-        .map(|b| (b.metadata.namespace.unwrap_or_default(), b.metadata.name.unwrap_or_default(), b.role_ref.name))
-        .collect();
-    out.sort();
-    out
-}
-
-/// (namespace, binding name, ClusterRole) of a user's RoleBindings in the environment
-/// namespaces.
-async fn bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    all_bindings(s, user).await.into_iter().filter(|(ns, _, _)| !ns.ends_with("-account")).collect()
-}
-
-/// The user's RoleBindings in the account namespace: its self-service binding and, for Account
-/// Admins, `tenancy:user-admin`.
-async fn account_bindings(s: &Scenario, user: &str) -> Vec<(String, String, String)> {
-    all_bindings(s, user).await.into_iter().filter(|(ns, _, _)| ns.ends_with("-account")).collect()
-}
-
-fn users_of(s: &Scenario, slug: &str) -> Api<TenantUser> {
-    Api::namespaced(s.client(), &account(slug))
 }
 
 #[tokio::test]

@@ -9,12 +9,14 @@
 //! - [`stand_ins`]: kubelet, ingress controller and CloudNativePG stand-ins for it;
 //! - [`scope`]: on a shared cluster, a scenario's operator sees only its own tenants;
 //! - [`requests`]: on a real cluster, the operator's requests as the fake would record them;
+//! - [`bindings`]: the RoleBindings the operator gave a TenantUser;
 //! - [`scenario`]: the real controllers, in-process, as the operator's ServiceAccount;
 //! - [`fixtures`]: Tenants, TenantUsers and the example configuration;
 //! - [`hostile_db`]: a hostile tenant's traps on the external provider's PostgreSQL server.
 // Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod bindings;
 pub mod control_plane;
 pub mod e2e;
 pub mod fixtures;
