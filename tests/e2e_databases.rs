@@ -6,17 +6,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
     core::{ApiResource, GroupVersionKind},
     Api,
 };
 use serde_json::json;
-use support::fixtures::{data_tenant as tenant, example_config, ready};
+use support::fixtures::{data_tenant as tenant, example_config, ready, write_postgres_admin_secret};
 use support::stand_ins::{CloudNativePgStandIn, CNPG_CRD_LOCK};
 use support::{
     e2e::{Target, TestEnv},
@@ -124,31 +122,6 @@ fn admin() -> Option<AdminConnection> {
     }
 }
 
-/// Put the admin Secret where the example configuration names it (tenant-operator/postgres-admin).
-async fn write_admin_secret(client: &kube::Client, admin: &AdminConnection, port: u16) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "tenant-operator"}})).unwrap();
-    let _ = namespaces.create(&PostParams::default(), &ns).await;
-    let data = BTreeMap::from([
-        ("host".to_string(), admin.host.clone()),
-        ("port".to_string(), port.to_string()),
-        ("username".to_string(), admin.username.clone()),
-        ("password".to_string(), admin.password.clone()),
-        ("dbname".to_string(), admin.dbname.clone()),
-        ("sslmode".to_string(), "disable".to_string()),
-    ]);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "postgres-admin", "namespace": "tenant-operator"},
-        "stringData": data,
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), "tenant-operator")
-        .patch("postgres-admin", &PatchParams::apply("e2e-databases").force(), &Patch::Apply(&secret))
-        .await
-        .unwrap();
-}
-
 async fn tenant_uri(s: &Scenario, slug: &str, env: &str) -> String {
     let secret = Api::<Secret>::namespaced(s.client(), &format!("{slug}-{env}")).get(&format!("{slug}-db-credentials")).await.unwrap();
     String::from_utf8(secret.data.unwrap_or_default()["uri"].0.clone()).unwrap()
@@ -168,7 +141,7 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
     // it reads discovery at start and then waits for a cache of every kind it found.
     let _crd = CloudNativePgStandIn::hold_crd_steady().await;
     let s = Scenario::start().await;
-    write_admin_secret(&s.client(), &admin, admin.port).await;
+    write_postgres_admin_secret(&s.client(), &admin, admin.port).await;
     let slug = s.slug("ext");
     let spec = tenant(&slug, json!({"environments": ["dev", "prod"], "database": {"provider": "external"}}));
     s.create_tenant(&spec).await;
@@ -188,11 +161,11 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    write_admin_secret(&s.client(), &admin, closed_port).await;
+    write_postgres_admin_secret(&s.client(), &admin, closed_port).await;
     s.patch_spec(&slug, json!({"displayName": "Data Corp (outage)"})).await;
     let t = s.wait_tenant(&slug, |t| database_reason(t) == "ServerUnreachable").await;
     assert_eq!(t.status.and_then(|s| s.phase), Some(TenantPhase::Provisioning));
-    write_admin_secret(&s.client(), &admin, admin.port).await;
+    write_postgres_admin_secret(&s.client(), &admin, admin.port).await;
     s.patch_spec(&slug, json!({"displayName": "Data Corp"})).await;
     s.wait_tenant(&slug, ready).await;
     assert_eq!(tenant_uri(&s, &slug, "dev").await, dev_uri, "credentials survive reconciles");
@@ -238,7 +211,7 @@ async fn an_earlier_tenants_retained_external_database_is_adopted_only_with_cons
     if s.fake().is_none() {
         return support::skipped_on_real_cluster("external provider", "writes a Secret into the operator namespace; kept to the fake");
     }
-    write_admin_secret(&s.client(), &admin, admin.port).await;
+    write_postgres_admin_secret(&s.client(), &admin, admin.port).await;
     let slug = s.slug("extreuse");
     let spec = tenant(&slug, json!({"database": {"provider": "external"}}));
     s.create_tenant(&spec).await;
@@ -284,7 +257,7 @@ async fn a_long_multibyte_failure_is_told_in_an_event_cut_to_1024_bytes() {
         return support::skipped_on_real_cluster("long multi-byte Event note", "writes the operator's admin Secret; kept to the fake");
     }
     let bogus = AdminConnection::from_url("postgresql://admin:pw@127.0.0.1:5432/postgres?sslmode=disable").unwrap();
-    write_admin_secret(&s.client(), &bogus, bogus.port).await;
+    write_postgres_admin_secret(&s.client(), &bogus, bogus.port).await;
     let sslmode = "株式会社".repeat(100);
     let patch = json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"sslmode": sslmode}});
     Api::<Secret>::namespaced(s.client(), "tenant-operator")

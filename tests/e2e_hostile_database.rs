@@ -8,13 +8,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
-use support::fixtures::{data_tenant, ready};
+use support::fixtures::{data_tenant, ready, write_postgres_admin_secret};
 use support::hostile_db::{self, Trap};
 use support::scenario::Scenario;
 use tenant_operator::database::external::{quote_ident, quote_literal, AdminConnection, ExternalNames};
@@ -32,31 +29,6 @@ fn admin() -> Option<AdminConnection> {
             None
         }
     }
-}
-
-/// Puts the admin Secret where the example configuration names it (tenant-operator/postgres-admin).
-async fn write_admin_secret(client: &kube::Client, admin: &AdminConnection) {
-    let _ = Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tenant-operator"}})).unwrap())
-        .await;
-    let data = BTreeMap::from([
-        ("host", admin.host.clone()),
-        ("port", admin.port.to_string()),
-        ("username", admin.username.clone()),
-        ("password", admin.password.clone()),
-        ("dbname", admin.dbname.clone()),
-        ("sslmode", "disable".to_owned()),
-    ]);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "postgres-admin", "namespace": "tenant-operator"},
-        "stringData": data,
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), "tenant-operator")
-        .patch("postgres-admin", &PatchParams::apply("e2e-hostile-database").force(), &Patch::Apply(&secret))
-        .await
-        .unwrap();
 }
 
 /// The login role, password and database in the tenant's credentials Secret, as its workload
@@ -82,7 +54,7 @@ async fn drop_leftovers(root: &AdminConnection, slug: &str) {
 /// The scenario, with the operator's admin Secret naming `admin` (whose `dbname` is a database
 /// from [`hostile_db::open_admin_database`]); `root` is the test's own superuser.
 async fn planted_sql_never_runs_in_the_admin_session(s: &Scenario, root: &AdminConnection, admin: &AdminConnection) {
-    write_admin_secret(&s.client(), admin).await;
+    write_postgres_admin_secret(&s.client(), admin, admin.port).await;
     // No applications: a real control plane has no ingress controller to give an address.
     let external = json!({"applications": [], "database": {"provider": "external"}, "deletionPolicy": "Delete"});
     let (victim, attacker) = (s.slug("victim"), s.slug("attack"));

@@ -2,8 +2,13 @@
 //! `examples/config.yaml`. Each builder takes a JSON spec so a scenario states only what it
 //! is about; the presets name the tenant shapes the scenario files share.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use tenant_operator::config::Config;
+use tenant_operator::database::external::AdminConnection;
 use tenant_operator::types::{Tenant, TenantPhase, TenantUser};
 
 pub const API_VERSION: &str = "tenancy.platform.dev/v1alpha1";
@@ -90,4 +95,30 @@ pub fn user(name: &str, slug: &str, email: &str, username: &str, roles: &[&str],
 /// `phase: Ready` for the Tenant's current generation.
 pub fn ready(t: &Tenant) -> bool {
     t.status.as_ref().is_some_and(|s| s.phase == Some(TenantPhase::Ready) && s.observed_generation == t.metadata.generation)
+}
+
+/// The external provider's admin Secret where the example configuration names it
+/// (tenant-operator/postgres-admin), pointing at `admin`'s server on `port`.
+pub async fn write_postgres_admin_secret(client: &kube::Client, admin: &AdminConnection, port: u16) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "tenant-operator"}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let data = BTreeMap::from([
+        ("host".to_string(), admin.host.clone()),
+        ("port".to_string(), port.to_string()),
+        ("username".to_string(), admin.username.clone()),
+        ("password".to_string(), admin.password.clone()),
+        ("dbname".to_string(), admin.dbname.clone()),
+        ("sslmode".to_string(), "disable".to_string()),
+    ]);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "postgres-admin", "namespace": "tenant-operator"},
+        "stringData": data,
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "tenant-operator")
+        .patch("postgres-admin", &PatchParams::apply("e2e-fixtures").force(), &Patch::Apply(&secret))
+        .await
+        .unwrap();
 }
