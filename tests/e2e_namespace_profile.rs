@@ -328,7 +328,7 @@ async fn a_tenant_without_spec_quota_has_the_configured_default_quota() {
     let account =
         Api::<ResourceQuota>::namespaced(s.client(), &format!("{slug}-account")).get("tenant-quota").await.expect("account quota");
     let hard = account.spec.and_then(|s| s.hard).unwrap_or_default();
-    for key in ["count/tenantusers.tenancy.platform.dev", "configmaps", "secrets"] {
+    for key in ["configmaps", "secrets"] {
         assert!(hard.contains_key(key), "the account quota lacks {key}: {hard:?}");
     }
 

@@ -51,7 +51,7 @@ fn the_quota_merges_configured_keys_over_the_defaults() {
     let hard = raised.namespaces.quota();
     assert_eq!(hard["pods"].0, "200");
     assert_eq!(hard["limits.cpu"], default_quota()["limits.cpu"]);
-    assert!(config.namespaces.account_quota().contains_key("count/tenantusers.tenancy.platform.dev"));
+    assert!(config.namespaces.account_quota().contains_key("secrets"));
     let bad = error(&format!("{MINIMAL}namespaces:\n  quota:\n    requests.cpu: lots\n"));
     assert!(bad.contains("namespaces.quota.requests.cpu"), "{bad}");
 }

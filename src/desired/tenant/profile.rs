@@ -179,11 +179,10 @@ mod tests {
     }
 
     #[test]
-    fn the_account_namespace_counts_tenant_users() {
+    fn the_account_namespace_counts_configmaps_and_secrets() {
         let quota = account_quota("acme", &example_config());
         assert_eq!(quota.metadata.namespace.as_deref(), Some("acme-account"));
         let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
-        assert!(hard.contains_key("count/tenantusers.tenancy.platform.dev"));
         assert!(hard.contains_key("configmaps") && hard.contains_key("secrets"));
     }
 }
