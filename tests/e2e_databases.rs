@@ -14,7 +14,7 @@ use kube::{
     Api,
 };
 use serde_json::json;
-use support::fixtures::{data_tenant as tenant, example_config, ready, write_postgres_admin_secret};
+use support::fixtures::{data_tenant as tenant, example_config, ready, test_pg_admin, write_postgres_admin_secret};
 use support::stand_ins::{CloudNativePgStandIn, CNPG_CRD_LOCK};
 use support::{
     e2e::{Target, TestEnv},
@@ -106,22 +106,6 @@ async fn cloudnative_pg_without_its_crd_says_so() {
     s.cleanup().await;
 }
 
-/// The test server's admin connection, or None (skipped loudly) when none is configured.
-fn admin() -> Option<AdminConnection> {
-    match std::env::var("TENANT_OPERATOR_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(AdminConnection::from_url(&url).unwrap_or_else(|e| panic!("TENANT_OPERATOR_TEST_PG_URL: {e}"))),
-        _ if std::env::var("TENANT_OPERATOR_REQUIRE_PG").as_deref() == Ok("1") => {
-            panic!("TENANT_OPERATOR_REQUIRE_PG=1 but TENANT_OPERATOR_TEST_PG_URL is not set; run eval \"$(bash .ci/postgres.sh)\"")
-        }
-        _ => {
-            eprintln!(
-                "\n*** e2e_databases: external provider scenario skipped: set TENANT_OPERATOR_TEST_PG_URL (see .ci/postgres.sh) ***\n"
-            );
-            None
-        }
-    }
-}
-
 async fn tenant_uri(s: &Scenario, slug: &str, env: &str) -> String {
     let secret = Api::<Secret>::namespaced(s.client(), &format!("{slug}-{env}")).get(&format!("{slug}-db-credentials")).await.unwrap();
     String::from_utf8(secret.data.unwrap_or_default()["uri"].0.clone()).unwrap()
@@ -136,7 +120,7 @@ async fn connect(uri: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn external_database_lifecycle_with_outage_retain_and_delete() {
-    let Some(admin) = admin() else { return };
+    let Some(admin) = test_pg_admin("e2e_databases") else { return };
     // On the local control plane the CloudNativePG CRD must not come or go under this operator:
     // it reads discovery at start and then waits for a cache of every kind it found.
     let _crd = CloudNativePgStandIn::hold_crd_steady().await;
@@ -206,7 +190,7 @@ async fn external_database_lifecycle_with_outage_retain_and_delete() {
 /// UID. The new Tenant neither takes it nor changes it without consent.
 #[tokio::test]
 async fn an_earlier_tenants_retained_external_database_is_adopted_only_with_consent() {
-    let Some(admin) = admin() else { return };
+    let Some(admin) = test_pg_admin("e2e_databases") else { return };
     let s = Scenario::start().await;
     if s.fake().is_none() {
         return support::skipped_on_real_cluster("external provider", "writes a Secret into the operator namespace; kept to the fake");

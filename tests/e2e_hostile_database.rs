@@ -11,25 +11,11 @@ mod support;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
-use support::fixtures::{data_tenant, ready, write_postgres_admin_secret};
+use support::fixtures::{data_tenant, ready, test_pg_admin, write_postgres_admin_secret};
 use support::hostile_db::{self, Trap};
 use support::scenario::Scenario;
 use tenant_operator::database::external::{quote_ident, quote_literal, AdminConnection, ExternalNames};
 use tenant_operator::types::{Environment, Tenant};
-
-/// The test server's admin connection, or None (skipped loudly) when none is configured.
-fn admin() -> Option<AdminConnection> {
-    match std::env::var("TENANT_OPERATOR_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(AdminConnection::from_url(&url).unwrap_or_else(|e| panic!("TENANT_OPERATOR_TEST_PG_URL: {e}"))),
-        _ if std::env::var("TENANT_OPERATOR_REQUIRE_PG").as_deref() == Ok("1") => {
-            panic!("TENANT_OPERATOR_REQUIRE_PG=1 but TENANT_OPERATOR_TEST_PG_URL is not set; run eval \"$(bash .ci/postgres.sh)\"")
-        }
-        _ => {
-            eprintln!("\n*** e2e_hostile_database: skipped: set TENANT_OPERATOR_TEST_PG_URL (see .ci/postgres.sh) ***\n");
-            None
-        }
-    }
-}
 
 /// The login role, password and database in the tenant's credentials Secret, as its workload
 /// reads them.
@@ -96,7 +82,7 @@ async fn planted_sql_never_runs_in_the_admin_session(s: &Scenario, root: &AdminC
 
 #[tokio::test]
 async fn sql_a_tenant_plants_never_runs_in_a_superuser_admin_session() {
-    let Some(root) = admin() else { return };
+    let Some(root) = test_pg_admin("e2e_hostile_database") else { return };
     // On a real cluster too: no other scenario there writes the admin Secret.
     let s = Scenario::start().await;
     let admin = hostile_db::open_admin_database(&root, "op").await;
@@ -107,7 +93,7 @@ async fn sql_a_tenant_plants_never_runs_in_a_superuser_admin_session() {
 /// A managed service's admin: CREATEROLE CREATEDB, no superuser.
 #[tokio::test]
 async fn sql_a_tenant_plants_never_runs_in_a_createrole_admin_session() {
-    let Some(root) = admin() else { return };
+    let Some(root) = test_pg_admin("e2e_hostile_database") else { return };
     let s = Scenario::start().await;
     if s.fake().is_none() {
         // Both scenarios write the one admin Secret; on a shared cluster they would race.

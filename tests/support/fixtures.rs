@@ -122,3 +122,18 @@ pub async fn write_postgres_admin_secret(client: &kube::Client, admin: &AdminCon
         .await
         .unwrap();
 }
+
+/// The test PostgreSQL server's admin connection (`TENANT_OPERATOR_TEST_PG_URL`), or None with
+/// a loud skip line naming `binary`; a failure when `TENANT_OPERATOR_REQUIRE_PG=1`.
+pub fn test_pg_admin(binary: &str) -> Option<AdminConnection> {
+    match std::env::var("TENANT_OPERATOR_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(AdminConnection::from_url(&url).unwrap_or_else(|e| panic!("TENANT_OPERATOR_TEST_PG_URL: {e}"))),
+        _ if std::env::var("TENANT_OPERATOR_REQUIRE_PG").as_deref() == Ok("1") => {
+            panic!("TENANT_OPERATOR_REQUIRE_PG=1 but TENANT_OPERATOR_TEST_PG_URL is not set; run eval \"$(bash .ci/postgres.sh)\"")
+        }
+        _ => {
+            eprintln!("\n*** {binary}: external provider scenario skipped: set TENANT_OPERATOR_TEST_PG_URL (see .ci/postgres.sh) ***\n");
+            None
+        }
+    }
+}
