@@ -11,7 +11,7 @@ mod support;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
-use support::fixtures::{data_tenant, ready, test_pg_admin, write_postgres_admin_secret};
+use support::fixtures::{data_tenant, exclusive_admin_secret, ready, test_pg_admin, write_postgres_admin_secret};
 use support::hostile_db::{self, Trap};
 use support::scenario::Scenario;
 use tenant_operator::database::external::{quote_ident, quote_literal, AdminConnection, ExternalNames};
@@ -83,7 +83,7 @@ async fn planted_sql_never_runs_in_the_admin_session(s: &Scenario, root: &AdminC
 #[tokio::test]
 async fn sql_a_tenant_plants_never_runs_in_a_superuser_admin_session() {
     let Some(root) = test_pg_admin("e2e_hostile_database") else { return };
-    // On a real cluster too: no other scenario there writes the admin Secret.
+    let _admin_secret = exclusive_admin_secret().await;
     let s = Scenario::start().await;
     let admin = hostile_db::open_admin_database(&root, "op").await;
     planted_sql_never_runs_in_the_admin_session(&s, &root, &admin).await;
@@ -94,11 +94,8 @@ async fn sql_a_tenant_plants_never_runs_in_a_superuser_admin_session() {
 #[tokio::test]
 async fn sql_a_tenant_plants_never_runs_in_a_createrole_admin_session() {
     let Some(root) = test_pg_admin("e2e_hostile_database") else { return };
+    let _admin_secret = exclusive_admin_secret().await;
     let s = Scenario::start().await;
-    if s.fake().is_none() {
-        // Both scenarios write the one admin Secret; on a shared cluster they would race.
-        return support::skipped_on_real_cluster("CREATEROLE admin", "the superuser scenario covers the real cluster");
-    }
     let name = format!("trapped_{:08x}", rand::random::<u32>());
     let password = format!("pw-{:032x}", rand::random::<u128>());
     let client = hostile_db::superuser(&root, &root.dbname).await;

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use fake_apiserver::FakeApiServer;
 
+use super::faults::ClientFaults;
 use super::requests::RequestLog;
 use super::scope::TenantScope;
 
@@ -114,6 +115,9 @@ pub struct TestEnv {
     scope: TenantScope,
     /// What the operator's client asked on a real cluster (the fake records it itself).
     operator_requests: RequestLog,
+    /// The API errors the operator's client answers itself on a real cluster (the fake injects
+    /// them server-side).
+    operator_faults: ClientFaults,
     created: Mutex<Vec<Tracked>>,
 }
 
@@ -168,6 +172,7 @@ impl TestEnv {
             stand_ins: false,
             scope: TenantScope::default(),
             operator_requests: RequestLog::default(),
+            operator_faults: ClientFaults::default(),
             created: Mutex::new(Vec::new()),
         }
     }
@@ -183,7 +188,8 @@ impl TestEnv {
         }
         let scope = TenantScope::default();
         let operator_requests = RequestLog::for_user(&operator_user());
-        let operator = impersonating_client_in_scope(&path, &operator_user(), Some((&scope, &operator_requests))).await;
+        let operator_faults = ClientFaults::default();
+        let operator = impersonating_client_in_scope(&path, &operator_user(), Some((&scope, &operator_requests, &operator_faults))).await;
         TestEnv {
             client,
             operator,
@@ -192,6 +198,7 @@ impl TestEnv {
             stand_ins: false,
             scope,
             operator_requests,
+            operator_faults,
             created: Mutex::new(Vec::new()),
         }
     }
@@ -231,6 +238,16 @@ impl TestEnv {
     /// (empty on the fake: ask the fake).
     pub fn operator_request_log(&self) -> &RequestLog {
         &self.operator_requests
+    }
+
+    /// Fail the operator's next `count` requests of `verb` on `resource` with `status`: the
+    /// fake answers them so (for every client, as [`FakeApiServer::fail_next`]); on a real
+    /// cluster the operator's own client does (see [`super::faults`]).
+    pub fn fail_operator_requests(&self, verb: &str, resource: &str, status: u16, count: usize) {
+        match &self.fake {
+            Some(fake) => fake.fail_next(verb, resource, status, count),
+            None => self.operator_faults.fail_next(verb, resource, status, count),
+        }
     }
 
     /// Whether the kubelet and ingress controller are the stand-ins of the test support.
@@ -353,7 +370,7 @@ impl Drop for TestEnv {
 
 /// A client of the kubeconfig's user impersonating `user` (its groups added by the API server),
 /// seeing only the tenants of `scope` and recording its requests in the log when they are given.
-async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<(&TenantScope, &RequestLog)>) -> Client {
+async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option<(&TenantScope, &RequestLog, &ClientFaults)>) -> Client {
     let kc = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("{KUBECONFIG_ENV}={}: cannot read kubeconfig: {e}", path.display()));
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -362,7 +379,7 @@ async fn impersonating_client_in_scope(path: &PathBuf, user: &str, scope: Option
     cfg.auth_info.impersonate = Some(user.to_string());
     let builder = kube::client::ClientBuilder::try_from(cfg).expect("impersonating client from kubeconfig");
     match scope {
-        Some((scope, log)) => builder.with_layer(&scope.layer(log)).build(),
+        Some((scope, log, faults)) => builder.with_layer(&scope.layer(log, faults)).build(),
         None => builder.build(),
     }
 }

@@ -99,6 +99,16 @@ pub fn ready(t: &Tenant) -> bool {
 
 /// The external provider's admin Secret where the example configuration names it
 /// (tenant-operator/postgres-admin), pointing at `admin`'s server on `port`.
+/// Held by a scenario that writes the external provider's admin Secret, from writing it to its
+/// cleanup. The Secret is one per API server (deploy/ lets the operator read that name only), and
+/// the scenarios of a test binary share the local control plane: two of them writing it at once
+/// would point each other's operator at the wrong server. (On the fake each scenario has a server
+/// of its own; holding it there costs a little parallelism, nothing else.)
+pub async fn exclusive_admin_secret() -> tokio::sync::MutexGuard<'static, ()> {
+    static ADMIN_SECRET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ADMIN_SECRET.lock().await
+}
+
 pub async fn write_postgres_admin_secret(client: &kube::Client, admin: &AdminConnection, port: u16) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "tenant-operator"}})).unwrap();

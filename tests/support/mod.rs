@@ -19,6 +19,7 @@
 pub mod bindings;
 pub mod control_plane;
 pub mod e2e;
+pub mod faults;
 pub mod fixtures;
 pub mod hostile_db;
 pub mod requests;

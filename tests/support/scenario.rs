@@ -85,6 +85,12 @@ impl Scenario {
         &self.metrics
     }
 
+    /// Fail the operator's next `count` requests of `verb` on `resource` with `status`, on the
+    /// fake and on a real cluster (see [`TestEnv::fail_operator_requests`]).
+    pub fn fail_operator_requests(&self, verb: &str, resource: &str, status: u16, count: usize) {
+        self.env.fail_operator_requests(verb, resource, status, count);
+    }
+
     pub fn fake(&self) -> Option<&FakeApiServer> {
         self.env.fake()
     }
@@ -320,6 +326,17 @@ impl Scenario {
         for ns in api.list(&list).await.map(|l| l.items).unwrap_or_default() {
             let _ = api.delete(&ns.name_any(), &DeleteParams::default()).await;
         }
+    }
+
+    /// Let a Tenant go without its operator: stop the operator, delete the Tenant and remove its
+    /// finalizers as an administrator. Only for a Tenant whose finalizer cannot finish and that
+    /// left nothing behind outside the cluster (e.g. its database server was never reachable).
+    pub async fn abandon_tenant(&self, slug: &str) {
+        self.stop_operator().await;
+        let api = Api::<Tenant>::all(self.client());
+        let _ = api.delete(slug, &DeleteParams::default()).await;
+        let _ = api.patch(slug, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await;
+        self.wait_gone(api, slug).await;
     }
 
     /// Remove what the scenario created: users, then tenants with `deletionPolicy: Delete` so

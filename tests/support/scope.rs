@@ -24,7 +24,8 @@ use futures::StreamExt;
 use kube::client::{Body, DynBody};
 use serde_json::Value;
 
-use super::requests::RequestLog;
+use super::faults::ClientFaults;
+use super::requests::{self, RequestLog};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,10 +66,10 @@ impl TenantScope {
         }
     }
 
-    /// The layer that filters a client's answers down to the scope and records its requests
-    /// in `log`.
-    pub fn layer(&self, log: &RequestLog) -> ScopeLayer {
-        ScopeLayer(self.clone(), log.clone())
+    /// The layer that filters a client's answers down to the scope, records its requests in
+    /// `log`, and answers those that `faults` fail itself.
+    pub fn layer(&self, log: &RequestLog, faults: &ClientFaults) -> ScopeLayer {
+        ScopeLayer(self.clone(), log.clone(), faults.clone())
     }
 }
 
@@ -99,12 +100,12 @@ fn is_watch(request: &Request<Body>) -> bool {
     request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
-pub struct ScopeLayer(TenantScope, RequestLog);
+pub struct ScopeLayer(TenantScope, RequestLog, ClientFaults);
 
 impl<S> tower::Layer<S> for ScopeLayer {
     type Service = Scoped<S>;
     fn layer(&self, inner: S) -> Scoped<S> {
-        Scoped { inner, scope: self.0.clone(), log: self.1.clone() }
+        Scoped { inner, scope: self.0.clone(), log: self.1.clone(), faults: self.2.clone() }
     }
 }
 
@@ -112,6 +113,7 @@ pub struct Scoped<S> {
     inner: S,
     scope: TenantScope,
     log: RequestLog,
+    faults: ClientFaults,
 }
 
 type ScopedFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
@@ -133,6 +135,11 @@ where
         let kind = collection(&request);
         let watch = is_watch(&request);
         let (method, uri) = (request.method().clone(), request.uri().clone());
+        let injected = requests::parse(&method, uri.path(), uri.query().unwrap_or_default()).and_then(|r| self.faults.answer(&r));
+        if let Some(response) = injected {
+            self.log.record(&method, &uri, response.status().as_u16());
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let answer = self.inner.call(request);
         let (scope, log) = (self.scope.clone(), self.log.clone());
         Box::pin(async move {

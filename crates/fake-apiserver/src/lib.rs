@@ -34,12 +34,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
-pub use faults::{RequestCounts, RequestRecord, WRITE_VERBS};
+pub use faults::{Fault, FaultAction, RequestCounts, RequestRecord, WRITE_VERBS};
 pub use rbac::UserInfo;
 
 use errors::{ApiError, ApiResult};
-use faults::Fault;
-use faults::FaultAction;
 use rbac::Attributes;
 use resources::ResourceType;
 use selectors::{FieldSelector, LabelSelector, Selectors};
@@ -219,6 +217,13 @@ impl Drop for FakeApiServer {
             t.abort();
         }
     }
+}
+
+/// The answer the fake gives to a request failed by [`FakeApiServer::fail_next`]: the status
+/// code with the real server's `Status` body for it (and `Retry-After` for 429). For clients that
+/// inject the same faults in front of a real server.
+pub fn injected_error(code: u16) -> Response {
+    ApiError::injected(code).into_response()
 }
 
 impl FakeApiServer {
