@@ -91,15 +91,15 @@ pub fn default_quota() -> BTreeMap<String, Quantity> {
     ])
 }
 
-/// The quota of an account namespace when the configuration says nothing. `kube-root-ca.crt`
-/// (a ConfigMap the cluster puts in every namespace) counts against `configmaps`. TenantUsers
-/// are not counted by default: until the cluster's quota controller has counted a custom
-/// resource in a new namespace (which took minutes on a busy control plane), the API server
-/// refuses every TenantUser there ("status unknown for quota"); `namespaces.accountQuota` can
-/// add `count/tenantusers.tenancy.platform.dev`.
+/// The quota of an account namespace when the configuration says nothing: TenantUsers,
+/// ConfigMaps and Secrets, the objects an Account Admin can create there. `kube-root-ca.crt` (a
+/// ConfigMap the cluster puts in every namespace) counts against `configmaps`.
 pub fn default_account_quota() -> BTreeMap<String, Quantity> {
-    quantities(&[("configmaps", "10"), ("secrets", "10")])
+    quantities(&[(ACCOUNT_USERS_QUOTA, "500"), ("configmaps", "10"), ("secrets", "10")])
 }
+
+/// The quota key that counts TenantUsers.
+pub const ACCOUNT_USERS_QUOTA: &str = "count/tenantusers.tenancy.platform.dev";
 
 impl NamespaceConfig {
     /// `spec.hard` of an environment namespace's quota before a Tenant's own `spec.quota`.

@@ -95,6 +95,9 @@ reasons! {
     WaitingForAddress,
     /// A namespace of the tenant is being deleted; it is re-created once gone.
     NamespaceTerminating,
+    /// The cluster's quota controller has not counted the account namespace's quota yet: until
+    /// it has, the API server refuses the TenantUsers it counts ("status unknown for quota").
+    QuotaNotCounted,
     /// The database exists but does not accept connections yet.
     DatabaseNotReady,
 

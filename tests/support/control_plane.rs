@@ -163,6 +163,11 @@ fn start() -> Result<ControlPlane, String> {
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--service-account-private-key-file={}", sa_key.display()))
             .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
+            // A quota made before the quota controller counts a freshly installed CRD (each test
+            // binary installs the CRDs, then at once makes account quotas that count
+            // TenantUsers) is counted at the controller's next full resync: five minutes by
+            // default, which on a real cluster only its first tenants wait for.
+            .arg("--resource-quota-sync-period=20s")
             .arg(format!("--secure-port={kcm_port}"))
             .arg(
                 "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,\

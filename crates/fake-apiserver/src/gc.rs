@@ -125,6 +125,7 @@ pub fn run_pass(state: &mut State) -> bool {
         | garbage_collect(state, &changed)
         | (state.simulate_statefulsets && statefulsets(state, &changed))
         | (state.simulate_ingress_controller && ingresses(state, &changed))
+        | super::quota::refresh(state, &changed.namespaces)
 }
 
 /// Address the simulated ingress controller publishes (TEST-NET-1, RFC 5737).

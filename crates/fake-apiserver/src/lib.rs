@@ -12,6 +12,7 @@ mod gc;
 mod patch;
 mod pod_security;
 mod pods;
+mod quota;
 mod rbac;
 mod resources;
 mod selectors;

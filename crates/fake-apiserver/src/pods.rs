@@ -39,7 +39,7 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
 
 /// A canonical form of a quantity of thousandths: whole numbers plain (with the largest
 /// binary suffix that divides them), else milli.
-fn format_quantity(milli: i128) -> String {
+pub(crate) fn format_quantity(milli: i128) -> String {
     if milli % 1000 != 0 {
         return format!("{milli}m");
     }
@@ -56,7 +56,7 @@ fn format_quantity(milli: i128) -> String {
     unreachable!("the loop returns at Ei")
 }
 
-fn quantities(v: Option<&Value>) -> BTreeMap<String, i128> {
+pub(crate) fn quantities(v: Option<&Value>) -> BTreeMap<String, i128> {
     v.and_then(Value::as_object)
         .map(|m| m.iter().filter_map(|(k, q)| Some((k.clone(), parse_quantity(q.as_str()?)?))).collect())
         .unwrap_or_default()
@@ -110,7 +110,7 @@ pub fn default_limit_range(lr: &mut Value) {
     }
 }
 
-fn namespace_objects<'a>(state: &'a State, plural: &str, ns: &str) -> impl Iterator<Item = &'a Value> {
+pub(crate) fn namespace_objects<'a>(state: &'a State, plural: &str, ns: &str) -> impl Iterator<Item = &'a Value> {
     let from = (ns.to_string(), String::new());
     let ns = ns.to_string();
     state
@@ -161,7 +161,7 @@ fn limit_ranger(state: &State, ns: &str, pod: &mut Value) {
 
 /// What a pod counts against a quota: `pods`, `requests.*` (also as `cpu`/`memory`) and
 /// `limits.*`; containers add up, an init container counts when it asks for more.
-fn pod_usage(pod: &Value) -> BTreeMap<String, i128> {
+pub(crate) fn pod_usage(pod: &Value) -> BTreeMap<String, i128> {
     let per_container = |c: &Value| {
         let mut u = BTreeMap::new();
         for (k, q) in quantities(c.pointer("/resources/requests")) {

@@ -668,6 +668,9 @@ impl State {
         if rt.group.is_empty() && rt.kind == "Pod" {
             pods::admit_quota(self, ns, &name, &body)?;
         }
+        if rt.namespaced && !ns.is_empty() {
+            super::quota::admit_count(self, rt, ns, &name)?;
+        }
         if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
             self.install_crd(&mut body)?;
         }

@@ -181,3 +181,58 @@ async fn event_notes_are_limited_to_1024_bytes_of_utf8() {
         assert_eq!(s.details.unwrap().causes[0].field, "message");
     }
 }
+
+/// The quota controller counts objects into `status.used`, and admission refuses the object one
+/// past a count (messages as a real 1.36 server words them). A custom resource is counted by
+/// `count/<plural>.<group>`.
+#[tokio::test]
+async fn object_counts_are_counted_into_the_quota_status_and_enforced() {
+    let fake = fake_with_namespace("a").await;
+    let client = fake.client();
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "a");
+    quotas.create(&PostParams::default(), &quota(json!({"configmaps": "2", "count/tenantusers.tenancy.platform.dev": "1"}))).await.unwrap();
+    let counted = |want: Value| {
+        let quotas = quotas.clone();
+        async move {
+            for _ in 0..200 {
+                let status = serde_json::to_value(quotas.get("tenant-quota").await.unwrap().status).unwrap();
+                if status["used"] == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("quota status never became {want}");
+        }
+    };
+    counted(json!({"configmaps": "0", "count/tenantusers.tenancy.platform.dev": "0"})).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "a");
+    for name in ["one", "two"] {
+        maps.create(&PostParams::default(), &obj(json!({"metadata": {"name": name}}))).await.unwrap();
+        // Admission reads the counted status, as on the real server.
+        counted(json!({"configmaps": if name == "one" { "1" } else { "2" }, "count/tenantusers.tenancy.platform.dev": "0"})).await;
+    }
+    let s = api_err(maps.create(&PostParams::default(), &obj(json!({"metadata": {"name": "three"}}))).await);
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(s.message, "configmaps \"three\" is forbidden: exceeded quota: tenant-quota, requested: configmaps=1, used: configmaps=2, limited: configmaps=2");
+
+    let users: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "a",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("tenancy.platform.dev", "v1alpha1", "TenantUser"),
+            "tenantusers",
+        ),
+    );
+    let user = |name: &str, email: &str| -> kube::core::DynamicObject {
+        obj(json!({"apiVersion": "tenancy.platform.dev/v1alpha1", "kind": "TenantUser", "metadata": {"name": name},
+            "spec": {"tenant": "a", "email": email, "username": name, "firstName": "A", "lastName": "B", "roles": ["Analyst"]}}))
+    };
+    users.create(&PostParams::default(), &user("u1", "u1@example.com")).await.unwrap();
+    counted(json!({"configmaps": "2", "count/tenantusers.tenancy.platform.dev": "1"})).await;
+    let s = api_err(users.create(&PostParams::default(), &user("u2", "u2@example.com")).await);
+    assert!(
+        s.message.ends_with("is forbidden: exceeded quota: tenant-quota, requested: count/tenantusers.tenancy.platform.dev=1, used: count/tenantusers.tenancy.platform.dev=1, limited: count/tenantusers.tenancy.platform.dev=1"),
+        "{}",
+        s.message
+    );
+}

@@ -50,6 +50,9 @@ const TERMINATING: u8 = 2;
 const HAS_APPLIED_HASH: u8 = 4;
 /// The operator's stamp, the tenant-UID annotation, is on the object (see `ownership`).
 const STAMPED: u8 = 8;
+/// A ResourceQuota whose `status.used` has every resource of its `spec.hard`: the cluster's
+/// quota controller has counted it (until then the API server refuses what it counts by name).
+const COUNTED: u8 = 16;
 
 /// The kind, flags, the fingerprint and the applied-hash come first in the bytes; the
 /// fields follow.
@@ -101,6 +104,9 @@ impl Child {
         }
         if meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_TENANT_UID)).is_some_and(|uid| !uid.is_empty()) {
             flags |= STAMPED;
+        }
+        if kind == ChildKind::ResourceQuota && quota_is_counted(&object.data) {
+            flags |= COUNTED;
         }
 
         let mut bytes = Vec::with_capacity(128);
@@ -176,6 +182,12 @@ impl Child {
     /// Tenant that applied it (kept as this flag on every kind; the UID itself on Namespaces).
     pub fn stamped(&self) -> bool {
         self.flags() & STAMPED != 0
+    }
+
+    /// For a ResourceQuota: whether the cluster's quota controller has counted every resource it
+    /// limits (see [`COUNTED`]).
+    pub fn quota_counted(&self) -> bool {
+        self.flags() & COUNTED != 0
     }
 
     /// Fingerprint of the fields the operator's last server-side apply set; 0 when it applied
@@ -289,6 +301,15 @@ fn keeps_annotation(kind: ChildKind, key: &str, value: &str) -> bool {
 }
 
 /// Per kind, the fields other than the operator's own that a decision reads.
+/// Whether a ResourceQuota's `status.used` names every resource of its `spec.hard`.
+fn quota_is_counted(quota: &Value) -> bool {
+    let used = quota.pointer("/status/used").and_then(Value::as_object);
+    quota
+        .pointer("/spec/hard")
+        .and_then(Value::as_object)
+        .is_none_or(|hard| hard.keys().all(|resource| used.is_some_and(|used| used.contains_key(resource))))
+}
+
 fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
     match kind {
         ChildKind::Ingress => &["/status/loadBalancer/ingress"],

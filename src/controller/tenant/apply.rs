@@ -16,7 +16,10 @@ use crate::{
         Changes, Context, Error,
     },
     database::DATA_VOLUME,
-    desired::{tenant::EnvironmentPlan, ChildKind, DesiredObject},
+    desired::{
+        tenant::{AccountPlan, EnvironmentPlan},
+        ChildKind, DesiredObject,
+    },
     naming::{self, ANNOTATION_ADOPTED_FROM, LABEL_ENVIRONMENT, LABEL_RETAINED},
     types::{AccountNamespaceStatus, DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
@@ -167,6 +170,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                     Err(other) => return Err(other.into()),
                 }
             }
+            observed.object_problems.extend(uncounted_quotas(account, ctx));
             NamespaceState::Active
         }
     };
@@ -259,6 +263,25 @@ async fn apply_environment(
     observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
     observed.ingress_problems.extend(unrouted_ingresses(env, ctx));
     database::reconcile_database(tenant, valid, env, ctx, observed, changes).await
+}
+
+/// The account namespace's quota until the cluster's quota controller has counted it: the API
+/// server refuses every TenantUser the quota counts until then, so the tenant is not ready for
+/// its users yet. (Seconds on a settled cluster; up to the controller's resync period, five
+/// minutes by default, while the TenantUser CRD is new to it.)
+fn uncounted_quotas(account: &AccountPlan, ctx: &Context) -> Option<Problem> {
+    let quota = account.objects.iter().find(|desired| desired.kind == ChildKind::ResourceQuota)?;
+    let observed = ctx.caches.get(ChildKind::ResourceQuota, quota.namespace.as_deref(), &quota.name);
+    if observed.is_some_and(|quota| quota.quota_counted()) {
+        return None;
+    }
+    Some(Problem::new(
+        Reason::QuotaNotCounted,
+        format!(
+            "{} is not counted yet by the cluster's quota controller: until it is, the API server refuses new TenantUsers there (\"status unknown for quota\")",
+            quota.describe()
+        ),
+    ))
 }
 
 /// Ingresses of the environment that no ingress controller has published an address for:

@@ -75,3 +75,21 @@ fn long_values_survive_packing_up_to_the_cap_and_longer_ones_are_left_out() {
     assert_eq!(child.name(), "xconsole");
     assert!(child.bytes.len() < 400, "{} bytes held", child.bytes.len());
 }
+
+#[test]
+fn a_quota_is_counted_once_its_status_uses_every_resource_it_limits() {
+    let quota = |status: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "tenant-quota", "namespace": "acme-account"},
+            "spec": {"hard": {"configmaps": "10", "count/tenantusers.tenancy.platform.dev": "500"}},
+            "status": status,
+        }))
+        .expect("quota")
+    };
+    let counted = |status: Value| Child::from_object(ChildKind::ResourceQuota, &quota(status)).quota_counted();
+    assert!(!counted(json!({})), "not counted yet");
+    assert!(!counted(json!({"hard": {"configmaps": "10", "count/tenantusers.tenancy.platform.dev": "500"}, "used": {"configmaps": "1"}})));
+    assert!(counted(json!({"used": {"configmaps": "1", "count/tenantusers.tenancy.platform.dev": "0"}})));
+    assert!(!Child::from_object(ChildKind::Ingress, &ingress()).quota_counted(), "only quotas are counted");
+}
