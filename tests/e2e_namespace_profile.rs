@@ -21,6 +21,7 @@ use k8s_openapi::api::{
     core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Service},
     networking::v1::NetworkPolicy,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     Api,
@@ -28,6 +29,7 @@ use kube::{
 use serde_json::{json, Value};
 use support::fixtures::{ready, tenant};
 use support::scenario::Scenario;
+use tenant_operator::types::TenantUser;
 
 #[path = "namespace_profile/common.rs"]
 mod common;
@@ -429,5 +431,37 @@ async fn an_existing_tenant_converges_to_a_stricter_profile_without_losing_data(
     assert_eq!(claims.get(&claim).await.expect("the volume is kept").metadata.uid, volume_uid, "the same volume");
     let kept = secrets.get(&format!("{slug}-db-credentials")).await.expect("credentials").data.and_then(|d| d.get("password").cloned());
     assert_eq!(kept, password, "the password is kept");
+    s.cleanup().await;
+}
+
+/// An Account Admin creates TenantUsers by plain RBAC: the account namespace's quota stops
+/// them at the configured count (`namespaces.accountQuota`), so one tenant cannot fill etcd,
+/// nor the operator's work queue, with users.
+#[tokio::test]
+async fn an_account_admin_cannot_create_users_past_the_account_quota() {
+    let mut config = support::fixtures::example_config();
+    config.namespaces.account_quota.insert("count/tenantusers.tenancy.platform.dev".into(), Quantity("3".into()));
+    let s = Scenario::start_with(config).await;
+    let (slug, people) = hostile_tenant(&s, "crowd").await;
+    let (_, admin) = people.iter().find(|(person, _)| *person == "admin").expect("the Account Admin");
+    let users: Api<TenantUser> = Api::namespaced(admin.clone(), &format!("{slug}-account"));
+    let third = support::fixtures::user("third", &slug, &format!("third@{slug}.example"), "third", &["Analyst"], &[]);
+    users.create(&PostParams::default(), &third).await.expect("the third user fits the quota");
+    let fourth = support::fixtures::user("fourth", &slug, &format!("fourth@{slug}.example"), "fourth", &["Analyst"], &[]);
+    // The quota controller counts the third user a moment after it was created.
+    let quota: Api<ResourceQuota> = Api::namespaced(s.client(), &format!("{slug}-account"));
+    s.wait_for("the third user counted", || async {
+        quota.get("tenant-quota").await.is_ok_and(|q| {
+            q.status.and_then(|st| st.used).and_then(|u| u.get("count/tenantusers.tenancy.platform.dev").cloned())
+                == Some(Quantity("3".into()))
+        })
+    })
+    .await;
+    let message = refusal(users.create(&PostParams::default(), &fourth).await, "the Account Admin creates a fourth user");
+    assert!(
+        message.contains("exceeded quota: tenant-quota, requested: count/tenantusers.tenancy.platform.dev=1, used: count/tenantusers.tenancy.platform.dev=3, limited: count/tenantusers.tenancy.platform.dev=3"),
+        "{message}"
+    );
+    let _ = users.delete("third", &DeleteParams::default()).await;
     s.cleanup().await;
 }

@@ -62,6 +62,8 @@ pub async fn hostile_tenant(s: &Scenario, prefix: &str) -> (String, Vec<(&'stati
             .await;
         }
     }
+    // As the README says: users once the account namespace takes them (its quota counted).
+    s.wait_tenant(&slug, |t| t.status.as_ref().is_some_and(|st| st.is_true("NamespacesReady"))).await;
     let mut people = Vec::new();
     for (name, role) in [("admin", "AccountAdmin"), ("designer", "Designer")] {
         let email = format!("{name}@{slug}.example");
