@@ -106,6 +106,24 @@ async fn cloudnative_pg_without_its_crd_says_so() {
     s.cleanup().await;
 }
 
+/// The operator found the CloudNativePG CRD at start, and then its list of `Cluster`s answers 404
+/// (the CRD was removed in between; here the operator's requests are failed so, for as long as
+/// the scenario runs). Its other tenants are served all the same: before, the operator waited
+/// for a cache of `Cluster`s that never came, and no Tenant got a status.
+#[tokio::test]
+async fn a_cloudnative_pg_crd_removed_after_start_does_not_stop_the_operator() {
+    let Some((s, _crd)) = with_cnpg_crd(true).await else {
+        return support::skipped_on_real_cluster("cloudnative_pg_crd_removed_after_start", "the CRD is not ours to install there");
+    };
+    s.stop_operator().await;
+    s.fail_operator_requests("list", "clusters", 404, usize::MAX);
+    s.start_operator();
+    let slug = s.slug("crdgone");
+    s.create_tenant(&tenant(&slug, json!({"database": {"provider": "none"}}))).await;
+    s.wait_tenant(&slug, ready).await;
+    s.cleanup().await;
+}
+
 async fn tenant_uri(s: &Scenario, slug: &str, env: &str) -> String {
     let secret = Api::<Secret>::namespaced(s.client(), &format!("{slug}-{env}")).get(&format!("{slug}-db-credentials")).await.unwrap();
     String::from_utf8(secret.data.unwrap_or_default()["uri"].0.clone()).unwrap()

@@ -112,6 +112,10 @@ impl Caches {
                 .filter_map(move |event| {
                     let touched = match event {
                         Ok(event) => Some(futures::stream::iter(shared.handle(kind, event))),
+                        Err(error) if is_not_served(&error) => {
+                            tracing::warn!(kind = kind.name(), %error, "the API server does not serve this kind (CRD removed?); retrying");
+                            Some(futures::stream::iter(shared.not_served(kind)))
+                        }
                         Err(error) => {
                             tracing::warn!(kind = kind.name(), %error, "watch of children failed; retrying");
                             None
@@ -158,7 +162,37 @@ where
     })
 }
 
+/// A list or watch answered 404: the server does not serve the kind (its CRD is gone).
+pub(super) fn is_not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status)) | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => {
+            status.code == 404
+        }
+        _ => false,
+    }
+}
+
 impl Shared {
+    /// The kind is not served (its CRD was removed, e.g. after the operator found it at start):
+    /// none of its objects exist, which is what the cache says now, and it counts as listed so
+    /// that reconciles do not wait for it (one that needs such an object is told by the API
+    /// server when it applies it). The watcher keeps retrying and fills the cache if the kind
+    /// comes back. Returns the objects that went.
+    pub(super) fn not_served(&self, kind: ChildKind) -> Vec<Child> {
+        let code = kind as u8;
+        let mut state = self.write();
+        state.relisting.remove(&code);
+        let gone: Vec<Stored> = state.objects.iter().filter(|s| s.kind_code() == code).cloned().collect();
+        for stored in &gone {
+            state.remove(&stored.key());
+        }
+        state.synced.insert(kind);
+        if self.kinds.iter().all(|kind| state.synced.contains(kind)) {
+            self.synced.send_replace(true);
+        }
+        gone.iter().map(|stored| stored.child(kind)).collect()
+    }
+
     /// Apply one watch event; returns the objects whose change a reconcile must see.
     pub(super) fn handle(&self, kind: ChildKind, event: watcher::Event<DynamicObject>) -> Vec<Child> {
         let touched = self.apply_event(kind, event);

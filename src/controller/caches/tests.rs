@@ -1,4 +1,5 @@
 use futures::StreamExt;
+use kube::runtime::watcher;
 use kube::{core::DynamicObject, runtime::watcher::Event};
 use serde_json::json;
 use tokio::sync::watch;
@@ -183,4 +184,26 @@ async fn namespaced_kinds_list_after_the_namespaces() {
     listed.send_replace(true);
     let first = tokio::time::timeout(Duration::from_secs(5), gated.next()).await.expect("listed").expect("an event");
     assert!(matches!(first, Ok(Event::Init)));
+}
+
+/// A kind whose CRD went away after the operator found it at start: its list answers 404. The
+/// cache says none exist and counts as listed, so reconciles do not wait for it forever.
+#[tokio::test]
+async fn a_kind_the_server_stopped_serving_counts_as_listed_and_empty() {
+    let caches = Caches::with_kinds(vec![ChildKind::ConfigMap, ChildKind::Namespace]);
+    caches.shared.handle(ChildKind::Namespace, Event::Apply(namespace("acme-dev", "acme", FIELD_MANAGER)));
+    caches.shared.handle(ChildKind::Namespace, Event::InitDone);
+    caches.shared.handle(ChildKind::ConfigMap, Event::Apply(config_map("acme-dev", "stale", "acme", "1")));
+    let mut synced = caches.shared.synced.subscribe();
+    assert!(!*synced.borrow_and_update(), "ConfigMaps are not listed yet");
+    let gone: Vec<String> = caches.shared.not_served(ChildKind::ConfigMap).iter().map(|c| c.name_any()).collect();
+    assert_eq!(gone, ["stale"], "what the cache held is gone, and its tenant is told");
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "stale").is_none());
+    assert!(*synced.borrow_and_update(), "every kind counts as listed");
+    let not_found =
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(kube::core::Status::failure("not found", "NotFound").with_code(404))));
+    assert!(streams::is_not_served(&not_found));
+    let refused =
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(kube::core::Status::failure("forbidden", "Forbidden").with_code(403))));
+    assert!(!streams::is_not_served(&refused));
 }
