@@ -44,6 +44,14 @@ pub struct Config {
     pub network_policy: NetworkPolicyConfig,
     #[serde(default)]
     pub namespaces: NamespaceConfig,
+    /// The request header the Gateway sets to the tenant's slug on every request it routes to
+    /// a tenant (`routing: gateway` regions only; an Ingress cannot set headers portably).
+    #[serde(default = "default_tenant_header")]
+    pub tenant_header: String,
+}
+
+fn default_tenant_header() -> String {
+    "X-Tenant-ID".to_string()
 }
 
 /// What every tenant namespace gets besides the tenant's own objects.
@@ -56,6 +64,57 @@ pub struct ClusterConfig {
     pub ingress_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// How the region's applications are exposed: an Ingress each, or an HTTPRoute each
+    /// attached to the region's shared `gateway`.
+    #[serde(default)]
+    pub routing: Routing,
+    /// The Gateway the HTTPRoutes attach to; required with `routing: gateway`. A region may
+    /// name it while still on Ingresses, to prepare a switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Routing {
+    #[default]
+    Ingress,
+    Gateway,
+}
+
+/// A Gateway (`gateway.networking.k8s.io/v1`) shared by the tenants of a region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRef {
+    pub name: String,
+    pub namespace: String,
+    /// The listener the routes attach to; all listeners that admit them when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// Namespace of the Gateway's data-plane pods (the proxies that connect to the tenants'
+    /// Services), admitted by every tenant NetworkPolicy of the region. Default: the Gateway's
+    /// namespace (Istio, Cilium); Envoy Gateway runs its proxies in its own namespace
+    /// (`envoy-gateway-system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane_namespace: Option<String>,
+}
+
+impl GatewayRef {
+    pub fn data_plane_namespace(&self) -> &str {
+        self.data_plane_namespace.as_deref().unwrap_or(&self.namespace)
+    }
+
+    /// `namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl ClusterConfig {
+    /// The Gateway the region's routes attach to, when it routes through one.
+    pub fn routing_gateway(&self) -> Option<&GatewayRef> {
+        self.gateway.as_ref().filter(|_| self.routing == Routing::Gateway)
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -209,6 +268,15 @@ impl Config {
             if cluster.domain.is_empty() || !cluster.domain.split('.').all(is_dns_label) {
                 return Err((field, format!("{:?} is not a DNS domain", cluster.domain)));
             }
+            if cluster.routing == Routing::Gateway && cluster.gateway.is_none() {
+                return Err((
+                    format!("clusters.{key}.gateway"),
+                    "required with routing: gateway (name and namespace of the Gateway)".into(),
+                ));
+            }
+            if let Some(gateway) = &cluster.gateway {
+                check_gateway(&format!("clusters.{key}.gateway"), gateway)?;
+            }
             if let Some(tls) = &cluster.tls {
                 if tls.cluster_issuer.is_some() && tls.issuer.is_some() {
                     return Err((format!("clusters.{key}.tls"), "set clusterIssuer or issuer, not both".into()));
@@ -261,6 +329,9 @@ impl Config {
             return Err(("networkPolicy.ingressControllerNamespace".into(), "is not a valid namespace name".into()));
         }
         namespaces::check(&self.namespaces)?;
+        if !is_header_name(&self.tenant_header) {
+            return Err(("tenantHeader".into(), format!("{:?} is not an HTTP header name", self.tenant_header)));
+        }
         Ok(())
     }
 
@@ -288,6 +359,32 @@ impl Config {
         }
         warnings
     }
+}
+
+fn check_gateway(field: &str, gateway: &GatewayRef) -> Result<(), (String, String)> {
+    if !is_dns_subdomain(&gateway.name) {
+        return Err((format!("{field}.name"), format!("{:?} is not a valid Gateway name", gateway.name)));
+    }
+    if !is_dns_label(&gateway.namespace) {
+        return Err((format!("{field}.namespace"), format!("{:?} is not a valid namespace name", gateway.namespace)));
+    }
+    if let Some(section) = &gateway.section_name {
+        if !is_dns_subdomain(section) {
+            return Err((format!("{field}.sectionName"), format!("{section:?} is not a valid listener name")));
+        }
+    }
+    if let Some(namespace) = &gateway.data_plane_namespace {
+        if !is_dns_label(namespace) {
+            return Err((format!("{field}.dataPlaneNamespace"), format!("{namespace:?} is not a valid namespace name")));
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP header name as the Gateway API accepts it (`HTTPHeaderName`): a token of letters,
+/// digits and `-`, at most 256 characters.
+fn is_header_name(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), (String, String)> {
