@@ -20,6 +20,7 @@ pub mod bindings;
 pub mod control_plane;
 pub mod e2e;
 pub mod fixtures;
+pub mod gateway;
 pub mod hostile_db;
 pub mod requests;
 pub mod scenario;
