@@ -332,6 +332,15 @@ impl Config {
         if !is_header_name(&self.tenant_header) {
             return Err(("tenantHeader".into(), format!("{:?} is not an HTTP header name", self.tenant_header)));
         }
+        if self.tenant_header.eq_ignore_ascii_case(crate::desired::tenant::route::ENVIRONMENT_HEADER) {
+            return Err((
+                "tenantHeader".into(),
+                format!(
+                    "{} is the header that carries the environment; choose another name",
+                    crate::desired::tenant::route::ENVIRONMENT_HEADER
+                ),
+            ));
+        }
         Ok(())
     }
 

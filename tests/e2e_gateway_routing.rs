@@ -190,6 +190,23 @@ async fn a_gateway_tenant_gets_routes_that_set_its_id_and_no_ingress() {
     let endpoints = t.status.map(|s| s.endpoints).unwrap_or_default();
     assert!(endpoints.iter().all(|e| e.url.starts_with("https://")), "{endpoints:?}");
 
+    // Drift: an administrator removes the header filter; the operator puts it back.
+    let dev_routes = routes(&r.s.client(), &format!("{slug}-dev"));
+    let mut route = dev_routes.get("xconsole").await.expect("route");
+    let rules =
+        json!([{"matches": route.data["spec"]["rules"][0]["matches"], "backendRefs": route.data["spec"]["rules"][0]["backendRefs"]}]);
+    dev_routes
+        .patch("xconsole", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": {"rules": rules}})))
+        .await
+        .expect("remove the filter");
+    route = dev_routes.get("xconsole").await.expect("route");
+    assert!(set_headers(&route).is_empty(), "the filter was removed");
+    r.s.wait_object(Api::<tenant_operator::gateway::HTTPRoute>::namespaced(r.s.client(), &format!("{slug}-dev")), "xconsole", |route| {
+        route.spec.rules.first().is_some_and(|rule| !rule.filters.is_empty())
+    })
+    .await;
+    r.s.wait_tenant(&slug, ready).await;
+
     // Nothing to do: a restarted operator writes nothing.
     let requests = r.s.requests_of_a_restart().await.unwrap_or_default();
     assert_eq!(requests.writes(), 0, "a no-op resync wrote: {:?}", requests.0);

@@ -158,6 +158,7 @@ fn gateway_routing_needs_a_gateway_and_names_the_bad_field() {
     let bad_routing = "clusters:\n  uk:\n    domain: uk.example.com\n    routing: mesh\n";
     assert!(error(bad_routing).contains("clusters.uk.routing"), "{}", error(bad_routing));
     assert!(error(&format!("{MINIMAL}tenantHeader: \"X Tenant\"\n")).contains("field `tenantHeader`"));
+    assert!(error(&format!("{MINIMAL}tenantHeader: x-tenant-environment\n")).contains("field `tenantHeader`"));
 }
 
 #[test]
