@@ -34,7 +34,7 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
     for (host, older) in &valid.contested_hosts {
         observed.ingress_problems.push(Problem::new(
             Reason::HostnameConflict,
-            format!("host {host} is already routed by the older Tenant {older}; its Ingress is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
+            format!("host {host} is already routed by the older Tenant {older}; its route (Ingress or HTTPRoute) is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
         ));
     }
     let has_routes = valid.plan.objects().any(|o| o.kind == ChildKind::HttpRoute);
