@@ -234,6 +234,13 @@ async fn the_tenant_is_ready_only_once_the_gateway_accepts_its_routes() {
     // The Gateway admits the tenant namespaces again: Ready.
     apply_gateway(&r.s.client(), &gateway_manifest(&r.gateway_namespace)).await;
     r.s.wait_tenant(&slug, ready).await;
+
+    // Deleted again: the watch sees it go.
+    Api::<kube::api::DynamicObject>::namespaced_with(r.s.client(), &r.gateway_namespace, &gateway::gateway_resource())
+        .delete(gateway::GATEWAY, &Default::default())
+        .await
+        .expect("delete the Gateway");
+    r.s.wait_tenant(&slug, stalled("GatewayNotFound")).await;
     r.s.cleanup().await;
 }
 
