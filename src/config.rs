@@ -12,11 +12,14 @@ use crate::types::{DatabaseProvider, Environment};
 
 mod database;
 mod namespaces;
+mod routing;
 
 pub use database::{CloudNativePgConfig, DatabaseConfig, ExternalDatabaseConfig, SecretRef, StatefulSetDatabaseConfig};
 pub use namespaces::{
     default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, SERVICE_TYPES,
 };
+use routing::{check_gateway, default_tenant_header, is_header_name};
+pub use routing::{GatewayRef, Routing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -44,6 +47,10 @@ pub struct Config {
     pub network_policy: NetworkPolicyConfig,
     #[serde(default)]
     pub namespaces: NamespaceConfig,
+    /// The request header the Gateway sets to the tenant's slug on every request it routes to
+    /// a tenant (`routing: gateway` regions only; an Ingress cannot set headers portably).
+    #[serde(default = "default_tenant_header")]
+    pub tenant_header: String,
 }
 
 /// What every tenant namespace gets besides the tenant's own objects.
@@ -56,6 +63,14 @@ pub struct ClusterConfig {
     pub ingress_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// How the region's applications are exposed: an Ingress each, or an HTTPRoute each
+    /// attached to the region's shared `gateway`.
+    #[serde(default)]
+    pub routing: Routing,
+    /// The Gateway the HTTPRoutes attach to; required with `routing: gateway`. A region may
+    /// name it while still on Ingresses, to prepare a switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -209,6 +224,15 @@ impl Config {
             if cluster.domain.is_empty() || !cluster.domain.split('.').all(is_dns_label) {
                 return Err((field, format!("{:?} is not a DNS domain", cluster.domain)));
             }
+            if cluster.routing == Routing::Gateway && cluster.gateway.is_none() {
+                return Err((
+                    format!("clusters.{key}.gateway"),
+                    "required with routing: gateway (name and namespace of the Gateway)".into(),
+                ));
+            }
+            if let Some(gateway) = &cluster.gateway {
+                check_gateway(&format!("clusters.{key}.gateway"), gateway)?;
+            }
             if let Some(tls) = &cluster.tls {
                 if tls.cluster_issuer.is_some() && tls.issuer.is_some() {
                     return Err((format!("clusters.{key}.tls"), "set clusterIssuer or issuer, not both".into()));
@@ -261,6 +285,18 @@ impl Config {
             return Err(("networkPolicy.ingressControllerNamespace".into(), "is not a valid namespace name".into()));
         }
         namespaces::check(&self.namespaces)?;
+        if !is_header_name(&self.tenant_header) {
+            return Err(("tenantHeader".into(), format!("{:?} is not an HTTP header name", self.tenant_header)));
+        }
+        if self.tenant_header.eq_ignore_ascii_case(crate::desired::tenant::route::ENVIRONMENT_HEADER) {
+            return Err((
+                "tenantHeader".into(),
+                format!(
+                    "{} is the header that carries the environment; choose another name",
+                    crate::desired::tenant::route::ENVIRONMENT_HEADER
+                ),
+            ));
+        }
         Ok(())
     }
 

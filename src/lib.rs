@@ -11,6 +11,7 @@ pub mod config;
 pub(crate) mod controller;
 pub mod database;
 pub mod desired;
+pub mod gateway;
 mod hash;
 pub mod http;
 pub mod kube_version;

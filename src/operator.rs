@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     config::Config,
     controller::{
+        gateways::Gateways,
         tenant::{self, GuardedTenant, TenantCache},
         user::{self, GuardedUser, SelfService, UserIndex},
         Caches, Child, Context, ContextParts,
@@ -54,6 +55,23 @@ async fn cnpg_installed(client: &Client) -> bool {
         Ok(discovery) => discovery.groups().any(|group| group.recommended_resources().iter().any(|(ar, _)| ar.kind == "Cluster")),
         Err(error) => {
             tracing::warn!(%error, "API discovery failed; assuming CloudNativePG is not installed");
+            false
+        }
+    }
+}
+
+/// Whether the Gateway API's `HTTPRoute` and `Gateway` kinds are served (its CRDs installed);
+/// without them a `routing: gateway` region reports a clear reason instead of failing every
+/// reconcile. Read at start, as for CloudNativePG: installing the CRDs later needs a restart.
+async fn gateway_api_installed(client: &Client) -> bool {
+    match Discovery::new(client.clone()).filter(&[crate::gateway::GROUP]).run().await {
+        Ok(discovery) => {
+            let kinds: HashSet<String> =
+                discovery.groups().flat_map(|group| group.versioned_resources("v1")).map(|(resource, _)| resource.kind).collect();
+            kinds.contains("HTTPRoute") && kinds.contains("Gateway")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "API discovery failed; assuming the Gateway API is not installed");
             false
         }
     }
@@ -132,10 +150,18 @@ pub async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown: Shared<_> = shutdown.boxed().shared();
-    let mut kinds: Vec<ChildKind> = ChildKind::TENANT_CHILDREN.into_iter().filter(|k| *k != ChildKind::CnpgCluster).collect();
+    let mut kinds: Vec<ChildKind> =
+        ChildKind::TENANT_CHILDREN.into_iter().filter(|k| !matches!(k, ChildKind::CnpgCluster | ChildKind::HttpRoute)).collect();
     if cnpg_installed(&client).await {
         kinds.push(ChildKind::CnpgCluster);
     }
+    let gateway_api = gateway_api_installed(&client).await;
+    if gateway_api {
+        kinds.push(ChildKind::HttpRoute);
+    } else if config.clusters.values().any(|cluster| cluster.routing_gateway().is_some()) {
+        tracing::warn!("a region routes through a Gateway, but the Gateway API (gateway.networking.k8s.io/v1) is not installed");
+    }
+    let (gateways, gateway_changes) = Gateways::start(&client, &config, gateway_api);
     kinds.push(ChildKind::Role);
     kinds.push(ChildKind::RoleBinding);
     kinds.push(ChildKind::ClusterRole);
@@ -164,6 +190,24 @@ pub async fn run_controllers(
             tenants = tenants.reconcile_on(stream.filter_map(|child| futures::future::ready(tenant_of(&child))));
         }
     }
+    // A Gateway created or deleted re-reconciles the Tenants of the regions routed through it.
+    let (store_for_gateways, config_for_gateways) = (tenants.store(), config.clone());
+    tenants = tenants.reconcile_on(gateway_changes.flat_map(move |(namespace, name)| {
+        let regions: HashSet<&String> = config_for_gateways
+            .clusters
+            .iter()
+            .filter(|(_, cluster)| cluster.routing_gateway().is_some_and(|g| g.namespace == namespace && g.name == name))
+            .map(|(region, _)| region)
+            .collect();
+        let concerned: Vec<ObjectRef<GuardedTenant>> = store_for_gateways
+            .state()
+            .iter()
+            .filter_map(|guarded| guarded.0.as_ref().ok())
+            .filter(|tenant| regions.contains(&tenant.spec.cluster))
+            .map(|tenant| ObjectRef::new(&tenant.name_any()))
+            .collect();
+        futures::stream::iter(concerned)
+    }));
 
     let (user_store, user_writer) = reflector::store();
     // The index is kept by the same watch as the store; a user's change re-queues the users
@@ -221,6 +265,7 @@ pub async fn run_controllers(
         user_index,
         tenant_cache,
         self_service,
+        gateways,
         tenant_trigger,
         metrics: options.metrics.clone(),
     }));

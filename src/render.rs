@@ -153,6 +153,34 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_region_renders_http_routes_with_the_tenant_header_and_no_ingress() {
+        let mut config = config();
+        let uk = config.clusters.get_mut("uk").unwrap();
+        uk.routing = crate::config::Routing::Gateway;
+        uk.gateway = Some(crate::config::GatewayRef {
+            name: "public".into(),
+            namespace: "gateway-system".into(),
+            section_name: Some("https".into()),
+            data_plane_namespace: None,
+        });
+        let objects = render_objects(&example_resources(), &config).unwrap();
+        assert!(objects.iter().all(|o| o.kind != ChildKind::Ingress));
+        let yaml = to_yaml(&objects).unwrap();
+        let routes: Vec<&str> = yaml.split("---\n").filter(|doc| doc.contains("kind: HTTPRoute")).collect();
+        assert_eq!(routes.len(), 6, "{yaml}");
+        let dev = routes.iter().find(|doc| doc.contains("namespace: acme-dev") && doc.contains("name: xconsole\n")).unwrap();
+        for expected in [
+            "apiVersion: gateway.networking.k8s.io/v1",
+            "- acme-dev.xconsole.uk.cloud.example.com",
+            "name: X-Tenant-ID",
+            "value: acme",
+            "sectionName: https",
+        ] {
+            assert!(dev.contains(expected), "{expected:?} missing in\n{dev}");
+        }
+    }
+
+    #[test]
     fn user_of_an_unknown_tenant_is_an_error() {
         let mut resources = Resources::default();
         resources.add_yaml(include_str!("../examples/users.yaml"), "users.yaml").unwrap();

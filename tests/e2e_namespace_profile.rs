@@ -406,7 +406,13 @@ async fn an_existing_tenant_converges_to_a_stricter_profile_without_losing_data(
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client(), &ns);
     let secrets: Api<Secret> = Api::namespaced(s.client(), &ns);
     let claim = format!("data-{slug}-db-0");
-    s.wait_for("the database volume", || async { claims.get_opt(&claim).await.is_ok_and(|c| c.is_some()) }).await;
+    // The operator applies the Secret and the StatefulSet together; the StatefulSet controller
+    // may make the volume before the Secret is written.
+    s.wait_for("the database volume and credentials", || async {
+        claims.get_opt(&claim).await.is_ok_and(|c| c.is_some())
+            && secrets.get_opt(&format!("{slug}-db-credentials")).await.is_ok_and(|c| c.is_some())
+    })
+    .await;
     let volume_uid = claims.get(&claim).await.expect("claim").metadata.uid;
     let password = secrets.get(&format!("{slug}-db-credentials")).await.expect("credentials").data.and_then(|d| d.get("password").cloned());
     let namespaces: Api<Namespace> = Api::all(s.client());

@@ -341,12 +341,15 @@ fn operator_cluster_role_is_least_privilege() {
         // The self-service admission policy and its binding, verified before self-edit.
         ("admissionregistration.k8s.io", "validatingadmissionpolicies", &["get", "list", "watch"]),
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", &["get", "list", "watch"]),
+        // The Gateways the configuration names: watched by name, never written.
+        ("gateway.networking.k8s.io", "gateways", &["list", "watch"]),
     ];
     // Deleted only where the operator removes its own objects (removed environments,
     // applications, user bindings); the rest goes only with its namespace.
     for (group, resource) in [
         ("", "namespaces"),
         ("networking.k8s.io", "ingresses"),
+        ("gateway.networking.k8s.io", "httproutes"),
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ] {

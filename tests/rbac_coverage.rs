@@ -5,8 +5,9 @@
 //! users install), through representative scenarios: tenants with
 //! the statefulset, cloudnative-pg and external providers becoming Ready, environments removed
 //! under Retain and under Delete, an application removed and the quota back to its default,
-//! tenants deleted under Retain and Delete, TenantUsers of every role-table ClusterRole and a
-//! custom role created, changed and deleted, Events all along, and the leader Lease.
+//! tenants deleted under Retain and Delete, a tenant of a region routed through a Gateway
+//! (HTTPRoutes), TenantUsers of every role-table ClusterRole and a custom role created, changed
+//! and deleted, Events all along, and the leader Lease.
 //!
 //! Every request the operator made becomes an authorization check (verb, API group,
 //! resource[/subresource], namespace, name), plus the checks the API server makes that are not
@@ -46,8 +47,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use support::e2e::{deploy_manifests, TestEnv};
 use support::fixtures::{acme_tenant, example_config, ready};
+use support::gateway::GATEWAY_API_CRDS;
 use support::scenario::Scenario;
 use support::{repo_path, CNPG_CLUSTER_CRD};
+use tenant_operator::config::{GatewayRef, Routing};
 use tenant_operator::leader::{LeaderElection, LeaseConfig};
 use tenant_operator::operator::{run_controllers, ControllerOptions};
 use tenant_operator::types::{NamespaceState, Tenant, TenantPhase, TenantUser};
@@ -235,6 +238,7 @@ const WRITTEN_KINDS: &[(&str, &str)] = &[
     ("apps/v1", "StatefulSet"),
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("postgresql.cnpg.io/v1", "Cluster"),
@@ -483,6 +487,12 @@ async fn start_operator(fake: &FakeApiServer) -> Operator {
     // The custom role of the scenario is one TenantUsers may name.
     let mut config = example_config();
     config.users.assignable_roles = vec!["flow-billing-editor".to_string()];
+    // A region routed through a Gateway.
+    let mut gateway_region = config.clusters["eu"].clone();
+    gateway_region.routing = Routing::Gateway;
+    gateway_region.gateway =
+        Some(GatewayRef { name: "public".into(), namespace: "gateway-system".into(), section_name: None, data_plane_namespace: None });
+    config.clusters.insert("gw".to_string(), gateway_region);
     let controllers = tokio::spawn(run_controllers(client, Arc::new(config), ControllerOptions::default(), async move {
         let _ = stopped.await;
     }));
@@ -503,6 +513,9 @@ fn ns_state(t: &Tenant, ns: &str) -> Option<NamespaceState> {
 
 async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
     let fake = FakeApiServer::builder().crd(CNPG_CLUSTER_CRD).start().await;
+    for crd in GATEWAY_API_CRDS.split("\n---\n").filter(|doc| doc.contains("kind: CustomResourceDefinition")) {
+        fake.register_crd(crd).expect("a Gateway API CRD");
+    }
     for (file, yaml) in deploy_manifests() {
         fake.apply_manifests(&yaml).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
@@ -654,6 +667,45 @@ async fn run_scenarios() -> (FakeApiServer, BTreeSet<Check>) {
         t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "DatabaseReady" && c.status == "False"))
     })
     .await;
+
+    // 9. A tenant of a `routing: gateway` region: its HTTPRoutes, accepted by the test acting as
+    //    the gateway controller, the route of a removed application deleted; the Gateway is
+    //    watched.
+    let gw = "rbac-gw";
+    let gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "public", "namespace": "gateway-system"},
+        "spec": {"gatewayClassName": "any", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}});
+    env.fake
+        .apply_manifests(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gateway-system\n---\n{}",
+            serde_yaml::to_string(&gateway).expect("yaml")
+        ))
+        .expect("the Gateway");
+    env.create_tenant(
+        gw,
+        json!({"displayName": "Gateway", "cluster": "gw", "environments": ["dev"], "applications": ["xconsole", "u-assist"],
+               "database": {"provider": "none"}, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let route_api = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+    let routes: Api<DynamicObject> = Api::namespaced_with(env.test.clone(), &format!("{gw}-dev"), &route_api);
+    env.wait("the HTTPRoutes", || async { routes.list(&ListParams::default()).await.is_ok_and(|l| l.items.len() == 2) }).await;
+    for route in routes.list(&ListParams::default()).await.expect("routes").items {
+        let generation = route.metadata.generation.unwrap_or(1);
+        let condition = |type_: &str| {
+            json!({"type": type_, "status": "True", "reason": type_, "message": "",
+            "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        let status = json!({"status": {"parents": [{"parentRef": route.data["spec"]["parentRefs"][0],
+            "controllerName": "example.com/gateway", "conditions": [condition("Accepted"), condition("ResolvedRefs")]}]}});
+        routes.patch_status(&route.name_any(), &PatchParams::default(), &Patch::Merge(status)).await.expect("route status");
+    }
+    env.wait_ready(gw).await;
+    env.patch_spec(gw, json!({"applications": ["xconsole"]})).await;
+    env.wait("the removed application's route to go", || async { matches!(routes.get_opt("u-assist").await, Ok(None)) }).await;
+    env.wait_ready(gw).await;
+    env.snapshot();
+    env.delete_tenant(gw).await;
 
     operator.stop().await;
     let Env { fake, implied, .. } = env;

@@ -135,3 +135,36 @@ fn missing_file_is_named() {
     let err = Config::load(Path::new("/nonexistent/config.yaml")).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/config.yaml"), "{err}");
 }
+
+#[test]
+fn gateway_routing_needs_a_gateway_and_names_the_bad_field() {
+    let gateway = "clusters:\n  uk:\n    domain: uk.example.com\n    routing: gateway\n";
+    assert!(error(gateway).contains("field `clusters.uk.gateway`"), "{}", error(gateway));
+    let ok = Config::parse(&format!("{gateway}    gateway:\n      name: public\n      namespace: gateway-system\n"), "c.yaml").unwrap();
+    let uk = &ok.clusters["uk"];
+    assert_eq!(uk.routing, Routing::Gateway);
+    assert!(uk.ingress_class_name.is_none() && uk.tls.is_none(), "no ingress class or TLS needed");
+    let reference = uk.routing_gateway().unwrap();
+    assert_eq!(reference.data_plane_namespace(), "gateway-system", "the data plane defaults to the Gateway's namespace");
+    assert_eq!(ok.tenant_header, "X-Tenant-ID");
+    let bad_namespace = format!("{gateway}    gateway:\n      name: public\n      namespace: Gateway_System\n");
+    assert!(error(&bad_namespace).contains("clusters.uk.gateway.namespace"), "{}", error(&bad_namespace));
+    let bad_section = format!("{gateway}    gateway:\n      name: public\n      namespace: gw\n      sectionName: \"no way\"\n");
+    assert!(error(&bad_section).contains("clusters.uk.gateway.sectionName"));
+    let bad_data_plane = format!("{gateway}    gateway:\n      name: public\n      namespace: gw\n      dataPlaneNamespace: \"-x\"\n");
+    assert!(error(&bad_data_plane).contains("clusters.uk.gateway.dataPlaneNamespace"));
+    let unknown = format!("{gateway}    gateway:\n      name: public\n      namespace: gw\n      listener: https\n");
+    assert!(error(&unknown).contains("clusters.uk.gateway"), "{}", error(&unknown));
+    let bad_routing = "clusters:\n  uk:\n    domain: uk.example.com\n    routing: mesh\n";
+    assert!(error(bad_routing).contains("clusters.uk.routing"), "{}", error(bad_routing));
+    assert!(error(&format!("{MINIMAL}tenantHeader: \"X Tenant\"\n")).contains("field `tenantHeader`"));
+    assert!(error(&format!("{MINIMAL}tenantHeader: x-tenant-environment\n")).contains("field `tenantHeader`"));
+}
+
+#[test]
+fn a_region_may_name_its_gateway_while_still_on_ingresses() {
+    let text = "clusters:\n  uk:\n    domain: uk.example.com\n    gateway:\n      name: public\n      namespace: gw\n";
+    let config = Config::parse(text, "c.yaml").unwrap();
+    assert_eq!(config.clusters["uk"].routing, Routing::Ingress);
+    assert!(config.clusters["uk"].routing_gateway().is_none());
+}

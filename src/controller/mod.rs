@@ -12,6 +12,7 @@ mod changes;
 mod error;
 mod events;
 mod fingerprint;
+pub mod gateways;
 mod ownership;
 mod summary;
 pub mod tenant;
@@ -47,6 +48,7 @@ pub use caches::{Caches, Child};
 pub use changes::Changes;
 pub use error::{Error, ErrorKind};
 use events::{EventRecorder, EventSpec};
+use gateways::Gateways;
 
 use crate::{config::Config, desired::tenant::hostnames, metrics::Metrics, naming::FIELD_MANAGER, types::Reason};
 use tenant::{GuardedTenant, HostIndex, TenantCache};
@@ -99,6 +101,8 @@ pub struct Context {
     /// Whether users may edit their own TenantUser (the self-service admission policy is
     /// verified); see `user::self_service`.
     pub self_service: watch::Receiver<SelfService>,
+    /// Whether the Gateways of `routing: gateway` regions exist.
+    pub gateways: Gateways,
     /// Resolves once every cache holds its initial list (and the hostname index is filled).
     /// One shared future for all reconciles: awaiting a Store's readiness from many tasks at
     /// once left some of them unwoken.
@@ -133,21 +137,35 @@ pub struct ContextParts {
     pub user_index: UserIndex,
     pub tenant_cache: TenantCache,
     pub self_service: watch::Receiver<SelfService>,
+    pub gateways: Gateways,
     pub tenant_trigger: mpsc::UnboundedSender<ObjectRef<GuardedTenant>>,
     pub metrics: Metrics,
 }
 
 impl Context {
     pub fn new(parts: ContextParts) -> Self {
-        let ContextParts { client, config, caches, tenants, users, user_index, tenant_cache, self_service, tenant_trigger, metrics } =
-            parts;
+        let ContextParts {
+            client,
+            config,
+            caches,
+            tenants,
+            users,
+            user_index,
+            tenant_cache,
+            self_service,
+            gateways,
+            tenant_trigger,
+            metrics,
+        } = parts;
         let recorder = Arc::new(EventRecorder::new(client.clone(), REPORTING_CONTROLLER, std::env::var("POD_NAME").ok()));
         let hosts = Arc::new(Mutex::new(HostIndex::default()));
         let caches_ready = {
             let (caches, tenants, users, hosts, config) = (caches.clone(), tenants.clone(), users.clone(), hosts.clone(), config.clone());
             let mut verdict = self_service.clone();
+            let gateways = gateways.clone();
             async move {
                 caches.wait_until_ready().await;
+                gateways.wait_until_listed().await;
                 let _ = tenants.wait_until_ready().await;
                 let _ = users.wait_until_ready().await;
                 // Users' self-service Roles depend on it: deciding before it is known would
@@ -173,6 +191,7 @@ impl Context {
             user_index,
             tenant_cache,
             self_service,
+            gateways,
             caches_ready,
             hosts,
             tenant_trigger,

@@ -41,12 +41,14 @@ pub enum ChildKind {
     RoleBinding,
     ClusterRole,
     CnpgCluster,
+    /// A Gateway API `HTTPRoute`: an application's route in a `routing: gateway` region.
+    HttpRoute,
 }
 
 impl ChildKind {
     /// Kinds a Tenant owns (Roles and RoleBindings belong to TenantUsers, ClusterRoles to the
     /// install).
-    pub const TENANT_CHILDREN: [ChildKind; 11] = [
+    pub const TENANT_CHILDREN: [ChildKind; 12] = [
         ChildKind::Namespace,
         ChildKind::ConfigMap,
         ChildKind::Secret,
@@ -58,7 +60,14 @@ impl ChildKind {
         ChildKind::ResourceQuota,
         ChildKind::LimitRange,
         ChildKind::CnpgCluster,
+        ChildKind::HttpRoute,
     ];
+
+    /// The kinds that route an application's hostname: one of them per application and
+    /// environment, depending on the region's `routing`.
+    pub fn is_route(self) -> bool {
+        matches!(self, ChildKind::Ingress | ChildKind::HttpRoute)
+    }
 
     pub fn api_resource(self) -> ApiResource {
         match self {
@@ -78,6 +87,7 @@ impl ChildKind {
             ChildKind::CnpgCluster => {
                 ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"), "clusters")
             }
+            ChildKind::HttpRoute => ApiResource::erase::<crate::gateway::HTTPRoute>(&()),
         }
     }
 
@@ -101,6 +111,7 @@ impl ChildKind {
             ChildKind::RoleBinding => "RoleBinding",
             ChildKind::ClusterRole => "ClusterRole",
             ChildKind::CnpgCluster => "Cluster",
+            ChildKind::HttpRoute => "HTTPRoute",
         }
     }
 }

@@ -7,6 +7,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::{api::ObjectMeta, Resource};
 
 use crate::{
+    gateway::GROUP as GATEWAY_GROUP,
     naming::{LABEL_MANAGED_BY, MANAGED_BY},
     types::{Environment, SystemRole, TenantUser},
 };
@@ -85,11 +86,14 @@ fn workload_rules(verbs: &[&str]) -> Vec<PolicyRule> {
 }
 
 /// Kinds the operator manages inside tenant namespaces: people may look, not change them
-/// (a change would be reverted as drift anyway). Quotas and LimitRanges are the tenant's
+/// (a change would be reverted as drift anyway). Never HTTPRoutes of their own: a route
+/// attaches to the region's shared Gateway, so it could claim another tenant's hostname or set
+/// another tenant's ID. Quotas and LimitRanges are the tenant's
 /// limits: never theirs to write.
 fn operator_managed_read_rules() -> Vec<PolicyRule> {
     vec![
         rule("networking.k8s.io", &["ingresses"], READ),
+        rule(GATEWAY_GROUP, &["httproutes"], READ),
         rule("", &["resourcequotas", "limitranges", "events", "pods/log", "endpoints"], READ),
         rule("events.k8s.io", &["events"], READ),
     ]
@@ -132,8 +136,13 @@ pub fn system_cluster_roles() -> Vec<ClusterRole> {
         rule("", &["pods", "services", "configmaps", "events", "pods/log"], READ),
         rule("apps", &["deployments", "statefulsets"], READ),
         rule("networking.k8s.io", &["ingresses"], READ),
+        rule(GATEWAY_GROUP, &["httproutes"], READ),
     ];
-    let agent = vec![rule("", &["services", "configmaps"], READ), rule("networking.k8s.io", &["ingresses"], READ)];
+    let agent = vec![
+        rule("", &["services", "configmaps"], READ),
+        rule("networking.k8s.io", &["ingresses"], READ),
+        rule(GATEWAY_GROUP, &["httproutes"], READ),
+    ];
     let group = TenantUser::group(&());
     let user_admin = vec![
         rule(&group, &[&TenantUser::plural(&())], &["get", "list", "watch", "create", "patch", "delete", MANAGE_USERS_VERB]),
@@ -212,6 +221,21 @@ mod tests {
         }
         assert_eq!(grants(ACCOUNT_ADMIN, "", "limitranges"), READ);
         assert_eq!(grants(USER_ADMIN, "", "resourcequotas"), READ);
+    }
+
+    #[test]
+    fn every_role_that_sees_ingresses_sees_http_routes_and_none_writes_them() {
+        for role in SYSTEM_CLUSTER_ROLES {
+            let routes = grants(role, GATEWAY_GROUP, "httproutes");
+            assert!(routes.iter().all(|v| READ.contains(&v.as_str())), "{role} may {routes:?} httproutes");
+            assert_eq!(routes.is_empty(), grants(role, "networking.k8s.io", "ingresses").is_empty(), "{role}");
+            let wildcard = system_cluster_roles()
+                .into_iter()
+                .filter(|r| r.metadata.name.as_deref() == Some(role))
+                .flat_map(|r| r.rules.unwrap_or_default())
+                .any(|rule| rule.api_groups.iter().flatten().any(|g| g == "*") || rule.resources.iter().flatten().any(|r| r == "*"));
+            assert!(!wildcard, "{role} has a wildcard rule, which would reach HTTPRoutes");
+        }
     }
 
     #[test]

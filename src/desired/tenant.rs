@@ -17,6 +17,7 @@ use kube::api::ObjectMeta;
 use super::{tenant_labels, ChildKind, DesiredObject};
 
 pub mod profile;
+pub mod route;
 
 use crate::{
     config::{ClusterConfig, Config},
@@ -129,7 +130,7 @@ impl TenantPlan {
             let mut objects = vec![
                 DesiredObject::from_typed(ChildKind::Namespace, &profile::namespace_object(&slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
-                DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, config))?,
+                DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, cluster, config))?,
                 DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::resource_quota(tenant, &slug, env, config))?,
                 DesiredObject::from_typed(ChildKind::LimitRange, &profile::limit_range(&slug, env, config))?,
             ];
@@ -137,7 +138,14 @@ impl TenantPlan {
                 // Presence was checked above; a missing key would be a bug, not user input.
                 if let Some(app_config) = config.applications.get(app) {
                     let host = naming::hostname(&config.hostnames, &slug, env, app, &cluster.domain);
-                    objects.push(DesiredObject::from_typed(ChildKind::Ingress, &ingress(&slug, env, app, app_config, cluster, &host))?);
+                    let route = match cluster.routing_gateway() {
+                        Some(gateway) => DesiredObject::from_typed(
+                            ChildKind::HttpRoute,
+                            &route::http_route(&slug, env, app, app_config, gateway, &config.tenant_header, &host),
+                        )?,
+                        None => DesiredObject::from_typed(ChildKind::Ingress, &ingress(&slug, env, app, app_config, cluster, &host))?,
+                    };
+                    objects.push(route);
                 }
             }
             let db_objects = database::desired(tenant, &slug, env, provider, config)?;
@@ -165,22 +173,30 @@ impl TenantPlan {
         std::iter::once(self.account.namespace.as_str()).chain(self.environments.iter().map(|env| env.namespace.as_str()))
     }
 
-    /// Leave out the Ingresses (and endpoints) of `hosts`: another tenant holds them.
+    /// Leave out the Ingresses and HTTPRoutes (and endpoints) of `hosts`: another tenant holds
+    /// them.
     pub fn without_hosts(&mut self, hosts: &std::collections::BTreeSet<String>) {
         for env in &mut self.environments {
-            env.objects.retain(|object| ingress_host(object).is_none_or(|host| !hosts.contains(host)));
+            env.objects.retain(|object| route_host(object).is_none_or(|host| !hosts.contains(host)));
         }
         self.endpoints.retain(|endpoint| !hosts.iter().any(|host| endpoint.url.contains(&format!("://{host}/"))));
     }
 }
 
-/// The host an Ingress of the operator routes.
-fn ingress_host(object: &DesiredObject) -> Option<&str> {
-    (object.kind == ChildKind::Ingress).then(|| object.object.pointer("/spec/rules/0/host").and_then(|h| h.as_str())).flatten()
+/// The host an Ingress or HTTPRoute of the operator routes.
+pub fn route_host(object: &DesiredObject) -> Option<&str> {
+    let pointer = match object.kind {
+        ChildKind::Ingress => "/spec/rules/0/host",
+        ChildKind::HttpRoute => "/spec/hostnames/0",
+        _ => return None,
+    };
+    object.object.pointer(pointer).and_then(|h| h.as_str())
 }
 
-/// Every hostname a Tenant's Ingresses would route, without building its objects: the cross-
-/// tenant hostname index computes this for every Tenant. Empty for an unknown cluster.
+/// Every hostname a Tenant's Ingresses or HTTPRoutes would route, without building its
+/// objects: the cross-tenant hostname index computes this for every Tenant, whatever the
+/// routing of its region, so two tenants never share a host across the two kinds. Empty for
+/// an unknown cluster.
 pub fn hostnames(tenant: &Tenant, config: &Config) -> Vec<String> {
     let (Some(slug), Some(cluster)) = (tenant.metadata.name.as_deref(), config.clusters.get(&tenant.spec.cluster)) else {
         return Vec::new();
@@ -198,8 +214,9 @@ pub fn hostnames(tenant: &Tenant, config: &Config) -> Vec<String> {
     hosts
 }
 
+/// Behind a Gateway, TLS is the business of its listeners: the URL says https.
 fn url(cluster: &ClusterConfig, host: &str) -> String {
-    let scheme = if cluster.tls.is_some() { "https" } else { "http" };
+    let scheme = if cluster.tls.is_some() || cluster.routing_gateway().is_some() { "https" } else { "http" };
     format!("{scheme}://{host}/")
 }
 
@@ -286,10 +303,13 @@ fn ingress(
     }
 }
 
-/// Admits traffic only from the tenant's own environment namespaces and the ingress
-/// controller. Namespaces are matched by `kubernetes.io/metadata.name`, which the API server
-/// sets and nobody can forge, rather than by the tenant label anyone could put on a namespace.
-fn network_policy(slug: &str, env: Environment, tenant_namespaces: &[String], config: &Config) -> NetworkPolicy {
+/// Admits traffic only from the tenant's own environment namespaces, the ingress controller
+/// and, in a region that names a Gateway, the Gateway's data plane. Both routers stay admitted
+/// whichever `routing` the region uses, so a switch between them changes no NetworkPolicy and
+/// leaves no gap while the old routes still serve. Namespaces are matched by
+/// `kubernetes.io/metadata.name`, which the API server sets and nobody can forge, rather than
+/// by the tenant label anyone could put on a namespace.
+fn network_policy(slug: &str, env: Environment, tenant_namespaces: &[String], cluster: &ClusterConfig, config: &Config) -> NetworkPolicy {
     let namespace = naming::namespace_name(slug, env);
     let by_name = |names: Vec<String>| NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
@@ -308,10 +328,16 @@ fn network_policy(slug: &str, env: Environment, tenant_namespaces: &[String], co
             pod_selector: Some(LabelSelector::default()),
             policy_types: Some(vec!["Ingress".to_string()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![
-                    by_name(tenant_namespaces.to_vec()),
-                    by_name(vec![config.network_policy.ingress_controller_namespace.clone()]),
-                ]),
+                from: Some(
+                    [
+                        Some(by_name(tenant_namespaces.to_vec())),
+                        Some(by_name(vec![config.network_policy.ingress_controller_namespace.clone()])),
+                        cluster.gateway.as_ref().map(|gateway| by_name(vec![gateway.data_plane_namespace().to_string()])),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                ),
                 ports: None,
             }]),
             egress: None,

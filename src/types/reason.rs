@@ -93,6 +93,9 @@ reasons! {
     NamespacesNotReady,
     /// An Ingress has no address yet: the ingress controller has not admitted it.
     WaitingForAddress,
+    /// An HTTPRoute is not accepted yet: the gateway controller has not set `Accepted=True`
+    /// and `ResolvedRefs=True` for the region's Gateway at the route's generation.
+    WaitingForRoute,
     /// A namespace of the tenant is being deleted; it is re-created once gone.
     NamespaceTerminating,
     /// The cluster's quota controller has not counted the account namespace's quota yet: until
@@ -114,6 +117,10 @@ reasons! {
     ApplyFailed,
     /// The CloudNativePG operator is not installed.
     CloudNativePgNotInstalled,
+    /// The region routes through a Gateway, but the Gateway API CRDs are not installed.
+    GatewayApiNotInstalled,
+    /// The Gateway the region routes through does not exist.
+    GatewayNotFound,
     /// An environment namespace exists and was not created by the operator for this tenant.
     NamespaceConflict,
     /// The credentials Secret exists and was not created by the operator.
@@ -193,6 +200,8 @@ impl Reason {
                 | Reason::InvalidSpec
                 | Reason::ApplyFailed
                 | Reason::CloudNativePgNotInstalled
+                | Reason::GatewayApiNotInstalled
+                | Reason::GatewayNotFound
                 | Reason::NamespaceConflict
                 | Reason::SecretConflict
                 | Reason::ObjectConflict

@@ -21,6 +21,7 @@ pub mod control_plane;
 pub mod e2e;
 pub mod faults;
 pub mod fixtures;
+pub mod gateway;
 pub mod hostile_db;
 pub mod requests;
 pub mod scenario;

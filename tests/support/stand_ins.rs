@@ -1,7 +1,8 @@
 //! Stand-ins for what a bare control plane lacks, acting through the API as an administrator
 //! would (never by writing storage): a **kubelet** that reports the Pods of StatefulSets
 //! running and ready, an **ingress controller** that publishes an address for every Ingress,
-//! and the status a **CloudNativePG** operator would write on its `Cluster`s.
+//! the status a **CloudNativePG** operator would write on its `Cluster`s, and a **gateway
+//! controller** that accepts (or refuses) HTTPRoutes as their Gateway's listeners say.
 //!
 //! The kubelet and ingress controller stand-ins run for the life of the test binary next to the
 //! local control plane ([`super::control_plane`]); a scenario that needs Ingresses without an
@@ -253,5 +254,176 @@ impl CloudNativePgStandIn {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
             .await
             .unwrap_or_else(|e| panic!("CloudNativePG stand-in: report {namespace}/{name} ready: {e}"));
+    }
+}
+
+/// A gateway controller for one Gateway, on the fake and on the local control plane alike (a
+/// Gateway API implementation is not part of either): it writes the `status.parents` entry of
+/// every HTTPRoute of the tenants it serves that is attached to its Gateway, as a conformant
+/// controller does — `Accepted=False` (`NoMatchingParent`) when the Gateway or the listener
+/// does not exist, `Accepted=False` (`NotAllowedByListeners`) when the listener's
+/// `allowedRoutes` does not admit the route's namespace, else `Accepted=True`; `ResolvedRefs`
+/// is always True (the applications' Services are the platform's, not the scenarios'); both
+/// at the route's generation. It polls (every 200 ms) rather than watches, so that switching it
+/// on also settles the routes created while it was off. Dropped, it stops.
+pub struct GatewayControllerStandIn {
+    on: std::sync::Arc<AtomicBool>,
+    serving: std::sync::Arc<Mutex<BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The `controllerName` the stand-in reports.
+pub const GATEWAY_CONTROLLER: &str = "tenancy.platform.dev/gateway-stand-in";
+
+impl GatewayControllerStandIn {
+    /// Serve the Gateway `namespace/name`, switched on.
+    pub fn start(client: Client, namespace: &str, name: &str) -> Self {
+        let on = std::sync::Arc::new(AtomicBool::new(true));
+        let serving = std::sync::Arc::new(Mutex::new(BTreeSet::new()));
+        let (flag, slugs, gateway) = (on.clone(), serving.clone(), (namespace.to_string(), name.to_string()));
+        let task = tokio::spawn(async move {
+            loop {
+                if flag.load(Ordering::SeqCst) {
+                    let slugs = slugs.lock().map(|s| s.clone()).unwrap_or_default();
+                    Self::settle(&client, &gateway, &slugs).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self { on, serving, task }
+    }
+
+    /// Report on the routes of tenant `slug` (on a shared cluster other scenarios' routes are
+    /// not this stand-in's).
+    pub fn serve(&self, slug: &str) {
+        if let Ok(mut serving) = self.serving.lock() {
+            serving.insert(slug.to_string());
+        }
+    }
+
+    /// Switch it off (a gateway controller that is down: routes keep the status they have) or on.
+    pub fn switch(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    pub fn resource() -> ApiResource {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"), "httproutes")
+    }
+
+    async fn settle(client: &Client, gateway: &(String, String), slugs: &BTreeSet<String>) {
+        let routes: Api<DynamicObject> = Api::all_with(client.clone(), &Self::resource());
+        let Ok(list) = routes.list(&kube::api::ListParams::default().labels(TENANT_LABEL)).await else { return };
+        let gateways: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &gateway.0,
+            &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway"), "gateways"),
+        );
+        let the_gateway = gateways.get_opt(&gateway.1).await.ok().flatten();
+        for route in list.items {
+            let slug = route.labels().get(TENANT_LABEL).cloned().unwrap_or_default();
+            if !slugs.contains(&slug) || route.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let namespace = route.namespace().unwrap_or_default();
+            let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .get_opt(&namespace)
+                .await
+                .ok()
+                .flatten()
+                .map(|ns| ns.labels().clone())
+                .unwrap_or_default();
+            let generation = route.metadata.generation.unwrap_or_default();
+            let mut parents = Vec::new();
+            for parent in route.data["spec"]["parentRefs"].as_array().into_iter().flatten() {
+                let parent_namespace = parent["namespace"].as_str().unwrap_or(&namespace);
+                if parent["name"].as_str() != Some(gateway.1.as_str()) || parent_namespace != gateway.0 {
+                    continue;
+                }
+                let (accepted, reason) = Self::verdict(the_gateway.as_ref(), parent["sectionName"].as_str(), &labels);
+                let condition = |type_: &str, status: bool, reason: &str, message: &str| {
+                    json!({"type": type_, "status": if status { "True" } else { "False" }, "reason": reason, "message": message,
+                           "observedGeneration": generation, "lastTransitionTime": now()})
+                };
+                parents.push(json!({"parentRef": parent, "controllerName": GATEWAY_CONTROLLER, "conditions": [
+                    condition("Accepted", accepted, reason, if accepted { "accepted by the stand-in" } else { "refused by the stand-in" }),
+                    condition("ResolvedRefs", true, "ResolvedRefs", "every backend resolved"),
+                ]}));
+            }
+            let current = &route.data["status"]["parents"];
+            let same = |a: &Value, b: &Value| {
+                let strip = |v: &Value| {
+                    let mut v = v.clone();
+                    for p in v.as_array_mut().into_iter().flatten() {
+                        for c in p["conditions"].as_array_mut().into_iter().flatten() {
+                            c["lastTransitionTime"] = Value::Null;
+                        }
+                    }
+                    v
+                };
+                strip(a) == strip(b)
+            };
+            if same(current, &Value::Array(parents.clone())) {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &Self::resource());
+            let status = json!({"status": {"parents": parents}});
+            report(
+                "gateway controller stand-in",
+                api.patch_status(&route.name_any(), &PatchParams::default(), &Patch::Merge(status)).await,
+            );
+        }
+    }
+
+    /// Whether the Gateway's listener (`section`, or any) admits a route from a namespace with
+    /// these labels: `allowedRoutes.namespaces.from` All, Same (never, for a tenant namespace) or
+    /// Selector (`matchLabels` and `matchExpressions` with Exists/In).
+    fn verdict(
+        gateway: Option<&DynamicObject>,
+        section: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> (bool, &'static str) {
+        let Some(gateway) = gateway else { return (false, "NoMatchingParent") };
+        let listeners = gateway.data["spec"]["listeners"].as_array().cloned().unwrap_or_default();
+        let candidates: Vec<&Value> = listeners.iter().filter(|l| section.is_none_or(|s| l["name"].as_str() == Some(s))).collect();
+        if candidates.is_empty() {
+            return (false, "NoMatchingParent");
+        }
+        let admits = |listener: &Value| {
+            let namespaces = &listener["allowedRoutes"]["namespaces"];
+            match namespaces["from"].as_str().unwrap_or("Same") {
+                "All" => true,
+                "Selector" => {
+                    let selector = &namespaces["selector"];
+                    let by_labels = selector["matchLabels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+                    let by_expressions = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+                        let key = e["key"].as_str().unwrap_or_default();
+                        match e["operator"].as_str() {
+                            Some("Exists") => labels.contains_key(key),
+                            Some("In") => {
+                                labels.get(key).is_some_and(|v| e["values"].as_array().into_iter().flatten().any(|x| x.as_str() == Some(v)))
+                            }
+                            _ => false,
+                        }
+                    });
+                    by_labels && by_expressions
+                }
+                _ => false,
+            }
+        };
+        if candidates.into_iter().any(admits) {
+            (true, "Accepted")
+        } else {
+            (false, "NotAllowedByListeners")
+        }
+    }
+}
+
+impl Drop for GatewayControllerStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

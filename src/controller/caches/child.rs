@@ -8,7 +8,8 @@
 //! adopted-from, database provider); whether the operator's field manager wrote it and
 //! whether it is being deleted; the fingerprint of the fields the operator last applied (see
 //! `fingerprint`) and its applied-hash; and, per kind, the few fields readiness reads (an
-//! Ingress's load-balancer address, ready replicas or instances, a binding's `roleRef`).
+//! Ingress's load-balancer address, ready replicas or instances, a binding's `roleRef`, an
+//! HTTPRoute's generation and what gateway controllers said of it).
 //! Never a Secret's data.
 
 use std::sync::Arc;
@@ -127,8 +128,10 @@ impl Child {
         for (key, value) in meta.annotations.iter().flatten().filter(|(key, value)| keeps_annotation(kind, key, value)) {
             push(&mut bytes, ANNOTATION, Some(key), value);
         }
+        let derived = derived_fields(kind, object);
+        let source = derived.as_ref().unwrap_or(&object.data);
         for (index, path) in kept_paths(kind).iter().enumerate() {
-            if let Some(value) = object.data.pointer(path) {
+            if let Some(value) = source.pointer(path) {
                 push(&mut bytes, KEPT + index as u8, None, &value.to_string());
             }
         }
@@ -316,8 +319,47 @@ fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
         ChildKind::StatefulSet => &["/status/readyReplicas"],
         ChildKind::CnpgCluster => &["/status/readyInstances", "/status/phase"],
         ChildKind::RoleBinding => &["/roleRef"],
+        ChildKind::HttpRoute => &["/metadata/generation", "/status/parents"],
         _ => &[],
     }
+}
+
+/// The longest condition message kept of a route's parent status: enough to tell a person
+/// what the gateway controller said.
+const MAX_KEPT_MESSAGE: usize = 200;
+
+/// For kinds whose kept fields are not the object's own as they are: an HTTPRoute's
+/// generation (in its metadata, which `data` lacks) and its parent statuses reduced to what
+/// routing readiness reads (the parent, and the `Accepted` and `ResolvedRefs` conditions with
+/// their reason, a shortened message and the generation they were observed at).
+fn derived_fields(kind: ChildKind, object: &DynamicObject) -> Option<Value> {
+    if kind != ChildKind::HttpRoute {
+        return None;
+    }
+    let parents: Vec<Value> = object
+        .data
+        .pointer("/status/parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|parent| {
+            let conditions: Vec<Value> = parent["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| matches!(c["type"].as_str(), Some(crate::gateway::ACCEPTED | crate::gateway::RESOLVED_REFS)))
+                .map(|c| {
+                    let message: String = c["message"].as_str().unwrap_or_default().chars().take(MAX_KEPT_MESSAGE).collect();
+                    json!({"type": c["type"], "status": c["status"], "reason": c["reason"], "message": message,
+                           "observedGeneration": c["observedGeneration"]})
+                })
+                .collect();
+            let reference = &parent["parentRef"];
+            json!({"parentRef": {"name": reference["name"], "namespace": reference["namespace"], "sectionName": reference["sectionName"]},
+                   "conditions": conditions})
+        })
+        .collect();
+    Some(json!({"metadata": {"generation": object.metadata.generation}, "status": {"parents": parents}}))
 }
 
 fn insert_at(node: &mut Map<String, Value>, segments: &[&str], value: Value) {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use futures::future::join_all;
 use serde_json::json;
 
-use super::{database, predecessor, status::Observations, validate::ValidatedTenant};
+use super::{database, predecessor, routes, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
@@ -24,11 +24,12 @@ use crate::{
     types::{AccountNamespaceStatus, DeletionPolicy, Environment, NamespaceState, NamespaceStatus, Problem, Reason, Tenant},
 };
 
-/// Kinds a spec change can make unwanted: the Ingress of a removed application. (The quota and
-/// its LimitRange are in every environment namespace, whatever the spec says.)
+/// Kinds a spec change can make unwanted: the route (Ingress or HTTPRoute) of a removed
+/// application, or of the other kind after a switch of routing. (The quota and its LimitRange
+/// are in every environment namespace, whatever the spec says.)
 /// Data holders (Secrets, PVCs, the StatefulSet, the CloudNativePG Cluster) are never among
 /// them: they go only with their environment or Tenant, under `deletionPolicy: Delete`.
-const REMOVABLE: [ChildKind; 1] = [ChildKind::Ingress];
+const REMOVABLE: [ChildKind; 2] = [ChildKind::Ingress, ChildKind::HttpRoute];
 
 /// Apply every environment of the plan and remove what the spec no longer asks for.
 pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Context, changes: &mut Changes) -> Result<Observations, Error> {
@@ -36,8 +37,12 @@ pub async fn apply_tenant(tenant: &Tenant, valid: &ValidatedTenant, ctx: &Contex
     for (host, older) in &valid.contested_hosts {
         observed.ingress_problems.push(Problem::new(
             Reason::HostnameConflict,
-            format!("host {host} is already routed by the older Tenant {older}; its Ingress is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
+            format!("host {host} is already routed by the older Tenant {older}; its route (Ingress or HTTPRoute) is not created. Choose other applications, cluster or hostname templates, or remove the host from {older}"),
         ));
+    }
+    let has_routes = valid.plan.objects().any(|o| o.kind == ChildKind::HttpRoute);
+    if let Some(problem) = ctx.config.clusters.get(&tenant.spec.cluster).and_then(|c| routes::gateway_problem(ctx, c, has_routes)) {
+        observed.ingress_problems.push(problem);
     }
     apply_account(valid, ctx, &mut observed, changes).await?;
     for env in &valid.plan.environments {
@@ -212,6 +217,10 @@ async fn apply_environment(
     for batch in [namespace_objects, contents] {
         let mut pending = Vec::new();
         for desired in batch {
+            if desired.kind == ChildKind::HttpRoute && !ctx.caches.has(ChildKind::HttpRoute) {
+                // Reported once for the Tenant (`routes::gateway_problem`).
+                continue;
+            }
             if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
                 observed.database_problems.push(Problem::new(
                     Reason::CloudNativePgNotInstalled,
@@ -261,7 +270,9 @@ async fn apply_environment(
         }
     }
     observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
-    observed.ingress_problems.extend(unrouted_ingresses(env, ctx));
+    if let Some(cluster) = ctx.config.clusters.get(&tenant.spec.cluster) {
+        observed.ingress_problems.extend(routes::unrouted(env, ctx, cluster));
+    }
     database::reconcile_database(tenant, valid, env, ctx, observed, changes).await
 }
 
@@ -282,29 +293,6 @@ fn uncounted_quotas(account: &AccountPlan, ctx: &Context) -> Option<Problem> {
             quota.describe()
         ),
     ))
-}
-
-/// Ingresses of the environment that no ingress controller has published an address for:
-/// until then nothing routes to the application, whatever was applied.
-fn unrouted_ingresses(env: &EnvironmentPlan, ctx: &Context) -> Vec<Problem> {
-    env.objects
-        .iter()
-        .filter(|desired| desired.kind == ChildKind::Ingress)
-        .filter(|desired| {
-            let observed = ctx.caches.get(ChildKind::Ingress, desired.namespace.as_deref(), &desired.name);
-            observed.is_none_or(|ingress| ingress.data().pointer("/status/loadBalancer/ingress/0").is_none())
-        })
-        .map(|desired| {
-            let class = desired.object.pointer("/spec/ingressClassName").and_then(|c| c.as_str()).unwrap_or("default");
-            Problem::new(
-                Reason::WaitingForAddress,
-                format!(
-                    "{} has no address yet: the ingress controller of class {class} has not admitted it (is one running?)",
-                    desired.describe()
-                ),
-            )
-        })
-        .collect()
 }
 
 /// The PersistentVolumeClaims the database StatefulSet's claim template made: the StatefulSet
@@ -412,11 +400,19 @@ async fn remove_unwanted(
 
     let desired: BTreeSet<(ChildKind, Option<&str>, &str)> =
         valid.plan.objects().map(|o| (o.kind, o.namespace.as_deref(), o.name.as_str())).collect();
+    let cluster = ctx.config.clusters.get(&tenant.spec.cluster);
     for kind in REMOVABLE {
         for object in ctx.caches.of_tenant(kind, slug) {
             let Some(ns) = object.namespace() else { continue };
             let name = object.name();
             if !wanted.contains(ns) || is_terminating(&object) || !is_ours(&object, slug) || desired.contains(&(kind, Some(ns), name)) {
+                continue;
+            }
+            // A route of the other kind replaces it (routing switched): it keeps serving the
+            // application until its replacement routes.
+            let replacement =
+                valid.plan.objects().find(|o| o.kind.is_route() && o.kind != kind && o.namespace.as_deref() == Some(ns) && o.name == name);
+            if replacement.is_some_and(|new| cluster.is_none_or(|cluster| !routes::is_routed(new, ctx, cluster))) {
                 continue;
             }
             if apply::delete(ctx, kind, Some(ns), name).await? {

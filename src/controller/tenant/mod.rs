@@ -7,6 +7,7 @@ mod cleanup;
 mod database;
 mod hosts;
 mod predecessor;
+mod routes;
 mod status;
 mod validate;
 

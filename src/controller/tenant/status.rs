@@ -69,7 +69,7 @@ pub fn reconciled(
     let ingress_condition = match &ingress_problem {
         Some(problem) => detail(ConditionType::IngressReady, Err(problem), generation, now),
         None => {
-            let message = format!("{} endpoint(s) routed: every Ingress has an address", plan.endpoints.len());
+            let message = format!("{} endpoint(s) routed: every Ingress has an address, every HTTPRoute is accepted", plan.endpoints.len());
             detail(ConditionType::IngressReady, Ok((Reason::Ready, message)), generation, now)
         }
     };

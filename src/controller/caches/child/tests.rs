@@ -93,3 +93,37 @@ fn a_quota_is_counted_once_its_status_uses_every_resource_it_limits() {
     assert!(counted(json!({"used": {"configmaps": "1", "count/tenantusers.tenancy.platform.dev": "0"}})));
     assert!(!Child::from_object(ChildKind::Ingress, &ingress()).quota_counted(), "only quotas are counted");
 }
+
+#[test]
+fn an_http_route_keeps_its_generation_and_what_gateway_controllers_said_in_short() {
+    let long = "x".repeat(5000);
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "xconsole", "namespace": "acme-dev", "generation": 3, "labels": {LABEL_TENANT: "acme"}},
+        "spec": {"hostnames": ["acme-dev.xconsole.example.com"], "rules": [{"backendRefs": [{"name": "xconsole", "port": 80}]}]},
+        "status": {"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gw", "sectionName": "https"},
+            "controllerName": "example.com/gateway",
+            "conditions": [
+                {"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": long, "observedGeneration": 3,
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "observedGeneration": 2,
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ]
+        }]}
+    }))
+    .expect("route");
+    let child = Child::from_object(ChildKind::HttpRoute, &route);
+    let data = child.data();
+    assert_eq!(data["metadata"]["generation"], 3);
+    let parent = &data["status"]["parents"][0];
+    assert_eq!(parent["parentRef"], json!({"name": "public", "namespace": "gw", "sectionName": "https"}));
+    let conditions = parent["conditions"].as_array().expect("conditions");
+    assert_eq!(conditions.len(), 2, "only Accepted and ResolvedRefs: {conditions:?}");
+    assert_eq!((conditions[0]["reason"].as_str(), conditions[0]["observedGeneration"].as_i64()), (Some("NotAllowedByListeners"), Some(3)));
+    assert_eq!(conditions[0]["message"].as_str().map(str::len), Some(MAX_KEPT_MESSAGE), "a long message is cut");
+    assert_eq!(conditions[1]["observedGeneration"], 2);
+    assert!(data.pointer("/spec").is_none(), "the spec is the operator's: its fingerprint covers it");
+    assert!(child.stored().len() < 600, "{} bytes", child.stored().len());
+}
