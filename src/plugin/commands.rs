@@ -84,16 +84,15 @@ async fn observe(client: &Client, tenant: &Tenant, need_users: bool) -> Result<O
             }
         }
         if let Ok(Some(quota)) = Api::<ResourceQuota>::namespaced(client.clone(), namespace).get_opt("tenant-quota").await {
+            // Until the quota controller has counted, status is empty: the limits are in spec.
             let status = quota.status.unwrap_or_default();
             let used = status.used.unwrap_or_default();
+            let hard = status.hard.filter(|h| !h.is_empty()).or(quota.spec.and_then(|s| s.hard)).unwrap_or_default();
             observed.quotas.insert(
                 namespace.clone(),
-                status
-                    .hard
-                    .unwrap_or_default()
-                    .into_iter()
+                hard.into_iter()
                     .map(|(resource, hard)| QuotaUse {
-                        used: used.get(&resource).map(|q| q.0.clone()).unwrap_or_else(|| "0".into()),
+                        used: used.get(&resource).map(|q| q.0.clone()).unwrap_or_else(|| "not counted yet".into()),
                         hard: hard.0,
                         resource,
                     })
