@@ -47,7 +47,7 @@ async fn status_list_and_users_show_what_the_operator_made() {
         "Database none".to_string(),
         format!("Account namespace {slug}-account (Active)"),
         "jdoe <jane.doe@plug.example> Designer".to_string(),
-        "Quota (used / hard)".to_string(),
+        "Quota used/hard: pods ".to_string(),
     ] {
         assert!(tree.contains(&expected), "{expected:?} missing from\n{tree}");
     }
@@ -152,5 +152,44 @@ async fn rotate_credentials_returns_once_the_new_password_logs_in_and_the_old_on
     assert_ne!(new, old);
     assert!(logs_in(&admin, &names, &new).await, "the new password logs in");
     assert!(!logs_in(&admin, &names, &old).await, "the old one does not");
+    s.cleanup().await;
+}
+
+/// The README's example: `kubectl tenant status acme` with `examples/` applied shows the
+/// namespaces, hostnames, databases and users (the output is printed for the README).
+#[tokio::test]
+async fn the_example_tenant_at_a_glance() {
+    let s = Scenario::start().await;
+    let tenant: Tenant = serde_yaml::from_str(&std::fs::read_to_string(support::repo_path("examples/tenant-acme.yaml")).unwrap()).unwrap();
+    s.create_tenant(&tenant).await;
+    s.wait_for("the account namespace", || async {
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(s.client()).get_opt("acme-account").await.ok().flatten().is_some()
+    })
+    .await;
+    let users = std::fs::read_to_string(support::repo_path("examples/users.yaml")).unwrap();
+    for document in serde_yaml::Deserializer::from_str(&users) {
+        let user: TenantUser = serde::Deserialize::deserialize(document).unwrap();
+        s.create_user(&user).await;
+    }
+    s.mark_statefulsets_ready("acme").await;
+    s.wait_tenant("acme", ready).await;
+    s.wait_user("acme", "jdoe", user_ready).await;
+    let tree = kubectl_tenant(s.client(), &["status", "acme"]).await.unwrap();
+    eprintln!("kubectl tenant status acme:\n{tree}");
+    for expected in [
+        "Tenant acme (Acme Corp, cluster uk) phase Ready",
+        "Namespace acme-dev (Active)",
+        "Namespace acme-staging (Active)",
+        "Namespace acme-prod (Active)",
+        "Host xconsole https://acme-dev.xconsole.uk.cloud.example.com/ — address",
+        "Host u-assist https://acme.u-assist.uk.cloud.example.com/ — address",
+        "Database statefulset ready",
+        "Secret acme-db-credentials",
+        "Users (3)",
+        "jdoe <jane.doe@acme.example>",
+        "alee <ann.lee@acme.example>",
+    ] {
+        assert!(tree.contains(expected), "{expected:?} missing from\n{tree}");
+    }
     s.cleanup().await;
 }

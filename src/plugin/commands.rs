@@ -92,7 +92,7 @@ async fn observe(client: &Client, tenant: &Tenant, need_users: bool) -> Result<O
                 namespace.clone(),
                 hard.into_iter()
                     .map(|(resource, hard)| QuotaUse {
-                        used: used.get(&resource).map(|q| q.0.clone()).unwrap_or_else(|| "not counted yet".into()),
+                        used: used.get(&resource).map(|q| q.0.clone()).unwrap_or_else(|| render::NOT_COUNTED.into()),
                         hard: hard.0,
                         resource,
                     })

@@ -131,11 +131,8 @@ pub fn tree(view: &TenantView, style: Style) -> String {
             }
             None => children.push(leaf("Database none")),
         }
-        if !env.quota.is_empty() {
-            children.push(node(
-                "Quota (used / hard)",
-                env.quota.iter().map(|q| leaf(format!("{} {} / {}", q.resource, q.used, q.hard))).collect(),
-            ));
+        if let Some(line) = quota_line(&env.quota) {
+            children.push(leaf(line));
         }
         top.push(node(format!("Environment {}", style.bold(&env.environment)), children));
     }
@@ -165,6 +162,32 @@ pub fn tree(view: &TenantView, style: Style) -> String {
     draw(&top, "", &mut out);
     out
 }
+
+/// The quota entries people look at first, on one line (`-o json` has every entry).
+const QUOTA_SHOWN: [&str; 5] = ["pods", "requests.cpu", "requests.memory", "requests.ephemeral-storage", "persistentvolumeclaims"];
+
+fn quota_line(quota: &[super::view::QuotaUse]) -> Option<String> {
+    let shown: Vec<String> =
+        QUOTA_SHOWN
+            .iter()
+            .filter_map(|key| quota.iter().find(|q| q.resource == *key))
+            .map(|q| {
+                if q.used == NOT_COUNTED {
+                    format!("{} -/{}", q.resource, q.hard)
+                } else {
+                    format!("{} {}/{}", q.resource, q.used, q.hard)
+                }
+            })
+            .collect();
+    if shown.is_empty() {
+        return None;
+    }
+    let uncounted = if quota.iter().any(|q| q.used == NOT_COUNTED) { " (use not counted yet)" } else { "" };
+    Some(format!("Quota used/hard: {}{uncounted}", shown.join(", ")))
+}
+
+/// What a quota entry's use reads before the quota controller counted it.
+pub const NOT_COUNTED: &str = "not counted yet";
 
 fn user_node(user: &UserView, style: Style) -> Node {
     let role = user.effective_role.as_deref().unwrap_or("no system role");
