@@ -12,7 +12,8 @@ use super::{AdminConnection, ExternalDbError, ExternalNames};
 /// [`super::ensure_database`]: stamped by it, or adopted with consent, or unstamped and
 /// proven by `old`); the password travels as a SCRAM verifier computed here, never in clear.
 /// Setting the same `new` twice is harmless, so a rotation interrupted after this call is
-/// finished by calling it again.
+/// finished by calling it again. Without a login role yet (its database was never created)
+/// there is nothing to change: the role is created later with the Secret's new password.
 pub async fn rotate_password(
     admin: &AdminConnection,
     names: &ExternalNames,
@@ -27,11 +28,9 @@ pub async fn rotate_password(
         let inventory = observed.inventory(names);
         let claim = stamps::assess(stamp, names, &admin.server(), &inventory)?;
         if inventory.login_role.is_none() {
-            return Err(ExternalDbError::TenantLoginFailed {
-                role: names.login_role().to_owned(),
-                database: names.database().to_owned(),
-                message: "the login role does not exist yet; the rotation runs once the database is created".to_owned(),
-            });
+            // Nothing to change on the server: the ordinary reconcile creates the role with
+            // whatever password the Secret holds, which will be `new`.
+            return Ok(());
         }
         if claim.needs_proof && !(authenticates(admin, names, old).await? || authenticates(admin, names, new).await?) {
             return Err(stamps::unproven_conflict(stamp, names, &admin.server(), &inventory));
