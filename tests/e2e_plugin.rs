@@ -193,3 +193,19 @@ async fn the_example_tenant_at_a_glance() {
     }
     s.cleanup().await;
 }
+
+/// A cluster without the CRDs (here a bare fake API server; on a real cluster this would mean
+/// uninstalling them for everyone): the plugin says so, with its own exit code.
+#[tokio::test]
+async fn a_cluster_without_the_crds_is_told_apart() {
+    if support::e2e::Target::from_env() != support::e2e::Target::Fake {
+        return support::skipped_on_real_cluster("a_cluster_without_the_crds", "the CRDs are cluster-wide and other scenarios need them");
+    }
+    let bare = fake_apiserver::FakeApiServer::builder().without_repo_crds().start().await;
+    for args in [&["status", "acme"][..], &["list"][..]] {
+        let error = kubectl_tenant(bare.client(), args).await.unwrap_err();
+        assert!(matches!(error, PluginError::NoCrds), "{args:?}: {error:?}");
+        assert!(error.to_string().contains("CRDs are not installed"), "{error}");
+        assert_eq!(error.exit_code(), std::process::ExitCode::from(5));
+    }
+}

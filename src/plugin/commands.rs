@@ -42,10 +42,30 @@ pub async fn run(cli: Cli, client: Client, out: &mut (dyn Write + Send), style: 
 }
 
 async fn get_tenant(client: &Client, slug: &str) -> Result<Tenant, PluginError> {
-    Api::<Tenant>::all(client.clone())
-        .get(slug)
-        .await
-        .map_err(|e| classify(Request { verb: "get", resource: TENANTS, namespace: None, name: Some(slug) }, e))
+    match Api::<Tenant>::all(client.clone()).get(slug).await {
+        Ok(tenant) => Ok(tenant),
+        Err(e) => Err(explain(client, Request { verb: "get", resource: TENANTS, namespace: None, name: Some(slug) }, e).await),
+    }
+}
+
+/// A 404 is a missing object, or a cluster without the CRDs: discovery tells which, whatever
+/// the server writes in its message.
+async fn explain(client: &Client, request: Request<'_>, error: kube::Error) -> PluginError {
+    let not_found = matches!(&error, kube::Error::Api(status) if status.code == 404);
+    if not_found && !tenants_served(client).await {
+        return PluginError::NoCrds;
+    }
+    classify(request, error)
+}
+
+/// Whether the API server serves Tenants (`GET /apis/tenancy.platform.dev/v1alpha1`).
+async fn tenants_served(client: &Client) -> bool {
+    match client.list_api_group_resources("tenancy.platform.dev/v1alpha1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "tenants"),
+        // Unknown: do not claim the CRDs are missing.
+        Err(kube::Error::Api(status)) if status.code == 404 => false,
+        Err(_) => true,
+    }
 }
 
 fn document<T: serde::Serialize>(value: &T, output: Output) -> Result<String, PluginError> {
@@ -148,14 +168,17 @@ pub async fn users(client: &Client, slug: &str, output: Output) -> Result<String
 }
 
 /// Every item of a paged list (`limit`/`continue`).
-async fn paged<K>(api: Api<K>, resource: &'static str) -> Result<Vec<K>, PluginError>
+async fn paged<K>(client: &Client, api: Api<K>, resource: &'static str) -> Result<Vec<K>, PluginError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
     loop {
-        let page = api.list(&params).await.map_err(|e| classify(Request { verb: "list", resource, namespace: None, name: None }, e))?;
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(e) => return Err(explain(client, Request { verb: "list", resource, namespace: None, name: None }, e).await),
+        };
         items.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
@@ -167,8 +190,8 @@ where
 /// One paged list of Tenants and one of TenantUsers (counted per tenant), whatever the
 /// number of tenants. Without the right to list users cluster-wide the count is left out.
 pub async fn list(client: &Client, output: Output) -> Result<String, PluginError> {
-    let tenants = paged(Api::<Tenant>::all(client.clone()), TENANTS).await?;
-    let users = paged(Api::<TenantUser>::all(client.clone()), USERS).await.unwrap_or_default();
+    let tenants = paged(client, Api::<Tenant>::all(client.clone()), TENANTS).await?;
+    let users = paged(client, Api::<TenantUser>::all(client.clone()), USERS).await.unwrap_or_default();
     let mut per_tenant: BTreeMap<String, usize> = BTreeMap::new();
     for user in &users {
         // A user belongs to the tenant whose account namespace `<slug>-account` holds it.

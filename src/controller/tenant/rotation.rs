@@ -107,8 +107,14 @@ pub async fn rotate(
     let name = naming::database_secret_name(&valid.slug);
     let cached = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name);
     let cached_record = cached.as_ref().map(|c| SecretRecord::read(|key| c.annotation(key))).unwrap_or_default();
-    if cached.is_some() && next_step(provider, requested.as_ref(), &cached_record) == Step::Nothing {
-        return Ok(Outcome::default());
+    if cached.is_some() {
+        // What needs no write is decided on the cache alone; a write reads the server's copy.
+        match next_step(provider, requested.as_ref(), &cached_record) {
+            Step::Nothing => return Ok(Outcome::default()),
+            Step::Refuse(text) => return Ok(Outcome { message: Some(text), problem: None }),
+            Step::Malformed => return Ok(Outcome { message: Some(rotation::malformed_message(env.environment)), problem: None }),
+            Step::Start(_) | Step::Resume(_) => {}
+        }
     }
     if requested.is_none() && cached.is_none() {
         return Ok(Outcome::default());
