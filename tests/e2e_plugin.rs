@@ -209,3 +209,35 @@ async fn a_cluster_without_the_crds_is_told_apart() {
         assert_eq!(error.exit_code(), std::process::ExitCode::from(5));
     }
 }
+
+/// `list` on many tenants is one paged list of Tenants (and one of TenantUsers for the user
+/// counts), never a request per tenant. On the fake, which records who asked for what.
+#[tokio::test]
+async fn list_pages_through_many_tenants_without_a_request_per_tenant() {
+    if support::e2e::Target::from_env() != support::e2e::Target::Fake {
+        return support::skipped_on_real_cluster("list_pages_through_many_tenants", "counts requests on the fake");
+    }
+    const TENANTS: usize = 1_200;
+    let fake = fake_apiserver::FakeApiServer::start().await;
+    let api = Api::<Tenant>::all(fake.client());
+    use futures::StreamExt;
+    let created: Vec<_> = futures::stream::iter(0..TENANTS)
+        .map(|i| {
+            let api = api.clone();
+            async move { api.create(&Default::default(), &small_tenant(&format!("many-{i:04}"), json!({}))).await.map(drop) }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    created.into_iter().for_each(|r| r.unwrap());
+    let lister = fake.client_as_user("lister@platform.example", &["system:masters"]);
+    let list = kubectl_tenant(lister, &["list", "-o", "json"]).await.unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows.len(), TENANTS);
+    let asked: Vec<_> = fake.requests().into_iter().filter(|r| r.user.as_deref() == Some("lister@platform.example")).collect();
+    let summary: Vec<String> = asked.iter().map(|r| format!("{} {}", r.verb, r.resource)).collect();
+    let pages = TENANTS.div_ceil(commands::PAGE as usize);
+    assert_eq!(summary.iter().filter(|s| *s == "list tenants").count(), pages, "{summary:?}");
+    assert_eq!(summary.iter().filter(|s| *s == "list tenantusers").count(), 1, "{summary:?}");
+    assert_eq!(asked.len(), pages + 1, "nothing per tenant: {summary:?}");
+}
