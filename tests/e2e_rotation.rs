@@ -7,7 +7,7 @@
 mod support;
 
 use fake_apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     api::{DynamicObject, Patch, PatchParams},
     Api,
@@ -105,6 +105,19 @@ async fn external_rotation_changes_the_password_once_per_request_and_survives_a_
     assert_eq!(key(&first, "pending-password"), None);
     assert!(logs_in(&admin, &names, &new).await, "the new password logs in");
     assert!(!logs_in(&admin, &names, &original).await, "the old password no longer does");
+    // The rotation is told in the Tenant's Event, never with the password.
+    let events: Api<Event> = Api::namespaced(s.client(), "default");
+    let told = || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let about = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(slug.as_str());
+            e.note
+                .filter(|note| about && note.contains("rotated the password of role") && e.reason.as_deref() == Some("CredentialsRotated"))
+        })
+    };
+    s.wait_for("the CredentialsRotated Event", || async { told().await.is_some() }).await;
+    let note = told().await.unwrap_or_default();
+    assert!(note.contains("2026-12-06T08:00:00Z") && !note.contains(&new), "{note}");
 
     // A restart with the same request outstanding does not rotate again.
     s.stop_operator().await;
