@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 mod naming;
 pub mod operator;
+pub mod plugin;
 pub mod render;
 pub mod telemetry;
 pub mod types;

@@ -93,13 +93,17 @@ fn strip_bookkeeping<K: Resource>(object: &mut K) {
 }
 
 /// The parts of a Tenant whose change needs a reconcile: its spec (generation), deletion and
-/// finalizers, and its identity. A change of status alone (the operator's own status writes,
+/// finalizers, its identity and its credential rotation requests. A change of status alone (the operator's own status writes,
 /// above all) does not.
 fn tenant_change(tenant: &GuardedTenant) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let meta = tenant.meta();
     let mut hasher = DefaultHasher::new();
     (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, tenant.0.is_ok()).hash(&mut hasher);
+    // A credential rotation is requested by annotation, which does not change the generation.
+    for (key, value) in meta.annotations.iter().flatten().filter(|(key, _)| key.starts_with(crate::database::rotation::REQUEST_PREFIX)) {
+        (key, value).hash(&mut hasher);
+    }
     hasher.finish()
 }
 

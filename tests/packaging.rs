@@ -440,6 +440,29 @@ fn dockerfile_builds_locked_and_runs_as_nonroot() {
     {
         assert!(text.contains(needle), "Dockerfile lacks {needle:?}");
     }
+    // The plugin binary is built by the same `cargo build --release` and carried by the image.
+    assert!(text.contains("echo 'fn main() {}' > src/kubectl_tenant.rs"), "the dependency layer needs the plugin's stub");
+    assert!(text.contains("COPY --from=build /kubectl-tenant /usr/local/bin/kubectl-tenant"), "the image carries kubectl-tenant");
+}
+
+/// The krew manifest installs the binary Cargo builds, under the name `kubectl tenant` uses.
+#[test]
+fn the_krew_manifest_names_the_plugin_binary() {
+    let manifest = yaml(&read("plugins/krew/tenant.yaml"), "plugins/krew/tenant.yaml");
+    assert_eq!(manifest["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "tenant", "krew's name gives the command `kubectl tenant`");
+    let platforms = manifest["spec"]["platforms"].as_array().expect("platforms");
+    assert!(!platforms.is_empty());
+    for platform in platforms {
+        assert_eq!(platform["bin"], "kubectl-tenant");
+    }
+    let cargo = read("Cargo.toml");
+    assert!(cargo.contains("name = \"kubectl-tenant\""), "Cargo.toml builds kubectl-tenant");
+    let script = read("scripts/krew-package");
+    for placeholder in ["{{VERSION}}", "{{OS}}", "{{ARCH}}", "{{URI}}", "{{SHA256}}"] {
+        assert!(read("plugins/krew/tenant.yaml").contains(placeholder) && script.contains(placeholder), "{placeholder}");
+    }
 }
 
 #[test]

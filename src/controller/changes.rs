@@ -45,7 +45,7 @@ impl Changes {
         let weight = |reason: Reason| match reason {
             Reason::Deleted => 3,
             Reason::Retained => 2,
-            Reason::Adopted => 1,
+            Reason::Adopted | Reason::CredentialsRotated => 1,
             _ => 0,
         };
         let reason = self.notable.iter().map(|(reason, _)| *reason).max_by_key(|r| weight(*r)).filter(|r| weight(*r) > 0);

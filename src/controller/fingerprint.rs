@@ -15,8 +15,8 @@ use k8s_openapi::ByteString;
 use serde_json::{Map, Value};
 
 use crate::{
-    controller::caches::watches_metadata_only, database::credentials::percent_encode, desired::ChildKind, hash::Fnv,
-    naming::ANNOTATION_APPLIED_HASH,
+    controller::caches::watches_metadata_only, database::credentials::percent_encode, database::rotation::PENDING_PASSWORD_KEY,
+    desired::ChildKind, hash::Fnv, naming::ANNOTATION_APPLIED_HASH,
 };
 
 /// The canonical hash of any JSON value (see `write_canonical`).
@@ -200,7 +200,11 @@ fn redact_credentials(object: &mut Value) {
     let encoded = percent_encode(&password);
     for (key, value) in data.iter_mut() {
         let Some(text) = decoded(value) else { continue };
-        let redacted = if key == "password" { PASSWORD_STAND_IN.to_string() } else { text.replace(&encoded, PASSWORD_STAND_IN) };
+        let redacted = if key == "password" || key == PENDING_PASSWORD_KEY {
+            PASSWORD_STAND_IN.to_string()
+        } else {
+            text.replace(&encoded, PASSWORD_STAND_IN)
+        };
         *value = Value::String(redacted);
     }
 }

@@ -34,6 +34,14 @@ pub fn readiness(observed: Option<&serde_json::Value>) -> Result<(), Problem> {
     Err(Problem::new(Reason::DatabaseNotReady, message))
 }
 
+/// Whether CloudNativePG reports the password of `role` applied from the Secret version
+/// `secret_version` (`status.managedRolesStatus.passwordStatus.<role>.resourceVersion`).
+pub fn password_applied(observed: Option<&serde_json::Value>, role: &str, secret_version: &str) -> bool {
+    observed
+        .and_then(|cluster| cluster.pointer("/status/managedRolesStatus/passwordStatus")?.get(role)?.get("resourceVersion")?.as_str())
+        .is_some_and(|applied| applied == secret_version)
+}
+
 fn cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> DesiredObject {
     let cnpg = &config.database.cloudnative_pg;
     let name = naming::database_name(slug);
@@ -50,6 +58,14 @@ fn cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> De
             "owner": naming::sql_user_name(slug),
             "secret": { "name": naming::database_secret_name(slug) },
         }},
+        // The owner role is also a managed role whose password CloudNativePG keeps equal to
+        // the credentials Secret's: a rotated password reaches the server through it.
+        "managed": { "roles": [{
+            "name": naming::sql_user_name(slug),
+            "ensure": "present",
+            "login": true,
+            "passwordSecret": { "name": naming::database_secret_name(slug) },
+        }]},
     });
     if let Some(image) = &cnpg.image_name {
         spec["imageName"] = json!(image);
@@ -67,4 +83,20 @@ fn cluster(tenant: &Tenant, slug: &str, env: Environment, config: &Config) -> De
         "spec": spec,
     });
     DesiredObject { kind: ChildKind::CnpgCluster, namespace: Some(namespace), name, object }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_counts_as_applied_for_the_secret_version_cloudnative_pg_reports() {
+        let cluster =
+            json!({"status": {"managedRolesStatus": {"passwordStatus": {"acme": {"transactionID": 7, "resourceVersion": "42"}}}}});
+        assert!(password_applied(Some(&cluster), "acme", "42"));
+        assert!(!password_applied(Some(&cluster), "acme", "43"), "an older version");
+        assert!(!password_applied(Some(&cluster), "other", "42"));
+        assert!(!password_applied(Some(&json!({"status": {}})), "acme", "42"));
+        assert!(!password_applied(None, "acme", "42"));
+    }
 }

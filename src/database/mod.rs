@@ -12,6 +12,7 @@
 pub mod cloudnative_pg;
 pub mod credentials;
 pub mod external;
+pub mod rotation;
 pub mod statefulset;
 
 use std::collections::BTreeMap;

@@ -186,6 +186,8 @@ reasons! {
     Deleted,
     Retained,
     Adopted,
+    /// A database password was rotated on request (Event).
+    CredentialsRotated,
 }
 
 impl Reason {

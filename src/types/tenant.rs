@@ -424,4 +424,18 @@ pub struct DatabaseStatus {
     /// What the database is waiting for or why it failed, when it is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The request token of the last credential rotation the operator completed for this
+    /// environment (the value of the Tenant's annotation
+    /// `tenancy.platform.dev/rotate-credentials.<env>`): the new password is in the Secret
+    /// and the database accepts it (and, for `external`, no longer the old one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
+    /// When that rotation completed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_rotated_at: Option<String>,
+    /// Why the newest rotation request is not completed yet (in progress, waiting while the
+    /// Tenant is suspended or stalled, or refused for this provider); absent when none is
+    /// outstanding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_message: Option<String>,
 }

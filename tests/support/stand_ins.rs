@@ -245,6 +245,27 @@ impl CloudNativePgStandIn {
         }
     }
 
+    /// Report the password of the managed role `role` applied from the current version of its
+    /// `passwordSecret`, as CloudNativePG does once it has run `ALTER ROLE` with it.
+    pub async fn report_password_applied(client: &Client, namespace: &str, name: &str, role: &str) {
+        let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &Self::cluster_resource());
+        let cluster = clusters.get(name).await.unwrap_or_else(|e| panic!("CloudNativePG stand-in: read {namespace}/{name}: {e}"));
+        let secret_name = cluster.data["spec"]["managed"]["roles"]
+            .as_array()
+            .and_then(|roles| roles.iter().find(|r| r["name"] == role))
+            .and_then(|r| r["passwordSecret"]["name"].as_str())
+            .unwrap_or_else(|| panic!("CloudNativePG stand-in: {namespace}/{name} manages no role {role} with a passwordSecret"))
+            .to_string();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+        let version = secrets.get(&secret_name).await.ok().and_then(|s| s.metadata.resource_version).unwrap_or_default();
+        let status =
+            json!({"status": {"managedRolesStatus": {"passwordStatus": {role: {"transactionID": 1, "resourceVersion": version}}}}});
+        clusters
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap_or_else(|e| panic!("CloudNativePG stand-in: report {namespace}/{name}'s password applied: {e}"));
+    }
+
     /// Report the `Cluster` healthy, as CloudNativePG does once its instances run.
     pub async fn report_ready(client: &Client, namespace: &str, name: &str) {
         let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &Self::cluster_resource());

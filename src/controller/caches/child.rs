@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     controller::fingerprint,
+    database::rotation,
     desired::ChildKind,
     naming::{
         ANNOTATION_ADOPTED_FROM, ANNOTATION_APPLIED_HASH, ANNOTATION_DATABASE_PROVIDER, ANNOTATION_TENANT_UID, ANNOTATION_USER,
@@ -299,7 +300,8 @@ fn keeps_label(kind: ChildKind, key: &str, value: &str) -> bool {
 /// (it is inside every fingerprint anyway). Not the applied-hash: see [`Child::applied_hash`].
 fn keeps_annotation(kind: ChildKind, key: &str, value: &str) -> bool {
     let read = matches!(key, ANNOTATION_ADOPTED_FROM | ANNOTATION_DATABASE_PROVIDER | ANNOTATION_USER)
-        || (key == ANNOTATION_TENANT_UID && kind == ChildKind::Namespace);
+        || (key == ANNOTATION_TENANT_UID && kind == ChildKind::Namespace)
+        || (kind == ChildKind::Secret && rotation::SECRET_ANNOTATIONS.contains(&key));
     read && value.len() <= MAX_KEPT_VALUE
 }
 
@@ -317,7 +319,7 @@ fn kept_paths(kind: ChildKind) -> &'static [&'static str] {
     match kind {
         ChildKind::Ingress => &["/status/loadBalancer/ingress"],
         ChildKind::StatefulSet => &["/status/readyReplicas"],
-        ChildKind::CnpgCluster => &["/status/readyInstances", "/status/phase"],
+        ChildKind::CnpgCluster => &["/status/readyInstances", "/status/phase", "/status/managedRolesStatus/passwordStatus"],
         ChildKind::RoleBinding => &["/roleRef"],
         ChildKind::HttpRoute => &["/metadata/generation", "/status/parents"],
         _ => &[],

@@ -179,7 +179,11 @@ fn summarise(version: Option<&str>, full: Option<TenantStatus>, epoch: u32) -> (
     let reduced = full.map(|status| TenantStatus {
         observed_generation: status.observed_generation,
         phase: status.phase,
-        databases: status.databases.into_iter().map(|db| DatabaseStatus { host: None, secret_name: None, message: None, ..db }).collect(),
+        databases: status
+            .databases
+            .into_iter()
+            .map(|db| DatabaseStatus { host: None, secret_name: None, message: None, rotation_message: None, ..db })
+            .collect(),
         ..TenantStatus::default()
     });
     (Summary { digest, epoch, packed: pack(version, &reduced, &conditions) }, reduced)
@@ -263,6 +267,9 @@ mod tests {
                 secret_name: Some("acme-db-credentials".into()),
                 ready: false,
                 message: Some("waiting".into()),
+                rotation_request: None,
+                credentials_rotated_at: None,
+                rotation_message: None,
             }],
             ..TenantStatus::default()
         });

@@ -23,7 +23,8 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let slug = tenant.metadata.name.clone().ok_or(Error::MissingName)?;
     let stored = super::stored_status(tenant, ctx, super::Details::Kept).await?;
     let now = Time(Timestamp::now());
-    let new = status::terminating(stored.status(), tenant.spec.deletion_policy, tenant.metadata.generation, &now);
+    let mut new = status::terminating(stored.status(), tenant.spec.deletion_policy, tenant.metadata.generation, &now);
+    super::rotation::waiting(tenant, "the Tenant is being deleted; its credentials are kept as they are", &mut new.databases);
     super::write_status(tenant, &stored, &new, ctx).await?;
     ctx.status_written(&slug, false);
     ctx.forget_hosts(&slug);

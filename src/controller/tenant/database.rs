@@ -7,7 +7,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::{api::ListParams, runtime::events::EventType, Api, Resource, ResourceExt};
 
-use super::{predecessor, status::Observations, validate::ValidatedTenant};
+use super::{
+    predecessor,
+    rotation::{self, ExternalTarget, Kept, Outcome},
+    status::Observations,
+    validate::ValidatedTenant,
+};
 use crate::{
     controller::{
         apply::{self, applied_form, compare_cached, confirm, get_uncached, Cached},
@@ -35,13 +40,16 @@ pub async fn reconcile_database(
     changes: &mut Changes,
 ) -> Result<(), Error> {
     let provider = valid.plan.database_provider;
+    let mut rotated = Outcome::default();
     let outcome = match (provider, &env.database) {
         (DatabaseProvider::None, _) => return Ok(()),
-        (DatabaseProvider::External, _) => reconcile_external(tenant, valid, env, ctx, changes).await?,
+        (DatabaseProvider::External, _) => reconcile_external(tenant, valid, env, ctx, &mut rotated, changes).await?,
         (_, Some(connection)) => {
+            let desired = |password: &str, kept: &Kept| desired_credentials(valid, env, connection, provider, password, kept);
+            rotated = rotation::rotate(tenant, valid, env, provider, None, &desired, ctx, changes).await?;
             let credentials = match credentials_cached(valid, env, connection, provider, ctx)? {
                 Some(known) => known,
-                None => ensure_credentials(valid, env, connection, provider, ctx, changes).await?.map(drop),
+                None => ensure_credentials(tenant, valid, env, connection, provider, ctx, changes).await?.map(drop),
             };
             match credentials {
                 Err(problem) => Err(problem),
@@ -62,7 +70,7 @@ pub async fn reconcile_database(
         }
         (_, None) => Err(Problem::new(Reason::DatabaseNotReady, "no connection details for this provider")),
     };
-    let status = match outcome {
+    let mut status = match outcome {
         Ok(host) => DatabaseStatus {
             environment: env.environment,
             provider,
@@ -70,6 +78,9 @@ pub async fn reconcile_database(
             secret_name: Some(naming::database_secret_name(&valid.slug)),
             ready: true,
             message: None,
+            rotation_request: None,
+            credentials_rotated_at: None,
+            rotation_message: None,
         },
         Err(problem) => {
             let status = DatabaseStatus {
@@ -79,11 +90,15 @@ pub async fn reconcile_database(
                 secret_name: None,
                 ready: false,
                 message: Some(problem.message.clone()),
+                rotation_request: None,
+                credentials_rotated_at: None,
+                rotation_message: None,
             };
             observed.database_problems.push(Problem::new(problem.reason, format!("{}: {}", env.namespace, problem.message)));
             status
         }
     };
+    rotation::status_fields(tenant, env, provider, rotated, ctx, &mut status);
     observed.databases.push(status);
     Ok(())
 }
@@ -134,6 +149,7 @@ fn desired_credentials(
     connection: &ConnectionInfo,
     provider: DatabaseProvider,
     password: &str,
+    kept: &Kept,
 ) -> Result<DesiredObject, Error> {
     let mut desired =
         DesiredObject::from_typed(ChildKind::Secret, &credentials_secret(&valid.slug, env.environment, connection, password))?;
@@ -143,6 +159,7 @@ fn desired_credentials(
             annotations.insert(ANNOTATION_DATABASE_PROVIDER.into(), provider.as_str().into());
         }
     }
+    kept.apply_to(&mut desired);
     Ok(desired)
 }
 
@@ -174,7 +191,8 @@ fn credentials_cached(
     if !is_ours(&cached, &valid.slug) {
         return Ok(Some(Err(secret_conflict(env, &name))));
     }
-    let probe = desired_credentials(valid, env, connection, provider, fingerprint::PASSWORD_STAND_IN)?;
+    let kept = Kept::from_cache(&cached, fingerprint::PASSWORD_STAND_IN);
+    let probe = desired_credentials(valid, env, connection, provider, fingerprint::PASSWORD_STAND_IN, &kept)?;
     Ok((compare_cached(&ctx.caches, &probe, &applied_form(&probe, &valid.uid), &cached) == Cached::Current).then_some(Ok(())))
 }
 
@@ -184,6 +202,7 @@ fn credentials_cached(
 /// Secret of that name the operator did not create is never read (`SecretConflict`): anyone
 /// able to create it could otherwise choose the password of a future tenant's database.
 async fn ensure_credentials(
+    tenant: &Tenant,
     valid: &ValidatedTenant,
     env: &EnvironmentPlan,
     connection: &ConnectionInfo,
@@ -214,7 +233,12 @@ async fn ensure_credentials(
         Some(password) => (password, false),
         None => (generate_password(ctx.config.database.password_length), true),
     };
-    let desired = desired_credentials(valid, env, connection, provider, &password)?;
+    // What a rotation recorded on the Secret is kept; a new password answers a request.
+    let kept = match &existing {
+        Some(object) if !generated => Kept::from_server(object),
+        _ => Kept { record: rotation::fresh_record(tenant, env), pending_password: None },
+    };
+    let desired = desired_credentials(valid, env, connection, provider, &password, &kept)?;
     let applied = applied_form(&desired, &valid.uid);
     // What the server's copy proves is remembered on the cached object, if it is the same.
     let cached = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name);
@@ -313,6 +337,7 @@ async fn reconcile_external(
     valid: &ValidatedTenant,
     env: &EnvironmentPlan,
     ctx: &Context,
+    rotated: &mut Outcome,
     changes: &mut Changes,
 ) -> Result<Result<String, Problem>, Error> {
     let admin = match admin_connection(ctx).await {
@@ -324,13 +349,21 @@ async fn reconcile_external(
         Err(error) => return Ok(Err(problem_of(&error))),
     };
     let connection = external::connection_info(&admin, &names);
-    let password = match ensure_credentials(valid, env, &connection, DatabaseProvider::External, ctx, changes).await? {
-        Ok(password) => password,
-        Err(problem) => return Ok(Err(problem)),
-    };
     let stamp = match stamp(&valid.slug, &valid.uid) {
         Ok(stamp) => stamp.adopting(valid.adopt_from.as_deref()),
         Err(error) => return Ok(Err(problem_of(&error))),
+    };
+    // A rotation is finished (or refused) before the ordinary reconcile, which would
+    // otherwise set the role's password back to the Secret's while a new one is pending.
+    let target = ExternalTarget { admin: &admin, names: &names, stamp: &stamp };
+    let desired = |password: &str, kept: &Kept| desired_credentials(valid, env, &connection, DatabaseProvider::External, password, kept);
+    *rotated = rotation::rotate(tenant, valid, env, DatabaseProvider::External, Some(target), &desired, ctx, changes).await?;
+    if let Some(problem) = rotated.problem.clone() {
+        return Ok(Err(problem));
+    }
+    let password = match ensure_credentials(tenant, valid, env, &connection, DatabaseProvider::External, ctx, changes).await? {
+        Ok(password) => password,
+        Err(problem) => return Ok(Err(problem)),
     };
     match external::ensure_database(&admin, &names, &stamp, &password).await {
         Ok(outcome) => {

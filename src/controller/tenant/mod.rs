@@ -7,6 +7,7 @@ mod cleanup;
 mod database;
 mod hosts;
 mod predecessor;
+mod rotation;
 mod routes;
 mod status;
 mod validate;
@@ -141,7 +142,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let name = tenant.name_any();
     if tenant.spec.suspend {
         let stored = stored_status(tenant, ctx, Details::Kept).await?;
-        if write_status(tenant, &stored, &status::suspended(stored.status(), generation, &now), ctx).await? {
+        let mut new = status::suspended(stored.status(), generation, &now);
+        rotation::waiting(tenant, "the Tenant is suspended (spec.suspend); it runs once the Tenant is resumed", &mut new.databases);
+        if write_status(tenant, &stored, &new, ctx).await? {
             ctx.status_written(&name, false);
         }
         return Ok(Action::await_change());
@@ -154,7 +157,12 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
         Ok(valid) => valid,
         Err(problem) => {
             let stored = stored_status(tenant, ctx, Details::Kept).await?;
-            let new = status::refused(stored.status(), &problem, generation, &now);
+            let mut new = status::refused(stored.status(), &problem, generation, &now);
+            rotation::waiting(
+                tenant,
+                &format!("the Tenant is stalled ({}); it runs once that is resolved", problem.reason),
+                &mut new.databases,
+            );
             if write_status(tenant, &stored, &new, ctx).await? {
                 ctx.status_written(&name, false);
                 ctx.event(&tenant.object_ref(&()), EventType::Warning, problem.reason, &problem.message);

@@ -25,6 +25,7 @@
 //! | `session.rs` | admin session and catalogue lookups |
 //! | `roles.rs`, `databases.rs` | creating, repairing and dropping each kind of object |
 //! | `lifecycle.rs` | the public operations |
+//! | `rotation.rs` | rotating the login role's password on demand |
 
 mod connection;
 mod databases;
@@ -33,6 +34,7 @@ mod lifecycle;
 mod names;
 mod queries;
 mod roles;
+mod rotation;
 mod session;
 pub mod stamps;
 
@@ -42,6 +44,7 @@ pub use connection::{AdminConnection, SslMode, DEFAULT_CONNECT_TIMEOUT, OPERATIO
 pub use error::ExternalDbError;
 pub use lifecycle::{check_ready, drop_database, ensure_database, is_retained, mark_retained, stamped_databases};
 pub use names::{quote_ident, quote_literal, ExternalNames, MAX_IDENTIFIER_BYTES, MAX_SLUG_LEN};
+pub use rotation::rotate_password;
 pub use stamps::{Stamp, LEGACY_RETAINED_MARK};
 
 /// What [`ensure_database`] found and did, for Kubernetes Events and the Tenant's records.
