@@ -207,6 +207,14 @@ async fn a_gateway_tenant_gets_routes_that_set_its_id_and_no_ingress() {
     .await;
     r.s.wait_tenant(&slug, ready).await;
 
+    // `kubectl tenant status` shows each host's route as its gateway controller reported it.
+    let cli = <tenant_operator::plugin::Cli as clap::Parser>::try_parse_from(["kubectl-tenant", "status", slug.as_str()]).expect("args");
+    let mut tree = Vec::new();
+    tenant_operator::plugin::commands::run(cli, r.s.client(), &mut tree, Default::default()).await.expect("kubectl tenant status");
+    let tree = String::from_utf8(tree).expect("utf-8");
+    let gateway = format!("accepted by Gateway {}/public", r.gateway_namespace);
+    assert!(tree.contains(&format!("https://{slug}-dev.xconsole.uk.cloud.example.com/ — route {gateway}")), "{tree}");
+
     // Nothing to do: a restarted operator writes nothing.
     let requests = r.s.requests_of_a_restart().await.unwrap_or_default();
     assert_eq!(requests.writes(), 0, "a no-op resync wrote: {:?}", requests.0);

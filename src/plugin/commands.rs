@@ -14,11 +14,12 @@ use serde_json::json;
 use super::{
     errors::{classify, PluginError, Request},
     render::{self, Style},
-    view::{EventView, ListRow, Observed, QuotaUse, TenantView},
+    view::{EventView, ListRow, Observed, QuotaUse, RouteView, TenantView},
     Cli, Command, Output,
 };
 use crate::{
     database::rotation::request_annotation,
+    gateway::HTTPRoute,
     types::{DatabaseProvider, Environment, Tenant, TenantPhase, TenantUser},
 };
 
@@ -101,6 +102,13 @@ async fn observe(client: &Client, tenant: &Tenant, need_users: bool) -> Result<O
                 if let Some(address) = address {
                     observed.addresses.insert((namespace.clone(), ingress.name_any()), address);
                 }
+            }
+        }
+        // Regions with `routing: gateway` (no Gateway API on the cluster, or not allowed to
+        // read routes: nothing to show).
+        if let Ok(list) = Api::<HTTPRoute>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+            for route in list.items {
+                observed.routes.insert((namespace.clone(), route.name_any()), RouteView::of(&route));
             }
         }
         if let Ok(Some(quota)) = Api::<ResourceQuota>::namespaced(client.clone(), namespace).get_opt("tenant-quota").await {

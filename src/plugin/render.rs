@@ -101,9 +101,11 @@ pub fn tree(view: &TenantView, style: Style) -> String {
     for env in &view.environments {
         let mut children = vec![leaf(format!("Namespace {} ({})", env.namespace, env.state))];
         for host in &env.hosts {
-            let address = match &host.address {
-                Some(address) => style.good(&format!("address {address}")),
-                None => style.busy("no address yet"),
+            let address = match (&host.route, &host.address) {
+                (Some(route), _) if route.accepted => style.good(&format!("route {}", route.detail)),
+                (Some(route), _) => style.busy(&format!("route not accepted: {}", route.detail)),
+                (None, Some(address)) => style.good(&format!("address {address}")),
+                (None, None) => style.busy("no address yet"),
             };
             children.push(leaf(format!("Host {} {} — {address}", host.application, host.url)));
         }

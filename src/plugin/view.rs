@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::{
     desired::rbac::{cluster_role_for, effective_role},
+    gateway::{HTTPRoute, ACCEPTED, RESOLVED_REFS},
     types::{Conditions, DatabaseStatus, Environment, Tenant, TenantUser},
 };
 
@@ -60,6 +61,51 @@ pub struct HostView {
     /// The address the ingress controller published, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Where the host is served by an HTTPRoute (`routing: gateway`): what its gateway
+    /// controller said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteView>,
+}
+
+/// An HTTPRoute as its gateway controller reported it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteView {
+    /// `Accepted=True` and `ResolvedRefs=True` from a Gateway, for the route's generation.
+    pub accepted: bool,
+    /// The Gateway that accepted it, or why none has.
+    pub detail: String,
+}
+
+impl RouteView {
+    /// What the route's status says: accepted when a parent entry has `Accepted=True` and
+    /// `ResolvedRefs=True`, both observed at the route's current generation. (The operator
+    /// checks the Gateway its configuration names; the plugin does not read that configuration
+    /// and takes any Gateway's word.)
+    pub fn of(route: &HTTPRoute) -> RouteView {
+        let generation = route.metadata.generation;
+        let current = |c: &&Condition| generation.is_none() || c.observed_generation.is_none() || c.observed_generation >= generation;
+        let parents = route.status.as_ref().map(|s| s.parents.as_slice()).unwrap_or_default();
+        let mut why = None;
+        for parent in parents {
+            let gateway = match &parent.parent_ref.namespace {
+                Some(namespace) => format!("{namespace}/{}", parent.parent_ref.name),
+                None => parent.parent_ref.name.clone(),
+            };
+            let failing = [ACCEPTED, RESOLVED_REFS].into_iter().find_map(|type_| {
+                match parent.conditions.iter().filter(current).find(|c| c.type_ == type_) {
+                    Some(c) if c.status == "True" => None,
+                    Some(c) => Some(format!("{type_}={} ({}) from Gateway {gateway}", c.status, c.reason)),
+                    None => Some(format!("no {type_} for this generation from Gateway {gateway}")),
+                }
+            });
+            match failing {
+                None => return RouteView { accepted: true, detail: format!("accepted by Gateway {gateway}") },
+                Some(reason) => why = why.or(Some(reason)),
+            }
+        }
+        RouteView { accepted: false, detail: why.unwrap_or_else(|| "no gateway controller has reported on it".into()) }
+    }
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -112,6 +158,8 @@ pub struct Observed {
     pub users: Vec<TenantUser>,
     /// (namespace, Ingress name) → published address.
     pub addresses: BTreeMap<(String, String), String>,
+    /// (namespace, HTTPRoute name) → what its gateway controller said.
+    pub routes: BTreeMap<(String, String), RouteView>,
     /// namespace → quota use.
     pub quotas: BTreeMap<String, Vec<QuotaUse>>,
     /// Newest last.
@@ -146,6 +194,7 @@ impl TenantView {
                         application: e.application.clone(),
                         url: e.url.clone(),
                         address: observed.addresses.get(&(namespace.clone(), e.application.clone())).cloned(),
+                        route: observed.routes.get(&(namespace.clone(), e.application.clone())).cloned(),
                     })
                     .collect();
                 EnvironmentView {

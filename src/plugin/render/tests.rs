@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::plugin::view::{EventView, Observed, QuotaUse};
+use crate::plugin::view::{EventView, Observed, QuotaUse, RouteView};
 use crate::types::{Tenant, TenantUser};
 
 fn tenant(json: &str) -> Tenant {
@@ -23,6 +23,7 @@ fn observed() -> Observed {
     Observed {
         users: vec![user(USER_READY), user(USER_DUPLICATE)],
         addresses: BTreeMap::from([(("acme-dev".to_string(), "xconsole".to_string()), "203.0.113.10".to_string())]),
+        routes: BTreeMap::new(),
         quotas: BTreeMap::from([("acme-dev".to_string(), vec![QuotaUse { resource: "pods".into(), used: "3".into(), hard: "50".into() }])]),
         events: vec![EventView {
             time: "2026-05-04T10:00:00Z".into(),
@@ -111,4 +112,45 @@ fn the_json_document_holds_the_same_facts() {
     assert_eq!(doc["environments"][0]["hosts"][0]["address"], "203.0.113.10");
     assert_eq!(doc["environments"][0]["database"]["secretName"], "acme-db-credentials");
     assert_eq!(doc["account"]["users"][0]["access"]["prod"], "tenancy:viewer");
+}
+
+fn route(generation: i64, conditions: serde_json::Value) -> crate::gateway::HTTPRoute {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "xconsole", "namespace": "acme-dev", "generation": generation},
+        "spec": {},
+        "status": {"parents": [{"parentRef": {"name": "public", "namespace": "gateway-system"}, "controllerName": "example.com/gw",
+                                "conditions": conditions}]}
+    }))
+    .expect("route")
+}
+
+fn condition(type_: &str, status: &str, reason: &str, generation: i64) -> serde_json::Value {
+    serde_json::json!({"type": type_, "status": status, "reason": reason, "message": "", "observedGeneration": generation,
+                       "lastTransitionTime": "2026-01-01T00:00:00Z"})
+}
+
+/// A host served by an HTTPRoute shows what its gateway controller said, for the route's
+/// current generation.
+#[test]
+fn a_gateway_routed_host_shows_its_route_acceptance() {
+    let accepted =
+        route(2, serde_json::json!([condition("Accepted", "True", "Accepted", 2), condition("ResolvedRefs", "True", "ResolvedRefs", 2)]));
+    let refused = route(
+        2,
+        serde_json::json!([
+            condition("Accepted", "False", "NotAllowedByListeners", 2),
+            condition("ResolvedRefs", "True", "ResolvedRefs", 2)
+        ]),
+    );
+    let stale =
+        route(3, serde_json::json!([condition("Accepted", "True", "Accepted", 2), condition("ResolvedRefs", "True", "ResolvedRefs", 2)]));
+    assert_eq!(RouteView::of(&accepted), RouteView { accepted: true, detail: "accepted by Gateway gateway-system/public".into() });
+    assert_eq!(RouteView::of(&refused).detail, "Accepted=False (NotAllowedByListeners) from Gateway gateway-system/public");
+    assert!(!RouteView::of(&stale).accepted, "an answer about an older generation");
+
+    let mut observed = observed();
+    observed.routes.insert(("acme-dev".into(), "xconsole".into()), RouteView::of(&refused));
+    let text = tree(&TenantView::build(&tenant(READY), &observed), Style::default());
+    assert!(text.contains("route not accepted: Accepted=False (NotAllowedByListeners) from Gateway gateway-system/public"), "{text}");
 }
