@@ -147,13 +147,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                 };
                 if let Some(current) = current.as_ref().filter(|_| desired.kind != ChildKind::Namespace) {
                     if !is_ours(current, &valid.slug) {
-                        observed.object_problems.push(Problem::new(
-                            Reason::ObjectConflict,
-                            format!(
-                                "{} exists and was not created by the operator; it is left as it is. Rename or delete it",
-                                desired.describe()
-                            ),
-                        ));
+                        observed.object_problems.push(object_conflict(desired));
                         continue;
                     }
                     if is_terminating(current) {
@@ -166,10 +160,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                 match apply::apply(ctx, desired, &valid.uid).await {
                     Ok(_) => changes.applied(desired),
                     Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
-                        observed.object_problems.push(Problem::new(
-                            Reason::ApplyFailed,
-                            format!("the API server refused {}: {}", desired.describe(), status.message),
-                        ));
+                        observed.object_problems.push(apply_refused(desired, &status.message));
                         return Ok(());
                     }
                     Err(other) => return Err(other.into()),
@@ -236,13 +227,7 @@ async fn apply_environment(
             };
             if let Some(current) = &current {
                 if desired.kind != ChildKind::Namespace && !is_ours(current, &valid.slug) {
-                    observed.object_problems.push(Problem::new(
-                        Reason::ObjectConflict,
-                        format!(
-                            "{} exists and was not created by the operator; it is left as it is. Rename or delete it",
-                            desired.describe()
-                        ),
-                    ));
+                    observed.object_problems.push(object_conflict(desired));
                     continue;
                 }
                 if is_terminating(current) || !needs_apply(ctx, desired, &valid.uid, Some(current)).await? {
@@ -257,10 +242,7 @@ async fn apply_environment(
                 Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
                     // The server refused this object (a value it cannot accept, a permission the
                     // operator lacks, a namespace going away): report it, go on with the others.
-                    observed.object_problems.push(Problem::new(
-                        Reason::ApplyFailed,
-                        format!("the API server refused {}: {}", desired.describe(), status.message),
-                    ));
+                    observed.object_problems.push(apply_refused(desired, &status.message));
                     if desired.kind == ChildKind::Namespace {
                         return Ok(());
                     }
@@ -274,6 +256,20 @@ async fn apply_environment(
         observed.ingress_problems.extend(routes::unrouted(env, ctx, cluster));
     }
     database::reconcile_database(tenant, valid, env, ctx, observed, changes).await
+}
+
+/// An object of the plan exists and is not the operator's: it is left as it is.
+fn object_conflict(desired: &DesiredObject) -> Problem {
+    Problem::new(
+        Reason::ObjectConflict,
+        format!("{} exists and was not created by the operator; it is left as it is. Rename or delete it", desired.describe()),
+    )
+}
+
+/// The API server refused an object of the plan (a value it cannot accept, a permission the
+/// operator lacks, a namespace going away).
+fn apply_refused(desired: &DesiredObject, message: &str) -> Problem {
+    Problem::new(Reason::ApplyFailed, format!("the API server refused {}: {message}", desired.describe()))
 }
 
 /// The account namespace's quota until the cluster's quota controller has counted it: the API
