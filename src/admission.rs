@@ -19,12 +19,17 @@ pub const SERVICE_TYPES: &str = "tenancy-service-types.tenancy.platform.dev";
 /// Refuses containers that do not pull `Always` (`namespaces.requireImagePullAlways`).
 pub const IMAGE_PULL_POLICY: &str = "tenancy-image-pull-policy.tenancy.platform.dev";
 
+/// Refuses the operator's own ServiceAccount changing or deleting a namespace it did not
+/// create, and writing RoleBindings outside its namespaces (`deploy/admission/operator-scope-policy.yaml`):
+/// what RBAC cannot narrow of the operator's rights.
+pub const OPERATOR_SCOPE: &str = "tenant-operator-scope.tenancy.platform.dev";
+
 /// How often the policies are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The policies this configuration relies on; each binding has its policy's name.
 pub fn required_policies(config: &Config) -> Vec<&'static str> {
-    let mut policies = vec![OPERATOR_OBJECTS, SERVICE_TYPES];
+    let mut policies = vec![OPERATOR_OBJECTS, SERVICE_TYPES, OPERATOR_SCOPE];
     if config.namespaces.require_image_pull_always {
         policies.push(IMAGE_PULL_POLICY);
     }
