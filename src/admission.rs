@@ -1,6 +1,7 @@
 //! The admission policies shipped with the operator (`deploy/admission/tenant-namespace-policies.yaml`)
 //! that hold tenant namespaces against their own users: the operator's objects, Service types,
-//! image pull policy. They are installed with the operator, not by it; an administrator may
+//! image pull policy; and the operator-scope policy (`deploy/admission/operator-scope-policy.yaml`)
+//! that holds the operator's own ServiceAccount to the namespaces it created. They are installed with the operator, not by it; an administrator may
 //! remove them. The operator checks every minute that each policy and its binding exist and
 //! reports it in `tenant_operator_admission_policy_installed{policy}` (and a warning in its
 //! log), since without them a tenant can delete its database or forge the operator's objects.

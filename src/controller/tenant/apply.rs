@@ -2,14 +2,14 @@
 //! caches hold and server-side applied only when it differs; objects that are not the
 //! operator's are never overwritten or deleted (SPEC §8), they are reported instead.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
 
-use super::{database, predecessor, status::Observations, validate::ValidatedTenant};
+use super::{database, grants, predecessor, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
@@ -59,7 +59,7 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold
 /// objects without the tenant label, so a miss is confirmed with one GET.
-async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
+pub(super) async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
     match ctx.caches.get(kind, namespace, name) {
         Some(cached) => Ok(Some(cached)),
         None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Child::from_object(kind, &object))),
@@ -164,7 +164,7 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                     Ok(_) => {
                         changes.applied(desired);
                         if grant::is_grant(desired.kind, &desired.name, &ctx.config.operator) {
-                            wait_for_grant(ctx, &valid.slug, &account.namespace).await?;
+                            grants::wait_for_grant(ctx, &valid.slug, &account.namespace).await?;
                         }
                     }
                     Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
@@ -216,7 +216,7 @@ async fn apply_environment(
     for batch in [namespace_objects, grant_objects] {
         match apply_batch(valid, batch, namespace.as_ref(), fresh_namespace, ctx, observed, changes).await? {
             Batch::Refused => return Ok(()),
-            Batch::Applied { grant: true } => wait_for_grant(ctx, &valid.slug, &env.namespace).await?,
+            Batch::Applied { grant: true } => grants::wait_for_grant(ctx, &valid.slug, &env.namespace).await?,
             Batch::Applied { grant: false } => {}
         }
     }
@@ -304,28 +304,6 @@ async fn apply_batch(
     Ok(Batch::Applied { grant })
 }
 
-/// How long a grant the operator has just written may take to reach the API server's
-/// authorizer, which follows RBAC objects through a watch of its own.
-const GRANT_PROPAGATION: Duration = Duration::from_secs(10);
-
-/// Wait until the authorizer honours the grant just written in `namespace`: the credentials
-/// Secret's metadata is read (a `get` only the grant allows; absent is an answer too) until it
-/// is no longer refused. On a real server this takes a moment; without it the first writes
-/// into a new namespace would be refused and reported as failures.
-async fn wait_for_grant(ctx: &Context, slug: &str, namespace: &str) -> Result<(), Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let deadline = tokio::time::Instant::now() + GRANT_PROPAGATION;
-    loop {
-        match secrets.get_metadata_opt(&naming::database_secret_name(slug)).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 403 && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
 /// Ingresses of the environment that no ingress controller has published an address for:
 /// until then nothing routes to the application, whatever was applied.
 fn unrouted_ingresses(env: &EnvironmentPlan, ctx: &Context) -> Vec<Problem> {
@@ -384,21 +362,6 @@ fn metadata_only(meta: kube::core::PartialObjectMeta<Secret>) -> kube::core::Dyn
     kube::core::DynamicObject { types: None, metadata: meta.metadata, data: serde_json::Value::Null }
 }
 
-/// The operator's grant in a namespace it takes back, before anything in it is touched (a
-/// namespace retained by an older operator has none).
-async fn ensure_grant(valid: &ValidatedTenant, namespace: &str, ctx: &Context, changes: &mut Changes) -> Result<(), Error> {
-    let wanted =
-        valid.plan.objects().find(|o| grant::is_grant(o.kind, &o.name, &ctx.config.operator) && o.namespace.as_deref() == Some(namespace));
-    let Some(desired) = wanted else { return Ok(()) };
-    let current = found(ctx, desired.kind, Some(namespace), &desired.name).await?;
-    if current.as_ref().is_some_and(|c| !is_ours(c, &valid.slug)) || !needs_apply(ctx, desired, &valid.uid, current.as_ref()).await? {
-        return Ok(());
-    }
-    apply::apply(ctx, desired, &valid.uid).await?;
-    changes.applied(desired);
-    wait_for_grant(ctx, &valid.slug, namespace).await
-}
-
 /// A retained namespace of this Tenant, or one the earlier Tenant `previous` of the slug left,
 /// is taken back: the `retained` mark is removed from it and from the data it holds, and the
 /// Tenant it came from is recorded on it.
@@ -409,7 +372,7 @@ async fn adopt(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<(), Error> {
-    ensure_grant(valid, namespace, ctx, changes).await?;
+    grants::ensure_grant(valid, namespace, ctx, changes).await?;
     for (kind, name) in data_of(ctx, &valid.slug, namespace).await? {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
     }
