@@ -1,6 +1,7 @@
 //! The admission policies shipped with the operator (`deploy/admission/tenant-namespace-policies.yaml`)
 //! that hold tenant namespaces against their own users: the operator's objects, Service types,
-//! image pull policy. They are installed with the operator, not by it; an administrator may
+//! image pull policy; and the operator-scope policy (`deploy/admission/operator-scope-policy.yaml`)
+//! that holds the operator's own ServiceAccount to the namespaces it created. They are installed with the operator, not by it; an administrator may
 //! remove them. The operator checks every minute that each policy and its binding exist and
 //! reports it in `tenant_operator_admission_policy_installed{policy}` (and a warning in its
 //! log), since without them a tenant can delete its database or forge the operator's objects.
@@ -19,12 +20,17 @@ pub const SERVICE_TYPES: &str = "tenancy-service-types.tenancy.platform.dev";
 /// Refuses containers that do not pull `Always` (`namespaces.requireImagePullAlways`).
 pub const IMAGE_PULL_POLICY: &str = "tenancy-image-pull-policy.tenancy.platform.dev";
 
+/// Refuses the operator's own ServiceAccount changing or deleting a namespace it did not
+/// create, and writing RoleBindings outside its namespaces (`deploy/admission/operator-scope-policy.yaml`):
+/// what RBAC cannot narrow of the operator's rights.
+pub const OPERATOR_SCOPE: &str = "tenant-operator-scope.tenancy.platform.dev";
+
 /// How often the policies are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The policies this configuration relies on; each binding has its policy's name.
 pub fn required_policies(config: &Config) -> Vec<&'static str> {
-    let mut policies = vec![OPERATOR_OBJECTS, SERVICE_TYPES];
+    let mut policies = vec![OPERATOR_OBJECTS, SERVICE_TYPES, OPERATOR_SCOPE];
     if config.namespaces.require_image_pull_always {
         policies.push(IMAGE_PULL_POLICY);
     }

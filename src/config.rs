@@ -51,6 +51,39 @@ pub struct Config {
     /// a tenant (`routing: gateway` regions only; an Ingress cannot set headers portably).
     #[serde(default = "default_tenant_header")]
     pub tenant_header: String,
+    /// Who the operator is on the cluster: not read from the file, set at start (`run`'s
+    /// flags and the downward API).
+    #[serde(skip)]
+    pub operator: OperatorIdentity,
+}
+
+/// The operator's ServiceAccount and the ClusterRole it binds to itself in every namespace it
+/// creates (docs/operations.md#permissions): its write access to namespaced kinds, and all its
+/// access to Secrets, comes from that binding, so it ends where the operator's namespaces end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorIdentity {
+    /// Namespace of the operator's ServiceAccount.
+    pub namespace: String,
+    /// Name of the operator's ServiceAccount.
+    pub service_account: String,
+    /// The shipped ClusterRole bound per namespace; the RoleBinding has the same name (the
+    /// operator's cluster-wide rule lets it write RoleBindings of exactly that name).
+    pub namespace_role: String,
+}
+
+/// What `deploy/` installs.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "tenant-operator";
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "tenant-operator";
+pub const DEFAULT_NAMESPACE_ROLE: &str = "tenant-operator:tenant-namespace";
+
+impl Default for OperatorIdentity {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_OPERATOR_NAMESPACE.to_string(),
+            service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
+            namespace_role: DEFAULT_NAMESPACE_ROLE.to_string(),
+        }
+    }
 }
 
 /// What every tenant namespace gets besides the tenant's own objects.

@@ -9,7 +9,7 @@ use std::{
 use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use tenant_operator::{
-    config::Config,
+    config::{Config, OperatorIdentity},
     http::{self, HttpState, Readiness},
     kube_version,
     leader::{default_identity, LeaderElection, LeaseConfig, DEFAULT_LEASE_NAME},
@@ -72,9 +72,17 @@ struct RunArgs {
     /// Run without a Lease (a single replica only).
     #[arg(long)]
     no_leader_election: bool,
-    /// Namespace of the leader election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "tenant-operator")]
+    /// Namespace of the leader election Lease, and of the operator's ServiceAccount.
+    #[arg(long, env = "POD_NAMESPACE", default_value = tenant_operator::config::DEFAULT_OPERATOR_NAMESPACE)]
     lease_namespace: String,
+    /// The operator's ServiceAccount (the downward API's spec.serviceAccountName): the subject
+    /// of the grant it binds in every namespace it creates.
+    #[arg(long, env = "SERVICE_ACCOUNT_NAME", default_value = tenant_operator::config::DEFAULT_SERVICE_ACCOUNT)]
+    service_account: String,
+    /// The ClusterRole the operator binds to itself in every namespace it creates (shipped as
+    /// tenant-operator:tenant-namespace; the chart names it after the release).
+    #[arg(long, env = "TENANT_NAMESPACE_ROLE", default_value = tenant_operator::config::DEFAULT_NAMESPACE_ROLE)]
+    namespace_role: String,
     /// Lease duration in seconds; a standby takes over at most this long after a leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
@@ -156,7 +164,13 @@ async fn termination() {
 }
 
 async fn run(args: RunArgs) -> Result<(), BoxError> {
-    let config = Arc::new(Config::load(&args.config)?);
+    let mut config = Config::load(&args.config)?;
+    config.operator = OperatorIdentity {
+        namespace: args.lease_namespace.clone(),
+        service_account: args.service_account.clone(),
+        namespace_role: args.namespace_role.clone(),
+    };
+    let config = Arc::new(config);
     for warning in config.hostname_warnings() {
         tracing::warn!(config = %args.config.display(), "{warning}");
     }

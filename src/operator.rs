@@ -154,8 +154,13 @@ pub async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown: Shared<_> = shutdown.boxed().shared();
-    let mut kinds: Vec<ChildKind> =
-        ChildKind::TENANT_CHILDREN.into_iter().filter(|k| !matches!(k, ChildKind::CnpgCluster | ChildKind::HttpRoute)).collect();
+    // Not Secrets: the operator may not list or watch Secrets (its Secret access is `get`,
+    // `create` and `patch` in the namespaces it owns); it reads the credentials Secret by name
+    // (see `Caches::fetched`).
+    let mut kinds: Vec<ChildKind> = ChildKind::TENANT_CHILDREN
+        .into_iter()
+        .filter(|k| !matches!(k, ChildKind::CnpgCluster | ChildKind::HttpRoute | ChildKind::Secret))
+        .collect();
     if cnpg_installed(&client).await {
         kinds.push(ChildKind::CnpgCluster);
     }
@@ -242,7 +247,19 @@ pub async fn run_controllers(
         .reconcile_on(futures::stream::unfold(user_triggered, |mut rx| async move { rx.recv().await.map(|user| (user, rx)) }));
     for kind in [ChildKind::Role, ChildKind::RoleBinding] {
         if let Some(stream) = streams.remove(&kind) {
-            users = users.reconcile_on(stream.filter_map(|object| futures::future::ready(user::user_of_binding(&object))));
+            // A RoleBinding of no user is the operator's own grant in a tenant namespace: its
+            // Tenant restores it. (Users wait for a new grant; the Tenant's status written after
+            // it re-reconciles them.)
+            let grants = tenant_trigger.clone();
+            users = users.reconcile_on(stream.filter_map(move |object| {
+                let user = user::user_of_binding(&object);
+                if user.is_none() && kind == ChildKind::RoleBinding {
+                    if let Some(tenant) = tenant_of(&object) {
+                        let _ = grants.send(tenant);
+                    }
+                }
+                futures::future::ready(user)
+            }));
         }
     }
     // The self-service policy verified or lost re-reconciles every user: their self-service

@@ -202,8 +202,11 @@ async fn a_credentials_secret_forged_with_the_operators_field_manager_is_not_rea
         "stringData": {"password": "chosen-by-the-tenant", "username": "postgres"}
     }))
     .expect("secret");
-    // Delete and create with the operator's field manager; the operator may put its own Secret
-    // back in between, so repeat until the forged one is the one created.
+    // Delete and create with the operator's field manager. The operator does not watch
+    // Secrets (issue 20 §6: it may not list them): it finds the forgery at its next read by
+    // name, at the latest a resync later; a restart reads at once. Stopped meanwhile, it
+    // cannot put its own Secret back in between either.
+    s.stop_operator().await;
     let as_operator = kube::api::PostParams { field_manager: Some("tenant-operator".into()), ..Default::default() };
     let mut created = false;
     for _ in 0..20 {
@@ -214,6 +217,7 @@ async fn a_credentials_secret_forged_with_the_operators_field_manager_is_not_rea
         }
     }
     assert!(created, "the forged Secret could not be created");
+    s.start_operator();
 
     let conflict = |t: &Tenant| t.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.reason == "SecretConflict"));
     s.wait_tenant(&slug, conflict).await;

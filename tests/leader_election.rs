@@ -49,6 +49,14 @@ metadata: {{name: replicas}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tenant-operator}}
 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {REPLICAS}}}]
 ---
+# The operator's grant: the operator binds it to its ServiceAccount in each namespace it
+# creates; these replicas are users of their own, so they hold it everywhere instead.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: replicas-grant}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "tenant-operator:tenant-namespace"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {REPLICAS}}}]
+---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {{name: replicas, namespace: {NS}}}

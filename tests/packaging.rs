@@ -191,6 +191,9 @@ fn every_deploy_file_parses_and_is_listed() {
     for file in string_list(&ck, "/resources") {
         listed.insert(format!("{component}/{file}"));
     }
+    for patch in ck.pointer("/patches").and_then(Value::as_array).into_iter().flatten() {
+        listed.insert(format!("{component}/{}", str_at(patch, "/path")));
+    }
     listed.insert(format!("{component}/kustomization.yaml"));
     listed.insert("kustomization.yaml".to_owned());
     for file in string_list(&crds_kustomization(), "/resources") {
@@ -242,6 +245,7 @@ fn copies_equal_their_sources() {
     assert_copy("deploy/rbac/aggregated-clusterroles.yaml", "charts/tenant-operator/files/aggregated-clusterroles.yaml");
     assert_copy("deploy/admission/tenantuser-self-service-policy.yaml", "charts/tenant-operator/files/tenantuser-self-service-policy.yaml");
     assert_copy("deploy/admission/tenant-namespace-policies.yaml", "charts/tenant-operator/files/tenant-namespace-policies.yaml");
+    assert_copy("deploy/admission/operator-scope-policy.yaml", "charts/tenant-operator/files/operator-scope-policy.yaml");
     // Every CRD in crds/ is shipped, by deploy/crds.
     let shipped: BTreeSet<String> = string_list(&crds_kustomization(), "/resources").into_iter().collect();
     let sources: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
@@ -298,62 +302,110 @@ fn rules_of(role: &Value) -> Vec<Value> {
     role.pointer("/rules").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
+/// Per (API group, resource): the verbs a role grants, each with the names `resourceNames`
+/// narrow it to (empty: any).
+type Granted = BTreeMap<(String, String), BTreeSet<(String, Vec<String>)>>;
+
+/// What `role` grants. No wildcards anywhere.
+fn granted_by(role: &Value) -> Granted {
+    let mut granted = Granted::new();
+    for rule in rules_of(role) {
+        for field in ["/apiGroups", "/resources", "/verbs", "/resourceNames"] {
+            assert!(!string_list(&rule, field).iter().any(|s| s.contains('*')), "wildcard in {field} of {rule}");
+        }
+        let mut names = string_list(&rule, "/resourceNames");
+        names.sort();
+        for group in string_list(&rule, "/apiGroups") {
+            for resource in string_list(&rule, "/resources") {
+                for verb in string_list(&rule, "/verbs") {
+                    granted.entry((group.clone(), resource.clone())).or_default().insert((verb, names.clone()));
+                }
+            }
+        }
+    }
+    granted
+}
+
+fn grants(want: Vec<(&str, &str, &[&str], &[&str])>) -> Granted {
+    let mut out = Granted::new();
+    for (group, resource, verbs, names) in want {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        for verb in verbs {
+            out.entry((group.to_owned(), resource.to_owned())).or_default().insert(((*verb).to_owned(), names.clone()));
+        }
+    }
+    out
+}
+
+/// Issue 20 §6: cluster-wide, the operator reads the kinds it manages and writes only its
+/// custom resources, Namespaces, Events and its grant (one RoleBinding name, `bind` on one
+/// ClusterRole); no Secrets at all.
 #[test]
 fn operator_cluster_role_is_least_privilege() {
     let objects = deploy_objects();
     let role = find(&objects, "ClusterRole", "tenant-operator");
-    let rules = rules_of(role);
-    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for rule in &rules {
-        for field in ["/apiGroups", "/resources", "/verbs", "/resourceNames"] {
-            assert!(!string_list(rule, field).iter().any(|s| s.contains('*')), "wildcard in {field} of {rule}");
-        }
-        let verbs = string_list(rule, "/verbs");
-        if verbs.contains(&"bind".to_owned()) {
-            assert_eq!(verbs, ["bind"], "bind comes alone, on named ClusterRoles: {rule}");
-            let mut names = string_list(rule, "/resourceNames");
-            names.sort();
-            let mut want: Vec<String> = SYSTEM_CLUSTER_ROLES.map(str::to_owned).to_vec();
-            want.sort();
-            assert_eq!(names, want, "bind only on the role-table ClusterRoles");
-            continue;
-        }
-        let names = string_list(rule, "/resourceNames");
-        assert!(names.is_empty(), "unexpected resourceNames: {rule}");
-        for group in string_list(rule, "/apiGroups") {
-            for resource in string_list(rule, "/resources") {
-                granted.entry((group.clone(), resource)).or_default().extend(verbs.iter().cloned());
-            }
-        }
-    }
-    let watch_and_write = ["get", "list", "watch", "create", "patch", "delete"];
-    let mut want: Vec<(&str, &str, &[&str])> = vec![
-        ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"]),
+    let read = ["get", "list", "watch"];
+    let grant = [tenant_operator::config::DEFAULT_NAMESPACE_ROLE];
+    let mut want: Vec<(&str, &str, &[&str], &[&str])> = vec![
+        ("tenancy.platform.dev", "tenants", &["get", "list", "watch", "patch"], &[]),
         // No `update`: the self-service Roles grant `patch` only.
-        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch"]),
-        ("tenancy.platform.dev", "tenants/status", &["patch"]),
-        ("tenancy.platform.dev", "tenantusers/status", &["patch"]),
-        ("", "secrets", &["get", "list", "watch", "create", "patch"]),
-        ("", "persistentvolumeclaims", &["get", "list", "watch", "patch"]),
-        ("events.k8s.io", "events", &["create", "patch"]),
-        ("rbac.authorization.k8s.io", "clusterroles", &["get", "list", "watch"]),
-        ("", "events", &["list"]),
+        ("tenancy.platform.dev", "tenantusers", &["get", "list", "watch", "patch"], &[]),
+        ("tenancy.platform.dev", "tenants/status", &["patch"], &[]),
+        ("tenancy.platform.dev", "tenantusers/status", &["patch"], &[]),
+        ("", "namespaces", &["get", "list", "watch", "create", "patch", "delete"], &[]),
+        ("events.k8s.io", "events", &["create", "patch"], &[]),
+        ("rbac.authorization.k8s.io", "clusterroles", &read, &[]),
+        ("rbac.authorization.k8s.io", "clusterroles", &["bind"], &grant),
+        ("rbac.authorization.k8s.io", "rolebindings", &["create", "patch"], &grant),
         // The self-service admission policy and its binding, verified before self-edit.
-        ("admissionregistration.k8s.io", "validatingadmissionpolicies", &["get", "list", "watch"]),
-        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", &["get", "list", "watch"]),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies", &read, &[]),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", &read, &[]),
         // The Gateways the configuration names: watched by name, never written.
-        ("gateway.networking.k8s.io", "gateways", &["list", "watch"]),
+        ("gateway.networking.k8s.io", "gateways", &["list", "watch"], &[]),
     ];
-    // Deleted only where the operator removes its own objects (removed environments,
-    // applications, user bindings); the rest goes only with its namespace.
     for (group, resource) in [
-        ("", "namespaces"),
+        ("", "configmaps"),
+        ("", "services"),
+        ("", "resourcequotas"),
+        ("", "limitranges"),
+        ("", "persistentvolumeclaims"),
+        ("apps", "statefulsets"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("postgresql.cnpg.io", "clusters"),
+    ] {
+        want.push((group, resource, &read, &[]));
+    }
+    assert_eq!(granted_by(role), grants(want));
+    assert!(!rules_of(role).iter().any(|r| string_list(r, "/resources").iter().any(|x| x == "secrets")), "no Secret cluster-wide");
+}
+
+/// The operator's grant in the namespaces it creates: every write to a namespaced kind, the
+/// Secrets by name, `bind` on the role-table ClusterRoles. Nothing to read: the cluster-wide
+/// role reads.
+#[test]
+fn operator_grant_holds_the_writes_and_the_secrets() {
+    let objects = deploy_objects();
+    let role = find(&objects, "ClusterRole", tenant_operator::config::DEFAULT_NAMESPACE_ROLE);
+    let mut want: Vec<(&str, &str, &[&str], &[&str])> = vec![
+        ("", "secrets", &["get", "create", "patch"], &[]),
+        ("", "persistentvolumeclaims", &["patch"], &[]),
+        ("", "events", &["list"], &[]),
+        ("rbac.authorization.k8s.io", "clusterroles", &["bind"], &SYSTEM_CLUSTER_ROLES),
+    ];
+    // Deleted only where the operator removes its own objects (applications, user bindings);
+    // the rest goes only with its namespace.
+    for (group, resource) in [
         ("networking.k8s.io", "ingresses"),
         ("gateway.networking.k8s.io", "httproutes"),
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ] {
-        want.push((group, resource, &watch_and_write));
+        want.push((group, resource, &["create", "patch", "delete"], &[]));
     }
     for (group, resource) in [
         ("", "configmaps"),
@@ -364,11 +416,44 @@ fn operator_cluster_role_is_least_privilege() {
         ("networking.k8s.io", "networkpolicies"),
         ("postgresql.cnpg.io", "clusters"),
     ] {
-        want.push((group, resource, &watch_and_write[..5]));
+        want.push((group, resource, &["create", "patch"], &[]));
     }
-    let want: BTreeMap<(String, String), BTreeSet<String>> =
-        want.into_iter().map(|(g, r, v)| ((g.to_owned(), r.to_owned()), v.iter().map(|s| (*s).to_owned()).collect())).collect();
-    assert_eq!(granted, want);
+    assert_eq!(granted_by(role), grants(want));
+    // Bound by the operator, never by the install.
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        assert!(
+            !objects
+                .iter()
+                .any(|o| str_at(o, "/kind") == kind && str_at(o, "/roleRef/name") == tenant_operator::config::DEFAULT_NAMESPACE_ROLE),
+            "deploy/ must not bind the grant itself"
+        );
+    }
+}
+
+/// What RBAC cannot narrow is refused by the operator-scope policy, which the operator checks
+/// for; the deployment tells the operator its ServiceAccount and the grant's name.
+#[test]
+fn operator_scope_policy_and_grant_wiring() {
+    use tenant_operator::admission::OPERATOR_SCOPE;
+    let objects = deploy_objects();
+    let policy = find(&objects, "ValidatingAdmissionPolicy", OPERATOR_SCOPE);
+    assert_eq!(str_at(policy, "/spec/failurePolicy"), "Fail");
+    assert_eq!(
+        str_at(policy, "/spec/matchConditions/0/expression"),
+        "request.userInfo.username == 'system:serviceaccount:tenant-operator:tenant-operator'"
+    );
+    let binding = find(&objects, "ValidatingAdmissionPolicyBinding", OPERATOR_SCOPE);
+    assert_eq!(str_at(binding, "/spec/policyName"), OPERATOR_SCOPE);
+    assert_eq!(string_list(binding, "/spec/validationActions"), ["Deny"]);
+    assert!(tenant_operator::admission::required_policies(
+        &tenant_operator::config::Config::load(&root().join("examples/config.yaml")).expect("config")
+    )
+    .contains(&OPERATOR_SCOPE));
+    let d = find(&objects, "Deployment", "tenant-operator");
+    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |name: &str| env.as_array().into_iter().flatten().find(|e| e["name"] == name).cloned().unwrap_or_default();
+    assert_eq!(var("SERVICE_ACCOUNT_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "spec.serviceAccountName");
+    assert_eq!(var("TENANT_NAMESPACE_ROLE")["value"], tenant_operator::config::DEFAULT_NAMESPACE_ROLE);
 }
 
 #[test]
@@ -487,6 +572,12 @@ fn chart_metadata_and_schema_agree_with_values() {
         find(&objects, "ClusterRole", "tenant-operator")["rules"],
         "charts/tenant-operator/files/operator-rules.yaml must equal the rules of deploy/rbac/operator-clusterrole.yaml"
     );
+    let rules = yaml(&read("charts/tenant-operator/files/tenant-namespace-rules.yaml"), "tenant-namespace-rules.yaml");
+    assert_eq!(
+        rules,
+        find(&objects, "ClusterRole", tenant_operator::config::DEFAULT_NAMESPACE_ROLE)["rules"],
+        "charts/tenant-operator/files/tenant-namespace-rules.yaml must equal the rules of deploy/rbac/tenant-namespace-clusterrole.yaml"
+    );
 }
 
 /// Removes what legitimately differs between Helm and kustomize output: Helm's bookkeeping
@@ -585,10 +676,20 @@ fn chart_options_render() {
     let exempt = str_at(policy, "/spec/matchConditions/0/expression");
     assert!(exempt.contains("'system:serviceaccount:platform:ops-tenant-operator'"), "{exempt}");
     assert!(!exempt.contains("system:serviceaccount:tenant-operator:tenant-operator"), "{exempt}");
+    // Custom roles are bound through the grant, in tenant namespaces only; the cluster-wide
+    // role may bind (and create the RoleBinding of) this release's grant only.
+    let grant = find(&objects, "ClusterRole", "ops-tenant-operator:tenant-namespace");
+    assert!(rules_of(grant).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
     let role = find(&objects, "ClusterRole", "ops-tenant-operator");
-    assert!(rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
+    assert!(!rules_of(role).iter().any(|r| string_list(r, "/resourceNames") == ["flow-billing-editor"]));
+    let named: Vec<Vec<String>> = rules_of(role).iter().map(|r| string_list(r, "/resourceNames")).filter(|n| !n.is_empty()).collect();
+    assert_eq!(named, [["ops-tenant-operator:tenant-namespace"], ["ops-tenant-operator:tenant-namespace"]]);
+    let scope = find(&objects, "ValidatingAdmissionPolicy", tenant_operator::admission::OPERATOR_SCOPE);
+    assert!(str_at(scope, "/spec/matchConditions/0/expression").contains("'system:serviceaccount:platform:ops-tenant-operator'"));
     let d = find(&objects, "Deployment", "ops-tenant-operator");
     assert_eq!(d.pointer("/spec/template/spec/volumes/0/configMap/name"), Some(&json!("my-config")));
+    let env = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+    assert!(env.iter().any(|e| e["name"] == "TENANT_NAMESPACE_ROLE" && e["value"] == "ops-tenant-operator:tenant-namespace"));
     assert!(string_list(&d["spec"]["template"]["spec"]["containers"][0], "/args").contains(&"text".to_owned()));
     let db = find(&objects, "Role", "ops-tenant-operator-db-admin");
     assert_eq!(str_at(db, "/metadata/namespace"), "databases");
@@ -869,43 +970,53 @@ fn only_labelled_namespaces_reach_the_operator_port() {
     assert!(objects.iter().all(|o| str_at(o, "/kind") != "NetworkPolicy"), "networkPolicy.enabled=false renders no policy");
 }
 
-/// `docs/operations.md`'s permission table lists exactly what
-/// `deploy/rbac/operator-clusterrole.yaml` grants, as (API group, resource, verb).
+/// `docs/operations.md`'s permission tables list exactly what the two ClusterRoles grant, as
+/// (API group, resource, verb): the cluster-wide one and the operator's grant.
 #[test]
 fn the_operations_guide_lists_exactly_the_operator_permissions() {
     let guide = read("docs/operations.md");
     let section = guide.split("\n## Permissions\n").nth(1).expect("docs/operations.md has a Permissions section");
     let section = section.split("\n## ").next().unwrap_or_default();
-    let mut documented = BTreeSet::new();
-    for line in section.lines().filter(|l| l.starts_with("| ")) {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() < 3 || cells[0] == "API group" {
-            continue;
-        }
-        let group = if cells[0] == "core" { "" } else { cells[0].trim_matches('`') };
-        for resource in cells[1].split(',').map(|r| r.trim().trim_matches('`')) {
-            for verb in cells[2].split(',').map(str::trim) {
-                documented.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+    let table = |heading: &str| -> BTreeSet<(String, String, String)> {
+        let part = section.split("\n### ").find(|part| part.starts_with(heading)).unwrap_or_else(|| panic!("no ### {heading}"));
+        let mut documented = BTreeSet::new();
+        for line in part.lines().filter(|l| l.starts_with("| ")) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            if cells.len() < 3 || cells[0] == "API group" {
+                continue;
             }
-        }
-    }
-    let role = yaml(&read("deploy/rbac/operator-clusterrole.yaml"), "operator ClusterRole");
-    let mut granted = BTreeSet::new();
-    for rule in rules_of(&role) {
-        for group in string_list(&rule, "/apiGroups") {
-            for resource in string_list(&rule, "/resources") {
-                for verb in string_list(&rule, "/verbs") {
-                    granted.insert((group.clone(), resource.clone(), verb));
+            let group = if cells[0] == "core" { "" } else { cells[0].trim_matches('`') };
+            for resource in cells[1].split(',').map(|r| r.trim().trim_matches('`')) {
+                for verb in cells[2].split(',').map(str::trim) {
+                    documented.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
                 }
             }
         }
+        documented
+    };
+    for (heading, file) in [
+        ("Cluster-wide: ClusterRole `tenant-operator`", "deploy/rbac/operator-clusterrole.yaml"),
+        ("In the namespaces it creates: ClusterRole `tenant-operator:tenant-namespace`", "deploy/rbac/tenant-namespace-clusterrole.yaml"),
+    ] {
+        let documented = table(heading);
+        let role = yaml(&read(file), file);
+        let mut granted = BTreeSet::new();
+        for rule in rules_of(&role) {
+            for group in string_list(&rule, "/apiGroups") {
+                for resource in string_list(&rule, "/resources") {
+                    for verb in string_list(&rule, "/verbs") {
+                        granted.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+        let only_documented: Vec<_> = documented.difference(&granted).collect();
+        let only_granted: Vec<_> = granted.difference(&documented).collect();
+        assert!(
+            only_documented.is_empty() && only_granted.is_empty(),
+            "docs/operations.md \"{heading}\" vs {file}\nonly documented: {only_documented:?}\nonly granted: {only_granted:?}"
+        );
     }
-    let only_documented: Vec<_> = documented.difference(&granted).collect();
-    let only_granted: Vec<_> = granted.difference(&documented).collect();
-    assert!(
-        only_documented.is_empty() && only_granted.is_empty(),
-        "docs/operations.md \"Permissions\" vs deploy/rbac/operator-clusterrole.yaml\nonly documented: {only_documented:?}\nonly granted: {only_granted:?}"
-    );
 }
 
 /// The shipped admission policies of the tenant namespace profile are the ones the operator

@@ -19,11 +19,12 @@
 //!   `finalizers` subresource (admission plugin OwnerReferencesPermissionEnforcement).
 //!
 //! Then (a) every check must be allowed by ClusterRole `tenant-operator`
-//! (`deploy/rbac/operator-clusterrole.yaml`, cluster-wide) or Role `tenant-operator`
-//! (`deploy/rbac/operator-role.yaml`, in the operator's namespace) — by this file's reading of
-//! the rules and by the fake's authorizer alike, and no request of the operator was refused —
-//! and (b) every permission those grant must have been needed, except what
-//! `unused_on_purpose` lists with the reason.
+//! (`deploy/rbac/operator-clusterrole.yaml`, cluster-wide), by Role `tenant-operator`
+//! (`deploy/rbac/operator-role.yaml`, in the operator's namespace) or by the operator's grant
+//! (`deploy/rbac/tenant-namespace-clusterrole.yaml`) **in a namespace the operator created** —
+//! by this file's reading of the rules and by the fake's authorizer alike, and no request of the
+//! operator was refused — and (b) every permission those grant must have been needed, except
+//! what `unused_on_purpose` lists with the reason.
 //!
 //! A second test loads `deploy/` with one rule removed and shows the operator can then no
 //! longer converge a Tenant: a missing permission fails the suite.
@@ -162,12 +163,19 @@ impl Rule {
     }
 }
 
-/// The rules of a ClusterRole (anywhere) and of Roles (in their namespace).
+/// The rules of a ClusterRole (anywhere), of Roles (in their namespace) and of the operator's
+/// grant (in the namespaces the operator created, where it binds the grant to itself).
 #[derive(Default)]
 struct Policy {
     cluster: Vec<Rule>,
     namespaced: Vec<(String, Rule)>,
+    grant: Vec<Rule>,
+    /// The namespaces the operator created (and so holds its grant in).
+    granted_in: BTreeSet<String>,
 }
+
+/// The ClusterRole the operator binds to itself in each namespace it creates.
+const GRANT: &str = "tenant-operator:tenant-namespace";
 
 fn yaml_docs(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo_path(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -182,6 +190,9 @@ impl Policy {
         for doc in yaml_docs(path) {
             let rules = doc.get("rules").and_then(Value::as_array).cloned().unwrap_or_default().iter().map(Rule::from_value).collect();
             match doc.get("kind").and_then(Value::as_str) {
+                Some("ClusterRole") if doc.pointer("/metadata/name").and_then(Value::as_str) == Some(GRANT) => {
+                    self.grant.extend::<Vec<Rule>>(rules)
+                }
                 Some("ClusterRole") => self.cluster.extend::<Vec<Rule>>(rules),
                 Some("Role") => {
                     let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str).expect("Role namespace").to_string();
@@ -196,12 +207,15 @@ impl Policy {
         let mut policy = Policy::default();
         policy.add_file("deploy/rbac/operator-clusterrole.yaml");
         policy.add_file("deploy/rbac/operator-role.yaml");
+        policy.add_file("deploy/rbac/tenant-namespace-clusterrole.yaml");
         policy
     }
 
     fn allows(&self, check: &Check) -> bool {
+        let granted = check.namespace.as_ref().is_some_and(|ns| self.granted_in.contains(ns));
         self.cluster.iter().any(|r| r.allows(check))
             || self.namespaced.iter().any(|(ns, r)| check.namespace.as_deref() == Some(ns.as_str()) && r.allows(check))
+            || (granted && self.grant.iter().any(|r| r.allows(check)))
     }
 }
 
@@ -225,6 +239,15 @@ fn checks_of_requests(fake: &FakeApiServer) -> BTreeMap<Check, usize> {
         *out.entry(check).or_default() += 1;
     }
     out
+}
+
+/// The namespaces the operator created: a server-side apply of a Namespace answered 201.
+fn created_namespaces(fake: &FakeApiServer) -> BTreeSet<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.user.as_deref() == Some(OPERATOR) && r.resource == "namespaces" && r.verb == "patch" && r.code == 201)
+        .filter_map(|r| r.name)
+        .collect()
 }
 
 /// Kinds whose objects the operator writes (for the checks implied by their content).
@@ -265,11 +288,12 @@ fn implied_checks(fake: &FakeApiServer, into: &mut BTreeSet<Check>) {
                 continue;
             }
             if *kind == "RoleBinding" && obj.pointer("/roleRef/kind").and_then(Value::as_str) == Some("ClusterRole") {
+                // The escalation check asks about `bind` in the binding's namespace.
                 into.insert(Check {
                     verb: "bind".into(),
                     group: "rbac.authorization.k8s.io".into(),
                     resource: "clusterroles".into(),
-                    namespace: None,
+                    namespace: obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from),
                     name: obj.pointer("/roleRef/name").and_then(Value::as_str).map(String::from),
                 });
             }
@@ -735,7 +759,9 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
 
     let requested = checks_of_requests(&fake);
     assert!(requested.keys().any(|c| c.resource == "leases"), "the Lease requests are covered");
-    let policy = Policy::deploy();
+    let mut policy = Policy::deploy();
+    policy.granted_in = created_namespaces(&fake);
+    assert!(policy.granted_in.contains("rbac-keep-dev") && policy.granted_in.contains("rbac-keep-account"), "{:?}", policy.granted_in);
 
     // Custom roles: binding one needs `bind` on it, which deploy/ grants only for the role-table
     // ClusterRoles; the API server refused the operator's RoleBinding
@@ -744,14 +770,22 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
         verb: "bind".into(),
         group: "rbac.authorization.k8s.io".into(),
         resource: "clusterroles".into(),
-        namespace: None,
+        namespace: Some("rbac-keep-dev".into()),
         name: Some("flow-billing-editor".into()),
     };
     assert!(custom_binding_refusal(&fake).is_some(), "the custom role's RoleBinding was refused");
     assert!(!policy.allows(&custom), "deploy/ must not let the operator bind arbitrary ClusterRoles");
+    // The component adds `bind` on any ClusterRole to the grant: in tenant namespaces only.
     let mut with_component = Policy::deploy();
-    with_component.add_file("deploy/components/bind-any-clusterrole/bind-any-clusterrole.yaml");
+    with_component.granted_in = policy.granted_in.clone();
+    for patch in yaml_docs("deploy/components/bind-any-clusterrole/bind-any-clusterrole.yaml") {
+        for op in patch.as_array().into_iter().flatten() {
+            assert_eq!(op["path"], "/rules/-", "the component appends a rule to the grant");
+            with_component.grant.push(Rule::from_value(&op["value"]));
+        }
+    }
     assert!(with_component.allows(&custom), "components/bind-any-clusterrole allows custom roles");
+    assert!(!with_component.allows(&Check { namespace: Some("kube-system".into()), ..custom.clone() }), "only in tenant namespaces");
 
     let all: BTreeSet<Check> = requested.keys().cloned().chain(implied.iter().cloned()).collect();
     let denied: Vec<String> = all.iter().filter(|c| !policy.allows(c)).map(|c| format!("  {c}")).collect();
@@ -764,7 +798,10 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
         .map(|r| format!("  {} {} {:?} {:?}", r.verb, r.gr(), r.namespace, r.name))
         .collect();
     assert!(refused.is_empty(), "the fake refused operator requests deploy/ should allow:\n{}", refused.join("\n"));
-    for c in &all {
+    // (The grant goes with its namespace: checks in namespaces deleted since are compared by
+    // this file's reading only.)
+    let exists = |ns: &Option<String>| ns.as_ref().is_none_or(|ns| fake.object("v1", "Namespace", "", ns).is_some());
+    for c in all.iter().filter(|c| exists(&c.namespace)) {
         let by_fake = fake.allows(
             &operator_user,
             &c.verb,
@@ -778,7 +815,12 @@ async fn deploy_rbac_allows_every_operator_request_and_grants_nothing_unused() {
 
     // (b) Every permission granted was needed by some check.
     let mut unused = Vec::new();
-    let grants = policy.cluster.iter().map(|r| ("ClusterRole", r)).chain(policy.namespaced.iter().map(|(_, r)| ("Role", r)));
+    let grants = policy
+        .cluster
+        .iter()
+        .map(|r| ("ClusterRole", r))
+        .chain(policy.namespaced.iter().map(|(_, r)| ("Role", r)))
+        .chain(policy.grant.iter().map(|r| ("ClusterRole tenant-operator:tenant-namespace", r)));
     for (role, rule) in grants {
         for grant in rule.grants() {
             let single = Rule {
@@ -823,7 +865,15 @@ fn without_core_resource(yaml: &str, resource: &str) -> String {
 async fn a_permission_missing_from_deploy_stops_the_operator_converging() {
     let manifests: Vec<String> = deploy_manifests()
         .into_iter()
-        .map(|(path, yaml)| if path.ends_with("operator-clusterrole.yaml") { without_core_resource(&yaml, "configmaps") } else { yaml })
+        .map(
+            |(path, yaml)| {
+                if path.ends_with("tenant-namespace-clusterrole.yaml") {
+                    without_core_resource(&yaml, "configmaps")
+                } else {
+                    yaml
+                }
+            },
+        )
         .collect();
     let env = TestEnv::with_fake_and_manifests(FakeApiServer::start().await, &manifests);
     let s = Scenario::start_on(env, example_config()).await;
@@ -876,5 +926,11 @@ fn rule_matcher_follows_kubernetes_rbac() {
     let lease = |ns: Option<&str>| Check { namespace: ns.map(String::from), ..check("get", "coordination.k8s.io", "leases", Some("l")) };
     assert!(policy.allows(&lease(Some("op"))));
     assert!(!policy.allows(&lease(Some("other"))), "a Role grants only in its namespace");
+    policy.grant.push(rule(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})));
+    policy.granted_in.insert("acme-dev".into());
+    let secret = |ns: Option<&str>| Check { namespace: ns.map(String::from), ..check("get", "", "secrets", Some("s")) };
+    assert!(policy.allows(&secret(Some("acme-dev"))), "the grant holds where the operator created the namespace");
+    assert!(!policy.allows(&secret(Some("kube-system"))), "and nowhere else");
+    assert!(!policy.allows(&secret(None)), "nor cluster-wide");
     assert!(!policy.allows(&lease(None)), "a Role grants nothing cluster-wide");
 }

@@ -16,6 +16,7 @@ use kube::api::ObjectMeta;
 
 use super::{tenant_labels, ChildKind, DesiredObject};
 
+pub mod grant;
 pub mod profile;
 pub mod route;
 
@@ -72,14 +73,16 @@ pub struct TenantPlan {
     pub endpoints: Vec<EndpointStatus>,
 }
 
-/// The account namespace of a tenant; `objects` are the Namespace and its count quota.
+/// The account namespace of a tenant; `objects` are the Namespace, the operator's grant and the
+/// count quota.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountPlan {
     pub namespace: String,
     pub objects: Vec<DesiredObject>,
 }
 
-/// The children of one environment namespace. `objects` starts with the Namespace.
+/// The children of one environment namespace. `objects` starts with the Namespace, then the
+/// operator's grant in it (see `grant`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvironmentPlan {
     pub environment: Environment,
@@ -129,6 +132,7 @@ impl TenantPlan {
 
             let mut objects = vec![
                 DesiredObject::from_typed(ChildKind::Namespace, &profile::namespace_object(&slug, env, config))?,
+                DesiredObject::from_typed(ChildKind::RoleBinding, &grant::operator_grant(&slug, Some(env), &namespace, &config.operator))?,
                 DesiredObject::from_typed(ChildKind::ConfigMap, &tenant_config_map(tenant, &slug, env, provider, &urls))?,
                 DesiredObject::from_typed(ChildKind::NetworkPolicy, &network_policy(&slug, env, &namespaces, cluster, config))?,
                 DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::resource_quota(tenant, &slug, env, config))?,
@@ -156,6 +160,10 @@ impl TenantPlan {
             namespace: naming::account_namespace_name(&slug),
             objects: vec![
                 DesiredObject::from_typed(ChildKind::Namespace, &profile::account_namespace_object(&slug))?,
+                DesiredObject::from_typed(
+                    ChildKind::RoleBinding,
+                    &grant::operator_grant(&slug, None, &naming::account_namespace_name(&slug), &config.operator),
+                )?,
                 DesiredObject::from_typed(ChildKind::ResourceQuota, &profile::account_quota(&slug, config))?,
             ],
         };

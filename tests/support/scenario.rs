@@ -75,6 +75,12 @@ impl Scenario {
         scenario
     }
 
+    /// A client acting as the operator's ServiceAccount (what the operator under test uses):
+    /// for asking what that identity may do.
+    pub fn operator_client(&self) -> Client {
+        self.env.operator_client()
+    }
+
     /// The administrator's client (the operator runs as its ServiceAccount).
     pub fn client(&self) -> Client {
         self.env.client()

@@ -31,6 +31,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "tenant-operator.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{- /* The operator's grant in each tenant namespace: a ClusterRole and the RoleBindings the operator makes of it, both of this name. */}}
+{{- define "tenant-operator.namespaceRole" -}}
+{{- printf "%s:tenant-namespace" (include "tenant-operator.fullname" .) }}
+{{- end }}
+
 {{- define "tenant-operator.configMapName" -}}
 {{- default (printf "%s-config" (include "tenant-operator.fullname" .)) .Values.existingConfigMap }}
 {{- end }}

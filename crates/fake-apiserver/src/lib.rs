@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     commit_latency_us: AtomicU64,
 }
 
+/// Namespaces the NamespaceLifecycle admission plugin never lets anyone delete.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 /// The token of the administrator identity every [`FakeApiServer::client`] uses.
 const ADMIN_TOKEN: &str = "fake-admin-token";
 /// The administrator: in `system:masters`, so authorization and escalation checks pass, as for
@@ -1021,6 +1024,10 @@ fn serve(
             Ok((object_response(code, rt, &out), committed))
         }
         "delete" => {
+            // The NamespaceLifecycle admission plugin keeps the system namespaces, for anyone.
+            if rt.group.is_empty() && rt.plural == "namespaces" && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+                return Err(ApiError::forbidden("", "namespaces", &name, "this namespace may not be deleted"));
+            }
             let opts_body = parse_body(body, false).unwrap_or(Value::Null);
             let pp = q
                 .get("propagationPolicy")

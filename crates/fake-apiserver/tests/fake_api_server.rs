@@ -897,6 +897,24 @@ async fn garbage_collection_orphan_keeps_dependents() {
     assert!(child.owner_references().is_empty(), "orphaned dependents lose the owner reference");
 }
 
+/// The NamespaceLifecycle plugin: `default`, `kube-system` and `kube-public` are never deleted,
+/// whoever asks (message as a 1.36 API server answers it).
+#[tokio::test]
+async fn system_namespaces_may_not_be_deleted() {
+    let fake = FakeApiServer::start().await;
+    let namespaces: Api<Namespace> = Api::all(fake.client());
+    for name in ["default", "kube-system", "kube-public"] {
+        match namespaces.delete(name, &DeleteParams::default()).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 403);
+                assert_eq!(status.message, format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
+            }
+            other => panic!("deleting {name}: {other:?}"),
+        }
+        assert!(namespaces.get_opt(name).await.expect("get").is_some());
+    }
+}
+
 #[tokio::test]
 async fn namespace_deletion_removes_contents_then_namespace() {
     let fake = FakeApiServer::start().await;

@@ -14,6 +14,10 @@
 //! time, Namespaces first; each object is reduced as it arrives, and a re-list marks what it
 //! sees instead of building a second copy of the cache.
 //!
+//! Secrets are not watched: the operator may read only those in the namespaces it owns, by
+//! name. What it read or wrote of one is remembered for a while ("fetched", see
+//! [`FETCHED_TTL`]).
+//!
 //! The operator's own writes are remembered until the watch delivers them ("written"): a
 //! reconcile that runs before the cache has caught up reads the object as the operator wrote
 //! it instead of applying it again, and the watch event of the write itself (same
@@ -38,11 +42,19 @@ pub use streams::watches_metadata_only;
 use crate::{desired::ChildKind, hash::hash_str, metrics::Metrics, naming::LABEL_TENANT};
 use child::Stored;
 use key::{KeyRef, Keyed};
-use state::{State, Verified, Written};
+use state::{Fetched, State, Verified, Written};
 
 /// How long a write is remembered at most when its watch event never comes (a watch that
 /// restarted lists the object again, which also settles it).
 const WRITTEN_TTL: Duration = Duration::from_secs(60);
+
+/// How long a read (or write) by name of a kind no watch covers vouches for the object. The
+/// operator may not watch Secrets (its RBAC ends at the namespaces it owns), so the
+/// credentials Secret is read by name: this is shorter than the resync of a Ready Tenant
+/// (`controller::RESYNC`), so every resync reads it again and a deleted or changed Secret is
+/// corrected within one resync, while the reconciles in between (other children changing)
+/// read nothing.
+pub const FETCHED_TTL: Duration = Duration::from_secs(240);
 
 /// Read access to the caches, shared by the controllers.
 #[derive(Clone)]
@@ -97,6 +109,10 @@ impl Caches {
     pub fn get(&self, kind: ChildKind, namespace: Option<&str>, name: &str) -> Option<Child> {
         let key = KeyRef::new(kind, namespace, name);
         let state = self.shared.read();
+        if !self.has(kind) {
+            let fetched = state.fetched.get(&key as &dyn Keyed).filter(|f| f.at.elapsed() < FETCHED_TTL);
+            return fetched.and_then(|f| f.child.clone());
+        }
         let cached = state.objects.get(&key as &dyn Keyed);
         match state.written.get(&key as &dyn Keyed) {
             Some(written) if written.before.as_deref() == cached.and_then(Stored::resource_version) => written.after.clone(),
@@ -159,9 +175,26 @@ impl Caches {
         state.verified.insert(stored.key().to_owned(), Verified { version: version.into(), wanted });
     }
 
+    /// Remember an object of a kind no watch covers as the API server just answered it by
+    /// name (`None`: it does not exist); [`Caches::get`] returns it for [`FETCHED_TTL`].
+    pub fn fetched(&self, kind: ChildKind, namespace: Option<&str>, name: &str, child: Option<Child>) {
+        if self.has(kind) {
+            return;
+        }
+        let key = KeyRef::new(kind, namespace, name);
+        let mut state = self.shared.write();
+        let now = Instant::now();
+        state.fetched.retain(|_, fetched| now.duration_since(fetched.at) < FETCHED_TTL);
+        state.fetched.insert(key.to_owned(), Fetched { child, at: now });
+    }
+
     /// Remember a write of the operator: `before` is what [`Caches::cached_version`] said
     /// before it was sent, `after` the object the API server returned (`None` for a delete).
     pub fn wrote(&self, kind: ChildKind, namespace: Option<&str>, name: &str, before: Option<String>, after: Option<Child>) {
+        if !self.has(kind) {
+            // No watch will deliver it: the answer is what the object is now.
+            return self.fetched(kind, namespace, name, after);
+        }
         let key = KeyRef::new(kind, namespace, name);
         let mut state = self.shared.write();
         let now = Instant::now();

@@ -27,6 +27,15 @@ pub(super) struct State {
     pub(super) synced: BTreeSet<ChildKind>,
     /// Per kind code: objects held and the bytes of their compact forms.
     pub(super) held: HashMap<u8, Held>,
+    /// Objects of kinds no watch covers (Secrets), as the operator last read or wrote them by
+    /// name (`None`: not there).
+    pub(super) fetched: HashMap<OwnedKey, Fetched>,
+}
+
+/// An object of an unwatched kind as last read or written, and when.
+pub(super) struct Fetched {
+    pub(super) child: Option<Child>,
+    pub(super) at: Instant,
 }
 
 /// A write of the operator: the object as the API server returned it (`None`: deleted), and

@@ -207,3 +207,42 @@ async fn a_kind_the_server_stopped_serving_counts_as_listed_and_empty() {
         watcher::Error::InitialListFailed(kube::Error::Api(Box::new(kube::core::Status::failure("forbidden", "Forbidden").with_code(403))));
     assert!(!streams::is_not_served(&refused));
 }
+
+/// Secrets are not watched (the operator may not list them): what was read or written of one
+/// by name stands for it until `FETCHED_TTL` has passed, then only a new read tells.
+#[test]
+fn an_unwatched_kind_is_known_from_its_last_read_for_a_while() {
+    let caches = caches();
+    assert!(!caches.has(ChildKind::Secret));
+    let secret = |version: &str| {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "acme-db-credentials", "namespace": "acme-dev", "resourceVersion": version, "labels": {LABEL_TENANT: "acme"}}
+        }))
+        .expect("secret");
+        Child::from_object(ChildKind::Secret, &object)
+    };
+    assert!(caches.get(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials").is_none(), "never read");
+    caches.fetched(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials", Some(secret("1")));
+    assert_eq!(version(caches.get(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials")).as_deref(), Some("1"));
+    // A write is what the object is now (no watch will say otherwise).
+    caches.wrote(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials", Some("1".into()), Some(secret("2")));
+    assert_eq!(version(caches.get(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials")).as_deref(), Some("2"));
+    assert!(caches.of_tenant(ChildKind::Secret, "acme").is_empty(), "no list of what is not watched");
+    // Past its time the read vouches for nothing: the next reconcile reads again.
+    {
+        let mut state = caches.shared.write();
+        for fetched in state.fetched.values_mut() {
+            fetched.at = Instant::now().checked_sub(FETCHED_TTL + Duration::from_secs(1)).expect("a past instant");
+        }
+    }
+    assert!(caches.get(ChildKind::Secret, Some("acme-dev"), "acme-db-credentials").is_none(), "an old read is not trusted");
+    // A watched kind never takes a read's word.
+    caches.fetched(
+        ChildKind::ConfigMap,
+        Some("acme-dev"),
+        "x",
+        Some(Child::from_object(ChildKind::ConfigMap, &config_map("acme-dev", "x", "acme", "9"))),
+    );
+    assert!(caches.get(ChildKind::ConfigMap, Some("acme-dev"), "x").is_none());
+}

@@ -5,9 +5,11 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use serde_json::json;
 
-use super::{database, predecessor, routes, status::Observations, validate::ValidatedTenant};
+use super::{database, grants, predecessor, routes, status::Observations, validate::ValidatedTenant};
 use crate::{
     controller::{
         apply::{self, get_uncached, needs_apply},
@@ -17,7 +19,7 @@ use crate::{
     },
     database::DATA_VOLUME,
     desired::{
-        tenant::{AccountPlan, EnvironmentPlan},
+        tenant::{grant, AccountPlan, EnvironmentPlan},
         ChildKind, DesiredObject,
     },
     naming::{self, ANNOTATION_ADOPTED_FROM, LABEL_ENVIRONMENT, LABEL_RETAINED},
@@ -62,7 +64,7 @@ async fn sweep_orphaned_bindings(valid: &ValidatedTenant, ctx: &Context, changes
 
 /// An object under `name` as the API server has it: the label-narrowed caches do not hold
 /// objects without the tenant label, so a miss is confirmed with one GET.
-async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
+pub(super) async fn found(ctx: &Context, kind: ChildKind, namespace: Option<&str>, name: &str) -> Result<Option<Child>, Error> {
     match ctx.caches.get(kind, namespace, name) {
         Some(cached) => Ok(Some(cached)),
         None => Ok(get_uncached(ctx, kind, namespace, name).await?.map(|object| Child::from_object(kind, &object))),
@@ -158,7 +160,12 @@ async fn apply_account(valid: &ValidatedTenant, ctx: &Context, observed: &mut Ob
                     continue;
                 }
                 match apply::apply(ctx, desired, &valid.uid).await {
-                    Ok(_) => changes.applied(desired),
+                    Ok(_) => {
+                        changes.applied(desired);
+                        if grant::is_grant(desired.kind, &desired.name, &ctx.config.operator) {
+                            grants::wait_for_grant(ctx, &valid.slug, &account.namespace).await?;
+                        }
+                    }
                     Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
                         observed.object_problems.push(apply_refused(desired, &status.message));
                         return Ok(());
@@ -196,60 +203,27 @@ async fn apply_environment(
         NamespaceClaim::Usable { found, fresh } => (found, fresh),
     };
 
+    // The namespace first (everything else lives in it), then the operator's grant in it (its
+    // write access there), then the rest of the environment's objects at once: they do not
+    // depend on each other.
+    let is_grant = |o: &&DesiredObject| grant::is_grant(o.kind, &o.name, &ctx.config.operator);
+    let (namespace_objects, rest): (Vec<&DesiredObject>, Vec<&DesiredObject>) =
+        env.objects.iter().partition(|o| o.kind == ChildKind::Namespace);
+    let (grant_objects, contents): (Vec<&DesiredObject>, Vec<&DesiredObject>) = rest.into_iter().partition(is_grant);
+    for batch in [namespace_objects, grant_objects] {
+        match apply_batch(valid, batch, namespace.as_ref(), fresh_namespace, ctx, observed, changes).await? {
+            Batch::Refused => return Ok(()),
+            Batch::Applied { grant: true } => grants::wait_for_grant(ctx, &valid.slug, &env.namespace).await?,
+            Batch::Applied { grant: false } => {}
+        }
+    }
     // A database must not start on a password someone else chose: with a foreign credentials
     // Secret, the database objects wait (the database step reports the conflict).
     let foreign_secret = !fresh_namespace && database::secret_is_foreign(valid, env, ctx).await?;
     let database_kinds = [ChildKind::StatefulSet, ChildKind::CnpgCluster, ChildKind::Service];
-
-    // The namespace first (everything else lives in it), then the rest of the environment's
-    // objects at once: they do not depend on each other.
-    let (namespace_objects, contents): (Vec<&DesiredObject>, Vec<&DesiredObject>) =
-        env.objects.iter().filter(|o| !(foreign_secret && database_kinds.contains(&o.kind))).partition(|o| o.kind == ChildKind::Namespace);
-    for batch in [namespace_objects, contents] {
-        let mut pending = Vec::new();
-        for desired in batch {
-            if desired.kind == ChildKind::HttpRoute && !ctx.caches.has(ChildKind::HttpRoute) {
-                // Reported once for the Tenant (`routes::gateway_problem`).
-                continue;
-            }
-            if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
-                observed.database_problems.push(Problem::new(
-                    Reason::CloudNativePgNotInstalled,
-                    "the CloudNativePG operator (CRD clusters.postgresql.cnpg.io) is not installed on this cluster",
-                ));
-                continue;
-            }
-            let current = match desired.kind {
-                ChildKind::Namespace => namespace.clone(),
-                // Nothing can be in a namespace this reconcile is creating.
-                _ if fresh_namespace => None,
-                _ => found(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await?,
-            };
-            if let Some(current) = &current {
-                if desired.kind != ChildKind::Namespace && !is_ours(current, &valid.slug) {
-                    observed.object_problems.push(object_conflict(desired));
-                    continue;
-                }
-                if is_terminating(current) || !needs_apply(ctx, desired, &valid.uid, Some(current)).await? {
-                    continue;
-                }
-            }
-            pending.push(async move { (desired, apply::apply(ctx, desired, &valid.uid).await) });
-        }
-        for (desired, result) in join_all(pending).await {
-            match result {
-                Ok(_) => changes.applied(desired),
-                Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
-                    // The server refused this object (a value it cannot accept, a permission the
-                    // operator lacks, a namespace going away): report it, go on with the others.
-                    observed.object_problems.push(apply_refused(desired, &status.message));
-                    if desired.kind == ChildKind::Namespace {
-                        return Ok(());
-                    }
-                }
-                Err(other) => return Err(other.into()),
-            }
-        }
+    let contents = contents.into_iter().filter(|o| !(foreign_secret && database_kinds.contains(&o.kind))).collect();
+    if let Batch::Refused = apply_batch(valid, contents, namespace.as_ref(), fresh_namespace, ctx, observed, changes).await? {
+        return Ok(());
     }
     observed.namespaces.push(NamespaceStatus { environment: env.environment, name: env.namespace.clone(), state: NamespaceState::Active });
     if let Some(cluster) = ctx.config.clusters.get(&tenant.spec.cluster) {
@@ -291,6 +265,76 @@ fn uncounted_quotas(account: &AccountPlan, ctx: &Context) -> Option<Problem> {
     ))
 }
 
+/// What became of a batch of an environment's objects.
+enum Batch {
+    /// Applied (or already current); `grant`: the operator's grant was among what was written.
+    Applied { grant: bool },
+    /// The API server refused the Namespace itself: nothing else can go into it.
+    Refused,
+}
+
+/// Apply one batch of an environment's objects at once, each only when it differs from what
+/// is there; what is not the operator's is reported, never overwritten.
+async fn apply_batch(
+    valid: &ValidatedTenant,
+    batch: Vec<&DesiredObject>,
+    namespace: Option<&Child>,
+    fresh_namespace: bool,
+    ctx: &Context,
+    observed: &mut Observations,
+    changes: &mut Changes,
+) -> Result<Batch, Error> {
+    let mut pending = Vec::new();
+    for desired in batch {
+        if desired.kind == ChildKind::HttpRoute && !ctx.caches.has(ChildKind::HttpRoute) {
+            // Reported once for the Tenant (`routes::gateway_problem`).
+            continue;
+        }
+        if desired.kind == ChildKind::CnpgCluster && !ctx.caches.has(ChildKind::CnpgCluster) {
+            observed.database_problems.push(Problem::new(
+                Reason::CloudNativePgNotInstalled,
+                "the CloudNativePG operator (CRD clusters.postgresql.cnpg.io) is not installed on this cluster",
+            ));
+            continue;
+        }
+        let current = match desired.kind {
+            ChildKind::Namespace => namespace.cloned(),
+            // Nothing can be in a namespace this reconcile is creating.
+            _ if fresh_namespace => None,
+            _ => found(ctx, desired.kind, desired.namespace.as_deref(), &desired.name).await?,
+        };
+        if let Some(current) = &current {
+            if desired.kind != ChildKind::Namespace && !is_ours(current, &valid.slug) {
+                observed.object_problems.push(object_conflict(desired));
+                continue;
+            }
+            if is_terminating(current) || !needs_apply(ctx, desired, &valid.uid, Some(current)).await? {
+                continue;
+            }
+        }
+        pending.push(async move { (desired, apply::apply(ctx, desired, &valid.uid).await) });
+    }
+    let mut grant = false;
+    for (desired, result) in join_all(pending).await {
+        match result {
+            Ok(_) => {
+                changes.applied(desired);
+                grant |= grant::is_grant(desired.kind, &desired.name, &ctx.config.operator);
+            }
+            Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
+                // The server refused this object (a value it cannot accept, a permission the
+                // operator lacks, a namespace going away): report it, go on with the others.
+                observed.object_problems.push(apply_refused(desired, &status.message));
+                if desired.kind == ChildKind::Namespace || grant::is_grant(desired.kind, &desired.name, &ctx.config.operator) {
+                    return Ok(Batch::Refused);
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(Batch::Applied { grant })
+}
+
 /// The PersistentVolumeClaims the database StatefulSet's claim template made: the StatefulSet
 /// controller creates them (so they carry the tenant label but not the operator's field
 /// manager), and they hold the tenant's data.
@@ -298,18 +342,32 @@ fn is_database_volume(object: &Child, slug: &str) -> bool {
     object.name().starts_with(&format!("{DATA_VOLUME}-{}-", naming::database_name(slug)))
 }
 
-/// The data holders of a namespace that follow its `retained` mark.
-fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Vec<(ChildKind, String)> {
+/// The data holders of a namespace that follow its `retained` mark: the database volumes (from
+/// the caches) and the credentials Secret (by name: Secrets are not watched).
+async fn data_of(ctx: &Context, slug: &str, namespace: &str) -> Result<Vec<(ChildKind, String)>, Error> {
     let mut data = Vec::new();
-    for kind in [ChildKind::PersistentVolumeClaim, ChildKind::Secret] {
-        for object in ctx.caches.of_tenant(kind, slug) {
-            let mine = is_ours(&object, slug) || (kind == ChildKind::PersistentVolumeClaim && is_database_volume(&object, slug));
-            if object.namespace() == Some(namespace) && mine {
-                data.push((kind, object.name_any()));
-            }
+    for object in ctx.caches.of_tenant(ChildKind::PersistentVolumeClaim, slug) {
+        if object.namespace() == Some(namespace) && (is_ours(&object, slug) || is_database_volume(&object, slug)) {
+            data.push((ChildKind::PersistentVolumeClaim, object.name_any()));
         }
     }
-    data
+    let secret = naming::database_secret_name(slug);
+    let known = match ctx.caches.get(ChildKind::Secret, Some(namespace), &secret) {
+        Some(known) => Some(known),
+        None => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            secrets.get_metadata_opt(&secret).await?.map(|meta| Child::from_object(ChildKind::Secret, &metadata_only(meta)))
+        }
+    };
+    if known.is_some_and(|object| is_ours(&object, slug)) {
+        data.push((ChildKind::Secret, secret));
+    }
+    Ok(data)
+}
+
+/// An object read as metadata only, in the form the caches reduce.
+fn metadata_only(meta: kube::core::PartialObjectMeta<Secret>) -> kube::core::DynamicObject {
+    kube::core::DynamicObject { types: None, metadata: meta.metadata, data: serde_json::Value::Null }
 }
 
 /// A retained namespace of this Tenant, or one the earlier Tenant `previous` of the slug left,
@@ -322,7 +380,8 @@ async fn adopt(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<(), Error> {
-    for (kind, name) in data_of(ctx, &valid.slug, namespace) {
+    grants::ensure_grant(valid, namespace, ctx, changes).await?;
+    for (kind, name) in data_of(ctx, &valid.slug, namespace).await? {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, json!({ "labels": { LABEL_RETAINED: null } })).await?;
     }
     let mut metadata = json!({ "labels": { LABEL_RETAINED: null } });
@@ -338,7 +397,7 @@ async fn adopt(
 /// Label a namespace and the data in it as retained.
 pub async fn mark_retained(ctx: &Context, slug: &str, namespace: &str) -> Result<(), Error> {
     let mark = json!({ "labels": { LABEL_RETAINED: "true" } });
-    for (kind, name) in data_of(ctx, slug, namespace) {
+    for (kind, name) in data_of(ctx, slug, namespace).await? {
         apply::patch_metadata(ctx, kind, Some(namespace), &name, mark.clone()).await?;
     }
     apply::patch_metadata(ctx, ChildKind::Namespace, None, namespace, mark).await?;

@@ -121,16 +121,18 @@ async fn pod_refusal(ctx: &Context, namespace: &str, statefulset: &str) -> Optio
     Some(Problem::new(Reason::DatabaseNotReady, format!("the API server refused the database pod of StatefulSet {statefulset}: {message}")))
 }
 
-/// The environment's credentials Secret as the caches know it, else as the API server has it
-/// (the label-narrowed cache does not hold an unlabelled one).
+/// The environment's credentials Secret as the operator last read it (Secrets are not
+/// watched: see `Caches::fetched`), else as the API server has it now.
 async fn credentials_secret_of(valid: &ValidatedTenant, env: &EnvironmentPlan, ctx: &Context) -> Result<Option<Child>, Error> {
     let name = naming::database_secret_name(&valid.slug);
-    Ok(match ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
-        Some(cached) => Some(cached),
-        None => get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name)
-            .await?
-            .map(|object| Child::from_object(ChildKind::Secret, &object)),
-    })
+    if let Some(known) = ctx.caches.get(ChildKind::Secret, Some(&env.namespace), &name) {
+        return Ok(Some(known));
+    }
+    let read = get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name)
+        .await?
+        .map(|object| Child::from_object(ChildKind::Secret, &object));
+    ctx.caches.fetched(ChildKind::Secret, Some(&env.namespace), &name, read.clone());
+    Ok(read)
 }
 
 /// Whether a Secret under the credentials name exists that the operator did not create.
@@ -174,9 +176,10 @@ fn secret_conflict(env: &EnvironmentPlan, name: &str) -> Problem {
     )
 }
 
-/// What the caches alone tell about the credentials Secret: `Some(Ok)` when it is the
-/// operator's and as wanted, `Some(Err)` when it is someone else's, `None` when only the API
-/// server's copy can tell. The caches hold no Secret data: the fingerprint puts a stand-in in
+/// What the caches alone tell about the credentials Secret (as last read by name, within
+/// `caches::FETCHED_TTL`): `Some(Ok)` when it is the operator's and as wanted, `Some(Err)`
+/// when it is someone else's, `None` when only the API server's copy can tell. The caches hold
+/// no Secret data: the fingerprint puts a stand-in in
 /// place of the password, so the probe carries the stand-in itself (an empty password is not
 /// redacted, and would never compare equal).
 fn credentials_cached(
@@ -215,6 +218,7 @@ async fn ensure_credentials(
     // a password can never be generated twice.
     let existing = get_uncached(ctx, ChildKind::Secret, Some(&env.namespace), &name).await?;
     let existing_child = existing.as_ref().map(|object| Child::from_object(ChildKind::Secret, object));
+    ctx.caches.fetched(ChildKind::Secret, Some(&env.namespace), &name, existing_child.clone());
     if existing_child.as_ref().is_some_and(|secret| !is_ours(secret, &valid.slug)) {
         return Ok(Err(secret_conflict(env, &name)));
     }

@@ -5,6 +5,7 @@ mod apply;
 mod cache;
 mod cleanup;
 mod database;
+mod grants;
 mod hosts;
 mod predecessor;
 mod rotation;

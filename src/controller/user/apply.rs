@@ -156,7 +156,13 @@ async fn namespace_use(ctx: &Context, valid: &ValidatedUser, namespace: &str) ->
     };
     let Some(ns) = found else { return Ok(NamespaceUse::Waiting) };
     if is_ours_for(&ns, &slug, &valid.tenant_uid) {
-        return Ok(if is_terminating(&ns) || is_retained(&ns) { NamespaceUse::Waiting } else { NamespaceUse::Usable });
+        if is_terminating(&ns) || is_retained(&ns) {
+            return Ok(NamespaceUse::Waiting);
+        }
+        // The operator may write there only once its grant is (the Tenant applies it right
+        // after the namespace; its arrival re-reconciles the tenant's users).
+        let grant = ctx.caches.get(ChildKind::RoleBinding, Some(namespace), &ctx.config.operator.namespace_role);
+        return Ok(if grant.is_some_and(|grant| is_ours(&grant, &slug)) { NamespaceUse::Usable } else { NamespaceUse::Waiting });
     }
     let problem = match previous_owner(&ns, &valid.tenant_uid).filter(|_| is_ours(&ns, &slug)) {
         Some(previous) if valid.tenant.spec.adopt_retained_from.as_deref() == Some(previous.as_str()) => {

@@ -36,12 +36,47 @@ fn the_account_namespace_holds_no_workloads() {
     let plan = TenantPlan::build(&acme(), &example_config()).unwrap();
     assert_eq!(plan.account.namespace, "acme-account");
     let kinds: Vec<ChildKind> = plan.account.objects.iter().map(|o| o.kind).collect();
-    assert_eq!(kinds, [ChildKind::Namespace, ChildKind::ResourceQuota], "the Namespace and its count quota");
+    assert_eq!(
+        kinds,
+        [ChildKind::Namespace, ChildKind::RoleBinding, ChildKind::ResourceQuota],
+        "the Namespace, the grant, its count quota"
+    );
     let labels = &plan.account.objects[0].object["metadata"]["labels"];
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(labels["app.kubernetes.io/component"], "account");
     let inside: Vec<String> = plan.objects().filter(|o| o.namespace.as_deref() == Some("acme-account")).map(|o| o.describe()).collect();
-    assert_eq!(inside, ["ResourceQuota acme-account/tenant-quota"], "nothing else of the Tenant inside it");
+    assert_eq!(
+        inside,
+        ["RoleBinding acme-account/tenant-operator:tenant-namespace", "ResourceQuota acme-account/tenant-quota"],
+        "nothing else of the Tenant inside it"
+    );
+}
+
+/// Issue 20 §6: right after each of its namespaces, the operator's grant: the shipped
+/// ClusterRole bound to the operator's own ServiceAccount, in that namespace only.
+#[test]
+fn every_namespace_gets_the_operators_grant_right_after_it() {
+    let mut config = example_config();
+    config.operator.service_account = "ops".into();
+    config.operator.namespace = "platform".into();
+    config.operator.namespace_role = "ops-tenant-operator:tenant-namespace".into();
+    let plan = TenantPlan::build(&acme(), &config).unwrap();
+    let mut lists: Vec<(&str, &[DesiredObject])> = vec![(plan.account.namespace.as_str(), &plan.account.objects)];
+    lists.extend(plan.environments.iter().map(|env| (env.namespace.as_str(), env.objects.as_slice())));
+    for (namespace, objects) in lists {
+        assert_eq!(objects[0].kind, ChildKind::Namespace);
+        let grant = &objects[1];
+        assert_eq!(
+            (grant.kind, grant.name.as_str(), grant.namespace.as_deref()),
+            (ChildKind::RoleBinding, "ops-tenant-operator:tenant-namespace", Some(namespace))
+        );
+        assert_eq!(
+            grant.object["roleRef"],
+            serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ops-tenant-operator:tenant-namespace"})
+        );
+        assert_eq!(grant.object["subjects"], serde_json::json!([{"kind": "ServiceAccount", "name": "ops", "namespace": "platform"}]));
+        assert_eq!(objects.iter().filter(|o| o.kind == ChildKind::RoleBinding).count(), 1, "users' bindings are the user controller's");
+    }
 }
 
 #[test]
