@@ -8,11 +8,11 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use serde_json::json;
-use support::fixtures::{data_tenant, ready, small_tenant, test_pg_admin, user, write_postgres_admin_secret};
+use support::fixtures::{data_tenant, logs_in, ready, small_tenant, test_pg_admin, user, write_postgres_admin_secret};
 use support::scenario::Scenario;
 use support::stand_ins::CloudNativePgStandIn;
 use tenant_operator::{
-    database::external::{AdminConnection, ExternalNames},
+    database::external::ExternalNames,
     plugin::{commands, errors::PluginError, render::Style, Cli},
     types::{Environment, Tenant, TenantPhase, TenantUser},
 };
@@ -116,18 +116,6 @@ async fn errors_say_what_is_wrong_and_exit_distinctly() {
     let error = kubectl_tenant(s.client(), &["rotate-credentials", &slug, "--env", "prod"]).await.unwrap_err();
     assert!(matches!(error, PluginError::NotFound { .. }), "{error}");
     s.cleanup().await;
-}
-
-async fn logs_in(admin: &AdminConnection, names: &ExternalNames, password: &str) -> bool {
-    let mut config = tokio_postgres::Config::new();
-    config.host(&admin.host).port(admin.port).user(names.login_role()).password(password).dbname(names.database());
-    match config.connect(tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client.simple_query("SELECT 1").await.is_ok()
-        }
-        Err(_) => false,
-    }
 }
 
 async fn password(s: &Scenario, slug: &str) -> String {

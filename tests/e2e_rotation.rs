@@ -13,7 +13,7 @@ use kube::{
     Api,
 };
 use serde_json::json;
-use support::fixtures::{data_tenant as tenant, example_config, ready, test_pg_admin, write_postgres_admin_secret};
+use support::fixtures::{data_tenant as tenant, example_config, logs_in, ready, test_pg_admin, write_postgres_admin_secret};
 use support::stand_ins::{CloudNativePgStandIn, CNPG_CRD_LOCK};
 use support::{
     e2e::{Target, TestEnv},
@@ -54,19 +54,6 @@ fn key(secret: &Secret, key: &str) -> Option<String> {
 
 fn annotation(secret: &Secret, key: &str) -> Option<String> {
     secret.metadata.annotations.as_ref()?.get(key).cloned()
-}
-
-/// Whether the tenant's login role gets a session with `password`.
-async fn logs_in(admin: &AdminConnection, names: &ExternalNames, password: &str) -> bool {
-    let mut config = tokio_postgres::Config::new();
-    config.host(&admin.host).port(admin.port).user(names.login_role()).password(password).dbname(names.database());
-    match config.connect(tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client.simple_query("SELECT 1").await.is_ok()
-        }
-        Err(_) => false,
-    }
 }
 
 async fn admin_session(admin: &AdminConnection) -> tokio_postgres::Client {

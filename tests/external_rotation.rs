@@ -4,8 +4,8 @@
 
 mod support;
 
-use support::fixtures::test_pg_admin;
-use tenant_operator::database::external::{drop_database, ensure_database, rotate_password, AdminConnection, ExternalNames, Stamp};
+use support::fixtures::{logs_in, test_pg_admin};
+use tenant_operator::database::external::{drop_database, ensure_database, rotate_password, ExternalNames, Stamp};
 use tenant_operator::types::Environment;
 
 fn tenant() -> (ExternalNames, Stamp) {
@@ -13,18 +13,6 @@ fn tenant() -> (ExternalNames, Stamp) {
     let h = format!("{:032x}", rand::random::<u128>());
     let uid = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
     (ExternalNames::new(&slug, Environment::Dev).unwrap(), Stamp::new(&slug, &uid).unwrap())
-}
-
-async fn logs_in(admin: &AdminConnection, names: &ExternalNames, password: &str) -> bool {
-    let mut config = tokio_postgres::Config::new();
-    config.host(&admin.host).port(admin.port).user(names.login_role()).password(password).dbname(names.database());
-    match config.connect(tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client.simple_query("SELECT 1").await.is_ok()
-        }
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]

@@ -147,3 +147,17 @@ pub fn test_pg_admin(binary: &str) -> Option<AdminConnection> {
         }
     }
 }
+
+/// Whether the tenant's login role of `names` gets a session with `password` on the test
+/// server (the external provider's database, as the tenant's applications connect).
+pub async fn logs_in(admin: &AdminConnection, names: &tenant_operator::database::external::ExternalNames, password: &str) -> bool {
+    let mut config = tokio_postgres::Config::new();
+    config.host(&admin.host).port(admin.port).user(names.login_role()).password(password).dbname(names.database());
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
