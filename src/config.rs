@@ -16,7 +16,8 @@ mod routing;
 
 pub use database::{CloudNativePgConfig, DatabaseConfig, ExternalDatabaseConfig, SecretRef, StatefulSetDatabaseConfig};
 pub use namespaces::{
-    default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, SERVICE_TYPES,
+    default_account_quota, default_quota, is_quantity, ContainerDefaults, NamespaceConfig, PodSecurityConfig, ACCOUNT_USERS_QUOTA,
+    SERVICE_TYPES,
 };
 use routing::{check_gateway, default_tenant_header, is_header_name};
 pub use routing::{GatewayRef, Routing};

@@ -44,8 +44,10 @@ pub fn watches_metadata_only(kind: ChildKind) -> bool {
 
 /// Objects per list page for kinds a tenant can create in its namespaces: each page is held
 /// whole while it is decoded, and a tenant decides how large its objects are (annotations up
-/// to 256 KiB; bodies up to the API server's object limit of about 1.5 MB).
-const TENANT_WRITABLE_PAGE: u32 = 50;
+/// to 256 KiB; bodies up to the API server's object limit of about 1.5 MB). 25 rather than 50:
+/// the noisy-tenant bench's peak (VmHWM) came to 67 MiB with 50 and 59.7 MiB with 25
+/// (BENCHMARKS.md), for twice the list requests on a restart.
+const TENANT_WRITABLE_PAGE: u32 = 25;
 
 /// Objects per list page for Secrets, whose body (data) is watched and may be a tenant's
 /// megabyte.
